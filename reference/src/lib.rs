@@ -1,1 +1,11 @@
+//! Reference SOCKS4/4a/5 implementation.
+//!
+//! - [`proto`]: the sans-IO protocol core (messages and handshake state machines).
+//! - [`server`]: the tokio server driver; [`policy`] holds every decision it consults.
+//! - [`client`]: the tokio client: chains of hops, CONNECT, BIND, UDP ASSOCIATE.
+//! - [`forward`]: port forwarders through a chain (tcp, udp, rtcp).
+//! - [`url`]: gost-style `-L`/`-F` URLs.
+//! - [`relay`]: the copy loop every tunnel uses.
+
 pub mod proto;
+pub mod relay;
