@@ -7,5 +7,8 @@
 //! - [`url`]: gost-style `-L`/`-F` URLs.
 //! - [`relay`]: the copy loop every tunnel uses.
 
+pub mod policy;
 pub mod proto;
 pub mod relay;
+pub mod server;
+pub mod url;

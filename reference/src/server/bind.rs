@@ -1,0 +1,101 @@
+//! BIND: listen, first reply, accept exactly one peer, second reply, relay (RFC 1928 §4 and the
+//! SOCKS4 text; decisions D-07, R-45…R-51).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tracing::info;
+
+use crate::proto::server::ProxyRequest;
+use crate::proto::{encode_reply, Address, Host, Reply};
+
+use super::{bnd, linger_close, refuse, resolve::resolve, Shared};
+
+/// Cap on bytes the client may send between the two replies; they are held for the peer.
+const HELD_CAP: usize = 64 * 1024;
+
+pub(crate) async fn run(
+    mut control: TcpStream,
+    peer: SocketAddr,
+    request: &ProxyRequest,
+    mut held: Vec<u8>,
+    shared: &Shared,
+) -> io::Result<()> {
+    let cfg = &shared.config;
+    // DST.ADDR names the host expected to connect (D-07). All-zero means "anyone", which is
+    // allowed only when configured (the rtcp forwarder needs it).
+    let expected: Option<IpAddr> = match &request.target.host {
+        Host::Ip(ip) if ip.is_unspecified() => None,
+        Host::Ip(ip) => Some(ip.to_canonical()),
+        Host::Domain(_) => match resolve(&Address { port: 1, ..request.target.clone() }, shared).await {
+            Ok(addrs) => addrs.first().map(|a| a.ip()),
+            Err(rep) => return fail(control, request, rep).await,
+        },
+    };
+    if expected.is_none() && !cfg.bind_any_peer {
+        return fail(control, request, Reply::NOT_ALLOWED).await;
+    }
+    // gost's rtcp asks for a specific port through DST.PORT (specs/gost-socks.md §4.4), while the
+    // RFC leaves DST.PORT of a BIND without a defined use. We honour a non-zero port as the port
+    // to listen on, but never a privileged one.
+    let port = request.target.port;
+    if port != 0 && port < 1024 {
+        return fail(control, request, Reply::NOT_ALLOWED).await;
+    }
+    // Listen on the address the client reached us on: that is an address it can reach.
+    let local_ip = control.local_addr()?.ip();
+    let listener = match listen(SocketAddr::new(local_ip, port)) {
+        Ok(l) => l,
+        Err(_) => return fail(control, request, Reply::GENERAL_FAILURE).await,
+    };
+    let bound = listener.local_addr()?;
+    control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &bnd(cfg, bound))).await?;
+    info!(%peer, %bound, "bind listening");
+
+    // Wait for the one peer, the deadline, or the control connection going away.
+    let deadline = tokio::time::sleep(cfg.bind_accept_timeout);
+    tokio::pin!(deadline);
+    let mut chunk = [0u8; 4096];
+    let (mut remote, remote_addr) = loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok(v) => break v,
+                Err(_) => return fail(control, request, Reply::GENERAL_FAILURE).await,
+            },
+            () = &mut deadline => {
+                info!(%peer, %bound, "bind timed out without a peer");
+                return fail(control, request, Reply::HOST_UNREACHABLE).await;
+            }
+            r = control.read(&mut chunk), if held.len() < HELD_CAP => match r {
+                Ok(0) | Err(_) => return Ok(()), // listener dropped here, within the second
+                Ok(n) => held.extend_from_slice(&chunk[..n]),
+            },
+        }
+    };
+    drop(listener); // exactly one accept
+    let remote_addr = SocketAddr::new(remote_addr.ip().to_canonical(), remote_addr.port());
+    if expected.is_some_and(|ip| ip != remote_addr.ip()) {
+        info!(%peer, %remote_addr, "bind peer is not the expected host");
+        return fail(control, request, Reply::NOT_ALLOWED).await;
+    }
+    control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &Address::from(remote_addr))).await?;
+    let _ = remote.set_nodelay(true);
+    if !held.is_empty() {
+        remote.write_all(&held).await?;
+    }
+    crate::relay::relay(&mut control, &mut remote, Some(cfg.idle_timeout)).await.map(drop)
+}
+
+fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(addr)?;
+    socket.listen(1)
+}
+
+async fn fail(mut control: TcpStream, request: &ProxyRequest, rep: Reply) -> io::Result<()> {
+    refuse(&mut control, request, rep).await;
+    linger_close(control).await;
+    Ok(())
+}

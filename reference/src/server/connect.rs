@@ -1,0 +1,80 @@
+//! CONNECT: dial, reply, relay.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::info;
+
+use crate::proto::server::ProxyRequest;
+use crate::proto::{encode_reply, Reply};
+
+use super::{bnd, linger_close, refuse, resolve::resolve, Shared};
+
+pub(crate) async fn run(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    request: &ProxyRequest,
+    early: Vec<u8>,
+    shared: &Shared,
+) -> io::Result<()> {
+    let cfg = &shared.config;
+    let mut upstream = match dial(request, shared).await {
+        Ok(s) => s,
+        Err(rep) => {
+            info!(%peer, target = %request.target, reply = %rep, "connect refused");
+            refuse(&mut client, request, rep).await;
+            linger_close(client).await;
+            return Ok(());
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    // The reply goes out only now that the outbound connection exists (R-36, V-26), and in a
+    // write of its own so an over-reading client cannot swallow tunnel bytes with it (gost §8).
+    let local = upstream.local_addr()?;
+    client.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &bnd(cfg, local))).await?;
+    // Optimistic data the client sent with its request goes to the target first (D-15, R-03).
+    if !early.is_empty() {
+        upstream.write_all(&early).await?;
+    }
+    cfg.stats.live_tunnels.fetch_add(1, Ordering::Relaxed);
+    let moved = crate::relay::relay(&mut client, &mut upstream, Some(cfg.idle_timeout)).await;
+    cfg.stats.live_tunnels.fetch_sub(1, Ordering::Relaxed);
+    let (up, down) = moved.as_ref().map(|t| (t.a_to_b + early.len() as u64, t.b_to_a)).unwrap_or_default();
+    info!(%peer, target = %request.target, up, down, ok = moved.is_ok(), "tunnel closed");
+    moved.map(drop)
+}
+
+/// Connects to the first reachable checked address of the target within the connect timeout.
+async fn dial(request: &ProxyRequest, shared: &Shared) -> Result<TcpStream, Reply> {
+    let cfg = &shared.config;
+    let addrs = resolve(&request.target, shared).await?;
+    let attempt = async {
+        let mut last = Reply::HOST_UNREACHABLE;
+        for a in addrs {
+            match TcpStream::connect(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = reply_for(&e),
+            }
+        }
+        Err(last)
+    };
+    match tokio::time::timeout(cfg.connect_timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) if cfg.timeout_reply_ttl_expired => Err(Reply::TTL_EXPIRED),
+        Err(_) => Err(Reply::HOST_UNREACHABLE),
+    }
+}
+
+/// D-06: the fixed mapping from connect errors to REP.
+pub(crate) fn reply_for(e: &io::Error) -> Reply {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => Reply::CONNECTION_REFUSED,
+        io::ErrorKind::NetworkUnreachable => Reply::NETWORK_UNREACHABLE,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::TimedOut => Reply::HOST_UNREACHABLE,
+        io::ErrorKind::PermissionDenied => Reply::NOT_ALLOWED,
+        _ => Reply::GENERAL_FAILURE,
+    }
+}

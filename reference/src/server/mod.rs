@@ -1,0 +1,205 @@
+//! The tokio server: a thin driver around [`crate::proto::server::ServerHandshake`].
+//!
+//! [`serve`] takes an already-bound listener and a shutdown future, so tests bind port 0 and
+//! stop the server when they are done. Each connection runs the handshake under one deadline
+//! then hands the request to `connect`, `bind` or `udp`.
+
+mod bind;
+mod connect;
+mod resolve;
+mod udp;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+pub use crate::policy::{Credential, ServerConfig, Stats};
+use crate::proto::server::{HandshakeConfig, ProxyRequest, ServerEvent, ServerHandshake};
+use crate::proto::{encode_reply, Address, Command, Reply};
+
+/// What every connection handler shares.
+pub(crate) struct Shared {
+    pub config: ServerConfig,
+    /// The listener's own address, for the self-connect check (V-22).
+    pub listeners: Vec<SocketAddr>,
+}
+
+/// Serves SOCKS on `listener` until `shutdown` completes; then stops accepting and aborts the
+/// connections still open.
+pub async fn serve(listener: TcpListener, config: ServerConfig, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    let local = listener.local_addr()?;
+    let shared = Arc::new(Shared { listeners: vec![local], config });
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    info!(%local, "socks server listening");
+    loop {
+        // Reap finished tasks so the set does not grow with the number of past connections.
+        while tasks.try_join_next().is_some() {}
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning (R-87, V-19).
+                    warn!(error = %e, "accept failed; backing off");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        Stats::bump(&shared.config.stats.accepted);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            Stats::bump(&shared.config.stats.over_cap);
+            debug!(%peer, "connection cap reached; closing");
+            continue; // dropping the stream closes it at once
+        };
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            handle(stream, peer, shared).await;
+        });
+    }
+    tasks.abort_all();
+    info!(%local, "socks server stopped");
+    Ok(())
+}
+
+/// The outcome of a handshake: the request and any bytes the client sent after it.
+struct Handshaken {
+    request: ProxyRequest,
+    early: Vec<u8>,
+}
+
+async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let cfg = &shared.config;
+    let hs = tokio::time::timeout(cfg.handshake_timeout, handshake(&mut stream, cfg)).await;
+    let Handshaken { request, early } = match hs {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => {
+            Stats::bump(&cfg.stats.handshake_failures);
+            return linger_close(stream).await;
+        }
+        Ok(Err(e)) => {
+            Stats::bump(&cfg.stats.handshake_failures);
+            debug!(%peer, error = %e, "handshake i/o error");
+            return;
+        }
+        Err(_) => {
+            // never a partial reply; just close.
+            Stats::bump(&cfg.stats.handshake_failures);
+            debug!(%peer, "handshake deadline passed");
+            return;
+        }
+    };
+    let user = request.user.as_ref().map(|u| u.escape_ascii().to_string()).unwrap_or_default();
+    debug!(%peer, version = %request.version, command = %request.command, target = %request.target, %user, "request");
+    let result = match request.command {
+        Command::CONNECT => connect::run(stream, peer, &request, early, &shared).await,
+        Command::BIND if cfg.allow_bind => bind::run(stream, peer, &request, early, &shared).await,
+        Command::UDP_ASSOCIATE if cfg.allow_udp => udp::run(stream, peer, &request, &shared).await,
+        _ => {
+            // Unknown, disabled and extension commands alike: REP 07, never reinterpreted (R-25, V-27).
+            refuse(&mut stream, &request, Reply::COMMAND_NOT_SUPPORTED).await;
+            linger_close(stream).await;
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, target = %request.target, error = %e, "session ended with error");
+    }
+}
+
+/// Runs the handshake machine over `stream`. `Ok(None)` means it failed and any reply the
+/// protocol calls for has been written.
+async fn handshake(stream: &mut TcpStream, cfg: &ServerConfig) -> io::Result<Option<Handshaken>> {
+    let mut hs = ServerHandshake::new(HandshakeConfig {
+        socks4: cfg.socks4,
+        socks5: cfg.socks5,
+        methods: cfg.methods(),
+        max_field: crate::proto::v4::DEFAULT_MAX_FIELD,
+    });
+    // Handshake messages are bounded, and the machine consumes every complete one, so
+    // this buffer never holds more than one partial message plus one read of early data.
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let used = hs.handle_input(&buf);
+        buf.drain(..used);
+        while let Some(event) = hs.poll_event() {
+            match event {
+                ServerEvent::Authenticate(req) => {
+                    let ok = cfg.check_credentials(&req.user, &req.pass);
+                    if !ok {
+                        Stats::bump(&cfg.stats.auth_failures);
+                        info!(user = %req.user.escape_ascii(), "authentication failed");
+                    }
+                    hs.auth_result(ok);
+                }
+                ServerEvent::MethodSelected(_) => {
+                    // Only 00 and 02 are configured here, so this cannot happen; refuse safely.
+                    return Ok(None);
+                }
+                ServerEvent::Request(request) => {
+                    if let Some(out) = hs.poll_transmit() {
+                        stream.write_all(&out).await?;
+                    }
+                    return Ok(Some(Handshaken { request, early: std::mem::take(&mut buf) }));
+                }
+                ServerEvent::Failed(why) => {
+                    debug!(reason = %why, "handshake failed");
+                    if let Some(out) = hs.poll_transmit() {
+                        stream.write_all(&out).await?;
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+        if let Some(out) = hs.poll_transmit() {
+            stream.write_all(&out).await?;
+        }
+        if hs.handle_input(&buf) > 0 {
+            // Unreachable in practice: an event just unblocked the machine; go round again.
+            continue;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None); // EOF mid-handshake
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Writes a failure reply in the request's protocol.
+pub(crate) async fn refuse(stream: &mut TcpStream, request: &ProxyRequest, reply: Reply) {
+    let _ = stream.write_all(&encode_reply(request.version, reply, &Address::UNSPECIFIED)).await;
+}
+
+/// After a failure: flush, half-close, and close within a second (D-13), discarding whatever the
+/// client still sends.
+pub(crate) async fn linger_close(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// The BND a success reply carries: the socket's address, or zeros when hidden.
+pub(crate) fn bnd(cfg: &ServerConfig, addr: SocketAddr) -> Address {
+    if cfg.hide_bnd {
+        Address::UNSPECIFIED
+    } else {
+        Address::from(addr)
+    }
+}
