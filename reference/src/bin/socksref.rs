@@ -1,1 +1,228 @@
-fn main() {}
+//! `socksref`: the reference SOCKS server, client chains and forwarders, with gost's `-L`/`-F`
+//! URL syntax.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use socksref::server::{Credential, ServerConfig};
+use socksref::url::{ProxyUrl, UrlError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(name = "socksref", version, about = "Reference SOCKS4/4a/5 server, client chains and forwarders")]
+#[command(after_help = "\
+SERVICES (-L, repeatable):
+  socks5://[user:pass@][host]:port[?bind=true&udp=true]   SOCKS5
+  socks4://[host]:port   socks4a://[host]:port             SOCKS4 / SOCKS4a
+  socks://[host]:port                                      SOCKS4, 4a and 5 on one port
+  tcp://[host]:port/target:port                            forward TCP through the chain
+  udp://[host]:port/target:port                            forward UDP through the chain (UDP ASSOCIATE)
+  rtcp://[host]:port/target:port                           remote listen at the last hop (BIND), to target
+An empty host means 127.0.0.1. Query keys for socks services: bind, udp, readTimeout,
+connectTimeout, idleTimeout, udpIdleTimeout, bindTimeout, bindAnyPeer, denyPrivate, maxConns,
+hideBnd, udpAllowPortChange, udpFullCone, open.
+
+CHAIN (-F, repeatable, in order): socks5://[user:pass@]host:port, socks4://…, socks4a://…
+
+EXAMPLES:
+  socksref -L socks5://:1080
+  socksref -L 'socks5://alice:secret@127.0.0.1:1080?udp=true&bind=true'
+  socksref -L tcp://:8080/127.0.0.1:80 -F socks5://127.0.0.1:1080")]
+struct Args {
+    /// A service to run, as a URL (see SERVICES below).
+    #[arg(short = 'L', value_name = "URL", required = true)]
+    listen: Vec<String>,
+    /// An upstream proxy hop, as a URL; repeat for a chain, first hop first.
+    #[arg(short = 'F', value_name = "URL")]
+    forward: Vec<String>,
+    /// Log filter: error, warn, info, debug, trace (or a tracing directive).
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = init_logging(&args.log_level) {
+        eprintln!("socksref: --log-level: {e}");
+        return ExitCode::from(2);
+    }
+    let services = match args.listen.iter().map(|l| Service::from_url(l)).collect::<Result<Vec<_>, _>>() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("socksref: bad -L {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("socksref: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(services)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("socksref: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    Ok(())
+}
+
+/// One `-L` service, validated before anything is bound.
+#[derive(Debug)]
+enum Service {
+    Socks { url: ProxyUrl, config: Box<ServerConfig> },
+}
+
+/// Query keys a socks service understands. gost keys that only matter for its extensions are
+/// accepted where their meaning is already ours (`notls`: we never select TLS methods).
+const SOCKS_KEYS: &[&str] = &[
+    "bind",
+    "udp",
+    "readTimeout",
+    "connectTimeout",
+    "idleTimeout",
+    "udpIdleTimeout",
+    "bindTimeout",
+    "bindAnyPeer",
+    "denyPrivate",
+    "maxConns",
+    "hideBnd",
+    "udpAllowPortChange",
+    "udpFullCone",
+    "open",
+    "notls",
+];
+
+impl Service {
+    fn from_url(s: &str) -> Result<Self, UrlError> {
+        let url = ProxyUrl::parse(s)?;
+        let (socks4, socks5) = match url.scheme.as_str() {
+            "socks5" | "socks5h" => (false, true),
+            "socks4" | "socks4a" => (true, false),
+            "socks" => (true, true),
+            other => {
+                return Err(UrlError {
+                    url: url.to_string(),
+                    part: "scheme".into(),
+                    message: format!("unknown service {other:?} (socks5, socks4, socks4a, socks, tcp, udp, rtcp)"),
+                })
+            }
+        };
+        if let Some(k) = url.params.keys().find(|k| !SOCKS_KEYS.contains(&k.as_str())) {
+            return Err(url.param_error(k, format!("unknown key (known: {})", SOCKS_KEYS.join(", "))));
+        }
+        if !url.targets.is_empty() {
+            return Err(UrlError {
+                url: url.to_string(),
+                part: "path".into(),
+                message: "a socks service takes no forward target".into(),
+            });
+        }
+        let mut c = ServerConfig { socks4, socks5, ..Default::default() };
+        if let Some((u, p)) = &url.auth {
+            c.users.push(Credential { user: u.as_bytes().to_vec(), pass: p.as_bytes().to_vec() });
+        }
+        c.allow_bind = url.bool_param("bind", false)?;
+        c.allow_udp = url.bool_param("udp", false)?;
+        c.bind_any_peer = url.bool_param("bindAnyPeer", false)?;
+        c.deny_private = url.bool_param("denyPrivate", false)?;
+        c.hide_bnd = url.bool_param("hideBnd", false)?;
+        c.udp_allow_port_change = url.bool_param("udpAllowPortChange", false)?;
+        c.udp_full_cone = url.bool_param("udpFullCone", false)?;
+        let set = |d: &mut Duration, key: &str| -> Result<(), UrlError> {
+            if let Some(v) = url.duration_param(key)? {
+                *d = v;
+            }
+            Ok(())
+        };
+        set(&mut c.handshake_timeout, "readTimeout")?;
+        set(&mut c.connect_timeout, "connectTimeout")?;
+        set(&mut c.idle_timeout, "idleTimeout")?;
+        set(&mut c.udp_idle_timeout, "udpIdleTimeout")?;
+        set(&mut c.bind_accept_timeout, "bindTimeout")?;
+        if let Some(v) = url.params.get("maxConns") {
+            c.max_connections = v
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| url.param_error("maxConns", "not a positive number"))?;
+        }
+        // R-91: an exposed listener needs authentication, unless the operator says it is meant
+        // to be open.
+        let open = url.bool_param("open", false)?;
+        let host_is_loopback = url.host.is_empty()
+            || url.host == "localhost"
+            || url.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !host_is_loopback && c.users.is_empty() && !open {
+            return Err(UrlError {
+                url: url.to_string(),
+                part: "host".into(),
+                message: "refusing an unauthenticated proxy on a non-loopback address; add user:pass@ or ?open=true"
+                    .into(),
+            });
+        }
+        Ok(Service::Socks { url, config: Box::new(c) })
+    }
+}
+
+async fn run(services: Vec<Service>) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for service in services {
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match service {
+            Service::Socks { url, config } => {
+                let addr = url.host_port("127.0.0.1");
+                let listener =
+                    TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} for {url}"))?;
+                tasks.spawn(async move { socksref::server::serve(listener, *config, shutdown).await });
+            }
+        }
+    }
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    tokio::select! {
+        () = &mut signal => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            while tasks.join_next().await.is_some() {}
+            Ok(())
+        }
+        Some(r) = tasks.join_next() => {
+            let _ = stop_tx.send(true);
+            r.context("service task panicked")?.context("service failed")?;
+            anyhow::bail!("a service stopped unexpectedly")
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
