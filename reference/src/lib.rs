@@ -7,6 +7,8 @@
 //! - [`url`]: gost-style `-L`/`-F` URLs.
 //! - [`relay`]: the copy loop every tunnel uses.
 
+pub mod client;
+pub mod forward;
 pub mod policy;
 pub mod proto;
 pub mod relay;

@@ -1,0 +1,342 @@
+//! Chains of proxies: CONNECT through every hop, BIND and UDP ASSOCIATE at the last one.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use super::handshake::Handshake;
+use super::udp::UdpAssociation;
+use super::Error;
+use crate::proto::client::ClientRequest;
+use crate::proto::{Address, Command, Host, Version};
+
+/// One proxy in a chain.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// The protocol this proxy speaks.
+    pub version: Version,
+    /// Where the proxy listens. A name is resolved locally: it is the proxy's own address, which
+    /// the previous hop (or this host) must reach.
+    pub proxy: Address,
+    /// RFC 1929 user and password for SOCKS5, sent only if the proxy selects method 02 (C-08).
+    /// For SOCKS4/4a the user part is the USERID and the password is ignored.
+    pub credentials: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Hop {
+    /// A hop without credentials.
+    pub fn new(version: Version, proxy: Address) -> Self {
+        Self { version, proxy, credentials: None }
+    }
+
+    /// The same hop with credentials.
+    pub fn with_credentials(mut self, user: impl Into<Vec<u8>>, pass: impl Into<Vec<u8>>) -> Self {
+        self.credentials = Some((user.into(), pass.into()));
+        self
+    }
+}
+
+impl std::fmt::Debug for Hop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a password.
+        f.debug_struct("Hop")
+            .field("version", &self.version)
+            .field("proxy", &self.proxy)
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u.escape_ascii().to_string()))
+            .finish()
+    }
+}
+
+/// Proxies in the order they are traversed; no hops means direct connections.
+///
+/// Failures are never papered over: if any hop fails, the operation fails with
+/// [`Error::Hop`] naming it, and nothing is tried without the proxies (C-07).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// The hops; hop `i` is asked to CONNECT to hop `i + 1`, the last one to the target.
+    pub hops: Vec<Hop>,
+    /// Limit for each hop's greeting and authentication, up to the moment the request is sent.
+    pub handshake_timeout: Duration,
+    /// Limit for a TCP connect to the first hop (or the target when direct), and for each hop's
+    /// reply to a request, since a proxy replies to CONNECT only after its own connect.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Self::direct()
+    }
+}
+
+/// Default [`Chain::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`Chain::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Chain {
+    /// A chain through `hops` with the default timeouts.
+    pub fn new(hops: Vec<Hop>) -> Self {
+        Self { hops, handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT, connect_timeout: DEFAULT_CONNECT_TIMEOUT }
+    }
+
+    /// No proxies: connections go straight to the target (a configuration, never a fallback).
+    pub fn direct() -> Self {
+        Self::new(Vec::new())
+    }
+
+    /// Opens a stream to `target` through every hop in order.
+    pub async fn connect(&self, target: &Address) -> Result<TcpStream, Error> {
+        let Some(last) = self.hops.len().checked_sub(1) else {
+            return dial(target, self.connect_timeout).await;
+        };
+        self.preflight(Command::CONNECT, target)?;
+        let mut stream = self.reach(last).await?;
+        self.negotiate(&mut stream, last, Command::CONNECT, target).await?;
+        Ok(stream)
+    }
+
+    /// Asks the last hop to listen for one connection from `peer` (BIND); earlier hops are
+    /// traversed with CONNECT. The returned [`PendingBind`] carries the listening address to
+    /// hand to the peer.
+    pub async fn bind(&self, peer: &Address) -> Result<PendingBind, Error> {
+        let Some(last) = self.hops.len().checked_sub(1) else {
+            return Err(Error::Unsupported("BIND needs at least one proxy"));
+        };
+        self.preflight(Command::BIND, peer)?;
+        let mut stream = self.reach(last).await?;
+        let (hs, bnd) = self.negotiate(&mut stream, last, Command::BIND, peer).await?;
+        // A zero BND.ADDR means "the proxy's own address" (R-46, SOCKS4 text).
+        let bound = self.unspecified_to_proxy(&stream, last, bnd);
+        Ok(PendingBind { bound, stream, handshake: hs, index: last, proxy: self.hops[last].proxy.clone() })
+    }
+
+    /// Sets up a UDP association at the last hop, which must speak SOCKS5. The control stream
+    /// goes through the chain; datagrams go directly from a local UDP socket to the relay.
+    ///
+    /// With one hop, the request declares the UDP socket's own address, as RFC 1928 §4 intends
+    /// (C-11). Behind more hops the last proxy sees the previous hop as its peer, not us, so the
+    /// request declares an all-zero IP with our port, leaving the proxy to learn the IP from the
+    /// first datagram instead of rejecting a "foreign" address (D-01).
+    pub async fn udp_associate(&self) -> Result<UdpAssociation, Error> {
+        let Some(last) = self.hops.len().checked_sub(1) else {
+            return Err(Error::Unsupported("UDP ASSOCIATE needs at least one proxy"));
+        };
+        if self.hops[last].version != Version::V5 {
+            return Err(Error::Unsupported("UDP ASSOCIATE needs SOCKS5 at the last hop"));
+        }
+        self.preflight(Command::UDP_ASSOCIATE, &Address::UNSPECIFIED)?;
+        let mut control = self.reach(last).await?;
+        let local = control.local_addr()?;
+        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0)).await?;
+        let ours = socket.local_addr()?;
+        let declared = if last == 0 {
+            Address::from(ours)
+        } else {
+            let ip = if ours.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(0.into()) };
+            Address { host: Host::Ip(ip), port: ours.port() }
+        };
+        let (_, bnd) = self.negotiate(&mut control, last, Command::UDP_ASSOCIATE, &declared).await?;
+        let proxy = &self.hops[last].proxy;
+        let relay = self.relay_addr(&control, last, bnd).await.map_err(|e| e.at_hop(last, proxy))?;
+        if relay.is_ipv4() != ours.is_ipv4() {
+            return Err(Error::Unsupported("the UDP relay's address family differs from the control connection's")
+                .at_hop(last, proxy));
+        }
+        // Connecting makes the kernel drop datagrams from anyone but the relay (C-11); the
+        // association checks the source again in case the socket is ever left unconnected.
+        socket.connect(relay).await?;
+        Ok(UdpAssociation::new(control, socket, relay))
+    }
+
+    /// Rejects, before any connection is made, a request some hop could never encode: an
+    /// over-long name or credential, or a UDP ASSOCIATE through a hop that cannot carry it
+    /// (C-01, C-02, V-28: the error comes before a byte is sent).
+    fn preflight(&self, command: Command, target: &Address) -> Result<(), Error> {
+        let last = self.hops.len() - 1;
+        for (i, hop) in self.hops.iter().enumerate() {
+            let (cmd, next) = if i == last { (command, target) } else { (Command::CONNECT, &self.hops[i + 1].proxy) };
+            // SOCKS4 resolves names locally (C-09), so stand in an IPv4 address for a name here;
+            // the name's length is still checked.
+            let stand_in;
+            let next = match (&next.host, hop.version) {
+                (Host::Domain(d), Version::V4) => {
+                    Address::domain(d.clone(), next.port).map_err(|e| Error::from(e).at_hop(i, &hop.proxy))?;
+                    stand_in = Address { host: Host::Ip(Ipv4Addr::UNSPECIFIED.into()), port: next.port };
+                    &stand_in
+                }
+                _ => next,
+            };
+            Handshake::new(request(hop, cmd, next.clone())).map_err(|e| e.at_hop(i, &hop.proxy))?;
+        }
+        Ok(())
+    }
+
+    /// Dials the first hop and CONNECTs through hops `0..upto` so that the stream talks to hop
+    /// `upto`, ready for its greeting.
+    async fn reach(&self, upto: usize) -> Result<TcpStream, Error> {
+        let first = &self.hops[0];
+        let mut stream = dial(&first.proxy, self.connect_timeout).await.map_err(|e| e.at_hop(0, &first.proxy))?;
+        for i in 0..upto {
+            let next = self.hops[i + 1].proxy.clone();
+            self.negotiate(&mut stream, i, Command::CONNECT, &next).await?;
+        }
+        Ok(stream)
+    }
+
+    /// Runs hop `index`'s handshake for `command` to `dst` on `stream`, under the chain's
+    /// deadlines, and returns the handshake (for BIND's second reply) with the first BND.
+    async fn negotiate(
+        &self,
+        stream: &mut TcpStream,
+        index: usize,
+        command: Command,
+        dst: &Address,
+    ) -> Result<(Handshake, Address), Error> {
+        let hop = &self.hops[index];
+        let run = async {
+            let dst = if hop.version == Version::V4 { resolve_v4(dst).await? } else { dst.clone() };
+            let mut hs = Handshake::new(request(hop, command, dst))?;
+            within(self.handshake_timeout, "greeting and authentication", hs.send_request(stream)).await?;
+            let bnd = within(self.connect_timeout, "waiting for the reply", hs.next_reply(stream)).await?;
+            tracing::debug!(hop = index, proxy = %hop.proxy, %command, bnd = %bnd, "hop granted");
+            Ok((hs, bnd))
+        };
+        run.await.map_err(|e: Error| e.at_hop(index, &hop.proxy))
+    }
+
+    /// Replaces an all-zero BND.ADDR with the address of hop `index` (D-02, R-46).
+    fn unspecified_to_proxy(&self, stream: &TcpStream, index: usize, bnd: Address) -> Address {
+        match &bnd.host {
+            Host::Ip(ip) if ip.is_unspecified() => {
+                let host = if index == 0 {
+                    stream
+                        .peer_addr()
+                        .map(|a| Host::Ip(a.ip().to_canonical()))
+                        .unwrap_or(self.hops[0].proxy.host.clone())
+                } else {
+                    self.hops[index].proxy.host.clone()
+                };
+                Address { host, port: bnd.port }
+            }
+            _ => bnd,
+        }
+    }
+
+    /// Where datagrams go: BND, with an all-zero IP meaning the proxy itself and a DOMAINNAME
+    /// resolved locally (C-03, V-31).
+    async fn relay_addr(&self, control: &TcpStream, index: usize, bnd: Address) -> Result<SocketAddr, Error> {
+        if bnd.port == 0 {
+            return Err(Error::Resolve { host: bnd, reason: "the proxy announced UDP relay port 0".into() });
+        }
+        let bnd = self.unspecified_to_proxy(control, index, bnd);
+        match bnd.socket_addr() {
+            Some(sa) => Ok(sa),
+            None => lookup(&bnd)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Resolve { host: bnd.clone(), reason: "no addresses".into() }),
+        }
+    }
+}
+
+/// A BIND whose listening socket is ready at the last hop; the peer has not connected yet.
+#[derive(Debug)]
+pub struct PendingBind {
+    /// Where the peer must connect (BND of the first reply; an all-zero address is replaced by
+    /// the last proxy's address).
+    pub bound: Address,
+    stream: TcpStream,
+    handshake: Handshake,
+    index: usize,
+    proxy: Address,
+}
+
+impl PendingBind {
+    /// Waits for the second reply, i.e. for the peer to connect, and returns the stream, which
+    /// now carries the peer's bytes, with the peer's address as the proxy reported it.
+    ///
+    /// There is no deadline here: the proxy enforces its own accept timeout (D-07, 120 s by
+    /// default), and a forwarder may want to wait longer. Wrap it in `tokio::time::timeout` to
+    /// bound it.
+    pub async fn accept(mut self) -> Result<(TcpStream, Address), Error> {
+        let peer = self.handshake.next_reply(&mut self.stream).await.map_err(|e| e.at_hop(self.index, &self.proxy))?;
+        Ok((self.stream, peer))
+    }
+}
+
+/// The request hop `hop` is sent.
+fn request(hop: &Hop, command: Command, target: Address) -> ClientRequest {
+    ClientRequest {
+        version: hop.version,
+        command,
+        target,
+        credentials: hop.credentials.clone(),
+        extra_methods: Vec::new(),
+    }
+}
+
+/// Runs `fut` with a deadline, naming the phase in the error.
+async fn within<T>(
+    after: Duration,
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(after, fut).await.unwrap_or(Err(Error::Timeout { what, after }))
+}
+
+/// Resolves `addr` locally: IP literals as they are, names through the system resolver.
+pub(crate) async fn lookup(addr: &Address) -> Result<Vec<SocketAddr>, Error> {
+    let name = match &addr.host {
+        Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, addr.port)]),
+        Host::Domain(name) => name,
+    };
+    let name = std::str::from_utf8(name)
+        .map_err(|_| Error::Resolve { host: addr.clone(), reason: "name is not UTF-8".into() })?;
+    let found = tokio::net::lookup_host((name, addr.port))
+        .await
+        .map_err(|e| Error::Resolve { host: addr.clone(), reason: e.to_string() })?
+        .collect::<Vec<_>>();
+    if found.is_empty() {
+        return Err(Error::Resolve { host: addr.clone(), reason: "no addresses".into() });
+    }
+    Ok(found)
+}
+
+/// SOCKS4 carries only IPv4: resolve a name locally and take its first IPv4 address (C-09).
+async fn resolve_v4(addr: &Address) -> Result<Address, Error> {
+    match &addr.host {
+        Host::Ip(IpAddr::V4(_)) => Ok(addr.clone()),
+        Host::Ip(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => Ok(Address { host: Host::Ip(v4.into()), port: addr.port }),
+            None => Err(Error::Resolve { host: addr.clone(), reason: "SOCKS4 cannot carry IPv6".into() }),
+        },
+        Host::Domain(_) => lookup(addr)
+            .await?
+            .into_iter()
+            .find(|sa| sa.is_ipv4())
+            .map(Address::from)
+            .ok_or_else(|| Error::Resolve { host: addr.clone(), reason: "no IPv4 address (SOCKS4)".into() }),
+    }
+}
+
+/// Connects to `addr` (resolved locally), trying each address in turn within one deadline.
+pub(crate) async fn dial(addr: &Address, limit: Duration) -> Result<TcpStream, Error> {
+    within(limit, "TCP connect", async {
+        let mut last = None;
+        for sa in lookup(addr).await? {
+            match TcpStream::connect(sa).await {
+                Ok(s) => {
+                    // Handshake messages are tiny and strictly request/response: Nagle would
+                    // only add delay.
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map(Error::Io).unwrap_or_else(|| Error::Resolve { host: addr.clone(), reason: "no addresses".into() }))
+    })
+    .await
+}
