@@ -58,23 +58,26 @@ pub(crate) async fn run(
     let deadline = tokio::time::sleep(cfg.bind_accept_timeout);
     tokio::pin!(deadline);
     let mut chunk = [0u8; 4096];
-    let (mut remote, remote_addr) = loop {
+    let accepted = loop {
         tokio::select! {
-            r = listener.accept() => match r {
-                Ok(v) => break v,
-                Err(_) => return fail(control, request, Reply::GENERAL_FAILURE).await,
-            },
+            r = listener.accept() => break Some(r),
             () = &mut deadline => {
                 info!(%peer, %bound, "bind timed out without a peer");
-                return fail(control, request, Reply::HOST_UNREACHABLE).await;
+                break None;
             }
             r = control.read(&mut chunk), if held.len() < HELD_CAP => match r {
-                Ok(0) | Err(_) => return Ok(()), // listener dropped here, within the second
+                Ok(0) | Err(_) => return Ok(()), // the listener is dropped on return
                 Ok(n) => held.extend_from_slice(&chunk[..n]),
             },
         }
     };
-    drop(listener); // exactly one accept
+    // Exactly one accept; after a timeout the port is released before the reply goes out.
+    drop(listener);
+    let (mut remote, remote_addr) = match accepted {
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return fail(control, request, Reply::GENERAL_FAILURE).await,
+        None => return fail(control, request, Reply::HOST_UNREACHABLE).await,
+    };
     let remote_addr = SocketAddr::new(remote_addr.ip().to_canonical(), remote_addr.port());
     if expected.is_some_and(|ip| ip != remote_addr.ip()) {
         info!(%peer, %remote_addr, "bind peer is not the expected host");

@@ -135,7 +135,9 @@ async fn handshake(stream: &mut TcpStream, cfg: &ServerConfig) -> io::Result<Opt
     loop {
         let used = hs.handle_input(&buf);
         buf.drain(..used);
+        let mut progressed = used > 0;
         while let Some(event) = hs.poll_event() {
+            progressed = true;
             match event {
                 ServerEvent::Authenticate(req) => {
                     let ok = cfg.check_credentials(&req.user, &req.pass);
@@ -167,8 +169,9 @@ async fn handshake(stream: &mut TcpStream, cfg: &ServerConfig) -> io::Result<Opt
         if let Some(out) = hs.poll_transmit() {
             stream.write_all(&out).await?;
         }
-        if hs.handle_input(&buf) > 0 {
-            // Unreachable in practice: an event just unblocked the machine; go round again.
+        // An event may have unblocked the machine (e.g. authentication succeeded) while the
+        // next message is already buffered: offer it before reading more.
+        if progressed && !buf.is_empty() {
             continue;
         }
         let n = stream.read(&mut chunk).await?;

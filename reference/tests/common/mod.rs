@@ -1,0 +1,176 @@
+//! Loopback fixtures shared by the integration tests: an in-process server and small targets.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socksref::server::{serve, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::oneshot;
+
+/// A server on 127.0.0.1:0 that stops when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+pub async fn start(config: ServerConfig) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(serve(listener, config, async move {
+        let _ = rx.await;
+    }));
+    TestServer { addr, _stop: tx }
+}
+
+/// A TCP echo target that XORs every byte with 0x5a, so a relay that loops data back or
+/// corrupts it cannot pass as working.
+pub async fn xor_echo() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    buf[..n].iter_mut().for_each(|b| *b ^= 0x5a);
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A target that reads until the client half-closes, then answers with the byte count and the
+/// given banner, then closes: the shape of an HTTP/1.0 exchange.
+pub async fn read_all_then_answer() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                let _ = s.read_to_end(&mut all).await;
+                let _ = s.write_all(format!("got {} bytes", all.len()).as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A target that speaks first.
+pub async fn banner(text: &'static [u8]) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.write_all(text).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    addr
+}
+
+/// A port with nothing listening (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A loopback address whose SYNs go unanswered: a listener with a full accept queue that never
+/// accepts (Linux drops SYNs while the queue is full). The sockets are kept alive by the task.
+pub async fn blackhole() -> SocketAddr {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let l = socket.listen(1).unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            fillers.push(s);
+        }
+    }
+    tokio::spawn(async move {
+        let _keep = (l, fillers);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    addr
+}
+
+/// A UDP echo target that XORs payloads with 0x5a.
+pub async fn udp_xor_echo() -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            buf[..n].iter_mut().for_each(|b| *b ^= 0x5a);
+            let _ = s.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
+/// A minimal HTTP/1.x server answering every request with `body`.
+pub async fn http(body: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let resp =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}", body.len(), body);
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Decodes spaced hex.
+pub fn hex(s: &str) -> Vec<u8> {
+    let d: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    (0..d.len()).step_by(2).map(|i| u8::from_str_radix(&d[i..i + 2], 16).unwrap()).collect()
+}
+
+/// `ATYP 01 addr port` bytes for a v4 socket address.
+pub fn v4(addr: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(a) = addr else { panic!("v4 only") };
+    let mut v = vec![0x01];
+    v.extend_from_slice(&a.ip().octets());
+    v.extend_from_slice(&a.port().to_be_bytes());
+    v
+}
+
+/// Reads exactly `n` bytes within 5 s.
+pub async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await.expect("timed out").expect("read");
+    buf
+}
+
+/// Reads until EOF (within 5 s) and returns what came.
+pub async fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("no EOF").ok();
+    out
+}
