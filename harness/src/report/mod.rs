@@ -1,0 +1,30 @@
+//! Machine-readable reports: JSON (the whole result set) and JUnit XML (for CI dashboards).
+
+pub mod json;
+pub mod junit;
+
+use serde::{Deserialize, Serialize};
+
+use crate::verdict::{ScenarioResult, Summary};
+
+/// A finished run against one server under test.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// What was checked (URL or peer name).
+    pub target: String,
+    /// Counts.
+    pub summary: Summary,
+    /// One entry per scenario, in catalogue order.
+    pub results: Vec<ScenarioResult>,
+}
+
+impl Report {
+    /// Builds a report from results.
+    pub fn new(target: impl Into<String>, results: Vec<ScenarioResult>) -> Report {
+        Report {
+            target: target.into(),
+            summary: Summary::of(&results),
+            results,
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! The client-role player: the runner is the SOCKS client, a server is under test.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::Instant;
+
+use super::schedule::{plan, MAX_PAUSED_WRITES, SPLIT_PAUSE};
+use super::{Failure, Sut};
+use crate::fixtures::Fixture;
+use crate::scenario::template::{hex_spaced, Field, Template, Value, Vars};
+use crate::scenario::{Deadline, NamedDeadline, Scenario, Schedule, StepKind, TargetCheck};
+
+/// Default wait for a reply.
+pub const EXPECT_DEADLINE: Duration = Duration::from_millis(2000);
+/// Default wait for a close: D-13 says close within 1 s after a failure reply; allow slack.
+pub const CLOSE_DEADLINE: Duration = Duration::from_millis(1500);
+/// Margin added to a server's declared handshake timeout.
+pub const HANDSHAKE_MARGIN: Duration = Duration::from_millis(1500);
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    eof: bool,
+    reset: bool,
+}
+
+enum Read {
+    Data,
+    Eof,
+    Timeout,
+}
+
+impl Conn {
+    async fn read_more(&mut self, until: Instant) -> Read {
+        if self.eof {
+            return Read::Eof;
+        }
+        let mut tmp = [0u8; 16 * 1024];
+        match tokio::time::timeout_at(until, self.stream.read(&mut tmp)).await {
+            Err(_) => Read::Timeout,
+            Ok(Ok(0)) => {
+                self.eof = true;
+                Read::Eof
+            }
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                Read::Data
+            }
+            Ok(Err(_)) => {
+                self.eof = true;
+                self.reset = true;
+                Read::Eof
+            }
+        }
+    }
+
+    fn ended(&self) -> &'static str {
+        if self.reset {
+            "was reset"
+        } else {
+            "was closed"
+        }
+    }
+}
+
+/// Plays `scn` as the client against `sut` under `schedule`; returns the normalized transcript.
+pub async fn play(scn: &Scenario, schedule: Schedule, sut: &Sut) -> Result<Vec<String>, Failure> {
+    let fixture = Fixture::start(scn.target).await.map_err(|e| Failure {
+        step: None,
+        message: format!("cannot start the {:?} fixture: {e}", scn.target),
+        transcript: Vec::new(),
+    })?;
+    let mut p = Player {
+        scn,
+        schedule,
+        sut,
+        vars: base_vars(&fixture, sut),
+        fixture,
+        conns: HashMap::new(),
+        closed: HashSet::new(),
+        udp: HashMap::new(),
+        transcript: Vec::new(),
+        prewritten: HashSet::new(),
+    };
+    for i in 0..scn.steps.len() {
+        if let Err(message) = p.step(i).await {
+            return Err(Failure {
+                step: Some(i),
+                message,
+                transcript: p.transcript,
+            });
+        }
+    }
+    Ok(p.transcript)
+}
+
+/// Variables every scenario can use, from the fixture and the server under test.
+pub fn base_vars(f: &Fixture, sut: &Sut) -> Vars {
+    let mut v = Vars::new();
+    let mut put = |k: &str, bytes: Vec<u8>, label: Option<&str>, addr: Option<SocketAddr>| {
+        v.insert(
+            k.to_string(),
+            Value {
+                bytes,
+                label: label.map(String::from),
+                addr,
+            },
+        );
+    };
+    let ip4 = match f.addr.ip() {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    put("target.addr", ip4, None, Some(f.addr));
+    put("target.addr6", Ipv6Addr::LOCALHOST.octets().to_vec(), None, f.addr6);
+    put("target.port", f.addr.port().to_be_bytes().to_vec(), Some("{target.port}"), None);
+    put("target.name", b"localhost".to_vec(), None, None);
+    put("target.name.len", vec![9], None, None);
+    let pip = match sut.addr.ip() {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    put("proxy.addr", pip, None, Some(sut.addr));
+    put("proxy.port", sut.addr.port().to_be_bytes().to_vec(), Some("{proxy.port}"), None);
+    put("user", sut.user.clone(), None, None);
+    put("user.len", vec![sut.user.len() as u8], None, None);
+    put("pass", sut.pass.clone(), None, None);
+    put("pass.len", vec![sut.pass.len() as u8], None, None);
+    v
+}
+
+struct Player<'a> {
+    scn: &'a Scenario,
+    schedule: Schedule,
+    sut: &'a Sut,
+    fixture: Fixture,
+    vars: Vars,
+    conns: HashMap<String, Conn>,
+    closed: HashSet<String>,
+    udp: HashMap<String, UdpSocket>,
+    transcript: Vec<String>,
+    prewritten: HashSet<usize>,
+}
+
+impl Player<'_> {
+    fn deadline(&self, i: usize, default: Duration) -> Duration {
+        match self.scn.steps[i].deadline {
+            Some(Deadline::Ms(ms)) => Duration::from_millis(ms),
+            Some(Deadline::Named(NamedDeadline::Handshake)) => {
+                Duration::from_millis(self.sut.claims.handshake_timeout_ms.unwrap_or(10_000)) + HANDSHAKE_MARGIN
+            }
+            None => default,
+        }
+    }
+
+    fn say(&mut self, conn: &str, line: String) {
+        if conn == "main" {
+            self.transcript.push(line);
+        } else {
+            self.transcript.push(format!("[{conn}] {line}"));
+        }
+    }
+
+    /// Resolves an address name: `proxy`, `target`, or a captured address. An unspecified IP
+    /// means "the proxy's own address" (D-02, client side).
+    fn resolve(&self, to: &str) -> Result<SocketAddr, String> {
+        let a = match to {
+            "proxy" => self.sut.addr,
+            "target" => self.fixture.addr,
+            name => self
+                .vars
+                .get(name)
+                .and_then(|v| v.addr)
+                .ok_or_else(|| format!("`{name}` is not an IP address capture"))?,
+        };
+        if a.ip().is_unspecified() {
+            return Ok(SocketAddr::new(self.sut.addr.ip(), a.port()));
+        }
+        Ok(a)
+    }
+
+    async fn udp_socket(&mut self, name: &str, fresh: bool) -> Result<&UdpSocket, String> {
+        if fresh || !self.udp.contains_key(name) {
+            let s = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| format!("udp bind: {e}"))?;
+            let a = s.local_addr().map_err(|e| e.to_string())?;
+            self.vars.insert(
+                format!("udp.{name}.port"),
+                Value {
+                    bytes: a.port().to_be_bytes().to_vec(),
+                    label: Some(format!("{{udp.{name}.port}}")),
+                    addr: None,
+                },
+            );
+            self.vars.insert(
+                format!("udp.{name}.addr"),
+                Value {
+                    bytes: vec![127, 0, 0, 1],
+                    label: None,
+                    addr: Some(a),
+                },
+            );
+            self.udp.insert(name.to_string(), s);
+        }
+        Ok(&self.udp[name])
+    }
+
+    /// Creates UDP sockets a template refers to (`{udp.NAME.port}`) before it is rendered.
+    async fn prepare(&mut self, t: &Template) -> Result<(), String> {
+        for r in t.references() {
+            if let Some(name) = r.strip_prefix("udp.").and_then(|r| r.rsplit_once('.')).map(|(n, _)| n.to_string()) {
+                self.udp_socket(&name, false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn conn(&mut self, name: &str) -> Result<&mut Conn, String> {
+        if !self.conns.contains_key(name) {
+            if self.closed.contains(name) {
+                return Err(format!("connection `{name}` was closed by an earlier step"));
+            }
+            let stream = TcpStream::connect(self.sut.addr)
+                .await
+                .map_err(|e| format!("cannot connect to the server under test at {}: {e}", self.sut.addr))?;
+            let _ = stream.set_nodelay(true);
+            self.conns.insert(
+                name.to_string(),
+                Conn {
+                    stream,
+                    buf: Vec::new(),
+                    eof: false,
+                    reset: false,
+                },
+            );
+        }
+        Ok(self.conns.get_mut(name).expect("inserted above"))
+    }
+
+    async fn step(&mut self, i: usize) -> Result<(), String> {
+        let step = &self.scn.steps[i];
+        let cname = step.conn.clone();
+        match &step.kind {
+            StepKind::Send(t) => {
+                self.prepare(t).await?;
+                let fields = t.render(&self.vars).map_err(|e| e.to_string())?;
+                self.say(&cname, format!("C→S {}", show(&fields)));
+                if self.prewritten.contains(&i) {
+                    return Ok(());
+                }
+                let (writes, paused) = if self.schedule == Schedule::Coalesced {
+                    (vec![self.coalesce(i, fields).await?], false)
+                } else {
+                    (plan(&fields, self.schedule), self.schedule != Schedule::AsWritten || fields.iter().any(|f| f.boundary_after))
+                };
+                let conn = self.conn(&cname).await?;
+                for (k, w) in writes.iter().enumerate() {
+                    // A write can fail once the server has closed; the steps that follow say whether
+                    // that close was the expected behaviour, so the error is not a verdict by itself.
+                    if conn.stream.write_all(w).await.is_err() {
+                        break;
+                    }
+                    if paused && k + 1 < writes.len() && k < MAX_PAUSED_WRITES {
+                        tokio::time::sleep(SPLIT_PAUSE).await;
+                    }
+                }
+            }
+            StepKind::Expect(pat) => {
+                let until = Instant::now() + self.deadline(i, EXPECT_DEADLINE);
+                let vars = self.vars.clone();
+                let conn = self.conn(&cname).await?;
+                let m = loop {
+                    match pat.match_prefix(&conn.buf, &vars) {
+                        Ok(Some(m)) => break m,
+                        Ok(None) => match conn.read_more(until).await {
+                            Read::Data => {}
+                            Read::Eof => {
+                                return Err(format!(
+                                    "connection {} after [{}]; expected {}",
+                                    conn.ended(),
+                                    hex_spaced(&conn.buf, 64),
+                                    show_pattern(pat)
+                                ))
+                            }
+                            Read::Timeout => {
+                                return Err(format!(
+                                    "no complete reply in time: received [{}]; expected {}",
+                                    hex_spaced(&conn.buf, 64),
+                                    show_pattern(pat)
+                                ))
+                            }
+                        },
+                        Err(mm) => {
+                            return Err(format!(
+                                "received [{}]: at offset {}, field {}: {}",
+                                hex_spaced(&conn.buf, 64),
+                                mm.offset,
+                                mm.expected,
+                                mm.why
+                            ))
+                        }
+                    }
+                };
+                conn.buf.drain(..m.consumed);
+                for (k, v) in m.captures {
+                    self.vars.insert(k, v);
+                }
+                self.say(&cname, format!("S→C {}", m.shown));
+            }
+            StepKind::ExpectOptional(pat) => {
+                // Either the pattern arrives, or the connection ends with nothing (the following
+                // expect_close then confirms it); anything else is a failure.
+                let until = Instant::now() + self.deadline(i, CLOSE_DEADLINE);
+                let vars = self.vars.clone();
+                let conn = self.conn(&cname).await?;
+                loop {
+                    if conn.buf.is_empty() && conn.eof {
+                        return Ok(());
+                    }
+                    match pat.match_prefix(&conn.buf, &vars) {
+                        Ok(Some(m)) => {
+                            conn.buf.drain(..m.consumed);
+                            for (k, v) in m.captures {
+                                self.vars.insert(k, v);
+                            }
+                            self.say(&cname, format!("S→C {}", m.shown));
+                            return Ok(());
+                        }
+                        Ok(None) => match conn.read_more(until).await {
+                            Read::Data => {}
+                            Read::Eof if conn.buf.is_empty() => return Ok(()),
+                            Read::Eof => return Err(format!("connection {} after a partial reply [{}]", conn.ended(), hex_spaced(&conn.buf, 64))),
+                            Read::Timeout => return Err(format!("neither {} nor a close in time", show_pattern(pat))),
+                        },
+                        Err(mm) => {
+                            return Err(format!(
+                                "received [{}]: at offset {}, field {}: {}",
+                                hex_spaced(&conn.buf, 64),
+                                mm.offset,
+                                mm.expected,
+                                mm.why
+                            ))
+                        }
+                    }
+                }
+            }
+            StepKind::ExpectClose | StepKind::ExpectHalfClose => {
+                let half = matches!(step.kind, StepKind::ExpectHalfClose);
+                let until = Instant::now() + self.deadline(i, CLOSE_DEADLINE);
+                let conn = self.conn(&cname).await?;
+                loop {
+                    if !conn.buf.is_empty() {
+                        return Err(format!("expected a close, received [{}]", hex_spaced(&conn.buf, 64)));
+                    }
+                    match conn.read_more(until).await {
+                        Read::Data => {}
+                        Read::Eof if half && conn.reset => return Err("connection was reset, not half-closed".into()),
+                        Read::Eof => break,
+                        Read::Timeout => return Err("the connection stayed open".into()),
+                    }
+                }
+                self.say(&cname, format!("S→C <{}>", if half { "half-close" } else { "close" }));
+            }
+            StepKind::ExpectSilence(ms) => {
+                let wait = self.deadline(i, Duration::from_millis(*ms));
+                let ms = wait.as_millis();
+                let until = Instant::now() + wait;
+                let conn = self.conn(&cname).await?;
+                if !conn.buf.is_empty() {
+                    return Err(format!("expected silence, received [{}]", hex_spaced(&conn.buf, 64)));
+                }
+                match conn.read_more(until).await {
+                    Read::Timeout => {}
+                    Read::Data => return Err(format!("expected silence, received [{}]", hex_spaced(&conn.buf, 64))),
+                    Read::Eof => return Err(format!("expected silence, connection {}", conn.ended())),
+                }
+                let shown = match step.deadline {
+                    Some(Deadline::Named(NamedDeadline::Handshake)) => "beyond the handshake timeout".to_string(),
+                    _ => format!("{ms} ms"),
+                };
+                self.say(&cname, format!("S→C <silence {shown}>"));
+            }
+            StepKind::HalfClose => {
+                let conn = self.conn(&cname).await?;
+                let _ = conn.stream.shutdown().await;
+                self.say(&cname, "C→S <half-close>".into());
+            }
+            StepKind::Close => {
+                self.conns.remove(&cname);
+                self.closed.insert(cname.clone());
+                self.say(&cname, "C→S <close>".into());
+            }
+            StepKind::Open { to } => {
+                let addr = self.resolve(to)?;
+                let stream = tokio::time::timeout(self.deadline(i, EXPECT_DEADLINE), TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| format!("connect to {to} timed out"))?
+                    .map_err(|e| format!("connect to {to}: {e}"))?;
+                let _ = stream.set_nodelay(true);
+                self.conns.insert(
+                    cname.clone(),
+                    Conn {
+                        stream,
+                        buf: Vec::new(),
+                        eof: false,
+                        reset: false,
+                    },
+                );
+                self.say(&cname, format!("open → {to}"));
+            }
+            StepKind::Sleep(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+            StepKind::UdpSend { data, to } => {
+                let sock = step.socket.clone();
+                self.prepare(data).await?;
+                let dest = self.resolve(to)?;
+                let fields = data.render(&self.vars).map_err(|e| e.to_string())?;
+                let payload: Vec<u8> = fields.iter().flat_map(|f| f.bytes.iter().copied()).collect();
+                let s = self.udp_socket(&sock, sock == "fresh").await?;
+                s.send_to(&payload, dest).await.map_err(|e| format!("udp send to {to}: {e}"))?;
+                self.transcript.push(format!("udp[{sock}] C→{to} {}", show(&fields)));
+            }
+            StepKind::UdpExpect(pat) => {
+                let sock = step.socket.clone();
+                let wait = self.deadline(i, EXPECT_DEADLINE);
+                let vars = self.vars.clone();
+                let s = self.udp_socket(&sock, false).await?;
+                let mut buf = vec![0u8; 65_536];
+                let (n, _from) = tokio::time::timeout(wait, s.recv_from(&mut buf))
+                    .await
+                    .map_err(|_| format!("no datagram on udp[{sock}] in time; expected {}", show_pattern(pat)))?
+                    .map_err(|e| format!("udp recv: {e}"))?;
+                let got = &buf[..n];
+                let m = match pat.match_prefix(got, &vars) {
+                    Ok(Some(m)) if m.consumed == n => m,
+                    Ok(Some(m)) => return Err(format!("datagram [{}] has {} octets past the pattern", hex_spaced(got, 64), n - m.consumed)),
+                    Ok(None) => return Err(format!("datagram [{}] is shorter than {}", hex_spaced(got, 64), show_pattern(pat))),
+                    Err(mm) => return Err(format!("datagram [{}]: at offset {}, field {}: {}", hex_spaced(got, 64), mm.offset, mm.expected, mm.why)),
+                };
+                for (k, v) in m.captures {
+                    self.vars.insert(k, v);
+                }
+                self.transcript.push(format!("udp[{sock}] ←S {}", m.shown));
+            }
+            StepKind::UdpExpectNone(ms) => {
+                let sock = step.socket.clone();
+                let s = self.udp_socket(&sock, false).await?;
+                let mut buf = vec![0u8; 65_536];
+                if let Ok(r) = tokio::time::timeout(Duration::from_millis(*ms), s.recv_from(&mut buf)).await {
+                    let (n, from) = r.map_err(|e| format!("udp recv: {e}"))?;
+                    return Err(format!("a datagram arrived on udp[{sock}] from {from}: [{}]", hex_spaced(&buf[..n], 64)));
+                }
+                self.transcript.push(format!("udp[{sock}] <no datagram {ms} ms>"));
+            }
+            StepKind::TargetReceived(check) => {
+                let until = Instant::now() + self.deadline(i, Duration::from_millis(1000));
+                self.target_check(check, until).await?;
+            }
+            StepKind::Tunnel => self.transcript.push("--- tunnel ---".into()),
+        }
+        Ok(())
+    }
+
+    /// Coalesced schedule: the sends that follow on the same connection, separated only by expects,
+    /// and renderable now (they use no capture from those expects), go out in this one write.
+    async fn coalesce(&mut self, i: usize, first: Vec<Field>) -> Result<Vec<u8>, String> {
+        let cname = self.scn.steps[i].conn.clone();
+        let mut out: Vec<u8> = first.iter().flat_map(|f| f.bytes.iter().copied()).collect();
+        for j in i + 1..self.scn.steps.len() {
+            let s = &self.scn.steps[j];
+            if s.conn != cname {
+                break;
+            }
+            match &s.kind {
+                StepKind::Expect(_) => continue,
+                StepKind::Send(t) => {
+                    let ready = t.references().iter().all(|r| self.vars.contains_key(*r));
+                    if !ready {
+                        break;
+                    }
+                    let fields = t.render(&self.vars).map_err(|e| e.to_string())?;
+                    out.extend(fields.iter().flat_map(|f| f.bytes.iter().copied()));
+                    self.prewritten.insert(j);
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn target_check(&mut self, c: &TargetCheck, until: Instant) -> Result<(), String> {
+        let want_bytes = match &c.bytes {
+            Some(b) => {
+                let t = Template::parse(b).map_err(|e| e.to_string())?;
+                let f = t.render(&self.vars).map_err(|e| e.to_string())?;
+                Some((f.iter().flat_map(|f| f.bytes.iter().copied()).collect::<Vec<u8>>(), show(&f)))
+            }
+            None => None,
+        };
+        loop {
+            let r = self.fixture.record();
+            let mut bad = Vec::new();
+            if let Some(n) = c.connections {
+                if r.connections != n {
+                    bad.push(format!("{} connections (expected {n})", r.connections));
+                }
+            }
+            if let Some(n) = c.datagrams {
+                if r.datagrams.len() != n {
+                    bad.push(format!("{} datagrams (expected {n})", r.datagrams.len()));
+                }
+            }
+            if let Some((b, _)) = &want_bytes {
+                if &r.bytes != b {
+                    bad.push(format!("octets [{}] (expected [{}])", hex_spaced(&r.bytes, 48), hex_spaced(b, 48)));
+                }
+            }
+            if bad.is_empty() {
+                let mut parts = Vec::new();
+                if let Some(n) = c.connections {
+                    parts.push(format!("connections={n}"));
+                }
+                if let Some(n) = c.datagrams {
+                    parts.push(format!("datagrams={n}"));
+                }
+                if let Some((_, shown)) = want_bytes {
+                    parts.push(format!("bytes={shown}"));
+                }
+                self.transcript.push(format!("target: {}", parts.join(" ")));
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(format!("the target recorded {}", bad.join(", ")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn show(fields: &[Field]) -> String {
+    fields.iter().map(|f| f.shown.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+fn show_pattern(t: &Template) -> String {
+    use crate::scenario::template::{CaptureKind, Token};
+    t.tokens
+        .iter()
+        .filter_map(|tok| match tok {
+            Token::Bytes { text, .. } | Token::Xor { text, .. } => Some(text.clone()),
+            Token::Var(n) => Some(format!("{{{n}}}")),
+            Token::Repeat { byte, count } => Some(format!("{{repeat:{byte:02x}:{count}}}")),
+            Token::Capture { name, kind } => Some(match kind {
+                CaptureKind::Fixed(n) => format!("{{{name}:{n}}}"),
+                CaptureKind::Socks5Addr => format!("{{{name}:addr}}"),
+                CaptureKind::Socks4Addr => format!("{{{name}:addr4}}"),
+                CaptureKind::IpAddr => format!("{{{name}:ipaddr}}"),
+                CaptureKind::NonZero => format!("{{{name}:nonzero}}"),
+            }),
+            Token::Boundary => None,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

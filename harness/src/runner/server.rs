@@ -1,0 +1,219 @@
+//! The server-role player: the runner is the SOCKS server, a client command line is under test.
+//!
+//! The same scenario file is read from the other side: `send` (C→S) becomes what the client must
+//! send, `expect` (S→C) becomes what the runner writes (cut by the delivery schedule, which now
+//! tests the client's parser), `expect_close` means the runner closes, and `tunnel` starts relaying
+//! to the target fixture so the client's own traffic (curl's HTTP request) reaches it.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use super::schedule::{plan, MAX_PAUSED_WRITES, SPLIT_PAUSE};
+use super::{client::base_vars, Claims, Failure, Sut};
+use crate::fixtures::Fixture;
+use crate::scenario::template::{encode_socks5_addr, hex_spaced, Value};
+use crate::scenario::{Command, Method, Role, Scenario, Schedule, StepKind, Version};
+
+/// How long the client under test may take to connect, and to finish after the conversation.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Whether a scenario can be played in the server role.
+pub fn playable(scn: &Scenario) -> Result<(), String> {
+    if !scn.roles.contains(&Role::Server) {
+        return Err("the scenario does not declare the server role".into());
+    }
+    for (i, s) in scn.steps.iter().enumerate() {
+        match s.kind {
+            StepKind::Send(_)
+            | StepKind::Expect(_)
+            | StepKind::ExpectOptional(_)
+            | StepKind::ExpectClose
+            | StepKind::ExpectHalfClose
+            | StepKind::ExpectSilence(_)
+            | StepKind::HalfClose
+            | StepKind::Close
+            | StepKind::Sleep(_)
+            | StepKind::Tunnel => {}
+            _ => return Err(format!("steps[{i}] cannot be played in the server role")),
+        }
+        if s.conn != "main" {
+            return Err(format!("steps[{i}] uses a second connection, which the server role cannot play"));
+        }
+    }
+    Ok(())
+}
+
+/// Substitutes `{proxy}`, `{target}`, `{target.host}`, `{user}` and `{pass}` in a client command line.
+pub fn render_command(cmd: &str, proxy: SocketAddr, target: SocketAddr, user: &str, pass: &str) -> String {
+    cmd.replace("{proxy}", &proxy.to_string())
+        .replace("{target.host}", &format!("localhost:{}", target.port()))
+        .replace("{target}", &target.to_string())
+        .replace("{user}", user)
+        .replace("{pass}", pass)
+}
+
+/// Plays `scn` as the server; `command` is the client under test.
+pub async fn play(scn: &Scenario, schedule: Schedule, command: &str, user: &str, pass: &str) -> Result<Vec<String>, Failure> {
+    let fail = |step: Option<usize>, message: String, transcript: &[String]| Failure {
+        step,
+        message,
+        transcript: transcript.to_vec(),
+    };
+    playable(scn).map_err(|m| fail(None, m, &[]))?;
+    let fixture = Fixture::start(scn.target).await.map_err(|e| fail(None, format!("fixture: {e}"), &[]))?;
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| fail(None, e.to_string(), &[]))?;
+    let proxy = listener.local_addr().map_err(|e| fail(None, e.to_string(), &[]))?;
+    let line = render_command(command, proxy, fixture.addr, user, pass);
+    let argv = shlex::split(&line).ok_or_else(|| fail(None, format!("cannot split command line `{line}`"), &[]))?;
+    let Some((prog, args)) = argv.split_first() else {
+        return Err(fail(None, "empty client command".into(), &[]));
+    };
+    let mut child = tokio::process::Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| fail(None, format!("cannot start `{prog}`: {e}"), &[]))?;
+    let (mut s, _) = tokio::time::timeout(CLIENT_DEADLINE, listener.accept())
+        .await
+        .map_err(|_| fail(None, "the client never connected".into(), &[]))?
+        .map_err(|e| fail(None, e.to_string(), &[]))?;
+    let _ = s.set_nodelay(true);
+    let sut = Sut {
+        addr: proxy,
+        user: user.as_bytes().to_vec(),
+        pass: pass.as_bytes().to_vec(),
+        claims: Claims {
+            versions: [Version::Socks5].into(),
+            commands: [Command::Connect].into(),
+            method: Method::Noauth,
+            handshake_timeout_ms: None,
+            ipv6: false,
+            domain: false,
+        },
+        instance: None,
+    };
+    let mut vars = base_vars(&fixture, &sut);
+    // What the runner reports as BND when a scenario's reply pattern captures it.
+    let bnd = encode_socks5_addr(proxy);
+    vars.insert(
+        "bnd".into(),
+        Value {
+            bytes: bnd,
+            label: Some("{bnd=ipv4 127.0.0.1:PORT}".into()),
+            addr: Some(proxy),
+        },
+    );
+    let mut transcript = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut tunneled = false;
+    for (i, step) in scn.steps.iter().enumerate() {
+        let until = Instant::now() + Duration::from_secs(3);
+        match &step.kind {
+            StepKind::Send(t) => {
+                // The client must send exactly this.
+                let m = loop {
+                    match t.match_prefix(&buf, &vars) {
+                        Ok(Some(m)) => break m,
+                        Ok(None) => {
+                            let mut tmp = [0u8; 4096];
+                            match tokio::time::timeout_at(until, s.read(&mut tmp)).await {
+                                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&tmp[..n]),
+                                Ok(_) => return Err(fail(Some(i), format!("the client closed after [{}]", hex_spaced(&buf, 64)), &transcript)),
+                                Err(_) => return Err(fail(Some(i), format!("the client sent only [{}]", hex_spaced(&buf, 64)), &transcript)),
+                            }
+                        }
+                        Err(mm) => {
+                            return Err(fail(
+                                Some(i),
+                                format!("the client sent [{}]: at offset {}, field {}: {}", hex_spaced(&buf, 64), mm.offset, mm.expected, mm.why),
+                                &transcript,
+                            ))
+                        }
+                    }
+                };
+                buf.drain(..m.consumed);
+                transcript.push(format!("C→S {}", m.shown));
+            }
+            StepKind::Expect(t) | StepKind::ExpectOptional(t) => {
+                let fields = t.render_pattern(&vars).map_err(|e| fail(Some(i), e.to_string(), &transcript))?;
+                let writes = plan(&fields, schedule);
+                for (k, w) in writes.iter().enumerate() {
+                    if s.write_all(w).await.is_err() {
+                        break;
+                    }
+                    if schedule != Schedule::AsWritten && k + 1 < writes.len() && k < MAX_PAUSED_WRITES {
+                        tokio::time::sleep(SPLIT_PAUSE).await;
+                    }
+                }
+                transcript.push(format!("S→C {}", fields.iter().map(|f| f.shown.as_str()).collect::<Vec<_>>().join(" ")));
+            }
+            StepKind::ExpectClose => {
+                transcript.push("S→C <close>".into());
+                break;
+            }
+            StepKind::ExpectHalfClose => {
+                let _ = s.shutdown().await;
+                transcript.push("S→C <half-close>".into());
+            }
+            StepKind::ExpectSilence(ms) | StepKind::Sleep(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+            StepKind::HalfClose | StepKind::Close => {
+                let mut tmp = [0u8; 4096];
+                match tokio::time::timeout_at(until, s.read(&mut tmp)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => transcript.push("C→S <close>".into()),
+                    Ok(Ok(n)) => return Err(fail(Some(i), format!("expected the client to close, it sent [{}]", hex_spaced(&tmp[..n], 64)), &transcript)),
+                    Err(_) => return Err(fail(Some(i), "the client did not close".into(), &transcript)),
+                }
+            }
+            StepKind::Tunnel => {
+                transcript.push("--- tunnel ---".into());
+                let mut up = TcpStream::connect(fixture.addr).await.map_err(|e| fail(Some(i), format!("target: {e}"), &transcript))?;
+                if !buf.is_empty() {
+                    let _ = up.write_all(&buf).await;
+                    buf.clear();
+                }
+                let _ = tokio::time::timeout(CLIENT_DEADLINE, tokio::io::copy_bidirectional(&mut s, &mut up)).await;
+                tunneled = true;
+                break;
+            }
+            _ => return Err(fail(Some(i), "step not playable in the server role".into(), &transcript)),
+        }
+    }
+    if !tunneled {
+        drop(s);
+    }
+    let out = tokio::time::timeout(CLIENT_DEADLINE, async {
+        let mut stdout = Vec::new();
+        if let Some(mut o) = child.stdout.take() {
+            let _ = o.read_to_end(&mut stdout).await;
+        }
+        let status = child.wait().await;
+        (stdout, status)
+    })
+    .await
+    .map_err(|_| fail(None, "the client did not exit".into(), &transcript))?;
+    let (stdout, status) = out;
+    let code = status.ok().and_then(|s| s.code());
+    if let Some(want) = &scn.client {
+        if want.success && code != Some(0) {
+            return Err(fail(None, format!("the client exited with {code:?}, expected success"), &transcript));
+        }
+        if !want.success && code == Some(0) {
+            return Err(fail(None, "the client exited 0, expected an error".into(), &transcript));
+        }
+        if let Some(text) = &want.stdout_contains {
+            if !String::from_utf8_lossy(&stdout).contains(text.as_str()) {
+                return Err(fail(None, format!("the client's output lacks `{text}`"), &transcript));
+            }
+        }
+        transcript.push(format!("client exit: {}", if code == Some(0) { "success" } else { "error" }));
+    }
+    Ok(transcript)
+}

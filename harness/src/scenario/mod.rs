@@ -1,0 +1,634 @@
+//! The scenario format: schema, loading and validation.
+//!
+//! A scenario is one YAML file describing a conversation between a SOCKS client (C) and server (S):
+//! `send` is C→S, `expect` is S→C. The runner plays either side. Everything YAML goes through
+//! [`yaml`], so replacing `serde_yaml` is a one-file change.
+
+pub mod template;
+pub mod yaml;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use template::{Template, TemplateError};
+
+/// Errors from loading scenarios and other lab data files.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML did not fit the schema; names the file, line and field.
+    #[error(transparent)]
+    Yaml(#[from] yaml::YamlError),
+    /// The file parsed but breaks a rule that spans several fields or files.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Which side of the conversation the runner plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// The runner is the client; a SOCKS server is under test.
+    Client,
+    /// The runner is the server; a SOCKS client (a command line) is under test.
+    Server,
+}
+
+/// SOCKS protocol version a scenario speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Version {
+    /// SOCKS4 (IPv4 destinations).
+    Socks4,
+    /// SOCKS4a (host names in the request).
+    Socks4a,
+    /// SOCKS5 (RFC 1928).
+    Socks5,
+}
+
+/// A SOCKS command a scenario needs the server to support (or, in `disabled`, to refuse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Command {
+    /// CONNECT.
+    Connect,
+    /// BIND.
+    Bind,
+    /// UDP ASSOCIATE.
+    Udp,
+}
+
+/// How the server under test is configured to authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// No authentication required (method 00 accepted).
+    Noauth,
+    /// RFC 1929 username/password required (only method 02 accepted).
+    Userpass,
+}
+
+/// The transport under SOCKS. Only plain TCP exists in this catalogue so far; TLS/WS layers are
+/// declared here so scenarios can say which they need once those peers exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// Plain TCP.
+    #[default]
+    Tcp,
+}
+
+/// A delivery schedule: how `send` steps are cut into writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// One write per `send` step, flushed at each `;`.
+    AsWritten,
+    /// Every octet its own write, with a short pause between writes.
+    OneByte,
+    /// Consecutive sends on a connection merged into one write, ahead of the replies (pipelining).
+    Coalesced,
+    /// One write per template field (token), with a short pause between writes.
+    FieldSplit,
+}
+
+impl Schedule {
+    /// All schedules, in the order reports list them.
+    pub const ALL: [Schedule; 4] = [Schedule::AsWritten, Schedule::OneByte, Schedule::Coalesced, Schedule::FieldSplit];
+
+    /// The kebab-case name used in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::AsWritten => "as-written",
+            Schedule::OneByte => "one-byte",
+            Schedule::Coalesced => "coalesced",
+            Schedule::FieldSplit => "field-split",
+        }
+    }
+
+    /// Parses a kebab-case name.
+    pub fn from_name(s: &str) -> Option<Schedule> {
+        Schedule::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+/// The loopback target a scenario's requests point at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FixtureKind {
+    /// No target.
+    #[default]
+    None,
+    /// TCP echo; echoes until EOF, then half-closes.
+    Echo,
+    /// TCP echo that XORs each octet with [`template::XOR_KEY`].
+    XorEcho,
+    /// Minimal HTTP/1.0 server answering any request with a fixed body.
+    Http,
+    /// Accepts and reads, never writes.
+    Discard,
+    /// A port with nothing listening: connects are refused (RST).
+    Refuse,
+    /// A listener whose accept queue is full: SYNs go unanswered, connects time out.
+    Blackhole,
+    /// Sends `bye`, half-closes, then keeps reading until EOF.
+    HalfClose,
+    /// Speaks first: a banner dripped one octet every few milliseconds.
+    SlowDrip,
+    /// UDP echo that records every datagram.
+    UdpEcho,
+}
+
+/// What the server under test must offer for a scenario to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Needs {
+    /// Protocol version spoken.
+    pub version: Version,
+    /// Command that must be enabled.
+    pub command: Command,
+    /// How the server must be configured to authenticate.
+    pub method: Method,
+    /// Transport under SOCKS.
+    pub transport: Transport,
+    /// Commands that must be disabled (for "disabled command is refused" checks).
+    pub disabled: Vec<Command>,
+    /// The scenario waits for the server's handshake deadline, which must be declared.
+    pub handshake_timeout: bool,
+    /// The server must reach IPv6 loopback targets.
+    pub ipv6: bool,
+    /// The server must resolve names (`localhost`).
+    pub domain: bool,
+}
+
+impl Default for Needs {
+    fn default() -> Self {
+        Needs {
+            version: Version::Socks5,
+            command: Command::Connect,
+            method: Method::Noauth,
+            transport: Transport::Tcp,
+            disabled: Vec::new(),
+            handshake_timeout: false,
+            ipv6: false,
+            domain: false,
+        }
+    }
+}
+
+/// A step deadline: milliseconds, or the server's declared handshake timeout plus a margin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Deadline {
+    /// Milliseconds.
+    Ms(u64),
+    /// `handshake`: the profile's handshake timeout plus a margin.
+    Named(NamedDeadline),
+}
+
+/// Named deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NamedDeadline {
+    /// The server's handshake timeout plus a margin.
+    Handshake,
+}
+
+/// Assertions on what the target fixture recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TargetCheck {
+    /// Number of TCP connections the target accepted.
+    pub connections: Option<usize>,
+    /// The octets the target received over TCP, all connections concatenated.
+    pub bytes: Option<String>,
+    /// Number of UDP datagrams the target received.
+    pub datagrams: Option<usize>,
+}
+
+/// One step, after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepKind {
+    /// C→S octets.
+    Send(Template),
+    /// S→C octets matching a pattern.
+    Expect(Template),
+    /// Octets matching the pattern, or a close with nothing (where the catalogue allows either,
+    /// e.g. R-15 "close, optionally after `01 FF`"). Follow it with `expect_close`.
+    ExpectOptional(Template),
+    /// The server closes (EOF or reset) with no further octets.
+    ExpectClose,
+    /// The server half-closes: a clean EOF, the connection stays writable.
+    ExpectHalfClose,
+    /// Nothing arrives and the connection stays open for `ms`.
+    ExpectSilence(u64),
+    /// The client shuts down its sending direction.
+    HalfClose,
+    /// The client closes the connection.
+    Close,
+    /// The client opens another TCP connection, to the proxy or to a captured address.
+    Open {
+        /// Where to connect: `proxy` or the name of an address capture.
+        to: String,
+    },
+    /// Pause.
+    Sleep(u64),
+    /// Send a UDP datagram from a named socket (`fresh` makes a new socket each time).
+    UdpSend {
+        /// Payload (including the SOCKS UDP header, when there is one).
+        data: Template,
+        /// Destination: an address capture (e.g. `bnd`), `proxy` (the TCP listen address) or `target`.
+        to: String,
+    },
+    /// A datagram arrives on the socket, matching the pattern.
+    UdpExpect(Template),
+    /// No datagram arrives on the socket for `ms`.
+    UdpExpectNone(u64),
+    /// Assertions on the target fixture's records.
+    TargetReceived(TargetCheck),
+    /// From here the connection is a tunnel to the target (server role: start relaying).
+    Tunnel,
+}
+
+/// One step of a scenario.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawStep")]
+pub struct Step {
+    /// What to do.
+    pub kind: StepKind,
+    /// The TCP connection the step applies to (`main` unless named).
+    pub conn: String,
+    /// The UDP socket the step applies to (`a` unless named).
+    pub socket: String,
+    /// How long the step may wait.
+    pub deadline: Option<Deadline>,
+}
+
+/// The literal YAML shape of a step: one key naming the kind, plus optional modifiers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    send: Option<String>,
+    expect: Option<String>,
+    expect_optional: Option<String>,
+    expect_close: Option<Flag>,
+    expect_half_close: Option<Flag>,
+    expect_silence: Option<Flag>,
+    half_close: Option<Flag>,
+    close: Option<Flag>,
+    open: Option<String>,
+    sleep_ms: Option<u64>,
+    udp_send: Option<String>,
+    udp_expect: Option<String>,
+    udp_expect_none: Option<Flag>,
+    target_received: Option<TargetCheck>,
+    tunnel: Option<Flag>,
+    conn: Option<String>,
+    socket: Option<String>,
+    to: Option<String>,
+    deadline_ms: Option<Deadline>,
+    ms: Option<u64>,
+}
+
+/// A step key whose value carries nothing: `{}` or `true`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Flag {
+    Bool(bool),
+    Map(BTreeMap<String, u8>),
+}
+
+impl TryFrom<RawStep> for Step {
+    type Error = String;
+
+    fn try_from(r: RawStep) -> Result<Step, String> {
+        let tpl = |s: &str| Template::parse(s).map_err(|e| e.to_string());
+        let flag = |f: &Option<Flag>, key: &str| -> Result<bool, String> {
+            match f {
+                None => Ok(false),
+                Some(Flag::Bool(b)) => Ok(*b),
+                Some(Flag::Map(m)) if m.is_empty() => Ok(true),
+                Some(Flag::Map(_)) => Err(format!("`{key}` takes `{{}}`; put modifiers beside it")),
+            }
+        };
+        let mut kinds: Vec<(&str, StepKind)> = Vec::new();
+        if let Some(s) = &r.send {
+            kinds.push(("send", StepKind::Send(tpl(s)?)));
+        }
+        if let Some(s) = &r.expect {
+            kinds.push(("expect", StepKind::Expect(tpl(s)?)));
+        }
+        if let Some(s) = &r.expect_optional {
+            kinds.push(("expect_optional", StepKind::ExpectOptional(tpl(s)?)));
+        }
+        if flag(&r.expect_close, "expect_close")? {
+            kinds.push(("expect_close", StepKind::ExpectClose));
+        }
+        if flag(&r.expect_half_close, "expect_half_close")? {
+            kinds.push(("expect_half_close", StepKind::ExpectHalfClose));
+        }
+        if flag(&r.expect_silence, "expect_silence")? {
+            kinds.push(("expect_silence", StepKind::ExpectSilence(r.ms.unwrap_or(300))));
+        }
+        if flag(&r.half_close, "half_close")? {
+            kinds.push(("half_close", StepKind::HalfClose));
+        }
+        if flag(&r.close, "close")? {
+            kinds.push(("close", StepKind::Close));
+        }
+        if let Some(name) = &r.open {
+            kinds.push(("open", StepKind::Open { to: r.to.clone().unwrap_or_else(|| "proxy".into()) }));
+            if r.conn.is_some() {
+                return Err("`open` names the connection itself; drop `conn`".into());
+            }
+            return finish(kinds, r.deadline_ms, name.clone(), r.socket);
+        }
+        if let Some(ms) = r.sleep_ms {
+            kinds.push(("sleep_ms", StepKind::Sleep(ms)));
+        }
+        if let Some(s) = &r.udp_send {
+            kinds.push((
+                "udp_send",
+                StepKind::UdpSend { data: tpl(s)?, to: r.to.clone().unwrap_or_else(|| "bnd".into()) },
+            ));
+        }
+        if let Some(s) = &r.udp_expect {
+            kinds.push(("udp_expect", StepKind::UdpExpect(tpl(s)?)));
+        }
+        if flag(&r.udp_expect_none, "udp_expect_none")? {
+            kinds.push(("udp_expect_none", StepKind::UdpExpectNone(r.ms.unwrap_or(500))));
+        }
+        if let Some(c) = &r.target_received {
+            if let Some(b) = &c.bytes {
+                tpl(b)?;
+            }
+            kinds.push(("target_received", StepKind::TargetReceived(c.clone())));
+        }
+        if flag(&r.tunnel, "tunnel")? {
+            kinds.push(("tunnel", StepKind::Tunnel));
+        }
+        if r.to.is_some() && !matches!(kinds.first(), Some((_, StepKind::UdpSend { .. }))) {
+            return Err("`to` applies only to `open` and `udp_send`".into());
+        }
+        finish(kinds, r.deadline_ms, r.conn.unwrap_or_else(|| "main".into()), r.socket)
+    }
+}
+
+fn finish(
+    mut kinds: Vec<(&str, StepKind)>,
+    deadline: Option<Deadline>,
+    conn: String,
+    socket: Option<String>,
+) -> Result<Step, String> {
+    match kinds.len() {
+        0 => Err("a step needs one of send, expect, expect_optional, expect_close, expect_half_close, expect_silence, half_close, close, open, sleep_ms, udp_send, udp_expect, udp_expect_none, target_received, tunnel".into()),
+        1 => {
+            let (_, kind) = kinds.remove(0);
+            Ok(Step {
+                kind,
+                conn,
+                socket: socket.unwrap_or_else(|| "a".into()),
+                deadline,
+            })
+        }
+        _ => Err(format!(
+            "a step does one thing, this one has {}",
+            kinds.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(" and ")
+        )),
+    }
+}
+
+/// What the client under test must do when the runner plays the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClientOutcome {
+    /// Whether the client command must exit with status 0.
+    #[serde(default)]
+    pub success: bool,
+    /// Text its standard output must contain.
+    pub stdout_contains: Option<String>,
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Stable identifier, e.g. `rfc1928.method.no-acceptable`.
+    pub id: String,
+    /// A behaviour sentence.
+    pub title: String,
+    /// Requirement ids (from `scenarios/requirements.yaml`) this scenario tests.
+    #[serde(default)]
+    pub refs: Vec<String>,
+    /// Sides the runner can play.
+    #[serde(default = "default_roles")]
+    pub roles: Vec<Role>,
+    /// Capabilities the server under test must have.
+    #[serde(default)]
+    pub needs: Needs,
+    /// The target fixture.
+    #[serde(default)]
+    pub target: FixtureKind,
+    /// Schedules this scenario is meaningful under (all unless restricted, with a reason in `notes`).
+    #[serde(default)]
+    pub schedules: Option<Vec<Schedule>>,
+    /// Free-form rationale, e.g. which decision (D-xx) the expectation encodes.
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// Tags for profile selection, besides those derived from `needs`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Outcome required from a client under test (server role only).
+    #[serde(default)]
+    pub client: Option<ClientOutcome>,
+    /// The conversation.
+    pub steps: Vec<Step>,
+    /// The file the scenario came from.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_roles() -> Vec<Role> {
+    vec![Role::Client]
+}
+
+impl Scenario {
+    /// Loads and validates one scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, LoadError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+        let mut s: Scenario = yaml::from_str(path, &text)?;
+        s.path = path.to_path_buf();
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Schedules to run: the declared subset, or all.
+    pub fn schedules(&self) -> Vec<Schedule> {
+        self.schedules.clone().unwrap_or_else(|| Schedule::ALL.to_vec())
+    }
+
+    /// Folder-derived group (`rfc1928`, `socks4`, …), used by profiles.
+    pub fn group(&self) -> String {
+        self.path.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    /// Checks rules that span fields: references resolve in order, captures exist before use.
+    fn validate(&self) -> Result<(), LoadError> {
+        let bad = |message: String| LoadError::Invalid { path: self.path.clone(), message };
+        if self.id.is_empty() || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return Err(bad(format!("id `{}` must be non-empty [A-Za-z0-9._-]", self.id)));
+        }
+        if self.steps.is_empty() {
+            return Err(bad("steps: a scenario needs at least one step".into()));
+        }
+        let mut known: HashSet<String> = BUILTIN_VARS.iter().map(|s| s.to_string()).collect();
+        for (i, step) in self.steps.iter().enumerate() {
+            let check = |t: &Template, known: &HashSet<String>| -> Result<(), LoadError> {
+                for r in t.references() {
+                    let udp_var = r.starts_with("udp.") && (r.ends_with(".port") || r.ends_with(".addr"));
+                    if !known.contains(r) && !udp_var {
+                        return Err(bad(format!(
+                            "steps[{i}]: `{{{r}}}` is neither a built-in variable nor captured by an earlier step"
+                        )));
+                    }
+                }
+                Ok(())
+            };
+            match &step.kind {
+                StepKind::Send(t) | StepKind::UdpSend { data: t, .. } => {
+                    if let Some(c) = t.captures().first() {
+                        return Err(bad(format!("steps[{i}]: capture `{c}` in a send")));
+                    }
+                    check(t, &known)?
+                }
+                StepKind::Expect(t) | StepKind::UdpExpect(t) | StepKind::ExpectOptional(t) => {
+                    check(t, &known)?;
+                    known.extend(t.captures().into_iter().map(String::from));
+                }
+                _ => {}
+            }
+            if let StepKind::UdpSend { to, .. } | StepKind::Open { to } = &step.kind {
+                if !["proxy", "target"].contains(&to.as_str()) && !known.contains(to) {
+                    return Err(bad(format!("steps[{i}]: destination `{to}` is not captured by an earlier step")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Variables every scenario can use.
+pub const BUILTIN_VARS: &[&str] = &[
+    "target.addr",
+    "target.addr6",
+    "target.port",
+    "target.name",
+    "target.name.len",
+    "proxy.addr",
+    "proxy.port",
+    "user",
+    "user.len",
+    "pass",
+    "pass.len",
+];
+
+/// All scenarios under a directory, sorted by id; ids must be unique.
+pub fn load_catalogue(dir: &Path) -> Result<Vec<Scenario>, LoadError> {
+    let mut files = Vec::new();
+    collect_yaml(dir, &mut files).map_err(|source| LoadError::Io { path: dir.to_path_buf(), source })?;
+    let mut out: Vec<Scenario> = Vec::new();
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for f in files {
+        let s = Scenario::load(&f)?;
+        if let Some(prev) = seen.insert(s.id.clone(), f.clone()) {
+            return Err(LoadError::Invalid {
+                path: f,
+                message: format!("id `{}` is also used by {}", s.id, prev.display()),
+            });
+        }
+        out.push(s);
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// Scenario files: `*.yaml` below `dir`, except data files such as `requirements.yaml` at its top.
+pub fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let p = e.path();
+        if p.is_dir() {
+            collect_yaml(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "yaml") && p.file_name().is_some_and(|n| n != "requirements.yaml")
+        {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, LoadError> {
+        let path = Path::new("scenarios/x/t.yaml");
+        let mut s: Scenario = yaml::from_str(path, text)?;
+        s.path = path.into();
+        s.validate()?;
+        Ok(s)
+    }
+
+    #[test]
+    fn natural_yaml_parses() {
+        let s = parse(
+            "id: a.b\ntitle: t\nsteps:\n  - send: \"05 01 00\"\n  - expect: \"05 00\"\n    deadline_ms: 500\n  - expect_close: {}\n  - expect_close: {}\n    deadline_ms: handshake\n",
+        )
+        .unwrap();
+        assert_eq!(s.steps.len(), 4);
+        assert_eq!(s.steps[1].deadline, Some(Deadline::Ms(500)));
+        assert_eq!(s.steps[3].deadline, Some(Deadline::Named(NamedDeadline::Handshake)));
+        assert_eq!(s.steps[2].kind, StepKind::ExpectClose);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = parse("id: a\ntitle: t\nsteps:\n  - send: \"05\"\n  - sned: \"05\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("scenarios/x/t.yaml:5:"), "{e}");
+        assert!(e.contains("sned"), "{e}");
+        let e = parse("id: a\ntitle: t\nsteps:\n  - send: \"0g\"\n").unwrap_err().to_string();
+        assert!(e.contains("scenarios/x/t.yaml:4:") && e.contains("steps") && e.contains("0g"), "{e}");
+        let e = parse("id: a\ntitle: t\nneeds: {version: socks6}\nsteps:\n  - send: \"05\"\n").unwrap_err().to_string();
+        assert!(e.contains(":3:") && e.contains("needs.version"), "{e}");
+    }
+
+    #[test]
+    fn captures_must_precede_use() {
+        let e = parse("id: a\ntitle: t\nsteps:\n  - send: \"{bnd}\"\n").unwrap_err().to_string();
+        assert!(e.contains("steps[0]") && e.contains("bnd"), "{e}");
+        parse("id: a\ntitle: t\nsteps:\n  - expect: \"05 00 00 {bnd:addr}\"\n  - udp_send: \"00\"\n    to: bnd\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn a_step_does_one_thing() {
+        let e = parse("id: a\ntitle: t\nsteps:\n  - send: \"05\"\n    expect: \"05\"\n").unwrap_err().to_string();
+        assert!(e.contains("send and expect"), "{e}");
+    }
+}
