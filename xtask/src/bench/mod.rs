@@ -1,0 +1,306 @@
+//! `cargo xtask bench`: socksref side by side with microsocks and danted on loopback.
+//!
+//! One run starts the targets ([`targets`]), measures every row for direct loopback, then starts
+//! each server in turn ([`servers`]), measures the same rows through it ([`load`]), stops it, and
+//! finally prints and saves the comparison ([`report`]) to `target/bench/bench.{txt,json}`.
+//! Servers run one at a time so that none of them competes with another for the two CPUs.
+
+mod load;
+mod report;
+mod servers;
+mod socks;
+mod targets;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use tokio::runtime::Runtime;
+
+use crate::flags::{BenchArgs, ServerName};
+use load::{Direction, Sample};
+use report::{Meta, Outcome, Report, Row, RowSpec, Target};
+use servers::ServerProcess;
+use socks::Route;
+use targets::{TargetInfo, Targets};
+
+/// Pause between measurements so closing connections and queued bytes of one row do not leak
+/// into the next.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// One row of the benchmark.
+#[derive(Debug, Clone, Copy)]
+enum Measure {
+    /// Bulk CONNECT throughput with this many parallel streams.
+    Throughput(Direction, usize),
+    /// Handshake + CONNECT + close, this many at a time.
+    Handshakes { socks4: bool, concurrency: usize },
+    /// UDP ASSOCIATE relaying of 1200-byte datagrams.
+    UdpPps,
+    /// Memory per idle CONNECT tunnel, with this many tunnels.
+    IdleRss(usize),
+}
+
+impl Measure {
+    /// The rows of a run, in the order they are measured and printed.
+    fn plan(tunnels: usize) -> Vec<Measure> {
+        vec![
+            Measure::Throughput(Direction::Upload, 1),
+            Measure::Throughput(Direction::Upload, 8),
+            Measure::Throughput(Direction::Download, 1),
+            Measure::Throughput(Direction::Download, 8),
+            Measure::Handshakes { socks4: false, concurrency: 1 },
+            Measure::Handshakes { socks4: false, concurrency: 32 },
+            Measure::Handshakes { socks4: true, concurrency: 1 },
+            Measure::Handshakes { socks4: true, concurrency: 32 },
+            Measure::UdpPps,
+            Measure::IdleRss(tunnels),
+        ]
+    }
+
+    /// The row's description, with the targets the issue sets for socksref.
+    fn spec(self) -> RowSpec {
+        let (id, title, unit, higher_is_better, target) = match self {
+            Measure::Throughput(dir, streams) => {
+                let way = if dir == Direction::Upload { "upload" } else { "download" };
+                let plural = if streams == 1 { "" } else { "s" };
+                (
+                    format!("connect_{way}_{streams}"),
+                    format!("CONNECT {way}, {streams} stream{plural}"),
+                    "MB/s",
+                    true,
+                    (streams == 1).then_some(Target::AtLeastDirect(0.75)),
+                )
+            }
+            Measure::Handshakes { socks4, concurrency } => {
+                let version = if socks4 { 4 } else { 5 };
+                (
+                    format!("handshakes_socks{version}_c{concurrency}"),
+                    format!("SOCKS{version} handshakes, c={concurrency}"),
+                    "hs/s",
+                    true,
+                    (concurrency == 32).then_some(Target::AtLeastDirect(0.6)),
+                )
+            }
+            Measure::UdpPps => (
+                "udp_pps".to_owned(),
+                "UDP ASSOCIATE, 1200 B".to_owned(),
+                "pkt/s",
+                true,
+                Some(Target::AtLeastDirect(0.7)),
+            ),
+            Measure::IdleRss(n) => (
+                "idle_rss_per_tunnel".to_owned(),
+                format!("RSS per idle tunnel ({n})"),
+                "KiB",
+                false,
+                Some(Target::AtMost(8.0)),
+            ),
+        };
+        RowSpec { id, title, unit, higher_is_better, target }
+    }
+}
+
+/// Who a measurement goes through.
+#[derive(Debug, Clone, Copy)]
+enum Subject {
+    /// No proxy: the loopback baseline.
+    Direct,
+    /// A running server: its name, SOCKS address and pid.
+    Server(ServerName, SocketAddr, u32),
+}
+
+impl Subject {
+    fn name(self) -> &'static str {
+        match self {
+            Subject::Direct => "direct",
+            Subject::Server(name, ..) => name.as_str(),
+        }
+    }
+}
+
+/// Runs `cargo xtask bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let duration = args.duration.unwrap_or(if args.quick { 0.5 } else { 3.0 });
+    if !(0.05..=600.0).contains(&duration) {
+        bail!("--duration must be between 0.05 and 600 seconds");
+    }
+    let window = Duration::from_secs_f64(duration);
+    let tunnels = args.tunnels.unwrap_or(if args.quick { 200 } else { 2000 });
+    if tunnels == 0 {
+        bail!("--tunnels must be at least 1");
+    }
+    let nofile = servers::raise_nofile_limit()?;
+    // Each tunnel costs two descriptors here (client end, sink end) and two in the server.
+    if nofile < (tunnels as u64) * 2 + 256 {
+        eprintln!("[bench] warning: RLIMIT_NOFILE is {nofile}, too low for {tunnels} tunnels");
+    }
+    let out_dir = servers::target_dir().join("bench");
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+
+    let selected: Vec<ServerName> =
+        ServerName::ALL.into_iter().filter(|n| args.peers.is_empty() || args.peers.contains(n)).collect();
+    // Find (or build, or install) every executable before measuring anything, so the noisy and
+    // slow steps are over before the numbers start.
+    let executables: Vec<(ServerName, Result<PathBuf, String>)> = selected
+        .iter()
+        .map(|&name| {
+            let found = match name {
+                ServerName::Socksref => servers::build_socksref().map(Some),
+                peer => servers::find_or_install_peer(peer, !args.no_install),
+            };
+            let found = match found {
+                Ok(Some(path)) => Ok(path),
+                Ok(None) => Err("not installed".to_owned()),
+                Err(e) => Err(format!("{e:#}")),
+            };
+            if let Err(reason) = &found {
+                eprintln!("[bench] {}: {reason}; its rows are skipped", name.as_str());
+            }
+            (name, found)
+        })
+        .collect();
+
+    let plan = Measure::plan(tunnels);
+    // Other work on the machine skews every number; record how busy it was when we started.
+    let load_average = fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
+    eprintln!("[bench] load average at start: {load_average}");
+    let targets = Targets::start()?;
+    // Two workers: as many as there are CPUs on the reference machine. The servers get the same
+    // CPUs; what matters is that every subject is measured with the same client.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-client")
+        .enable_all()
+        .build()
+        .context("building the client runtime")?;
+    eprintln!(
+        "[bench] {} rows × {} subjects, {duration} s windows, {tunnels} idle tunnels",
+        plan.len(),
+        1 + executables.len()
+    );
+
+    let mut servers: Vec<(ServerName, Result<ServerProcess, String>)> = executables
+        .into_iter()
+        .map(|(name, executable)| {
+            let started = executable.and_then(|bin| {
+                ServerProcess::start(name, &bin, &out_dir.join("logs")).map_err(|e| format!("did not start: {e:#}"))
+            });
+            match &started {
+                Ok(server) => {
+                    eprintln!("[bench] {} listening on {} (pid {})", name.as_str(), server.addr, server.pid())
+                }
+                Err(reason) => eprintln!("[bench] {}: {reason}; its rows are skipped", name.as_str()),
+            }
+            (name, started)
+        })
+        .collect();
+
+    // Row by row rather than server by server: the machine is shared (builds run beside the
+    // benchmark), and measuring a row for every subject back to back keeps each row's ratios
+    // comparable even when the background load changes during the run.
+    let mut rows = Vec::with_capacity(plan.len());
+    for &m in &plan {
+        let direct = measure(&runtime, &targets.info, Subject::Direct, m, window);
+        let mut outcomes = Vec::with_capacity(servers.len());
+        for (name, server) in &mut servers {
+            let outcome = match server {
+                Err(reason) => Outcome::Skipped { reason: reason.clone() },
+                // A crashed server fails its remaining rows rather than producing connect errors.
+                Ok(process) => match process.check_alive() {
+                    Err(e) => Outcome::Failed { error: format!("{e:#}") },
+                    Ok(()) => {
+                        let subject = Subject::Server(*name, process.addr, process.pid());
+                        measure(&runtime, &targets.info, subject, m, window)
+                    }
+                },
+            };
+            outcomes.push((*name, outcome));
+        }
+        rows.push(Row { spec: m.spec(), direct, servers: outcomes });
+    }
+    let server_status = servers
+        .iter_mut()
+        .map(|(name, server)| {
+            let status = match server {
+                Ok(process) => process.check_alive().map_or_else(|e| format!("{e:#}"), |()| "ran".to_owned()),
+                Err(reason) => reason.clone(),
+            };
+            (name.as_str().to_owned(), status)
+        })
+        .collect();
+    // Dropping the handles stops the servers (SIGTERM, then SIGKILL), by pid.
+    drop(servers);
+    // Both runtimes must go outside async code: dropping a runtime inside it panics.
+    drop(runtime);
+    drop(targets);
+
+    let meta = Meta {
+        unix_time: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        duration_s: duration,
+        tunnels,
+        quick: args.quick,
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
+        load_average_at_start: load_average,
+        servers: server_status,
+    };
+    let report = Report { meta, rows };
+    let table = report.to_table();
+    print!("{table}");
+    let json_path = out_dir.join("bench.json");
+    fs::write(&json_path, report.to_json()?).with_context(|| format!("writing {}", json_path.display()))?;
+    let txt_path = out_dir.join("bench.txt");
+    fs::write(&txt_path, &table).with_context(|| format!("writing {}", txt_path.display()))?;
+    eprintln!("[bench] wrote {} and {}", json_path.display(), txt_path.display());
+    Ok(())
+}
+
+/// Runs one measurement for one subject and prints a progress line.
+fn measure(runtime: &Runtime, targets: &TargetInfo, subject: Subject, m: Measure, window: Duration) -> Outcome {
+    let spec = m.spec();
+    let result: Option<Result<Sample>> = match (subject, m) {
+        (Subject::Direct, Measure::IdleRss(_)) => None,
+        (Subject::Server(name, ..), Measure::Handshakes { socks4: true, .. }) if !name.capabilities().socks4 => None,
+        (Subject::Server(name, ..), Measure::UdpPps) if !name.capabilities().udp => None,
+        (subject, m) => Some(runtime.block_on(run_measure(targets, subject, m, window))),
+    };
+    let outcome = match result {
+        None => Outcome::NotApplicable,
+        Some(Ok(Sample { value, note })) => Outcome::Ok { value, note },
+        Some(Err(e)) => Outcome::Failed { error: format!("{e:#}") },
+    };
+    let shown = match &outcome {
+        Outcome::Ok { value, note } => {
+            let note = note.as_deref().map(|n| format!("  ({n})")).unwrap_or_default();
+            format!("{} {}{note}", report::format_value(*value), spec.unit)
+        }
+        Outcome::NotApplicable => "n/a".to_owned(),
+        Outcome::Skipped { reason } => format!("skipped: {reason}"),
+        Outcome::Failed { error } => format!("FAILED: {error}"),
+    };
+    eprintln!("[bench] {:<10} {:<30} {shown}", subject.name(), spec.title);
+    std::thread::sleep(SETTLE);
+    outcome
+}
+
+async fn run_measure(targets: &TargetInfo, subject: Subject, m: Measure, window: Duration) -> Result<Sample> {
+    let (socks5, socks4) = match subject {
+        Subject::Direct => (Route::Direct, Route::Direct),
+        Subject::Server(_, addr, _) => (Route::Socks5(addr), Route::Socks4(addr)),
+    };
+    match m {
+        Measure::Throughput(direction, streams) => load::throughput(socks5, targets, direction, streams, window).await,
+        Measure::Handshakes { socks4: v4, concurrency } => {
+            let route = if v4 { socks4 } else { socks5 };
+            load::handshakes(route, targets.accept_close, concurrency, window).await
+        }
+        Measure::UdpPps => load::udp_pps(socks5, targets, window).await,
+        Measure::IdleRss(n) => match subject {
+            Subject::Server(_, addr, pid) => load::idle_rss(addr, pid, targets.sink, n).await,
+            Subject::Direct => bail!("idle RSS needs a server process"),
+        },
+    }
+}

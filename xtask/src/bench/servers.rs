@@ -1,0 +1,400 @@
+//! Starting, watching and stopping the SOCKS servers under test, and reading their memory use.
+//!
+//! Every server runs as a child process on 127.0.0.1 with its output in `target/bench/logs/`. A
+//! [`ServerProcess`] stops its server on drop, by pid: we never signal anything we did not start.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::flags::ServerName;
+
+/// How long a server may take to accept connections after it was spawned.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server may take to exit after SIGTERM before it gets SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// What a server supports, so rows it cannot play show "n/a" instead of an error.
+#[derive(Debug, Clone, Copy)]
+pub struct Capabilities {
+    /// SOCKS4 CONNECT.
+    pub socks4: bool,
+    /// SOCKS5 UDP ASSOCIATE.
+    pub udp: bool,
+}
+
+impl ServerName {
+    /// What this server supports; microsocks is SOCKS5 CONNECT only.
+    pub fn capabilities(self) -> Capabilities {
+        match self {
+            ServerName::Socksref | ServerName::Danted => Capabilities { socks4: true, udp: true },
+            ServerName::Microsocks => Capabilities { socks4: false, udp: false },
+        }
+    }
+
+    /// The executable's file name and the Debian package that ships it (none for socksref).
+    fn program(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            ServerName::Socksref => ("socksref", None),
+            ServerName::Microsocks => ("microsocks", Some("microsocks")),
+            ServerName::Danted => ("danted", Some("dante-server")),
+        }
+    }
+}
+
+/// The workspace's `target/` directory, honouring `CARGO_TARGET_DIR` like cargo does.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    // xtask/ sits directly in the workspace root, so its parent is the root.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).join("target")
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit so thousands of idle tunnels fit, in this
+/// process and in the servers it spawns (children inherit the limit). Returns the new soft limit.
+pub fn raise_nofile_limit() -> Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read or write the struct we pass by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+        }
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// Finds `program` on PATH or in the sbin directories, where Debian puts danted but a
+/// non-root PATH may not look.
+fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Finds a comparison peer's executable, installing its Debian package first when it is
+/// missing, we are root and installing is allowed. `Ok(None)` means "not available, skip it".
+pub fn find_or_install_peer(name: ServerName, allow_install: bool) -> Result<Option<PathBuf>> {
+    let (program, package) = name.program();
+    if let Some(found) = find_program(program) {
+        return Ok(Some(found));
+    }
+    let Some(package) = package else { return Ok(None) };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !allow_install || !root {
+        eprintln!(
+            "[bench] {program} not installed; skipping it (install Debian package `{package}`{})",
+            if root { "" } else { " as root" }
+        );
+        return Ok(None);
+    }
+    eprintln!("[bench] installing {package} with apt-get");
+    if !apt_get(&["install", "-y", package])? {
+        // The usual cause is a stale or missing package list on a fresh machine.
+        eprintln!("[bench] apt-get install failed; running apt-get update and retrying");
+        apt_get(&["update"])?;
+        if !apt_get(&["install", "-y", package])? {
+            eprintln!("[bench] could not install {package}; skipping {program}");
+            return Ok(None);
+        }
+    }
+    Ok(find_program(program))
+}
+
+/// Runs apt-get non-interactively with its output on our stderr; returns whether it succeeded.
+fn apt_get(args: &[&str]) -> Result<bool> {
+    let status = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .context("running apt-get")?;
+    Ok(status.success())
+}
+
+/// Builds the `socksref` release binary with the workspace's cargo and returns its path.
+pub fn build_socksref() -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("[bench] building socksref (cargo build --release -p socksref)");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "socksref"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release -p socksref failed ({status})");
+    }
+    let bin = target_dir().join("release").join("socksref");
+    if !bin.is_file() {
+        bail!("{} missing after the build", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Picks a free loopback port by binding port 0 and releasing it. Another process could take it
+/// before the server binds; on this single-user benchmark machine that race is accepted.
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a probe port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A running server we started; stops it (and only it and its forks) on drop.
+pub struct ServerProcess {
+    /// Which server this is.
+    pub name: ServerName,
+    /// Its SOCKS listening address on 127.0.0.1.
+    pub addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+    /// A scratch directory (danted's config) to remove after the server stopped.
+    scratch: Option<PathBuf>,
+}
+
+impl ServerProcess {
+    /// Starts `name` from executable `bin` on a free loopback port and waits until it accepts
+    /// connections. Logs go to `logs_dir/<name>.log`.
+    pub fn start(name: ServerName, bin: &Path, logs_dir: &Path) -> Result<ServerProcess> {
+        fs::create_dir_all(logs_dir).with_context(|| format!("creating {}", logs_dir.display()))?;
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut scratch = None;
+        let mut cmd = Command::new(bin);
+        match name {
+            ServerName::Socksref => {
+                cmd.arg("-L").arg(format!("socks://127.0.0.1:{port}?udp=true")).args(["--log-level", "warn"]);
+            }
+            ServerName::Microsocks => {
+                cmd.args(["-i", "127.0.0.1", "-p"]).arg(port.to_string());
+            }
+            ServerName::Danted => {
+                let dir = std::env::temp_dir().join(format!("sockslab-bench-{}", std::process::id()));
+                fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                let conf = dir.join("danted.conf");
+                fs::write(&conf, danted_config(port)).context("writing danted.conf")?;
+                // -N 1: one "mother" process is enough on loopback; -p keeps the pid file out
+                // of /var/run so a system danted is never disturbed.
+                cmd.arg("-f").arg(&conf).args(["-N", "1", "-p"]).arg(dir.join("danted.pid"));
+                scratch = Some(dir);
+            }
+        }
+        let log = logs_dir.join(format!("{}.log", name.as_str()));
+        let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let mut server = ServerProcess { name, addr, child, log, scratch };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// The server's pid, the root of the process tree whose memory we measure.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Retries connecting until the server accepts, it exits, or [`READY_TIMEOUT`] passes.
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited during startup ({status}); {}", self.name.as_str(), self.log_tail());
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not accept on {} within {READY_TIMEOUT:?}; {}",
+                    self.name.as_str(),
+                    self.addr,
+                    self.log_tail()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of the server's log, for error messages.
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join("\n  ");
+        format!("log {}:\n  {tail}", self.log.display())
+    }
+
+    /// Whether the server is still running, so a crash mid-benchmark is reported as such.
+    pub fn check_alive(&mut self) -> Result<()> {
+        match self.child.try_wait()? {
+            Some(status) => bail!("{} exited ({status}); {}", self.name.as_str(), self.log_tail()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        // Remember the forks (danted's children) with their start times first: once the parent
+        // is gone they are re-parented, and a bare pid could by then name someone else's process.
+        let forks: Vec<(u32, u64)> = descendants(pid).into_iter().filter(|&(p, _)| p != pid).collect();
+        // SIGTERM first: danted then stops its own children cleanly.
+        signal(pid, libc::SIGTERM);
+        let deadline = Instant::now() + STOP_GRACE;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for (fork, start) in forks {
+            if proc_stat(fork).is_some_and(|stat| stat.start_time == start) {
+                signal(fork, libc::SIGKILL);
+            }
+        }
+        if let Some(dir) = &self.scratch {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Sends `sig` to one process by pid.
+fn signal(pid: u32, sig: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    // SAFETY: kill(2) has no memory-safety preconditions; a positive pid targets one process.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Dante's configuration for an open SOCKS4/5 server on 127.0.0.1:`port` (see danted.conf(5)).
+fn danted_config(port: u16) -> String {
+    format!(
+        "logoutput: stderr\n\
+         internal: 127.0.0.1 port = {port}\n\
+         external: 127.0.0.1\n\
+         socksmethod: none\n\
+         clientmethod: none\n\
+         user.privileged: root\n\
+         user.unprivileged: nobody\n\
+         client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
+         socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate bindreply udpreply bind }}\n"
+    )
+}
+
+/// The fields of `/proc/PID/stat` we need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcStat {
+    ppid: u32,
+    /// Start time in clock ticks since boot: with the pid, it names a process uniquely.
+    start_time: u64,
+}
+
+/// Parses `/proc/PID/stat`. The command name (field 2) is in parentheses and may itself contain
+/// spaces and parentheses, so fields are counted from the last `)`.
+fn parse_proc_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(3) ppid(4) ... starttime(22), so ppid is index 1 and starttime 19.
+    Some(ProcStat { ppid: fields.get(1)?.parse().ok()?, start_time: fields.get(19)?.parse().ok()? })
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    parse_proc_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// `pid` and all its descendants, each with its start time, found by walking every process's
+/// parent in /proc.
+fn descendants(pid: u32) -> Vec<(u32, u64)> {
+    let mut children: HashMap<u32, Vec<(u32, u64)>> = HashMap::new();
+    let mut root = None;
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(stat) = proc_stat(p) else { continue };
+        if p == pid {
+            root = Some((p, stat.start_time));
+        }
+        children.entry(stat.ppid).or_default().push((p, stat.start_time));
+    }
+    let Some(root) = root else { return Vec::new() };
+    let mut found = vec![root];
+    let mut next = 0;
+    while next < found.len() {
+        if let Some(kids) = children.get(&found[next].0) {
+            found.extend(kids.iter().copied());
+        }
+        next += 1;
+    }
+    found
+}
+
+/// Extracts `VmRSS` in KiB from the text of `/proc/PID/status`.
+fn parse_vm_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut words = line["VmRSS:".len()..].split_whitespace();
+    let value = words.next()?.parse().ok()?;
+    // The kernel always reports kB (KiB); anything else means the format changed under us.
+    (words.next() == Some("kB")).then_some(value)
+}
+
+/// Resident memory in KiB of `pid` plus all its descendants. Summing the tree is what makes a
+/// forking server (danted) comparable to a threaded one; shared pages are counted once per process.
+pub fn tree_rss_kib(pid: u32) -> Result<u64> {
+    let tree = descendants(pid);
+    if tree.is_empty() {
+        bail!("process {pid} not found in /proc");
+    }
+    // A process can exit between the walk and the read; it then holds no memory to count.
+    Ok(tree
+        .iter()
+        .filter_map(|&(p, _)| fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|status| parse_vm_rss_kib(&status))
+        .sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_read_in_kib() {
+        let status = "Name:\tdanted\nVmPeak:\t   9000 kB\nVmRSS:\t    4136 kB\nThreads:\t1\n";
+        assert_eq!(parse_vm_rss_kib(status), Some(4136));
+    }
+
+    #[test]
+    fn vm_rss_missing_for_kernel_threads() {
+        assert_eq!(parse_vm_rss_kib("Name:\tkthreadd\nThreads:\t1\n"), None);
+    }
+
+    #[test]
+    fn proc_stat_survives_parentheses_in_the_name() {
+        let stat = "6815 (danted: (x) y) S 6812 6812 1 0 -1 4194624 95 0 0 0 0 0 0 0 20 0 1 0 123456 1 2 3";
+        assert_eq!(parse_proc_stat(stat), Some(ProcStat { ppid: 6812, start_time: 123456 }));
+    }
+
+    #[test]
+    fn own_process_tree_has_memory() {
+        let rss = tree_rss_kib(std::process::id()).expect("our own pid is in /proc");
+        assert!(rss > 0);
+    }
+}
