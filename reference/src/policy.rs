@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Replace BND in success replies with zeros to hide egress addresses.
     pub hide_bnd: bool,
+    /// Upstream proxies for outbound traffic (`-F`); `None` connects directly.
+    pub upstream: Option<Arc<crate::client::Chain>>,
     /// Counters the harness can assert on.
     pub stats: Arc<Stats>,
 }
@@ -92,6 +94,7 @@ impl Default for ServerConfig {
             timeout_reply_ttl_expired: false,
             max_connections: 10_000,
             hide_bnd: false,
+            upstream: None,
             stats: Arc::default(),
         }
     }
@@ -105,6 +108,11 @@ impl ServerConfig {
         } else {
             vec![Method::USER_PASS]
         }
+    }
+
+    /// The upstream chain, when one with at least one hop is configured.
+    pub fn chain(&self) -> Option<&Arc<crate::client::Chain>> {
+        self.upstream.as_ref().filter(|c| !c.hops.is_empty())
     }
 
     /// Whether `user`/`pass` match a configured credential: byte-exact, length-exact, and in time

@@ -6,9 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use std::sync::Arc;
+
+use socksref::client::{Chain, Hop};
+use socksref::proto::{Address, Version};
 use socksref::server::{Credential, ServerConfig};
 use socksref::url::{ProxyUrl, UrlError};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
@@ -21,7 +25,7 @@ SERVICES (-L, repeatable):
   tcp://[host]:port/target:port                            forward TCP through the chain
   udp://[host]:port/target:port                            forward UDP through the chain (UDP ASSOCIATE)
   rtcp://[host]:port/target:port                           remote listen at the last hop (BIND), to target
-An empty host means 127.0.0.1. Query keys for socks services: bind, udp, readTimeout,
+An empty host means 127.0.0.1 (for rtcp: any address at the last hop). Query keys for socks services: bind, udp, readTimeout,
 connectTimeout, idleTimeout, udpIdleTimeout, bindTimeout, bindAnyPeer, denyPrivate, maxConns,
 hideBnd, udpAllowPortChange, udpFullCone, open.
 
@@ -49,7 +53,14 @@ fn main() -> ExitCode {
         eprintln!("socksref: --log-level: {e}");
         return ExitCode::from(2);
     }
-    let services = match args.listen.iter().map(|l| Service::from_url(l)).collect::<Result<Vec<_>, _>>() {
+    let chain = match parse_chain(&args.forward) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("socksref: bad -F {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let services = match args.listen.iter().map(|l| Service::from_url(l, &chain)).collect::<Result<Vec<_>, _>>() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("socksref: bad -L {e}");
@@ -79,11 +90,64 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Query keys a node (`-F`) understands.
+const NODE_KEYS: &[&str] = &["disable4a", "timeout", "notls"];
+
+/// Builds the upstream chain from the `-F` URLs, first hop first.
+fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
+    let mut hops = Vec::with_capacity(urls.len());
+    let mut handshake_timeout = None;
+    for raw in urls {
+        let url = ProxyUrl::parse(raw)?;
+        if let Some(k) = url.params.keys().find(|k| !NODE_KEYS.contains(&k.as_str())) {
+            return Err(url.param_error(k, format!("unknown key (known: {})", NODE_KEYS.join(", "))));
+        }
+        // As gost's connectors: `socks4` speaks 4a unless `disable4a` (then it resolves locally).
+        let version = match url.scheme.as_str() {
+            "socks5" | "socks5h" | "socks" => Version::V5,
+            "socks4" if url.bool_param("disable4a", false)? => Version::V4,
+            "socks4" | "socks4a" => Version::V4a,
+            other => {
+                return Err(UrlError {
+                    url: url.to_string(),
+                    part: "scheme".into(),
+                    message: format!("unknown hop {other:?} (socks5, socks4, socks4a)"),
+                })
+            }
+        };
+        if url.host.is_empty() {
+            return Err(UrlError { url: url.to_string(), part: "host".into(), message: "a hop needs a host".into() });
+        }
+        let proxy = Address::parse(&url.host_port("")).map_err(|e| UrlError {
+            url: url.to_string(),
+            part: "host".into(),
+            message: e.to_string(),
+        })?;
+        let mut hop = Hop::new(version, proxy);
+        if let Some((u, p)) = &url.auth {
+            hop = hop.with_credentials(u.as_bytes().to_vec(), p.as_bytes().to_vec());
+        }
+        if let Some(t) = url.duration_param("timeout")? {
+            handshake_timeout = Some(t);
+        }
+        hops.push(hop);
+    }
+    let mut chain = Chain::new(hops);
+    if let Some(t) = handshake_timeout {
+        chain.handshake_timeout = t;
+    }
+    Ok(chain)
+}
+
 /// One `-L` service, validated before anything is bound.
 #[derive(Debug)]
 enum Service {
     Socks { url: ProxyUrl, config: Box<ServerConfig> },
+    Forward { url: ProxyUrl, target: Address, chain: Arc<Chain> },
 }
+
+/// Query keys a forwarder understands.
+const FORWARD_KEYS: &[&str] = &["ttl"];
 
 /// Query keys a socks service understands. gost keys that only matter for its extensions are
 /// accepted where their meaning is already ours (`notls`: we never select TLS methods).
@@ -106,8 +170,11 @@ const SOCKS_KEYS: &[&str] = &[
 ];
 
 impl Service {
-    fn from_url(s: &str) -> Result<Self, UrlError> {
+    fn from_url(s: &str, chain: &Arc<Chain>) -> Result<Self, UrlError> {
         let url = ProxyUrl::parse(s)?;
+        if matches!(url.scheme.as_str(), "tcp" | "udp" | "rtcp") {
+            return Self::forward(url, chain);
+        }
         let (socks4, socks5) = match url.scheme.as_str() {
             "socks5" | "socks5h" => (false, true),
             "socks4" | "socks4a" => (true, false),
@@ -173,7 +240,26 @@ impl Service {
                     .into(),
             });
         }
+        if !chain.hops.is_empty() {
+            c.upstream = Some(chain.clone());
+        }
         Ok(Service::Socks { url, config: Box::new(c) })
+    }
+
+    fn forward(url: ProxyUrl, chain: &Arc<Chain>) -> Result<Self, UrlError> {
+        if let Some(k) = url.params.keys().find(|k| !FORWARD_KEYS.contains(&k.as_str())) {
+            return Err(url.param_error(k, format!("unknown key (known: {})", FORWARD_KEYS.join(", "))));
+        }
+        let bad = |part: &str, message: String| UrlError { url: url.to_string(), part: part.into(), message };
+        let target = match url.targets.as_slice() {
+            [one] => Address::parse(one).map_err(|e| bad("target", e.to_string()))?,
+            [] => return Err(bad("path", "a forwarder needs a target: tcp://:8080/host:80".into())),
+            _ => return Err(bad("path", "only one target is supported".into())),
+        };
+        if url.scheme == "rtcp" && chain.hops.is_empty() {
+            return Err(bad("scheme", "rtcp listens at the last hop of the chain: add -F".into()));
+        }
+        Ok(Service::Forward { url, target, chain: chain.clone() })
     }
 }
 
@@ -191,6 +277,28 @@ async fn run(services: Vec<Service>) -> anyhow::Result<()> {
                 let listener =
                     TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} for {url}"))?;
                 tasks.spawn(async move { socksref::server::serve(listener, *config, shutdown).await });
+            }
+            Service::Forward { url, target, chain } => {
+                let addr = url.host_port("127.0.0.1");
+                match url.scheme.as_str() {
+                    "tcp" => {
+                        let l = TcpListener::bind(&addr)
+                            .await
+                            .with_context(|| format!("cannot listen on {addr} for {url}"))?;
+                        tasks.spawn(socksref::forward::tcp(l, target, chain, shutdown));
+                    }
+                    "udp" => {
+                        let s =
+                            UdpSocket::bind(&addr).await.with_context(|| format!("cannot bind {addr} for {url}"))?;
+                        let idle = url.duration_param("ttl")?.unwrap_or(Duration::from_secs(60));
+                        tasks.spawn(socksref::forward::udp(s, target, chain, idle, shutdown));
+                    }
+                    _ => {
+                        // rtcp: the host:port is where the last hop listens; empty host = any.
+                        let listen = Address::parse(&url.host_port("0.0.0.0"))?;
+                        tasks.spawn(socksref::forward::rtcp(listen, target, chain, shutdown));
+                    }
+                }
             }
         }
     }

@@ -133,13 +133,19 @@ impl Handshake {
             }
             let start = self.buf.len();
             self.buf.resize(start + want, 0);
-            match stream.read_exact(&mut self.buf[start..]).await {
-                Ok(_) => self.received += want,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Err(Error::Closed { received: start });
+            let mut got = 0;
+            while got < want {
+                match stream.read(&mut self.buf[start + got..]).await {
+                    Ok(0) => {
+                        // C-06: a reply cut short is a failure, whatever REP said so far.
+                        self.buf.truncate(start + got);
+                        return Err(Error::Closed { received: self.buf.len() });
+                    }
+                    Ok(n) => got += n,
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
             }
+            self.received += want;
         }
     }
 

@@ -24,6 +24,9 @@ pub(crate) async fn run(
     shared: &Shared,
 ) -> io::Result<()> {
     let cfg = &shared.config;
+    if let Some(chain) = cfg.chain() {
+        return via_chain(control, request, held, chain, shared).await;
+    }
     // DST.ADDR names the host expected to connect (D-07). All-zero means "anyone", which is
     // allowed only when configured (the rtcp forwarder needs it).
     let expected: Option<IpAddr> = match &request.target.host {
@@ -93,6 +96,9 @@ pub(crate) async fn run(
 
 fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // A fixed port (rtcp) is listened on again right after the previous peer's connection, which
+    // may still be in TIME_WAIT on that port.
+    socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1)
 }
@@ -101,4 +107,32 @@ async fn fail(mut control: TcpStream, request: &ProxyRequest, rep: Reply) -> io:
     refuse(&mut control, request, rep).await;
     linger_close(control).await;
     Ok(())
+}
+
+/// BIND through the upstream chain: the last hop listens and checks the peer; we pass both
+/// replies on and relay.
+async fn via_chain(
+    mut control: TcpStream,
+    request: &ProxyRequest,
+    held: Vec<u8>,
+    chain: &crate::client::Chain,
+    shared: &Shared,
+) -> io::Result<()> {
+    let pending = match tokio::time::timeout(shared.config.connect_timeout, chain.bind(&request.target)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return fail(control, request, super::connect::reply_for_chain(&e)).await,
+        Err(_) => return fail(control, request, Reply::HOST_UNREACHABLE).await,
+    };
+    control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &pending.bound)).await?;
+    let accept = tokio::time::timeout(shared.config.bind_accept_timeout, pending.accept());
+    let (mut remote, peer) = match accept.await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return fail(control, request, super::connect::reply_for_chain(&e)).await,
+        Err(_) => return fail(control, request, Reply::HOST_UNREACHABLE).await,
+    };
+    control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &peer)).await?;
+    if !held.is_empty() {
+        remote.write_all(&held).await?;
+    }
+    crate::relay::relay(&mut control, &mut remote, Some(shared.config.idle_timeout)).await.map(drop)
 }

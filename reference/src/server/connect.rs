@@ -50,6 +50,14 @@ pub(crate) async fn run(
 /// Connects to the first reachable checked address of the target within the connect timeout.
 async fn dial(request: &ProxyRequest, shared: &Shared) -> Result<TcpStream, Reply> {
     let cfg = &shared.config;
+    if let Some(chain) = cfg.chain() {
+        check_for_upstream(&request.target, shared)?;
+        return match tokio::time::timeout(cfg.connect_timeout, chain.connect(&request.target)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(reply_for_chain(&e)),
+            Err(_) => Err(Reply::HOST_UNREACHABLE),
+        };
+    }
     let addrs = resolve(&request.target, shared).await?;
     let attempt = async {
         let mut last = Reply::HOST_UNREACHABLE;
@@ -75,6 +83,29 @@ pub(crate) fn reply_for(e: &io::Error) -> Reply {
         io::ErrorKind::NetworkUnreachable => Reply::NETWORK_UNREACHABLE,
         io::ErrorKind::HostUnreachable | io::ErrorKind::TimedOut => Reply::HOST_UNREACHABLE,
         io::ErrorKind::PermissionDenied => Reply::NOT_ALLOWED,
+        _ => Reply::GENERAL_FAILURE,
+    }
+}
+
+/// With an upstream chain the last hop resolves names (remote DNS, C-01), so only what can be
+/// checked here is: IP destinations against the policy, names for well-formedness.
+pub(crate) fn check_for_upstream(target: &crate::proto::Address, shared: &Shared) -> Result<(), Reply> {
+    match target.socket_addr() {
+        Some(sa) => shared.config.check_destination(sa, &shared.listeners),
+        None => match &target.host {
+            crate::proto::Host::Domain(d) if super::resolve::valid_hostname(d).is_some() => Ok(()),
+            _ => Err(Reply::HOST_UNREACHABLE),
+        },
+    }
+}
+
+/// The REP for a failure upstream: the last hop's own REP when it refused, 01 otherwise (a hop
+/// that is down says nothing about the target, so "refused" or "unreachable" would mislead).
+pub(crate) fn reply_for_chain(e: &crate::client::Error) -> Reply {
+    use crate::proto::client::ClientError;
+    match e.root() {
+        crate::client::Error::Proto(ClientError::Rejected(rep)) => *rep,
+        crate::client::Error::Proto(ClientError::Rejected4(_)) => Reply::GENERAL_FAILURE,
         _ => Reply::GENERAL_FAILURE,
     }
 }

@@ -52,7 +52,7 @@ pub(crate) async fn resolve(target: &Address, shared: &Shared) -> Result<Vec<Soc
 /// A name fit for the resolver: printable, no NUL, no characters that change its meaning in a
 /// URL or a C string, labels of at most 63 bytes, at most 253 bytes overall. IP literals
 /// in any spelling pass here and are classified after resolution.
-fn valid_hostname(name: &[u8]) -> Option<&str> {
+pub(crate) fn valid_hostname(name: &[u8]) -> Option<&str> {
     let s = std::str::from_utf8(name).ok()?;
     let trimmed = s.strip_suffix('.').unwrap_or(s);
     let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' || c == ':';

@@ -48,10 +48,10 @@ pub(crate) async fn run(
         return Ok(());
     }
     let local_ip = control.local_addr()?.ip();
-    let (relay, outbound) = match sockets(local_ip).await {
+    let (relay, outbound) = match sockets(local_ip, shared).await {
         Ok(v) => v,
-        Err(_) => {
-            refuse(&mut control, request, Reply::GENERAL_FAILURE).await;
+        Err(rep) => {
+            refuse(&mut control, request, rep).await;
             linger_close(control).await;
             return Ok(());
         }
@@ -87,7 +87,7 @@ pub(crate) async fn run(
             }
             r = outbound.recv_from(&mut from_remote) => {
                 let (n, src) = r?;
-                assoc.from_remote(&from_remote[..n], src).await;
+                assoc.from_remote(&from_remote[..n], &src).await;
             }
             () = idle => { debug!(%peer, "udp association idle"); break }
         }
@@ -96,23 +96,58 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// The relay socket on the control connection's local IP, and an outbound socket of the same
-/// family on an ephemeral port.
-async fn sockets(local_ip: IpAddr) -> io::Result<(UdpSocket, UdpSocket)> {
-    let relay = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
-    let any: IpAddr = if local_ip.is_ipv4() { [0, 0, 0, 0].into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
-    let outbound = UdpSocket::bind(SocketAddr::new(any, 0)).await?;
+/// The relay socket on the control connection's local IP, and the outbound side: a socket of
+/// the same family on an ephemeral port, or an association at the upstream chain's last hop.
+async fn sockets(local_ip: IpAddr, shared: &Shared) -> Result<(UdpSocket, Outbound), Reply> {
+    let relay = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await.map_err(|_| Reply::GENERAL_FAILURE)?;
+    let outbound = match shared.config.chain() {
+        Some(chain) => match tokio::time::timeout(shared.config.connect_timeout, chain.udp_associate()).await {
+            Ok(Ok(a)) => Outbound::Chain(a),
+            Ok(Err(e)) => return Err(super::connect::reply_for_chain(&e)),
+            Err(_) => return Err(Reply::HOST_UNREACHABLE),
+        },
+        None => {
+            let any: IpAddr =
+                if local_ip.is_ipv4() { [0, 0, 0, 0].into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
+            Outbound::Direct(UdpSocket::bind(SocketAddr::new(any, 0)).await.map_err(|_| Reply::GENERAL_FAILURE)?)
+        }
+    };
     Ok((relay, outbound))
+}
+
+/// Where datagrams from the client go.
+enum Outbound {
+    /// Straight to the destination.
+    Direct(UdpSocket),
+    /// Through an association at the upstream chain's last hop.
+    Chain(crate::client::UdpAssociation),
+}
+
+impl Outbound {
+    async fn send_to(&self, payload: &[u8], dest: &Address) -> bool {
+        match (self, dest.socket_addr()) {
+            (Outbound::Direct(s), Some(sa)) => s.send_to(payload, sa).await.is_ok(),
+            (Outbound::Direct(_), None) => false,
+            (Outbound::Chain(a), _) => a.send_to(payload, dest).await.is_ok(),
+        }
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
+        match self {
+            Outbound::Direct(s) => s.recv_from(buf).await.map(|(n, a)| (n, Address::from(a))),
+            Outbound::Chain(a) => a.recv_from(buf).await.map_err(|e| io::Error::other(e.to_string())),
+        }
+    }
 }
 
 struct Association<'a> {
     shared: &'a Shared,
     client_ip: IpAddr,
     client_port: Option<u16>,
-    remotes: HashSet<SocketAddr>,
+    remotes: HashSet<Address>,
     names: HashMap<Vec<u8>, Option<SocketAddr>>,
     relay: Arc<UdpSocket>,
-    outbound: Arc<UdpSocket>,
+    outbound: Arc<Outbound>,
 }
 
 impl Association<'_> {
@@ -142,22 +177,21 @@ impl Association<'_> {
             return Stats::bump(&stats.udp_dropped_policy); // drop, keep the association
         };
         if self.remotes.len() < MAX_REMOTES {
-            self.remotes.insert(dest);
+            self.remotes.insert(dest.clone());
         }
-        if self.outbound.send_to(&datagram[offset..], dest).await.is_ok() {
+        if self.outbound.send_to(&datagram[offset..], &dest).await {
             Stats::bump(&stats.udp_relayed_out);
         }
     }
 
-    async fn from_remote(&mut self, payload: &[u8], src: SocketAddr) {
+    async fn from_remote(&mut self, payload: &[u8], src: &Address) {
         let stats = &self.shared.config.stats;
-        let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-        if !self.shared.config.udp_full_cone && !self.remotes.contains(&src) {
+        if !self.shared.config.udp_full_cone && !self.remotes.contains(src) {
             return Stats::bump(&stats.udp_dropped_unsolicited); // D-16
         }
         let Some(port) = self.client_port else { return };
         // the real source address, FRAG 0, RSV 0.
-        let header = UdpHeader::new(Address::from(src));
+        let header = UdpHeader::new(src.clone());
         let mut out = Vec::with_capacity(header.encoded_len() + payload.len());
         if header.encode(&mut out).is_err() {
             return;
@@ -169,7 +203,15 @@ impl Association<'_> {
     }
 
     /// The checked destination of a datagram; names are resolved once per association and cached.
-    async fn destination(&mut self, addr: &Address) -> Option<SocketAddr> {
+    /// Through an upstream chain, names go on unresolved for the last hop to resolve (C-01).
+    async fn destination(&mut self, addr: &Address) -> Option<Address> {
+        if self.shared.config.chain().is_some() {
+            return super::connect::check_for_upstream(addr, self.shared).ok().map(|()| addr.clone());
+        }
+        self.resolve_direct(addr).await.map(Address::from)
+    }
+
+    async fn resolve_direct(&mut self, addr: &Address) -> Option<SocketAddr> {
         if let Host::Domain(name) = &addr.host {
             if let Some(hit) = self.names.get(name) {
                 return hit.map(|a| SocketAddr::new(a.ip(), addr.port));
