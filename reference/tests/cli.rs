@@ -1,0 +1,228 @@
+//! The `socksref` binary as users run it, with real clients: Debian's curl, reqwest, chains of
+//! two instances, and the forwarders.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A `socksref` process killed (by pid, through `Child`) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn socksref(args: &[&str]) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_socksref"))
+        .args(args)
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn socksref");
+    Proc(child)
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something accepts on `port` (bounded).
+fn wait_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "10"])
+        .args(args)
+        .output()
+        .expect("curl is required for these tests: apt-get install curl (bash .ci/run installs it)");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_every_mode() {
+    let target = http("curl says hi").await;
+    let url = format!("http://{target}/");
+    let named = format!("http://localhost:{}/", target.port());
+    let open = free_port();
+    let authed = free_port();
+    let _s = socksref(&[
+        "-L",
+        &format!("socks://127.0.0.1:{open}"),
+        "-L",
+        &format!("socks5://alice:s%3Acret@127.0.0.1:{authed}"),
+    ]);
+    wait_ready(open);
+    wait_ready(authed);
+    let proxy = format!("127.0.0.1:{open}");
+    for (flag, u) in [("--socks4", &url), ("--socks4a", &named), ("--socks5", &url), ("--socks5-hostname", &named)] {
+        let (ok, body) = tokio::task::block_in_place(|| curl(&[flag, &proxy, u]));
+        assert!(ok, "curl {flag} failed");
+        assert_eq!(body, "curl says hi", "curl {flag}");
+    }
+    let proxy = format!("127.0.0.1:{authed}");
+    let (ok, body) =
+        tokio::task::block_in_place(|| curl(&["--socks5-hostname", &proxy, "--proxy-user", "alice:s:cret", &named]));
+    assert!(ok && body == "curl says hi", "curl with --proxy-user");
+    let (ok, _) = tokio::task::block_in_place(|| curl(&["--socks5", &proxy, "--proxy-user", "alice:wrong", &url]));
+    assert!(!ok, "a wrong password must not get through");
+    let (ok, _) = tokio::task::block_in_place(|| curl(&["--socks4", &proxy, &url]));
+    assert!(!ok, "SOCKS4 on an authenticating SOCKS5-only service must fail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reqwest_through_socks5h_socks5_with_auth_and_socks4a() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let target = http("reqwest says hi").await;
+    let open = free_port();
+    let authed = free_port();
+    let _s =
+        socksref(&["-L", &format!("socks://127.0.0.1:{open}"), "-L", &format!("socks5://bob:pw@127.0.0.1:{authed}")]);
+    wait_ready(open);
+    wait_ready(authed);
+    for proxy in [
+        format!("socks5h://127.0.0.1:{open}"),
+        format!("socks4a://127.0.0.1:{open}"),
+        format!("socks4://127.0.0.1:{open}"),
+        format!("socks5h://bob:pw@127.0.0.1:{authed}"),
+    ] {
+        let client = reqwest::Client::builder().proxy(reqwest::Proxy::all(&proxy).unwrap()).build().unwrap();
+        let body = client
+            .get(format!("http://localhost:{}/", target.port()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{proxy}: {e}"))
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "reqwest says hi", "{proxy}");
+    }
+    let bad = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("socks5h://bob:nope@127.0.0.1:{authed}")).unwrap())
+        .build()
+        .unwrap();
+    assert!(bad.get(format!("http://{target}/")).send().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_two_socksref_instances() {
+    let target = http("through two hops").await;
+    let (a, b) = (free_port(), free_port());
+    let _b = socksref(&["-L", &format!("socks5://u:p@127.0.0.1:{b}?udp=true")]);
+    let _a =
+        socksref(&["-L", &format!("socks://127.0.0.1:{a}?udp=true"), "-F", &format!("socks5://u:p@127.0.0.1:{b}")]);
+    wait_ready(a);
+    wait_ready(b);
+    let named = format!("http://localhost:{}/", target.port());
+    let (ok, body) = tokio::task::block_in_place(|| curl(&["--socks5-hostname", &format!("127.0.0.1:{a}"), &named]));
+    assert!(ok && body == "through two hops");
+
+    // UDP ASSOCIATE at the first instance relays through an association at the second.
+    let echo = udp_xor_echo().await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut control = tokio::net::TcpStream::connect(("127.0.0.1", a)).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    control.write_all(&[hex("05 01 00 05 03 00"), v4(udp.local_addr().unwrap())].concat()).await.unwrap();
+    let r = read_n(&mut control, 12).await;
+    assert_eq!(&r[..4], &hex("05 00 05 00"));
+    let relay = SocketAddr::from(([127, 0, 0, 1], u16::from_be_bytes([r[10], r[11]])));
+    udp.send_to(&[vec![0, 0, 0], v4(echo), b"two hops".to_vec()].concat(), relay).await.unwrap();
+    let mut buf = [0u8; 100];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), udp.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[10..n], b"two hops".map(|b| b ^ 0x5a));
+    assert_eq!(&buf[3..10], &v4(echo)[..], "the reply names the real source");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarders_tcp_udp_and_rtcp() {
+    let target = http("forwarded").await;
+    let echo = udp_xor_echo().await;
+    let (proxy, tcp_port, udp_port, rtcp_port) = (free_port(), free_port(), free_port(), free_port());
+    let _p = socksref(&["-L", &format!("socks5://127.0.0.1:{proxy}?udp=true&bind=true&bindAnyPeer=true")]);
+    wait_ready(proxy);
+    let hop = format!("socks5://127.0.0.1:{proxy}");
+    let _f = socksref(&[
+        "-L",
+        &format!("tcp://127.0.0.1:{tcp_port}/{target}"),
+        "-L",
+        &format!("udp://127.0.0.1:{udp_port}/{echo}"),
+        "-F",
+        &hop,
+    ]);
+    let _r = socksref(&["-L", &format!("rtcp://:{rtcp_port}/{target}"), "-F", &hop]);
+    wait_ready(tcp_port);
+    let (ok, body) = tokio::task::block_in_place(|| curl(&[&format!("http://127.0.0.1:{tcp_port}/")]));
+    assert!(ok && body == "forwarded", "tcp forwarder");
+
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let n = loop {
+        // The forwarder's UDP socket may not be bound yet: retry a bounded number of times.
+        udp.send_to(b"dgram", ("127.0.0.1", udp_port)).await.unwrap();
+        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(500), udp.recv_from(&mut buf)).await {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "udp forwarder never answered");
+    };
+    assert_eq!(&buf[..n], b"dgram".map(|b| b ^ 0x5a));
+
+    wait_ready(rtcp_port);
+    for _ in 0..3 {
+        let (ok, body) = tokio::task::block_in_place(|| curl(&[&format!("http://127.0.0.1:{rtcp_port}/")]));
+        assert!(ok && body == "forwarded", "rtcp forwarder");
+        wait_ready(rtcp_port); // the next BIND listens again
+    }
+}
+
+#[test]
+fn malformed_urls_get_one_line_naming_the_bad_part_and_exit_2() {
+    for (args, part) in [
+        (vec!["-L", "socks5://:99999"], "port"),
+        (vec!["-L", "socks5://:1080?bnd=true"], "query bnd"),
+        (vec!["-L", "socks5://:1080?bind=maybe"], "query bind"),
+        (vec!["-L", "ftp://:21"], "scheme"),
+        (vec!["-L", "tcp://:8080"], "path"),
+        (vec!["-L", "rtcp://:2222/127.0.0.1:22"], "scheme"),
+        (vec!["-L", "socks5://0.0.0.0:1080"], "host"),
+        (vec!["-L", "socks5://:1080", "-F", "http://127.0.0.1:3128"], "scheme"),
+        (vec!["-L", "socks5://:1080", "-F", "socks5://:1081"], "host"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_socksref")).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(&format!(": {part}: ")), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let port = free_port();
+    let mut p = socksref(&["-L", &format!("socks5://127.0.0.1:{port}")]);
+    wait_ready(port);
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "socksref ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "clean exit after SIGTERM: {status}");
+}
