@@ -65,7 +65,17 @@ fn enc(f: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtoError>) -> Vec<u8> {
 #[case::none_acceptable("05 ff", Method::NO_ACCEPTABLE)]
 #[case::unknown_kept("05 7f", Method(0x7f))]
 fn method_selection(#[case] hex: &str, #[case] method: Method) {
-    check(hex, MethodSelection::decode, |m| enc(|o| Ok(m.encode(o))), MethodSelection { method });
+    check(
+        hex,
+        MethodSelection::decode,
+        |m| {
+            enc(|o| {
+                m.encode(o);
+                Ok(())
+            })
+        },
+        MethodSelection { method },
+    );
 }
 
 #[rstest]
@@ -115,7 +125,17 @@ fn userpass(#[case] hex: &str, #[case] user: &[u8], #[case] pass: &[u8]) {
 #[case::ok("01 00", 0)]
 #[case::fail("01 01", 1)]
 fn userpass_reply(#[case] hex: &str, #[case] status: u8) {
-    check(hex, UserPassReply::decode, |r| enc(|o| Ok(r.encode(o))), UserPassReply { status });
+    check(
+        hex,
+        UserPassReply::decode,
+        |r| {
+            enc(|o| {
+                r.encode(o);
+                Ok(())
+            })
+        },
+        UserPassReply { status },
+    );
 }
 
 #[rstest]
@@ -149,7 +169,17 @@ fn socks4_request(
 #[case::rejected("00 5b 0000 00000000", Socks4Reply::REJECTED, 0, [0, 0, 0, 0])]
 fn socks4_reply(#[case] hex: &str, #[case] code: Socks4Reply, #[case] port: u16, #[case] ip: [u8; 4]) {
     let expect = Socks4ReplyMsg { code, port, ip: Ipv4Addr::from(ip) };
-    check(hex, Socks4ReplyMsg::decode, |r| enc(|o| Ok(r.encode(o))), expect);
+    check(
+        hex,
+        Socks4ReplyMsg::decode,
+        |r| {
+            enc(|o| {
+                r.encode(o);
+                Ok(())
+            })
+        },
+        expect,
+    );
 }
 
 #[test]

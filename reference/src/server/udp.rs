@@ -83,11 +83,11 @@ pub(crate) async fn run(
             r = control.read(&mut control_buf) => if matches!(r, Ok(0) | Err(_)) { break },
             r = relay.recv_from(&mut from_client) => {
                 let (n, src) = r?;
-                assoc.from_client(&from_client[..n], src).await;
+                assoc.on_client_datagram(&from_client[..n], src).await;
             }
             r = outbound.recv_from(&mut from_remote) => {
                 let (n, src) = r?;
-                assoc.from_remote(&from_remote[..n], &src).await;
+                assoc.on_remote_datagram(&from_remote[..n], &src).await;
             }
             () = idle => { debug!(%peer, "udp association idle"); break }
         }
@@ -151,7 +151,7 @@ struct Association<'a> {
 }
 
 impl Association<'_> {
-    async fn from_client(&mut self, datagram: &[u8], src: SocketAddr) {
+    async fn on_client_datagram(&mut self, datagram: &[u8], src: SocketAddr) {
         let stats = &self.shared.config.stats;
         let src = SocketAddr::new(src.ip().to_canonical(), src.port());
         // RFC 1928 §7: only the associated client's IP, and its port once known.
@@ -184,7 +184,7 @@ impl Association<'_> {
         }
     }
 
-    async fn from_remote(&mut self, payload: &[u8], src: &Address) {
+    async fn on_remote_datagram(&mut self, payload: &[u8], src: &Address) {
         let stats = &self.shared.config.stats;
         if !self.shared.config.udp_full_cone && !self.remotes.contains(src) {
             return Stats::bump(&stats.udp_dropped_unsolicited); // D-16
