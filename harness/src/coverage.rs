@@ -94,11 +94,8 @@ impl Coverage {
                 }
             }
         }
-        let rows = reqs
-            .requirements
-            .iter()
-            .map(|r| (r.clone(), by.remove(r.id.as_str()).unwrap_or_default()))
-            .collect();
+        let rows =
+            reqs.requirements.iter().map(|r| (r.clone(), by.remove(r.id.as_str()).unwrap_or_default())).collect();
         Coverage { rows, dangling }
     }
 
@@ -125,7 +122,13 @@ impl Coverage {
             }
         }
         let unc = self.uncovered();
-        let _ = writeln!(o, "\n{} of {} statements covered; {} uncovered", self.rows.len() - unc.len(), self.rows.len(), unc.len());
+        let _ = writeln!(
+            o,
+            "\n{} of {} statements covered; {} uncovered",
+            self.rows.len() - unc.len(),
+            self.rows.len(),
+            unc.len()
+        );
         for r in unc {
             let why = r.role.as_deref().map(|x| format!(" ({x})")).unwrap_or_default();
             let _ = writeln!(o, "  uncovered: {} [{} §{}]{why}", r.id, r.doc, r.section);

@@ -95,7 +95,9 @@ impl Fixture {
                 // Fill the accept queue (never accepted): Linux then drops further SYNs, so a
                 // connect through the proxy hangs like one to an unreachable host.
                 for _ in 0..3 {
-                    if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_millis(150), TcpStream::connect(f.addr)).await {
+                    if let Ok(Ok(c)) =
+                        tokio::time::timeout(Duration::from_millis(150), TcpStream::connect(f.addr)).await
+                    {
                         f._held.push(HeldSocket::Stream(c));
                     }
                 }

@@ -156,10 +156,7 @@ fn schedules(names: &[String]) -> Result<Vec<Schedule>> {
     if names.is_empty() {
         return Ok(Schedule::ALL.to_vec());
     }
-    names
-        .iter()
-        .map(|n| Schedule::from_name(n).with_context(|| format!("unknown schedule `{n}`")))
-        .collect()
+    names.iter().map(|n| Schedule::from_name(n).with_context(|| format!("unknown schedule `{n}`"))).collect()
 }
 
 struct Target {
@@ -205,10 +202,7 @@ async fn check(a: CheckArgs) -> Result<i32> {
         .iter()
         .map(|p| Profile::by_name(p).with_context(|| format!("unknown profile `{p}`; try `sockslab list`")))
         .collect::<Result<_>>()?;
-    let opts = RunOptions {
-        schedules: schedules(&a.schedule)?,
-        concurrency: a.concurrency,
-    };
+    let opts = RunOptions { schedules: schedules(&a.schedule)?, concurrency: a.concurrency };
     let mut running = Vec::new();
     let (suts, mut expected, label) = if let Some(peer) = &a.peer {
         let dir = if PathBuf::from(peer).join("peer.yaml").exists() {
@@ -335,10 +329,8 @@ fn print_result(r: &ScenarioResult, verbose: bool) {
 async fn check_client(a: ClientArgs) -> Result<i32> {
     let (_, all) = catalogue(a.scenarios.clone())?;
     let scheds = schedules(&a.schedule)?;
-    let selected: Vec<Scenario> = all
-        .into_iter()
-        .filter(|s| s.roles.contains(&Role::Server) && only_matches(&a.only, &s.id))
-        .collect();
+    let selected: Vec<Scenario> =
+        all.into_iter().filter(|s| s.roles.contains(&Role::Server) && only_matches(&a.only, &s.id)).collect();
     if selected.is_empty() {
         bail!("no server-role scenario selected");
     }
@@ -349,11 +341,7 @@ async fn check_client(a: ClientArgs) -> Result<i32> {
         let ran: Vec<Schedule> = s.schedules().into_iter().filter(|x| scheds.contains(x)).collect();
         for sch in &ran {
             if let Err(f) = runner::server::play(s, *sch, &a.command, &a.user, &a.pass).await {
-                failures.push(sockslab::verdict::ScheduleFailure {
-                    schedule: *sch,
-                    step: f.step,
-                    message: f.message,
-                });
+                failures.push(sockslab::verdict::ScheduleFailure { schedule: *sch, step: f.step, message: f.message });
             }
         }
         let verdict = sockslab::verdict::decide(&ran, &failures, None);

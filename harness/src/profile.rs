@@ -32,7 +32,10 @@ impl Profile {
     pub fn selects(&self, s: &Scenario) -> bool {
         let v5 = s.needs.version == Version::Socks5;
         match self.name {
-            "rfc1928-core" => v5 && s.needs.command == Command::Connect && ["rfc1928", "rfc1929", "regressions"].contains(&s.group().as_str()),
+            "rfc1928-core" => {
+                v5 && s.needs.command == Command::Connect
+                    && ["rfc1928", "rfc1929", "regressions"].contains(&s.group().as_str())
+            }
             "socks4" => matches!(s.needs.version, Version::Socks4 | Version::Socks4a),
             "udp" => s.needs.command == Command::Udp,
             "bind" => s.needs.command == Command::Bind,

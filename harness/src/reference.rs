@@ -92,10 +92,7 @@ impl RefOptions {
     fn config(&self) -> ServerConfig {
         ServerConfig {
             users: if self.auth {
-                vec![Credential {
-                    user: USER.as_bytes().to_vec(),
-                    pass: PASS.as_bytes().to_vec(),
-                }]
+                vec![Credential { user: USER.as_bytes().to_vec(), pass: PASS.as_bytes().to_vec() }]
             } else {
                 Vec::new()
             },

@@ -172,10 +172,7 @@ pub struct Summary {
 impl Summary {
     /// Tallies results.
     pub fn of(results: &[ScenarioResult]) -> Summary {
-        let mut s = Summary {
-            total: results.len(),
-            ..Summary::default()
-        };
+        let mut s = Summary { total: results.len(), ..Summary::default() };
         for r in results {
             match r.verdict {
                 Verdict::Pass => s.passed += 1,
@@ -209,29 +206,18 @@ mod tests {
     use super::*;
 
     fn fail(s: Schedule) -> ScheduleFailure {
-        ScheduleFailure {
-            schedule: s,
-            step: Some(0),
-            message: "x".into(),
-        }
+        ScheduleFailure { schedule: s, step: Some(0), message: "x".into() }
     }
 
     #[test]
     fn verdicts_follow_expectations() {
         let all = Schedule::ALL.to_vec();
-        let e = ExpectedFailure {
-            id: "a".into(),
-            reason: "r".into(),
-            schedules: None,
-        };
+        let e = ExpectedFailure { id: "a".into(), reason: "r".into(), schedules: None };
         assert_eq!(decide(&all, &[], None), Verdict::Pass);
         assert_eq!(decide(&all, &[fail(Schedule::OneByte)], None), Verdict::Fail);
         assert!(matches!(decide(&all, &[fail(Schedule::OneByte)], Some(&e)), Verdict::ExpectedFailure { .. }));
         assert!(matches!(decide(&all, &[], Some(&e)), Verdict::Xpass { .. }));
-        let only = ExpectedFailure {
-            schedules: Some(vec![Schedule::OneByte]),
-            ..e
-        };
+        let only = ExpectedFailure { schedules: Some(vec![Schedule::OneByte]), ..e };
         assert!(matches!(decide(&all, &[fail(Schedule::OneByte)], Some(&only)), Verdict::ExpectedFailure { .. }));
         assert_eq!(decide(&all, &[fail(Schedule::AsWritten)], Some(&only)), Verdict::Fail);
         assert!(matches!(decide(&all, &[], Some(&only)), Verdict::Xpass { .. }));

@@ -102,7 +102,10 @@ impl PeerDef {
             if !ok {
                 return Err(LoadError::Invalid {
                     path: dir.join("peer.yaml"),
-                    message: format!("instance `{}`: a process needs `command` and `claims`; a reference has no command", i.name),
+                    message: format!(
+                        "instance `{}`: a process needs `command` and `claims`; a reference has no command",
+                        i.name
+                    ),
                 });
             }
         }
@@ -115,10 +118,7 @@ impl PeerDef {
         if p.exists() {
             Expectations::load(&p)
         } else {
-            Ok(Expectations {
-                peer: self.name.clone(),
-                ..Expectations::default()
-            })
+            Ok(Expectations { peer: self.name.clone(), ..Expectations::default() })
         }
     }
 }
@@ -161,27 +161,20 @@ fn subst(s: &str, port: u16, dir: &Path, user: &str, pass: &str) -> String {
 
 /// Starts one instance on loopback and waits until it accepts TCP connections.
 pub async fn launch(def: &PeerDef, inst: &InstanceDef) -> Result<Running, PeerError> {
-    let err = |m: String| PeerError::Start {
-        instance: format!("{}/{}", def.name, inst.name),
-        message: m,
-    };
+    let err = |m: String| PeerError::Start { instance: format!("{}/{}", def.name, inst.name), message: m };
     let user = inst.user.clone().unwrap_or_default();
     let pass = inst.pass.clone().unwrap_or_default();
     if inst.kind == Kind::Reference {
         let opts = inst.reference.clone().unwrap_or_default();
         let r = reference::start(&opts, Some(inst.name.clone())).await.map_err(|e| err(e.to_string()))?;
         let sut = r.sut.clone();
-        return Ok(Running {
-            sut,
-            child: None,
-            _reference: Some(r),
-            _dir: None,
-        });
+        return Ok(Running { sut, child: None, _reference: Some(r), _dir: None });
     }
     let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
     let port = free_port().map_err(|e| err(e.to_string()))?;
     for (name, body) in &inst.files {
-        std::fs::write(dir.path().join(name), subst(body, port, dir.path(), &user, &pass)).map_err(|e| err(e.to_string()))?;
+        std::fs::write(dir.path().join(name), subst(body, port, dir.path(), &user, &pass))
+            .map_err(|e| err(e.to_string()))?;
     }
     let argv: Vec<String> = inst.command.iter().map(|a| subst(a, port, dir.path(), &user, &pass)).collect();
     let log = std::fs::File::create(dir.path().join("output.log")).map_err(|e| err(e.to_string()))?;
@@ -216,13 +209,7 @@ pub async fn launch(def: &PeerDef, inst: &InstanceDef) -> Result<Running, PeerEr
     tokio::time::sleep(Duration::from_millis(200)).await;
     let claims = inst.claims.clone().ok_or_else(|| err("no claims".into()))?;
     Ok(Running {
-        sut: Sut {
-            addr,
-            user: user.into_bytes(),
-            pass: pass.into_bytes(),
-            claims,
-            instance: Some(inst.name.clone()),
-        },
+        sut: Sut { addr, user: user.into_bytes(), pass: pass.into_bytes(), claims, instance: Some(inst.name.clone()) },
         child: Some(child),
         _reference: None,
         _dir: Some(dir),

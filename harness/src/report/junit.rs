@@ -46,28 +46,23 @@ pub fn render(r: &Report) -> String {
             escape(&t.id),
             t.millis as f64 / 1000.0
         );
-        let details: String = t
-            .failures
-            .iter()
-            .map(|f| format!("[{}] step {:?}: {}\n", f.schedule.name(), f.step, f.message))
-            .collect();
+        let details: String =
+            t.failures.iter().map(|f| format!("[{}] step {:?}: {}\n", f.schedule.name(), f.step, f.message)).collect();
         match &t.verdict {
             Verdict::Pass => {}
             Verdict::Fail => {
                 let _ = write!(x, "<failure message=\"{}\">{}</failure>", escape(&t.title), escape(&details));
             }
             Verdict::Xpass { reason } => {
-                let _ = write!(
-                    x,
-                    "<failure message=\"unexpected pass (expected failure: {})\"></failure>",
-                    escape(reason)
-                );
+                let _ =
+                    write!(x, "<failure message=\"unexpected pass (expected failure: {})\"></failure>", escape(reason));
             }
             Verdict::NotApplicable { reason } => {
                 let _ = write!(x, "<skipped message=\"{}\"/>", escape(reason));
             }
             Verdict::ExpectedFailure { reason } => {
-                let _ = write!(x, "<system-out>expected failure: {}\n{}</system-out>", escape(reason), escape(&details));
+                let _ =
+                    write!(x, "<system-out>expected failure: {}\n{}</system-out>", escape(reason), escape(&details));
             }
         }
         x.push_str("</testcase>\n");

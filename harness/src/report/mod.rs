@@ -21,10 +21,6 @@ pub struct Report {
 impl Report {
     /// Builds a report from results.
     pub fn new(target: impl Into<String>, results: Vec<ScenarioResult>) -> Report {
-        Report {
-            target: target.into(),
-            summary: Summary::of(&results),
-            results,
-        }
+        Report { target: target.into(), summary: Summary::of(&results), results }
     }
 }

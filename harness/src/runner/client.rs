@@ -88,11 +88,7 @@ pub async fn play(scn: &Scenario, schedule: Schedule, sut: &Sut) -> Result<Vec<S
     };
     for i in 0..scn.steps.len() {
         if let Err(message) = p.step(i).await {
-            return Err(Failure {
-                step: Some(i),
-                message,
-                transcript: p.transcript,
-            });
+            return Err(Failure { step: Some(i), message, transcript: p.transcript });
         }
     }
     Ok(p.transcript)
@@ -102,14 +98,7 @@ pub async fn play(scn: &Scenario, schedule: Schedule, sut: &Sut) -> Result<Vec<S
 pub fn base_vars(f: &Fixture, sut: &Sut) -> Vars {
     let mut v = Vars::new();
     let mut put = |k: &str, bytes: Vec<u8>, label: Option<&str>, addr: Option<SocketAddr>| {
-        v.insert(
-            k.to_string(),
-            Value {
-                bytes,
-                label: label.map(String::from),
-                addr,
-            },
-        );
+        v.insert(k.to_string(), Value { bytes, label: label.map(String::from), addr });
     };
     let ip4 = match f.addr.ip() {
         IpAddr::V4(a) => a.octets().to_vec(),
@@ -118,6 +107,7 @@ pub fn base_vars(f: &Fixture, sut: &Sut) -> Vars {
     put("target.addr", ip4, None, Some(f.addr));
     put("target.addr6", Ipv6Addr::LOCALHOST.octets().to_vec(), None, f.addr6);
     put("target.port", f.addr.port().to_be_bytes().to_vec(), Some("{target.port}"), None);
+    put("target.port.dec", f.addr.port().to_string().into_bytes(), Some("{target.port.dec}"), None);
     put("target.name", b"localhost".to_vec(), None, None);
     put("target.name.len", vec![9], None, None);
     let pip = match sut.addr.ip() {
@@ -195,14 +185,8 @@ impl Player<'_> {
                     addr: None,
                 },
             );
-            self.vars.insert(
-                format!("udp.{name}.addr"),
-                Value {
-                    bytes: vec![127, 0, 0, 1],
-                    label: None,
-                    addr: Some(a),
-                },
-            );
+            self.vars
+                .insert(format!("udp.{name}.addr"), Value { bytes: vec![127, 0, 0, 1], label: None, addr: Some(a) });
             self.udp.insert(name.to_string(), s);
         }
         Ok(&self.udp[name])
@@ -227,15 +211,7 @@ impl Player<'_> {
                 .await
                 .map_err(|e| format!("cannot connect to the server under test at {}: {e}", self.sut.addr))?;
             let _ = stream.set_nodelay(true);
-            self.conns.insert(
-                name.to_string(),
-                Conn {
-                    stream,
-                    buf: Vec::new(),
-                    eof: false,
-                    reset: false,
-                },
-            );
+            self.conns.insert(name.to_string(), Conn { stream, buf: Vec::new(), eof: false, reset: false });
         }
         Ok(self.conns.get_mut(name).expect("inserted above"))
     }
@@ -254,7 +230,10 @@ impl Player<'_> {
                 let (writes, paused) = if self.schedule == Schedule::Coalesced {
                     (vec![self.coalesce(i, fields).await?], false)
                 } else {
-                    (plan(&fields, self.schedule), self.schedule != Schedule::AsWritten || fields.iter().any(|f| f.boundary_after))
+                    (
+                        plan(&fields, self.schedule),
+                        self.schedule != Schedule::AsWritten || fields.iter().any(|f| f.boundary_after),
+                    )
                 };
                 let conn = self.conn(&cname).await?;
                 for (k, w) in writes.iter().enumerate() {
@@ -332,7 +311,13 @@ impl Player<'_> {
                         Ok(None) => match conn.read_more(until).await {
                             Read::Data => {}
                             Read::Eof if conn.buf.is_empty() => return Ok(()),
-                            Read::Eof => return Err(format!("connection {} after a partial reply [{}]", conn.ended(), hex_spaced(&conn.buf, 64))),
+                            Read::Eof => {
+                                return Err(format!(
+                                    "connection {} after a partial reply [{}]",
+                                    conn.ended(),
+                                    hex_spaced(&conn.buf, 64)
+                                ))
+                            }
                             Read::Timeout => return Err(format!("neither {} nor a close in time", show_pattern(pat))),
                         },
                         Err(mm) => {
@@ -400,15 +385,7 @@ impl Player<'_> {
                     .map_err(|_| format!("connect to {to} timed out"))?
                     .map_err(|e| format!("connect to {to}: {e}"))?;
                 let _ = stream.set_nodelay(true);
-                self.conns.insert(
-                    cname.clone(),
-                    Conn {
-                        stream,
-                        buf: Vec::new(),
-                        eof: false,
-                        reset: false,
-                    },
-                );
+                self.conns.insert(cname.clone(), Conn { stream, buf: Vec::new(), eof: false, reset: false });
                 self.say(&cname, format!("open → {to}"));
             }
             StepKind::Sleep(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
@@ -435,9 +412,25 @@ impl Player<'_> {
                 let got = &buf[..n];
                 let m = match pat.match_prefix(got, &vars) {
                     Ok(Some(m)) if m.consumed == n => m,
-                    Ok(Some(m)) => return Err(format!("datagram [{}] has {} octets past the pattern", hex_spaced(got, 64), n - m.consumed)),
-                    Ok(None) => return Err(format!("datagram [{}] is shorter than {}", hex_spaced(got, 64), show_pattern(pat))),
-                    Err(mm) => return Err(format!("datagram [{}]: at offset {}, field {}: {}", hex_spaced(got, 64), mm.offset, mm.expected, mm.why)),
+                    Ok(Some(m)) => {
+                        return Err(format!(
+                            "datagram [{}] has {} octets past the pattern",
+                            hex_spaced(got, 64),
+                            n - m.consumed
+                        ))
+                    }
+                    Ok(None) => {
+                        return Err(format!("datagram [{}] is shorter than {}", hex_spaced(got, 64), show_pattern(pat)))
+                    }
+                    Err(mm) => {
+                        return Err(format!(
+                            "datagram [{}]: at offset {}, field {}: {}",
+                            hex_spaced(got, 64),
+                            mm.offset,
+                            mm.expected,
+                            mm.why
+                        ))
+                    }
                 };
                 for (k, v) in m.captures {
                     self.vars.insert(k, v);
@@ -450,7 +443,10 @@ impl Player<'_> {
                 let mut buf = vec![0u8; 65_536];
                 if let Ok(r) = tokio::time::timeout(Duration::from_millis(*ms), s.recv_from(&mut buf)).await {
                     let (n, from) = r.map_err(|e| format!("udp recv: {e}"))?;
-                    return Err(format!("a datagram arrived on udp[{sock}] from {from}: [{}]", hex_spaced(&buf[..n], 64)));
+                    return Err(format!(
+                        "a datagram arrived on udp[{sock}] from {from}: [{}]",
+                        hex_spaced(&buf[..n], 64)
+                    ));
                 }
                 self.transcript.push(format!("udp[{sock}] <no datagram {ms} ms>"));
             }

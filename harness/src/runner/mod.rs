@@ -55,7 +55,9 @@ impl Claims {
             return Some(format!("needs command {c:?} disabled, but it is enabled").to_lowercase());
         }
         if n.method != self.method {
-            return Some(format!("needs a server configured for {:?}, this one uses {:?}", n.method, self.method).to_lowercase());
+            return Some(
+                format!("needs a server configured for {:?}, this one uses {:?}", n.method, self.method).to_lowercase(),
+            );
         }
         if n.handshake_timeout && self.handshake_timeout_ms.is_none() {
             return Some("no handshake timeout declared".into());
@@ -107,10 +109,7 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions {
-            schedules: Schedule::ALL.to_vec(),
-            concurrency: 8,
-        }
+        RunOptions { schedules: Schedule::ALL.to_vec(), concurrency: 8 }
     }
 }
 
@@ -141,11 +140,7 @@ pub async fn run_scenario(scn: &Scenario, sut: &Sut, opts: &RunOptions, expected
             }),
         };
         if let Err(f) = outcome {
-            result.failures.push(ScheduleFailure {
-                schedule: *s,
-                step: f.step,
-                message: f.message,
-            });
+            result.failures.push(ScheduleFailure { schedule: *s, step: f.step, message: f.message });
         }
     }
     result.verdict = decide(&schedules, &result.failures, expected.get(&scn.id));
@@ -168,11 +163,7 @@ pub async fn run_all(
     for (idx, scn) in scenarios.iter().enumerate() {
         let scn = scn.clone();
         // Prefer the first instance the scenario applies to; otherwise report why the first one fails.
-        let sut = suts
-            .iter()
-            .find(|s| s.claims.not_applicable(&scn).is_none())
-            .or(suts.first())
-            .cloned();
+        let sut = suts.iter().find(|s| s.claims.not_applicable(&scn).is_none()).or(suts.first()).cloned();
         let opts = opts.clone();
         let expected = expected.clone();
         let sem = sem.clone();
@@ -184,9 +175,7 @@ pub async fn run_all(
                     id: scn.id.clone(),
                     title: scn.title.clone(),
                     instance: None,
-                    verdict: Verdict::NotApplicable {
-                        reason: "no server under test".into(),
-                    },
+                    verdict: Verdict::NotApplicable { reason: "no server under test".into() },
                     schedules: Vec::new(),
                     failures: Vec::new(),
                     millis: 0,

@@ -58,7 +58,13 @@ pub fn render_command(cmd: &str, proxy: SocketAddr, target: SocketAddr, user: &s
 }
 
 /// Plays `scn` as the server; `command` is the client under test.
-pub async fn play(scn: &Scenario, schedule: Schedule, command: &str, user: &str, pass: &str) -> Result<Vec<String>, Failure> {
+pub async fn play(
+    scn: &Scenario,
+    schedule: Schedule,
+    command: &str,
+    user: &str,
+    pass: &str,
+) -> Result<Vec<String>, Failure> {
     let fail = |step: Option<usize>, message: String, transcript: &[String]| Failure {
         step,
         message,
@@ -103,14 +109,7 @@ pub async fn play(scn: &Scenario, schedule: Schedule, command: &str, user: &str,
     let mut vars = base_vars(&fixture, &sut);
     // What the runner reports as BND when a scenario's reply pattern captures it.
     let bnd = encode_socks5_addr(proxy);
-    vars.insert(
-        "bnd".into(),
-        Value {
-            bytes: bnd,
-            label: Some("{bnd=ipv4 127.0.0.1:PORT}".into()),
-            addr: Some(proxy),
-        },
-    );
+    vars.insert("bnd".into(), Value { bytes: bnd, label: Some("{bnd=ipv4 127.0.0.1:PORT}".into()), addr: Some(proxy) });
     let mut transcript = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut tunneled = false;
@@ -126,14 +125,32 @@ pub async fn play(scn: &Scenario, schedule: Schedule, command: &str, user: &str,
                             let mut tmp = [0u8; 4096];
                             match tokio::time::timeout_at(until, s.read(&mut tmp)).await {
                                 Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&tmp[..n]),
-                                Ok(_) => return Err(fail(Some(i), format!("the client closed after [{}]", hex_spaced(&buf, 64)), &transcript)),
-                                Err(_) => return Err(fail(Some(i), format!("the client sent only [{}]", hex_spaced(&buf, 64)), &transcript)),
+                                Ok(_) => {
+                                    return Err(fail(
+                                        Some(i),
+                                        format!("the client closed after [{}]", hex_spaced(&buf, 64)),
+                                        &transcript,
+                                    ))
+                                }
+                                Err(_) => {
+                                    return Err(fail(
+                                        Some(i),
+                                        format!("the client sent only [{}]", hex_spaced(&buf, 64)),
+                                        &transcript,
+                                    ))
+                                }
                             }
                         }
                         Err(mm) => {
                             return Err(fail(
                                 Some(i),
-                                format!("the client sent [{}]: at offset {}, field {}: {}", hex_spaced(&buf, 64), mm.offset, mm.expected, mm.why),
+                                format!(
+                                    "the client sent [{}]: at offset {}, field {}: {}",
+                                    hex_spaced(&buf, 64),
+                                    mm.offset,
+                                    mm.expected,
+                                    mm.why
+                                ),
                                 &transcript,
                             ))
                         }
@@ -153,7 +170,8 @@ pub async fn play(scn: &Scenario, schedule: Schedule, command: &str, user: &str,
                         tokio::time::sleep(SPLIT_PAUSE).await;
                     }
                 }
-                transcript.push(format!("S→C {}", fields.iter().map(|f| f.shown.as_str()).collect::<Vec<_>>().join(" ")));
+                transcript
+                    .push(format!("S→C {}", fields.iter().map(|f| f.shown.as_str()).collect::<Vec<_>>().join(" ")));
             }
             StepKind::ExpectClose => {
                 transcript.push("S→C <close>".into());
@@ -168,13 +186,21 @@ pub async fn play(scn: &Scenario, schedule: Schedule, command: &str, user: &str,
                 let mut tmp = [0u8; 4096];
                 match tokio::time::timeout_at(until, s.read(&mut tmp)).await {
                     Ok(Ok(0)) | Ok(Err(_)) => transcript.push("C→S <close>".into()),
-                    Ok(Ok(n)) => return Err(fail(Some(i), format!("expected the client to close, it sent [{}]", hex_spaced(&tmp[..n], 64)), &transcript)),
+                    Ok(Ok(n)) => {
+                        return Err(fail(
+                            Some(i),
+                            format!("expected the client to close, it sent [{}]", hex_spaced(&tmp[..n], 64)),
+                            &transcript,
+                        ))
+                    }
                     Err(_) => return Err(fail(Some(i), "the client did not close".into(), &transcript)),
                 }
             }
             StepKind::Tunnel => {
                 transcript.push("--- tunnel ---".into());
-                let mut up = TcpStream::connect(fixture.addr).await.map_err(|e| fail(Some(i), format!("target: {e}"), &transcript))?;
+                let mut up = TcpStream::connect(fixture.addr)
+                    .await
+                    .map_err(|e| fail(Some(i), format!("target: {e}"), &transcript))?;
                 if !buf.is_empty() {
                     let _ = up.write_all(&buf).await;
                     buf.clear();

@@ -537,6 +537,7 @@ pub const BUILTIN_VARS: &[&str] = &[
     "target.addr",
     "target.addr6",
     "target.port",
+    "target.port.dec",
     "target.name",
     "target.name.len",
     "proxy.addr",
