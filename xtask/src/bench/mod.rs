@@ -1,9 +1,16 @@
 //! `cargo xtask bench`: socksref side by side with microsocks and danted on loopback.
 //!
-//! One run starts the targets ([`targets`]), measures every row for direct loopback, then starts
-//! each server in turn ([`servers`]), measures the same rows through it ([`load`]), stops it, and
+//! One run starts the targets ([`targets`]) and every selected server ([`servers`]), then
+//! measures each row ([`load`]) for direct loopback and through each server in turn, and
 //! finally prints and saves the comparison ([`report`]) to `target/bench/bench.{txt,json}`.
-//! Servers run one at a time so that none of them competes with another for the two CPUs.
+//! Idle servers cost no CPU, so keeping them all up lets a row be measured for every subject
+//! back to back.
+//!
+//! ```text
+//! cargo xtask bench                       # full run, 3 s windows, 2000 idle tunnels (~3 min)
+//! cargo xtask bench --quick               # smoke test (~1 min)
+//! cargo xtask bench --peer socksref --peer danted --duration 5 --no-install
+//! ```
 
 mod load;
 mod report;
