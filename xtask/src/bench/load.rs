@@ -115,16 +115,19 @@ pub async fn throughput(
     let (c0, t0) = (count(), Instant::now());
     sleep(window).await;
     let (c1, t1) = (count(), Instant::now());
-    // A worker that already finished did so early: the tunnel broke inside the window.
-    let early = workers.try_join_next();
-    workers.abort_all();
-    while workers.join_next().await.is_some() {}
-    if let Some(result) = early {
+    // Workers that already finished did so early: a tunnel broke inside the window.
+    let mut early_error = None;
+    while let Some(result) = workers.try_join_next() {
         match result {
-            Ok(Err(e)) => bail!("a stream failed during the window: {e}"),
-            Err(e) if e.is_panic() => bail!("a stream worker panicked: {e}"),
+            Ok(Err(e)) => early_error = Some(format!("a stream failed during the window: {e}")),
+            Err(e) if e.is_panic() => early_error = Some(format!("a stream worker panicked: {e}")),
             _ => {}
         }
+    }
+    workers.abort_all();
+    while workers.join_next().await.is_some() {}
+    if let Some(error) = early_error {
+        bail!(error);
     }
     let mb_per_s = (c1 - c0) as f64 / (t1 - t0).as_secs_f64() / 1e6;
     Ok(Sample { value: mb_per_s, note: None })

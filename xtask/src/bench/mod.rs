@@ -289,7 +289,9 @@ fn measure(runtime: &Runtime, targets: &TargetInfo, subject: Subject, m: Measure
         Outcome::Failed { error } => format!("FAILED: {error}"),
     };
     eprintln!("[bench] {:<10} {:<30} {shown}", subject.name(), spec.title);
-    std::thread::sleep(SETTLE);
+    if !matches!(outcome, Outcome::NotApplicable) {
+        std::thread::sleep(SETTLE);
+    }
     outcome
 }
 
