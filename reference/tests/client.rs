@@ -430,6 +430,46 @@ async fn a_silent_server_hits_the_handshake_deadline() {
 }
 
 #[tokio::test]
+async fn a_proxy_that_never_replies_to_the_request_hits_the_connect_deadline() {
+    // The greeting goes through, then silence: the reply deadline (connect_timeout) applies.
+    let script =
+        Script::start(vec![Step::Read(3), Step::Write(hex("05 00")), Step::Read(18), Step::Sleep(3_000)]).await;
+    let chain = Chain { connect_timeout: Duration::from_millis(300), ..one_hop(Version::V5, script.addr) };
+    let started = Instant::now();
+    let e = chain.connect(&name("example.com", 80)).await.unwrap_err();
+    assert!(matches!(e.root(), Error::Timeout { what: "waiting for the reply", .. }), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // A proxy whose SYNs go unanswered: the TCP connect deadline, attributed to hop 0.
+    let chain =
+        Chain { connect_timeout: Duration::from_millis(300), ..one_hop(Version::V5, common::blackhole().await) };
+    let started = Instant::now();
+    let e = chain.connect(&name("example.com", 80)).await.unwrap_err();
+    assert!(matches!(e.root(), Error::Timeout { what: "TCP connect", .. }), "{e}");
+    assert_eq!(e.hop_index(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn every_message_dripped_one_byte_at_a_time() {
+    // C-05, C-13: the machine survives re-entry on every byte, for each message kind.
+    let script = Script::start(vec![
+        Step::Read(4),
+        Step::Drip(hex("05 02")),
+        Step::Read(5),
+        Step::Drip(hex("01 00")),
+        Step::Read(18),
+        Step::Drip([hex("05 00 00 03 04"), b"host".to_vec(), hex("0001"), b"Z".to_vec()].concat()),
+    ])
+    .await;
+    let chain = quick(vec![Hop::new(Version::V5, script.addr.into()).with_credentials("u", "p")]);
+    let mut s = chain.connect(&name("example.com", 80)).await.unwrap();
+    assert_eq!(s.read_u8().await.unwrap(), b'Z');
+    let script = Script::start(vec![Step::Read(21), Step::Drip(hex("00 5a 0000 00000000 5a"))]).await;
+    let mut s = one_hop(Version::V4a, script.addr).connect(&name("example.com", 80)).await.unwrap();
+    assert_eq!(s.read_u8().await.unwrap(), 0x5a);
+}
+
+#[tokio::test]
 async fn socks4_resolves_locally_to_ipv4_and_socks4a_sends_the_name() {
     // C-09: SOCKS4 puts the resolved IPv4 address in DSTIP.
     let script = Script::start(vec![Step::Read(9), Step::Write(hex("00 5a 0000 00000000"))]).await;
