@@ -711,6 +711,36 @@ async fn udp_association_with_a_socksref_server() {
     assert!(matches!(e, Error::Unsupported(_)), "{e}");
 }
 
+#[tokio::test]
+async fn udp_association_at_the_second_hop_declares_only_its_port() {
+    let echo = common::udp_xor_echo().await;
+    let a = common::start(ServerConfig::default()).await;
+    let b = common::start(ServerConfig { allow_udp: true, ..ServerConfig::default() }).await;
+    let chain = quick(vec![Hop::new(Version::V5, a.addr.into()), Hop::new(Version::V5, b.addr.into())]);
+    let assoc = chain.udp_associate().await.unwrap();
+    assoc.send_to(b"\x07", &echo.into()).await.unwrap();
+    let mut buf = [0u8; 8];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), assoc.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[..n], &[0x07 ^ 0x5a]);
+}
+
+#[tokio::test]
+async fn socks4_bind_at_the_last_hop() {
+    let a = common::start(ServerConfig::default()).await;
+    let b = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
+    let chain = quick(vec![Hop::new(Version::V4a, a.addr.into()), Hop::new(Version::V4, b.addr.into())]);
+    let pending = chain.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).await.unwrap();
+    let bound = pending.bound.socket_addr().expect("an IP BND");
+    let accept = tokio::spawn(pending.accept());
+    let mut peer = TcpStream::connect(bound).await.unwrap();
+    let (mut s, from) = accept.await.unwrap().unwrap();
+    assert_eq!(from, peer.local_addr().unwrap().into());
+    s.write_all(b"v4").await.unwrap();
+    let mut b2 = [0u8; 2];
+    peer.read_exact(&mut b2).await.unwrap();
+    assert_eq!(&b2, b"v4");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forwarders.
 // ---------------------------------------------------------------------------------------------
@@ -787,6 +817,36 @@ async fn forward_udp_sessions_per_source_direct_and_through_a_proxy() {
         stop.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(2), fwd).await.unwrap().unwrap().unwrap();
     }
+}
+
+#[tokio::test]
+async fn forward_udp_session_expires_after_idle_and_a_new_one_takes_over() {
+    // The target answers with the source port it saw, so a new session (new upstream socket)
+    // shows up as a new port.
+    let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = target.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut b = [0u8; 64];
+        while let Ok((_, from)) = target.recv_from(&mut b).await {
+            let _ = target.send_to(&from.port().to_be_bytes(), from).await;
+        }
+    });
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = sock.local_addr().unwrap();
+    let (_stop, on_stop) = shutdown();
+    let idle = Duration::from_millis(200);
+    tokio::spawn(socksref::forward::udp(sock, target_addr.into(), Arc::new(Chain::direct()), idle, on_stop));
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let ask = || async {
+        c.send_to(b"?", local).await.unwrap();
+        let mut b = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(2), c.recv_from(&mut b)).await.unwrap().unwrap();
+        u16::from_be_bytes(b)
+    };
+    let first = ask().await;
+    assert_eq!(ask().await, first, "same session while active");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_ne!(ask().await, first, "the idle session should have ended");
 }
 
 #[tokio::test]
