@@ -568,3 +568,33 @@ async fn two_hundred_concurrent_tunnels() {
     }
     assert_eq!(stats.accepted.load(Ordering::Relaxed), 200);
 }
+
+// ---- upstream chain ----
+
+fn via(upstreams: &[SocketAddr]) -> ServerConfig {
+    use socksref::client::{Chain, Hop};
+    use socksref::proto::{Address, Version};
+    let hops = upstreams.iter().map(|a| Hop::new(Version::V5, Address::from(*a))).collect();
+    ServerConfig { upstream: Some(std::sync::Arc::new(Chain::new(hops))), ..cfg() }
+}
+
+#[tokio::test]
+async fn through_a_chain_the_last_hops_refusal_is_passed_on_and_a_dead_hop_is_01() {
+    let last = start(cfg()).await;
+    let front = start(via(&[last.addr])).await;
+    let echo = xor_echo().await;
+    let mut s = TcpStream::connect(front.addr).await.unwrap();
+    s.write_all(&[hex("05 01 00 05 01 00"), v4(echo)].concat()).await.unwrap();
+    assert_eq!(&read_n(&mut s, 4).await, &hex("05 00 05 00"));
+    s.write_all(b"chained").await.unwrap();
+    assert_eq!(read_n(&mut s, 7).await, b"chained".map(|b| b ^ 0x5a));
+
+    let mut s = TcpStream::connect(front.addr).await.unwrap();
+    s.write_all(&[hex("05 01 00 05 01 00"), v4(closed_port().await)].concat()).await.unwrap();
+    assert_eq!(read_to_eof(&mut s).await, hex("05 00 05 05 00 01 00000000 0000"), "the last hop's 05");
+
+    let dead = start(via(&[closed_port().await])).await;
+    let mut s = TcpStream::connect(dead.addr).await.unwrap();
+    s.write_all(&[hex("05 01 00 05 01 00"), v4(echo)].concat()).await.unwrap();
+    assert_eq!(read_to_eof(&mut s).await, hex("05 00 05 01 00 01 00000000 0000"), "a dead hop is not 'refused'");
+}

@@ -120,14 +120,14 @@ async fn via_chain(
 ) -> io::Result<()> {
     let pending = match tokio::time::timeout(shared.config.connect_timeout, chain.bind(&request.target)).await {
         Ok(Ok(p)) => p,
-        Ok(Err(e)) => return fail(control, request, super::connect::reply_for_chain(&e)).await,
+        Ok(Err(e)) => return fail(control, request, super::connect::reply_for_chain(&e, chain)).await,
         Err(_) => return fail(control, request, Reply::HOST_UNREACHABLE).await,
     };
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &pending.bound)).await?;
     let accept = tokio::time::timeout(shared.config.bind_accept_timeout, pending.accept());
     let (mut remote, peer) = match accept.await {
         Ok(Ok(v)) => v,
-        Ok(Err(e)) => return fail(control, request, super::connect::reply_for_chain(&e)).await,
+        Ok(Err(e)) => return fail(control, request, super::connect::reply_for_chain(&e, chain)).await,
         Err(_) => return fail(control, request, Reply::HOST_UNREACHABLE).await,
     };
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &peer)).await?;

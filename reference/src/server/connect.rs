@@ -54,7 +54,7 @@ async fn dial(request: &ProxyRequest, shared: &Shared) -> Result<TcpStream, Repl
         check_for_upstream(&request.target, shared)?;
         return match tokio::time::timeout(cfg.connect_timeout, chain.connect(&request.target)).await {
             Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(reply_for_chain(&e)),
+            Ok(Err(e)) => Err(reply_for_chain(&e, chain)),
             Err(_) => Err(Reply::HOST_UNREACHABLE),
         };
     }
@@ -99,13 +99,14 @@ pub(crate) fn check_for_upstream(target: &crate::proto::Address, shared: &Shared
     }
 }
 
-/// The REP for a failure upstream: the last hop's own REP when it refused, 01 otherwise (a hop
-/// that is down says nothing about the target, so "refused" or "unreachable" would mislead).
-pub(crate) fn reply_for_chain(e: &crate::client::Error) -> Reply {
+/// The REP for a failure upstream: the last hop's own REP when it refused, 01 otherwise. A hop
+/// that is down, or an intermediate hop refusing to reach the next one, says nothing about the
+/// target, so passing its "refused" or "unreachable" on would mislead the client.
+pub(crate) fn reply_for_chain(e: &crate::client::Error, chain: &crate::client::Chain) -> Reply {
     use crate::proto::client::ClientError;
+    let last = chain.hops.len().checked_sub(1);
     match e.root() {
-        crate::client::Error::Proto(ClientError::Rejected(rep)) => *rep,
-        crate::client::Error::Proto(ClientError::Rejected4(_)) => Reply::GENERAL_FAILURE,
+        crate::client::Error::Proto(ClientError::Rejected(rep)) if e.hop_index() == last => *rep,
         _ => Reply::GENERAL_FAILURE,
     }
 }

@@ -103,7 +103,7 @@ async fn sockets(local_ip: IpAddr, shared: &Shared) -> Result<(UdpSocket, Outbou
     let outbound = match shared.config.chain() {
         Some(chain) => match tokio::time::timeout(shared.config.connect_timeout, chain.udp_associate()).await {
             Ok(Ok(a)) => Outbound::Chain(a),
-            Ok(Err(e)) => return Err(super::connect::reply_for_chain(&e)),
+            Ok(Err(e)) => return Err(super::connect::reply_for_chain(&e, chain)),
             Err(_) => return Err(Reply::HOST_UNREACHABLE),
         },
         None => {
