@@ -585,7 +585,7 @@ async fn through_a_chain_the_last_hops_refusal_is_passed_on_and_a_dead_hop_is_01
     let echo = xor_echo().await;
     let mut s = TcpStream::connect(front.addr).await.unwrap();
     s.write_all(&[hex("05 01 00 05 01 00"), v4(echo)].concat()).await.unwrap();
-    assert_eq!(&read_n(&mut s, 4).await, &hex("05 00 05 00"));
+    assert_eq!(&read_n(&mut s, 12).await[..4], &hex("05 00 05 00"));
     s.write_all(b"chained").await.unwrap();
     assert_eq!(read_n(&mut s, 7).await, b"chained".map(|b| b ^ 0x5a));
 
