@@ -61,7 +61,7 @@ pub async fn tcp(
                     return;
                 }
             };
-            match crate::relay::relay(&mut client, &mut upstream, None).await {
+            match crate::relay::relay_tcp(&mut client, &mut upstream, None).await {
                 Ok(t) => debug!(%peer, up = t.a_to_b, down = t.b_to_a, "tcp forward: done"),
                 Err(e) => debug!(%peer, error = %e, "tcp forward: relay ended"),
             }
@@ -290,7 +290,7 @@ pub async fn rtcp(
                             return;
                         }
                     };
-                    match crate::relay::relay(&mut stream, &mut local, None).await {
+                    match crate::relay::relay_tcp(&mut stream, &mut local, None).await {
                         Ok(t) => debug!(%peer, inbound = t.a_to_b, outbound = t.b_to_a, "rtcp: done"),
                         Err(e) => debug!(%peer, error = %e, "rtcp: relay ended"),
                     }

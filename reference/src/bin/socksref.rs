@@ -67,6 +67,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -79,6 +80,19 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("socksref: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every tunnel costs two descriptors and a spliced one up to four more; the soft limit (often
+/// 1024) would cap a busy server long before memory does, so raise it to the hard limit.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }

@@ -91,7 +91,7 @@ pub(crate) async fn run(
     if !held.is_empty() {
         remote.write_all(&held).await?;
     }
-    crate::relay::relay(&mut control, &mut remote, Some(cfg.idle_timeout)).await.map(drop)
+    crate::relay::relay_tcp(&mut control, &mut remote, Some(cfg.idle_timeout)).await.map(drop)
 }
 
 fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
@@ -134,5 +134,5 @@ async fn via_chain(
     if !held.is_empty() {
         remote.write_all(&held).await?;
     }
-    crate::relay::relay(&mut control, &mut remote, Some(shared.config.idle_timeout)).await.map(drop)
+    crate::relay::relay_tcp(&mut control, &mut remote, Some(shared.config.idle_timeout)).await.map(drop)
 }

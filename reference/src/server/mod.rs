@@ -82,7 +82,7 @@ struct Handshaken {
 async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let cfg = &shared.config;
-    let hs = tokio::time::timeout(cfg.handshake_timeout, handshake(&mut stream, cfg)).await;
+    let hs = tokio::time::timeout(cfg.handshake_timeout, Box::pin(handshake(&mut stream, cfg))).await;
     let Handshaken { request, early } = match hs {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) => {
@@ -103,10 +103,12 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     let user = request.user.as_ref().map(|u| u.escape_ascii().to_string()).unwrap_or_default();
     debug!(%peer, version = %request.version, command = %request.command, target = %request.target, %user, "request");
+    // Boxed so each connection's task is sized for the command it runs, not for the largest
+    // (UDP and BIND keep more state than CONNECT); idle tunnels are the common case.
     let result = match request.command {
-        Command::CONNECT => connect::run(stream, peer, &request, early, &shared).await,
-        Command::BIND if cfg.allow_bind => bind::run(stream, peer, &request, early, &shared).await,
-        Command::UDP_ASSOCIATE if cfg.allow_udp => udp::run(stream, peer, &request, &shared).await,
+        Command::CONNECT => Box::pin(connect::run(stream, peer, &request, early, &shared)).await,
+        Command::BIND if cfg.allow_bind => Box::pin(bind::run(stream, peer, &request, early, &shared)).await,
+        Command::UDP_ASSOCIATE if cfg.allow_udp => Box::pin(udp::run(stream, peer, &request, &shared)).await,
         _ => {
             // Unknown, disabled and extension commands alike: REP 07, never reinterpreted (R-25, V-27).
             refuse(&mut stream, &request, Reply::COMMAND_NOT_SUPPORTED).await;
