@@ -40,7 +40,7 @@ pub async fn tcp(
     info!(local = %listener.local_addr()?, %target, hops = chain.hops.len(), "tcp forwarder listening");
     tokio::pin!(shutdown);
     loop {
-        let (mut client, peer) = tokio::select! {
+        let (client, peer) = tokio::select! {
             () = &mut shutdown => break,
             r = listener.accept() => match r {
                 Ok(v) => v,
@@ -61,7 +61,8 @@ pub async fn tcp(
                     return;
                 }
             };
-            match crate::relay::relay_tcp(&mut client, &mut upstream, None).await {
+            let mut client = crate::tls::Stream::Tcp(client);
+            match crate::tls::relay(&mut client, &mut upstream, None).await {
                 Ok(t) => debug!(%peer, up = t.a_to_b, down = t.b_to_a, "tcp forward: done"),
                 Err(e) => debug!(%peer, error = %e, "tcp forward: relay ended"),
             }
@@ -283,14 +284,15 @@ pub async fn rtcp(
                 tokio::spawn(async move {
                     debug!(%peer, %target, "rtcp: peer connected");
                     // Directly, not through the chain: the target is on this side.
-                    let mut local = match crate::client::dial(&target, limit).await {
+                    let local = match crate::client::dial(&target, limit).await {
                         Ok(s) => s,
                         Err(e) => {
                             warn!(%peer, %target, error = %e, "rtcp: local connect failed");
                             return;
                         }
                     };
-                    match crate::relay::relay_tcp(&mut stream, &mut local, None).await {
+                    let mut local = crate::tls::Stream::Tcp(local);
+                    match crate::tls::relay(&mut stream, &mut local, None).await {
                         Ok(t) => debug!(%peer, inbound = t.a_to_b, outbound = t.b_to_a, "rtcp: done"),
                         Err(e) => debug!(%peer, error = %e, "rtcp: relay ended"),
                     }

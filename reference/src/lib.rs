@@ -6,6 +6,7 @@
 //! - [`forward`]: port forwarders through a chain (tcp, udp, rtcp).
 //! - [`url`]: gost-style `-L`/`-F` URLs.
 //! - [`relay`]: the copy loop every tunnel uses.
+//! - [`tls`]: gost's method-level TLS (`80`/`82`): certificates, configs, the stream type.
 
 pub mod client;
 pub mod forward;
@@ -13,4 +14,5 @@ pub mod policy;
 pub mod proto;
 pub mod relay;
 pub mod server;
+pub mod tls;
 pub mod url;

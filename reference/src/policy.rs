@@ -68,6 +68,9 @@ pub struct ServerConfig {
     pub hide_bnd: bool,
     /// Upstream proxies for outbound traffic (`-F`); `None` connects directly.
     pub upstream: Option<Arc<crate::client::Chain>>,
+    /// gost's method-level TLS (`80`/`82`, specs/gost-socks.md §3.3–§3.4): with a config, those
+    /// methods are selected when offered; `None` is gost's `notls=true`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Counters the harness can assert on.
     pub stats: Arc<Stats>,
 }
@@ -95,6 +98,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             hide_bnd: false,
             upstream: None,
+            tls: None,
             stats: Arc::default(),
         }
     }
@@ -102,11 +106,18 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// The SOCKS5 methods this server selects, in preference order (D-17).
+    ///
+    /// With TLS this is gost HEAD's RFC-compliant rule (specs/gost-socks.md §3.3): `82` before
+    /// `02` with authentication, `80` before `00` without, each only if offered, else `FF`.
+    /// gost REL's rule (answer `00`/`02` even when not offered, `82` when only `80` was) is a
+    /// quirk we do not copy: gost clients always offer what they accept, so the offered-only
+    /// rule interoperates with them and stays correct for RFC clients.
     pub fn methods(&self) -> Vec<Method> {
-        if self.users.is_empty() {
-            vec![Method::NO_AUTH]
-        } else {
-            vec![Method::USER_PASS]
+        match (self.users.is_empty(), self.tls.is_some()) {
+            (true, false) => vec![Method::NO_AUTH],
+            (true, true) => vec![Method::TLS, Method::NO_AUTH],
+            (false, false) => vec![Method::USER_PASS],
+            (false, true) => vec![Method::TLS_AUTH, Method::USER_PASS],
         }
     }
 

@@ -630,7 +630,7 @@ async fn udp_association_drops_fragments_strangers_and_garbage_and_accepts_a_dom
 // Against in-process socksref servers.
 // ---------------------------------------------------------------------------------------------
 
-async fn xor_roundtrip(s: &mut TcpStream) {
+async fn xor_roundtrip<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S) {
     s.write_all(b"abc\x00\xff").await.unwrap();
     let mut b = [0u8; 5];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut b)).await.unwrap().unwrap();

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::sync::Arc;
 
-use socksref::client::{Chain, Hop};
+use socksref::client::{Chain, Hop, HopTls};
 use socksref::proto::{Address, Version};
 use socksref::server::{Credential, ServerConfig};
 use socksref::url::{ProxyUrl, UrlError};
@@ -27,9 +27,12 @@ SERVICES (-L, repeatable):
   rtcp://[host]:port/target:port                           remote listen at the last hop (BIND), to target
 An empty host means 127.0.0.1 (for rtcp: any address at the last hop). Query keys for socks services: bind, udp, readTimeout,
 connectTimeout, idleTimeout, udpIdleTimeout, bindTimeout, bindAnyPeer, denyPrivate, maxConns,
-hideBnd, udpAllowPortChange, udpFullCone, open.
+hideBnd, udpAllowPortChange, udpFullCone, open, notls (as gost, socks5 services select the TLS
+methods 80/82 when offered, with a fresh self-signed certificate; notls=true turns that off).
 
 CHAIN (-F, repeatable, in order): socks5://[user:pass@]host:port, socks4://…, socks4a://…
+Hop keys: timeout, disable4a, notls (as gost, socks5 hops offer 80/82 and accept any certificate;
+notls=true offers only 00/02), secure=true&caFile=ca.pem (verify the server certificate).
 
 EXAMPLES:
   socksref -L socks5://:1080
@@ -105,7 +108,7 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 }
 
 /// Query keys a node (`-F`) understands.
-const NODE_KEYS: &[&str] = &["disable4a", "timeout", "notls"];
+const NODE_KEYS: &[&str] = &["disable4a", "timeout", "notls", "secure", "caFile"];
 
 /// Builds the upstream chain from the `-F` URLs, first hop first.
 fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
@@ -144,6 +147,17 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
         if let Some(t) = url.duration_param("timeout")? {
             handshake_timeout = Some(t);
         }
+        // Like gost's connector (specs/gost-socks.md §3.2): offer 80/82 unless `notls=true`,
+        // and accept any certificate unless `secure=true` (then `caFile` holds the roots; gost
+        // puts `secure` on the dialer, we apply it to the method TLS, the only TLS we have).
+        if version == Version::V5 && !url.bool_param("notls", false)? {
+            hop.tls = if url.bool_param("secure", false)? {
+                let ca = url.params.get("caFile").ok_or_else(|| url.param_error("secure", "needs caFile=<pem>"))?;
+                HopTls::Verify(ca.into())
+            } else {
+                HopTls::AcceptAny
+            };
+        }
         hops.push(hop);
     }
     let mut chain = Chain::new(hops);
@@ -163,8 +177,7 @@ enum Service {
 /// Query keys a forwarder understands.
 const FORWARD_KEYS: &[&str] = &["ttl"];
 
-/// Query keys a socks service understands. gost keys that only matter for its extensions are
-/// accepted where their meaning is already ours (`notls`: we never select TLS methods).
+/// Query keys a socks service understands (`notls`: never select gost's TLS methods 80/82).
 const SOCKS_KEYS: &[&str] = &[
     "bind",
     "udp",
@@ -222,6 +235,11 @@ impl Service {
         c.hide_bnd = url.bool_param("hideBnd", false)?;
         c.udp_allow_port_change = url.bool_param("udpAllowPortChange", false)?;
         c.udp_full_cone = url.bool_param("udpFullCone", false)?;
+        // gost's default (specs/gost-socks.md §3.4.3): a fresh self-signed certificate, and the
+        // TLS methods selected when offered, unless `notls=true`.
+        if socks5 && !url.bool_param("notls", false)? {
+            c.tls = Some(socksref::tls::server_config().map_err(|e| url.param_error("notls", e.to_string()))?);
+        }
         let set = |d: &mut Duration, key: &str| -> Result<(), UrlError> {
             if let Some(v) = url.duration_param(key)? {
                 *d = v;

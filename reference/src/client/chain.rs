@@ -9,7 +9,9 @@ use super::handshake::Handshake;
 use super::udp::UdpAssociation;
 use super::Error;
 use crate::proto::client::ClientRequest;
+use crate::proto::Method;
 use crate::proto::{Address, Command, Host, Version};
+use crate::tls::Stream;
 
 /// One proxy in a chain.
 #[derive(Clone, PartialEq, Eq)]
@@ -22,12 +24,30 @@ pub struct Hop {
     /// RFC 1929 user and password for SOCKS5, sent only if the proxy selects method 02 (C-08).
     /// For SOCKS4/4a the user part is the USERID and the password is ignored.
     pub credentials: Option<(Vec<u8>, Vec<u8>)>,
+    /// Whether to offer gost's TLS methods `80`/`82` (SOCKS5 only; specs/gost-socks.md §3.2).
+    pub tls: HopTls,
+}
+
+/// gost's method-level TLS for one hop (specs/gost-socks.md §3.2, §3.4).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HopTls {
+    /// Offer only `00` (and `02` with credentials): gost's `notls=true`.
+    #[default]
+    Off,
+    /// Offer `80` (and `82` with credentials) after them, as gost's client does by default, and
+    /// accept any server certificate, as gost does (`InsecureSkipVerify`): gost servers present
+    /// a fresh self-signed certificate, so verifying would fail against every default gost.
+    /// The tunnel is then private against passive observers only.
+    AcceptAny,
+    /// Offer the TLS methods and verify the server certificate against the CA certificates in
+    /// this PEM file, with the hop's host as the expected name (gost's `secure=true`).
+    Verify(std::path::PathBuf),
 }
 
 impl Hop {
     /// A hop without credentials.
     pub fn new(version: Version, proxy: Address) -> Self {
-        Self { version, proxy, credentials: None }
+        Self { version, proxy, credentials: None, tls: HopTls::Off }
     }
 
     /// The same hop with credentials.
@@ -44,6 +64,7 @@ impl std::fmt::Debug for Hop {
             .field("version", &self.version)
             .field("proxy", &self.proxy)
             .field("user", &self.credentials.as_ref().map(|(u, _)| u.escape_ascii().to_string()))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -86,13 +107,13 @@ impl Chain {
     }
 
     /// Opens a stream to `target` through every hop in order.
-    pub async fn connect(&self, target: &Address) -> Result<TcpStream, Error> {
+    pub async fn connect(&self, target: &Address) -> Result<Stream, Error> {
         let Some(last) = self.hops.len().checked_sub(1) else {
-            return dial(target, self.connect_timeout).await;
+            return dial(target, self.connect_timeout).await.map(Stream::Tcp);
         };
         self.preflight(Command::CONNECT, target)?;
-        let mut stream = self.reach(last).await?;
-        self.negotiate(&mut stream, last, Command::CONNECT, target).await?;
+        let stream = self.reach(last).await?;
+        let (stream, _, _) = self.negotiate(stream, last, Command::CONNECT, target).await?;
         Ok(stream)
     }
 
@@ -104,8 +125,8 @@ impl Chain {
             return Err(Error::Unsupported("BIND needs at least one proxy"));
         };
         self.preflight(Command::BIND, peer)?;
-        let mut stream = self.reach(last).await?;
-        let (hs, bnd) = self.negotiate(&mut stream, last, Command::BIND, peer).await?;
+        let stream = self.reach(last).await?;
+        let (stream, hs, bnd) = self.negotiate(stream, last, Command::BIND, peer).await?;
         // A zero BND.ADDR means "the proxy's own address" (R-46, SOCKS4 text).
         let bound = self.unspecified_to_proxy(&stream, last, bnd);
         Ok(PendingBind { bound, stream, handshake: hs, index: last, proxy: self.hops[last].proxy.clone() })
@@ -126,7 +147,7 @@ impl Chain {
             return Err(Error::Unsupported("UDP ASSOCIATE needs SOCKS5 at the last hop"));
         }
         self.preflight(Command::UDP_ASSOCIATE, &Address::UNSPECIFIED)?;
-        let mut control = self.reach(last).await?;
+        let control = self.reach(last).await?;
         let local = control.local_addr()?;
         let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0)).await?;
         let ours = socket.local_addr()?;
@@ -136,7 +157,7 @@ impl Chain {
             let ip = if ours.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(0.into()) };
             Address { host: Host::Ip(ip), port: ours.port() }
         };
-        let (_, bnd) = self.negotiate(&mut control, last, Command::UDP_ASSOCIATE, &declared).await?;
+        let (control, _, bnd) = self.negotiate(control, last, Command::UDP_ASSOCIATE, &declared).await?;
         let proxy = &self.hops[last].proxy;
         let relay = self.relay_addr(&control, last, bnd).await.map_err(|e| e.at_hop(last, proxy))?;
         if relay.is_ipv4() != ours.is_ipv4() {
@@ -174,39 +195,50 @@ impl Chain {
 
     /// Dials the first hop and CONNECTs through hops `0..upto` so that the stream talks to hop
     /// `upto`, ready for its greeting.
-    async fn reach(&self, upto: usize) -> Result<TcpStream, Error> {
+    pub(crate) async fn reach(&self, upto: usize) -> Result<Stream, Error> {
         let first = &self.hops[0];
-        let mut stream = dial(&first.proxy, self.connect_timeout).await.map_err(|e| e.at_hop(0, &first.proxy))?;
+        let mut stream =
+            Stream::Tcp(dial(&first.proxy, self.connect_timeout).await.map_err(|e| e.at_hop(0, &first.proxy))?);
         for i in 0..upto {
             let next = self.hops[i + 1].proxy.clone();
-            self.negotiate(&mut stream, i, Command::CONNECT, &next).await?;
+            stream = self.negotiate(stream, i, Command::CONNECT, &next).await?.0;
         }
         Ok(stream)
     }
 
     /// Runs hop `index`'s handshake for `command` to `dst` on `stream`, under the chain's
     /// deadlines, and returns the handshake (for BIND's second reply) with the first BND.
-    async fn negotiate(
+    pub(crate) async fn negotiate(
         &self,
-        stream: &mut TcpStream,
+        stream: Stream,
         index: usize,
         command: Command,
         dst: &Address,
-    ) -> Result<(Handshake, Address), Error> {
+    ) -> Result<(Stream, Handshake, Address), Error> {
         let hop = &self.hops[index];
         let run = async {
+            let mut stream = stream;
             let dst = if hop.version == Version::V4 { resolve_v4(dst).await? } else { dst.clone() };
             let mut hs = Handshake::new(request(hop, command, dst))?;
-            within(self.handshake_timeout, "greeting and authentication", hs.send_request(stream)).await?;
-            let bnd = within(self.connect_timeout, "waiting for the reply", hs.next_reply(stream)).await?;
+            let greet = async {
+                // At most one extension method per handshake: the machine accepts a selection
+                // once, so this loop runs once or twice.
+                while let Some(method) = hs.send_request_or_method(&mut stream).await? {
+                    stream = start_tls(stream, hop, method).await?;
+                    hs.method_ready()?;
+                }
+                Ok::<_, Error>(stream)
+            };
+            let mut stream = within(self.handshake_timeout, "greeting and authentication", greet).await?;
+            let bnd = within(self.connect_timeout, "waiting for the reply", hs.next_reply(&mut stream)).await?;
             tracing::debug!(hop = index, proxy = %hop.proxy, %command, bnd = %bnd, "hop granted");
-            Ok((hs, bnd))
+            Ok((stream, hs, bnd))
         };
         run.await.map_err(|e: Error| e.at_hop(index, &hop.proxy))
     }
 
     /// Replaces an all-zero BND.ADDR with the address of hop `index` (D-02, R-46).
-    fn unspecified_to_proxy(&self, stream: &TcpStream, index: usize, bnd: Address) -> Address {
+    fn unspecified_to_proxy(&self, stream: &Stream, index: usize, bnd: Address) -> Address {
         match &bnd.host {
             Host::Ip(ip) if ip.is_unspecified() => {
                 let host = if index == 0 {
@@ -225,7 +257,7 @@ impl Chain {
 
     /// Where datagrams go: BND, with an all-zero IP meaning the proxy itself and a DOMAINNAME
     /// resolved locally (C-03, V-31).
-    async fn relay_addr(&self, control: &TcpStream, index: usize, bnd: Address) -> Result<SocketAddr, Error> {
+    async fn relay_addr(&self, control: &Stream, index: usize, bnd: Address) -> Result<SocketAddr, Error> {
         if bnd.port == 0 {
             return Err(Error::Resolve { host: bnd, reason: "the proxy announced UDP relay port 0".into() });
         }
@@ -247,7 +279,7 @@ pub struct PendingBind {
     /// Where the peer must connect (BND of the first reply; an all-zero address is replaced by
     /// the last proxy's address).
     pub bound: Address,
-    stream: TcpStream,
+    stream: Stream,
     handshake: Handshake,
     index: usize,
     proxy: Address,
@@ -260,7 +292,7 @@ impl PendingBind {
     /// There is no deadline here: the proxy enforces its own accept timeout (D-07, 120 s by
     /// default), and a forwarder may want to wait longer. Wrap it in `tokio::time::timeout` to
     /// bound it.
-    pub async fn accept(mut self) -> Result<(TcpStream, Address), Error> {
+    pub async fn accept(mut self) -> Result<(Stream, Address), Error> {
         let peer = self.handshake.next_reply(&mut self.stream).await.map_err(|e| e.at_hop(self.index, &self.proxy))?;
         Ok((self.stream, peer))
     }
@@ -273,8 +305,34 @@ fn request(hop: &Hop, command: Command, target: Address) -> ClientRequest {
         command,
         target,
         credentials: hop.credentials.clone(),
-        extra_methods: Vec::new(),
+        extra_methods: match (&hop.tls, hop.version, hop.credentials.is_some()) {
+            (HopTls::Off, _, _) | (_, Version::V4 | Version::V4a, _) => Vec::new(),
+            // gost's order (§3.2): 00 [02] 80 [82].
+            (_, Version::V5, false) => vec![Method::TLS],
+            (_, Version::V5, true) => vec![Method::TLS, Method::TLS_AUTH],
+        },
     }
+}
+
+/// Wraps `stream` in TLS after the proxy selected `80`/`82`. gost's client would also accept
+/// `82` when it offered only `80`; our machine accepts only methods it offered, so an
+/// unrequested `82` (gost REL with authentication, §3.3) fails as an unexpected method.
+async fn start_tls(stream: Stream, hop: &Hop, method: Method) -> Result<Stream, Error> {
+    if method != Method::TLS && method != Method::TLS_AUTH {
+        return Err(Error::UnsupportedMethod(method));
+    }
+    let config = match &hop.tls {
+        HopTls::Off => return Err(Error::UnsupportedMethod(method)),
+        HopTls::AcceptAny => crate::tls::client_config(false, rustls::RootCertStore::empty()),
+        HopTls::Verify(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = crate::tls::load_certs(ca)?;
+            roots.add_parsable_certificates(certs);
+            crate::tls::client_config(true, roots)
+        }
+    }
+    .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    Ok(stream.connect_tls(config, crate::tls::server_name(&hop.proxy.host)).await?)
 }
 
 /// Runs `fut` with a deadline, naming the phase in the error.

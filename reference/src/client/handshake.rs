@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Error;
 use crate::proto::client::{ClientEvent, ClientHandshake, ClientRequest};
-use crate::proto::{Address, Version};
+use crate::proto::{Address, Method, Version};
 
 /// Upper bound on the bytes a proxy may send during one handshake: method selection (2), RFC 1929
 /// status (2) and two replies of at most 262 bytes each (BIND) is 528. A valid exchange never
@@ -29,6 +29,17 @@ enum Expect {
     Reply5,
     /// An 8-byte SOCKS4 reply.
     Reply4,
+}
+
+/// Where [`Handshake::drive`] stopped.
+#[derive(Debug)]
+enum Progress {
+    /// Nothing more to do for the caller's goal (request written, or every reply received).
+    Idle,
+    /// A reply granted the request; its BND.
+    Reply(Address),
+    /// The proxy selected an extension method the caller must set up.
+    Method(Method),
 }
 
 /// One client handshake in progress on some stream.
@@ -78,7 +89,32 @@ impl Handshake {
     where
         S: AsyncRead + AsyncWrite + Unpin + ?Sized,
     {
-        self.drive(stream, true).await.map(|_| ())
+        match self.drive(stream, true).await? {
+            Progress::Method(m) => Err(Error::UnsupportedMethod(m)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Like [`Handshake::send_request`], but stops when the proxy selects an extension method
+    /// the request offered (gost's TLS methods `80`/`82`) and returns it: the caller sets the
+    /// method up (e.g. wraps the stream in TLS), calls [`Handshake::method_ready`], and calls
+    /// this again on the new stream. `None` means the request has been written.
+    pub async fn send_request_or_method<S>(&mut self, stream: &mut S) -> Result<Option<Method>, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    {
+        match self.drive(stream, true).await? {
+            Progress::Method(m) => Ok(Some(m)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The extension method returned by [`Handshake::send_request_or_method`] is set up: queue
+    /// the next message (RFC 1929 for `82`, the request for `80`), to be sent on the new stream.
+    pub fn method_ready(&mut self) -> Result<(), Error> {
+        // The selection message has been consumed; from here on the replies are read afresh.
+        self.buf.clear();
+        self.machine.method_ready().map_err(Error::from)
     }
 
     /// Drives the exchange until the next successful reply and returns its BND. A refusal, a
@@ -88,8 +124,9 @@ impl Handshake {
         S: AsyncRead + AsyncWrite + Unpin + ?Sized,
     {
         match self.drive(stream, false).await? {
-            Some(addr) => Ok(addr),
-            None => Err(Error::Unsupported("no further reply expected on this handshake")),
+            Progress::Reply(addr) => Ok(addr),
+            Progress::Method(m) => Err(Error::UnsupportedMethod(m)),
+            Progress::Idle => Err(Error::Unsupported("no further reply expected on this handshake")),
         }
     }
 
@@ -98,7 +135,7 @@ impl Handshake {
         self.machine.is_done()
     }
 
-    async fn drive<S>(&mut self, stream: &mut S, until_request: bool) -> Result<Option<Address>, Error>
+    async fn drive<S>(&mut self, stream: &mut S, until_request: bool) -> Result<Progress, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + ?Sized,
     {
@@ -110,16 +147,16 @@ impl Handshake {
                 stream.flush().await?;
             }
             if until_request && self.request_sent() {
-                return Ok(None);
+                return Ok(Progress::Idle);
             }
             if self.machine.is_done() && self.buf.is_empty() {
-                return Ok(None);
+                return Ok(Progress::Idle);
             }
             let used = self.machine.handle_input(&self.buf)?;
             self.buf.drain(..used);
             match self.machine.poll_event() {
-                Some(ClientEvent::Granted(addr)) => return Ok(Some(addr)),
-                Some(ClientEvent::MethodSelected(m)) => return Err(Error::UnsupportedMethod(m)),
+                Some(ClientEvent::Granted(addr)) => return Ok(Progress::Reply(addr)),
+                Some(ClientEvent::MethodSelected(m)) => return Ok(Progress::Method(m)),
                 None => {}
             }
             if used > 0 {

@@ -15,7 +15,7 @@ mod error;
 mod handshake;
 mod udp;
 
-pub use chain::{Chain, Hop, PendingBind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use chain::{Chain, Hop, HopTls, PendingBind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use error::Error;
 pub use handshake::{handshake, Handshake, MAX_HANDSHAKE_BYTES};
 pub use udp::UdpAssociation;

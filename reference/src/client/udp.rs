@@ -3,11 +3,13 @@
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::io::AsyncReadExt;
+use tokio::net::UdpSocket;
 
 use super::Error;
 use crate::proto::udp::UdpHeader;
 use crate::proto::Address;
+use crate::tls::Stream;
 
 /// Receive buffer size: the largest UDP payload plus the largest header (DOMAINNAME, 262 bytes),
 /// so no datagram is ever silently truncated before its header is parsed.
@@ -20,8 +22,9 @@ const RECV_BUFFER: usize = 65_535 + 262;
 /// dropping the association closes both.
 #[derive(Debug)]
 pub struct UdpAssociation {
-    /// Never read or written after the handshake; held so the proxy keeps the association.
-    control: TcpStream,
+    /// Never written after the handshake; held so the proxy keeps the association, and read
+    /// only to notice its end. Behind a lock because a TLS stream needs `&mut` to read.
+    control: tokio::sync::Mutex<Stream>,
     /// Bound to the declared address and connected to the relay.
     socket: UdpSocket,
     relay: SocketAddr,
@@ -31,8 +34,8 @@ pub struct UdpAssociation {
 }
 
 impl UdpAssociation {
-    pub(crate) fn new(control: TcpStream, socket: UdpSocket, relay: SocketAddr) -> Self {
-        Self { control, socket, relay, recv_buf: Mutex::new(vec![0; RECV_BUFFER]) }
+    pub(crate) fn new(control: Stream, socket: UdpSocket, relay: SocketAddr) -> Self {
+        Self { control: tokio::sync::Mutex::new(control), socket, relay, recv_buf: Mutex::new(vec![0; RECV_BUFFER]) }
     }
 
     /// The relay's address (BND of the reply, with an all-zero address replaced by the proxy's).
@@ -99,17 +102,8 @@ impl UdpAssociation {
     /// Completes when the proxy closes the control connection, which ends the association.
     /// Bytes the proxy might send on it are discarded.
     pub async fn closed(&self) {
+        let mut control = self.control.lock().await;
         let mut sink = [0u8; 64];
-        loop {
-            if self.control.readable().await.is_err() {
-                return;
-            }
-            match self.control.try_read(&mut sink) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
+        while matches!(control.read(&mut sink).await, Ok(n) if n > 0) {}
     }
 }

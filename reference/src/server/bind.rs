@@ -5,7 +5,9 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
+
+use crate::tls::Stream;
 use tracing::info;
 
 use crate::proto::server::ProxyRequest;
@@ -17,7 +19,7 @@ use super::{bnd, linger_close, refuse, resolve::resolve, Shared};
 const HELD_CAP: usize = 64 * 1024;
 
 pub(crate) async fn run(
-    mut control: TcpStream,
+    mut control: Stream,
     peer: SocketAddr,
     request: &ProxyRequest,
     mut held: Vec<u8>,
@@ -91,7 +93,7 @@ pub(crate) async fn run(
     if !held.is_empty() {
         remote.write_all(&held).await?;
     }
-    crate::relay::relay_tcp(&mut control, &mut remote, Some(cfg.idle_timeout)).await.map(drop)
+    crate::tls::relay(&mut control, &mut Stream::Tcp(remote), Some(cfg.idle_timeout)).await.map(drop)
 }
 
 fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
@@ -103,7 +105,7 @@ fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     socket.listen(1)
 }
 
-async fn fail(mut control: TcpStream, request: &ProxyRequest, rep: Reply) -> io::Result<()> {
+async fn fail(mut control: Stream, request: &ProxyRequest, rep: Reply) -> io::Result<()> {
     refuse(&mut control, request, rep).await;
     linger_close(control).await;
     Ok(())
@@ -112,7 +114,7 @@ async fn fail(mut control: TcpStream, request: &ProxyRequest, rep: Reply) -> io:
 /// BIND through the upstream chain: the last hop listens and checks the peer; we pass both
 /// replies on and relay.
 async fn via_chain(
-    mut control: TcpStream,
+    mut control: Stream,
     request: &ProxyRequest,
     held: Vec<u8>,
     chain: &crate::client::Chain,
@@ -134,5 +136,5 @@ async fn via_chain(
     if !held.is_empty() {
         remote.write_all(&held).await?;
     }
-    crate::relay::relay_tcp(&mut control, &mut remote, Some(shared.config.idle_timeout)).await.map(drop)
+    crate::tls::relay(&mut control, &mut remote, Some(shared.config.idle_timeout)).await.map(drop)
 }

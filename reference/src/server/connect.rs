@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use crate::tls::Stream;
 use tracing::info;
 
 use crate::proto::server::ProxyRequest;
@@ -14,7 +16,7 @@ use crate::proto::{encode_reply, Reply};
 use super::{bnd, linger_close, refuse, resolve::resolve, Shared};
 
 pub(crate) async fn run(
-    mut client: TcpStream,
+    mut client: Stream,
     peer: SocketAddr,
     request: &ProxyRequest,
     early: Vec<u8>,
@@ -30,7 +32,7 @@ pub(crate) async fn run(
             return Ok(());
         }
     };
-    let _ = upstream.set_nodelay(true);
+    let _ = upstream.tcp().set_nodelay(true);
     // The reply goes out only now that the outbound connection exists (R-36, V-26), and in a
     // write of its own so an over-reading client cannot swallow tunnel bytes with it (gost §8).
     let local = upstream.local_addr()?;
@@ -40,7 +42,7 @@ pub(crate) async fn run(
         upstream.write_all(&early).await?;
     }
     cfg.stats.live_tunnels.fetch_add(1, Ordering::Relaxed);
-    let moved = crate::relay::relay_tcp(&mut client, &mut upstream, Some(cfg.idle_timeout)).await;
+    let moved = crate::tls::relay(&mut client, &mut upstream, Some(cfg.idle_timeout)).await;
     cfg.stats.live_tunnels.fetch_sub(1, Ordering::Relaxed);
     let (up, down) = moved.as_ref().map(|t| (t.a_to_b + early.len() as u64, t.b_to_a)).unwrap_or_default();
     info!(%peer, target = %request.target, up, down, ok = moved.is_ok(), "tunnel closed");
@@ -48,7 +50,7 @@ pub(crate) async fn run(
 }
 
 /// Connects to the first reachable checked address of the target within the connect timeout.
-async fn dial(request: &ProxyRequest, shared: &Shared) -> Result<TcpStream, Reply> {
+async fn dial(request: &ProxyRequest, shared: &Shared) -> Result<Stream, Reply> {
     let cfg = &shared.config;
     if let Some(chain) = cfg.chain() {
         check_for_upstream(&request.target, shared)?;
@@ -63,7 +65,7 @@ async fn dial(request: &ProxyRequest, shared: &Shared) -> Result<TcpStream, Repl
         let mut last = Reply::HOST_UNREACHABLE;
         for a in addrs {
             match TcpStream::connect(a).await {
-                Ok(s) => return Ok(s),
+                Ok(s) => return Ok(Stream::Tcp(s)),
                 Err(e) => last = reply_for(&e),
             }
         }

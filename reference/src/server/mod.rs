@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 pub use crate::policy::{Credential, ServerConfig, Stats};
 use crate::proto::server::{HandshakeConfig, ProxyRequest, ServerEvent, ServerHandshake};
 use crate::proto::{encode_reply, Address, Command, Reply};
+use crate::tls::Stream;
 
 /// What every connection handler shares.
 pub(crate) struct Shared {
@@ -79,13 +80,14 @@ struct Handshaken {
     early: Vec<u8>,
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let cfg = &shared.config;
-    let hs = tokio::time::timeout(cfg.handshake_timeout, Box::pin(handshake(&mut stream, cfg))).await;
-    let Handshaken { request, early } = match hs {
-        Ok(Ok(Some(h))) => h,
-        Ok(Ok(None)) => {
+    // The deadline covers gost's method-level TLS handshake too (specs/gost-socks.md §3.5).
+    let hs = tokio::time::timeout(cfg.handshake_timeout, Box::pin(handshake(Stream::Tcp(stream), cfg))).await;
+    let (mut stream, Handshaken { request, early }) = match hs {
+        Ok(Ok((stream, Some(h)))) => (stream, h),
+        Ok(Ok((stream, None))) => {
             Stats::bump(&cfg.stats.handshake_failures);
             return linger_close(stream).await;
         }
@@ -121,9 +123,10 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     }
 }
 
-/// Runs the handshake machine over `stream`. `Ok(None)` means it failed and any reply the
-/// protocol calls for has been written.
-async fn handshake(stream: &mut TcpStream, cfg: &ServerConfig) -> io::Result<Option<Handshaken>> {
+/// Runs the handshake machine over `stream` and returns the stream the connection continues on
+/// (TLS-wrapped when gost's method `80`/`82` was selected). `None` means it failed and any reply
+/// the protocol calls for has been written.
+async fn handshake(mut stream: Stream, cfg: &ServerConfig) -> io::Result<(Stream, Option<Handshaken>)> {
     let mut hs = ServerHandshake::new(HandshakeConfig {
         socks4: cfg.socks4,
         socks5: cfg.socks5,
@@ -149,22 +152,43 @@ async fn handshake(stream: &mut TcpStream, cfg: &ServerConfig) -> io::Result<Opt
                     }
                     hs.auth_result(ok);
                 }
-                ServerEvent::MethodSelected(_) => {
-                    // Only 00 and 02 are configured here, so this cannot happen; refuse safely.
-                    return Ok(None);
+                ServerEvent::MethodSelected(method) => {
+                    // gost's 80/82 (specs/gost-socks.md §3.4): the selection goes out in clear,
+                    // then TLS starts on the same connection with the client as TLS client.
+                    if let Some(out) = hs.poll_transmit() {
+                        stream.write_all(&out).await?;
+                        stream.flush().await?;
+                    }
+                    let Some(tls) = cfg.tls.clone() else {
+                        // Methods come from the configuration, which lists 80/82 only with a
+                        // TLS config; anything else cannot be set up.
+                        return Ok((stream, None));
+                    };
+                    if !buf.is_empty() {
+                        // The client sent bytes before reading our selection: it cannot have
+                        // known TLS would follow, so these are not a ClientHello we could hand
+                        // to the TLS layer. Refuse rather than guess.
+                        debug!(%method, "bytes pipelined before the TLS method was selected");
+                        return Ok((stream, None));
+                    }
+                    stream = stream.accept_tls(tls).await?;
+                    hs.method_ready();
                 }
                 ServerEvent::Request(request) => {
                     if let Some(out) = hs.poll_transmit() {
                         stream.write_all(&out).await?;
                     }
-                    return Ok(Some(Handshaken { request, early: std::mem::take(&mut buf) }));
+                    return Ok((stream, Some(Handshaken { request, early: std::mem::take(&mut buf) })));
                 }
                 ServerEvent::Failed(why) => {
                     debug!(reason = %why, "handshake failed");
                     if let Some(out) = hs.poll_transmit() {
                         stream.write_all(&out).await?;
+                        // Over TLS the bytes (e.g. `01 01` for a bad password inside 82) sit in
+                        // the TLS layer until flushed.
+                        stream.flush().await?;
                     }
-                    return Ok(None);
+                    return Ok((stream, None));
                 }
             }
         }
@@ -176,22 +200,24 @@ async fn handshake(stream: &mut TcpStream, cfg: &ServerConfig) -> io::Result<Opt
         if progressed && !buf.is_empty() {
             continue;
         }
+        stream.flush().await?;
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(None); // EOF mid-handshake
+            return Ok((stream, None)); // EOF mid-handshake
         }
         buf.extend_from_slice(&chunk[..n]);
     }
 }
 
 /// Writes a failure reply in the request's protocol.
-pub(crate) async fn refuse(stream: &mut TcpStream, request: &ProxyRequest, reply: Reply) {
+pub(crate) async fn refuse(stream: &mut Stream, request: &ProxyRequest, reply: Reply) {
     let _ = stream.write_all(&encode_reply(request.version, reply, &Address::UNSPECIFIED)).await;
+    let _ = stream.flush().await;
 }
 
 /// After a failure: flush, half-close, and close within a second (D-13), discarding whatever the
 /// client still sends.
-pub(crate) async fn linger_close(mut stream: TcpStream) {
+pub(crate) async fn linger_close(mut stream: Stream) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 1024];
     let _ = tokio::time::timeout(Duration::from_secs(1), async {

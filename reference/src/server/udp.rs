@@ -10,7 +10,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
+
+use crate::tls::Stream;
 use tracing::{debug, info};
 
 use crate::policy::Stats;
@@ -29,7 +31,7 @@ const MAX_REMOTES: usize = 4096;
 const MAX_NAMES: usize = 256;
 
 pub(crate) async fn run(
-    mut control: TcpStream,
+    mut control: Stream,
     peer: SocketAddr,
     request: &ProxyRequest,
     shared: &Shared,
