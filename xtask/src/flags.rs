@@ -11,11 +11,65 @@ pub struct Xtask {
     pub command: Command,
 }
 
-/// The subcommands. `peers` and `interop` will join `bench` here.
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Benchmark socksref against microsocks, danted and direct loopback.
     Bench(BenchArgs),
+    /// The interop lab: curl, gost, v2ray 5 and 4.34 and socksref against each other.
+    Interop(InteropArgs),
+}
+
+/// How `cargo xtask interop` runs peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// Containers from locally built images (testcontainers), host networking.
+    Docker,
+    /// The same binaries as plain processes.
+    Process,
+}
+
+/// Flags of `cargo xtask interop`.
+#[derive(Debug, Args)]
+pub struct InteropArgs {
+    /// docker (default when a daemon is usable or can be started) or process.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+
+    /// Only cells involving this peer (repeatable): curl, gost, v2ray5, v2ray4, reference.
+    #[arg(long = "peer", value_name = "NAME", value_parser = ["curl", "gost", "v2ray5", "v2ray4", "reference"])]
+    pub peers: Vec<String>,
+
+    /// Only these features (repeatable): socks4, socks4a, socks5-connect, userpass, bind,
+    /// udp-associate, mbind, udp-tun, tls-methods, plus udp-bypass and scenarios.
+    #[arg(long = "feature", value_name = "NAME", value_parser = [
+        "socks4", "socks4a", "socks5-connect", "userpass", "bind", "udp-associate", "mbind", "udp-tun",
+        "tls-methods", "udp-bypass", "scenarios"])]
+    pub features: Vec<String>,
+
+    /// Only cells whose id matches (repeatable; `*` is a wildcard), e.g. `socks4a.curl.v2ray5`.
+    #[arg(long, value_name = "CELL")]
+    pub only: Vec<String>,
+
+    /// Print the planned cells (and which are not applicable) and exit.
+    #[arg(long)]
+    pub list: bool,
+
+    /// Also print a progress line for not-applicable cells.
+    #[arg(long, short)]
+    pub verbose: bool,
+
+    /// Feature cells run at once.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+
+    /// Catalogue delivery schedules (repeatable; default all four).
+    #[arg(long = "schedule", value_name = "NAME")]
+    pub schedules: Option<Vec<String>>,
+
+    /// Report directory (default target/interop/report).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// Flags of `cargo xtask bench`.

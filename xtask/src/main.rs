@@ -1,9 +1,11 @@
-//! `cargo xtask` — orchestration for sockslab: benchmarks now, peers and interop later.
+//! `cargo xtask` — orchestration for sockslab: benchmarks and the interop lab.
 //!
 //! This file only dispatches; every subcommand lives in its own module and its flags in [`flags`].
 
 mod bench;
 mod flags;
+mod interop;
+mod peers;
 
 use clap::Parser;
 
@@ -11,5 +13,6 @@ fn main() -> anyhow::Result<()> {
     let flags = flags::Xtask::parse();
     match flags.command {
         flags::Command::Bench(args) => bench::run(&args),
+        flags::Command::Interop(args) => interop::run(&args),
     }
 }

@@ -1,0 +1,246 @@
+//! One feature cell: a client peer talks through a server peer to an XOR-echo target, and the
+//! payload must come back XORed byte for byte.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::backend::Launcher;
+use super::servers::{free_port, PASS, USER};
+use super::targets::{xor, Targets};
+use crate::peers::{Feature, PeerId};
+
+/// Bytes pushed through each TCP cell: big enough to cross several relay buffers.
+const TCP_PAYLOAD: usize = 256 * 1024;
+
+/// Deterministic, non-repeating-looking payload (no RNG needed for reproducibility).
+fn payload(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9E37_79B9 ^ u32::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// What a cell observed, for the report.
+pub struct Outcome {
+    /// One line: what went through.
+    pub detail: String,
+    /// Logs of the client peer.
+    pub logs: String,
+}
+
+/// Sends a payload over TCP to `addr` and checks the XORed echo, within 20 s.
+async fn tcp_exchange(addr: SocketAddr, seed: u8) -> Result<usize> {
+    let data = payload(TCP_PAYLOAD, seed);
+    let want = xor(&data);
+    let run = async {
+        let s = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+        let (mut r, mut w) = s.into_split();
+        let writer = tokio::spawn(async move {
+            w.write_all(&data).await?;
+            // Keep the write side open until the echo is read: some proxies tear the tunnel down
+            // on a half-close (V2Ray), which is not what this cell tests.
+            Ok::<_, std::io::Error>(w)
+        });
+        let mut got = vec![0u8; want.len()];
+        r.read_exact(&mut got).await.context("reading the echo")?;
+        let _ = writer.await;
+        ensure!(got == want, "echo differs from the payload XOR 0xA5");
+        Ok(got.len())
+    };
+    tokio::time::timeout(Duration::from_secs(20), run).await.context("timed out after 20 s")?
+}
+
+/// Retries the TCP exchange while the forwarder is coming up (bounded: 10 s of connect errors).
+async fn tcp_exchange_retry(addr: SocketAddr, seed: u8) -> Result<usize> {
+    let mut last = None;
+    for _ in 0..40 {
+        match tcp_exchange(addr, seed).await {
+            Ok(n) => return Ok(n),
+            Err(e) => {
+                let refused = e.chain().any(|c| c.to_string().starts_with("connect"));
+                if !refused {
+                    return Err(e);
+                }
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt")))
+}
+
+/// Sends three datagrams to `addr` (each retried up to 8 times: UDP may be lost, and the relay
+/// may still be setting up) and checks each XORed reply.
+async fn udp_exchange(addr: SocketAddr) -> Result<usize> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    let mut total = 0;
+    for i in 0..3u8 {
+        let data = payload(700, 100 + i);
+        let want = xor(&data);
+        let mut ok = false;
+        'tries: for _ in 0..8 {
+            sock.send_to(&data, addr).await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(600);
+            let mut buf = vec![0u8; 4096];
+            while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+                if buf[..n] == want[..] {
+                    ok = true;
+                    break 'tries;
+                }
+            }
+        }
+        ensure!(ok, "datagram {i}: no XORed reply after 8 tries");
+        total += data.len();
+    }
+    Ok(total)
+}
+
+/// The v2ray client: dokodemo-door (TCP and UDP) → socks outbound → server → target.
+fn v2ray_client_config(peer: PeerId, listen: u16, server: SocketAddr, feature: Feature, target: (&str, u16)) -> String {
+    let users = if feature == Feature::Userpass {
+        format!(r#", "users": [{{"user": "{USER}", "pass": "{PASS}"}}]"#)
+    } else {
+        String::new()
+    };
+    // `version` exists from v4.42.2 (§2.1); 4.34 would ignore it, and it has no SOCKS4 claim anyway.
+    let version = match (peer, feature) {
+        (PeerId::V2ray5, Feature::Socks4) => r#", "version": "4""#,
+        (PeerId::V2ray5, Feature::Socks4a) => r#", "version": "4a""#,
+        _ => "",
+    };
+    format!(
+        r#"{{"log": {{"loglevel": "warning"}},
+ "inbounds": [{{"tag": "doko-in", "listen": "127.0.0.1", "port": {listen}, "protocol": "dokodemo-door",
+   "settings": {{"address": "{}", "port": {}, "network": "tcp,udp"}}}}],
+ "outbounds": [{{"tag": "socks-out", "protocol": "socks",
+   "settings": {{"servers": [{{"address": "{}", "port": {}{users}}}]{version}}}}}]}}"#,
+        target.0,
+        target.1,
+        server.ip(),
+        server.port()
+    )
+}
+
+/// Runs one cell. `server` is the server instance the feature needs (open or with password).
+pub async fn run(
+    client: PeerId,
+    launcher: &Launcher,
+    server: SocketAddr,
+    feature: Feature,
+    targets: &Targets,
+) -> Result<Outcome> {
+    // SOCKS4a must carry a host name, so the target is `localhost` there (and for curl's
+    // --socks5-hostname); elsewhere an IPv4 literal.
+    let by_name = matches!(feature, Feature::Socks4a | Feature::Userpass);
+    let host = if by_name { "localhost" } else { "127.0.0.1" };
+    match client {
+        PeerId::Curl => {
+            let dir = tempfile::Builder::new().prefix("sockslab-interop-curl-").tempdir()?;
+            let data = payload(TCP_PAYLOAD, 7);
+            std::fs::write(dir.path().join("in"), &data)?;
+            let proxy = format!("{}:{}", server.ip(), server.port());
+            let mut args: Vec<String> = match feature {
+                Feature::Socks4 => vec!["--socks4".into(), proxy],
+                Feature::Socks4a => vec!["--socks4a".into(), proxy],
+                Feature::Socks5Connect => vec!["--socks5".into(), proxy],
+                Feature::Userpass => {
+                    vec!["--socks5-hostname".into(), proxy, "--proxy-user".into(), format!("{USER}:{PASS}")]
+                }
+                f => bail!("curl has no {}", f.name()),
+            };
+            // `Expect:` off: the target is not a full HTTP server and answers no 100-continue.
+            args.extend(
+                [
+                    "-sS",
+                    "--max-time",
+                    "15",
+                    "-H",
+                    "Expect:",
+                    "--data-binary",
+                    "@{dir}/in",
+                    "-o",
+                    "{dir}/out",
+                    &format!("http://{host}:{}/xor", targets.http_port),
+                ]
+                .map(String::from),
+            );
+            let exit = launcher.run_once(dir.path(), &args, Duration::from_secs(30)).await?;
+            let logs = format!("curl {}\n{}", args.join(" "), exit.output);
+            ensure!(exit.code == 0, "curl exited with {}:\n{}", exit.code, logs);
+            let got = std::fs::read(dir.path().join("out")).context("no output file")?;
+            ensure!(
+                got == xor(&data),
+                "HTTP body differs from the payload XOR 0xA5 ({} of {} bytes)",
+                got.len(),
+                data.len()
+            );
+            Ok(Outcome { detail: format!("{} bytes over HTTP POST, XOR-echo verified", data.len()), logs })
+        }
+        PeerId::V2ray4 | PeerId::V2ray5 => {
+            let listen = free_port()?;
+            let cfg = v2ray_client_config(client, listen, server, feature, (host, targets.echo_port));
+            let mut args: Vec<String> =
+                if client == PeerId::V2ray5 { vec!["run".into(), "-c".into()] } else { vec!["-config".into()] };
+            args.push("{dir}/client.json".into());
+            let local = SocketAddr::from(([127, 0, 0, 1], listen));
+            let running = launcher.start(&args, &[("client.json", cfg)], Some(local)).await?;
+            let r = match feature {
+                Feature::UdpAssociate => udp_exchange(local).await.map(|n| format!("{n} bytes in 3 datagrams")),
+                _ => tcp_exchange_retry(local, 3).await.map(|n| format!("{n} bytes over TCP")),
+            };
+            let logs = running.logs().await;
+            running.stop().await;
+            let detail = r.with_context(|| format!("client log:\n{logs}"))?;
+            Ok(Outcome { detail: format!("{detail}, XOR-echo verified"), logs })
+        }
+        PeerId::Reference => {
+            let listen = free_port()?;
+            let auth = if feature == Feature::Userpass { format!("{USER}:{PASS}@") } else { String::new() };
+            let hop = match feature {
+                Feature::Socks4 => format!("socks4://{server}?disable4a=true"),
+                Feature::Socks4a => format!("socks4a://{server}"),
+                _ => format!("socks5://{auth}{server}"),
+            };
+            let target = format!("{host}:{}", targets.echo_port);
+            let local = SocketAddr::from(([127, 0, 0, 1], listen));
+            let (args, ready) = if feature == Feature::Bind {
+                // rtcp: the proxy listens on `listen` (BIND with that DST.PORT); a peer that
+                // connects there is relayed to the local target. No readiness probe: the first
+                // connection that gets through is the test itself.
+                (vec!["-L".into(), format!("rtcp://127.0.0.1:{listen}/{target}"), "-F".into(), hop], None)
+            } else {
+                (
+                    vec![
+                        "-L".into(),
+                        format!("tcp://127.0.0.1:{listen}/{target}"),
+                        "-L".into(),
+                        format!("udp://127.0.0.1:{listen}/127.0.0.1:{}", targets.echo_port),
+                        "-F".into(),
+                        hop,
+                    ],
+                    Some(local),
+                )
+            };
+            let running = launcher.start(&args, &[], ready).await?;
+            let r = match feature {
+                Feature::UdpAssociate => udp_exchange(local).await.map(|n| format!("{n} bytes in 3 datagrams")),
+                Feature::Bind => tcp_exchange_retry(local, 5).await.map(|n| format!("{n} bytes via BIND")),
+                _ => tcp_exchange_retry(local, 4).await.map(|n| format!("{n} bytes over TCP")),
+            };
+            let logs = format!("socksref {}\n{}", args.join(" "), running.logs().await);
+            running.stop().await;
+            let detail = r.with_context(|| format!("client log:\n{logs}"))?;
+            Ok(Outcome { detail: format!("{detail}, XOR-echo verified"), logs })
+        }
+        PeerId::Gost => bail!("gost is unavailable"),
+    }
+}

@@ -1,0 +1,709 @@
+//! `cargo xtask interop`: the containerized interop lab.
+//!
+//! Cells are planned first (client × server × feature, the catalogue per server, the UDP bypass
+//! regression per server); a cell whose peers do not claim the feature is *not applicable* and one
+//! whose peer cannot be obtained is *unavailable*, both decided before anything runs. The rest
+//! really run, and their verdicts are written as JSON, JUnit XML and an HTML matrix.
+
+mod backend;
+mod behaviour;
+mod bypass;
+mod cells;
+mod report;
+mod servers;
+mod targets;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::flags::{BackendArg, InteropArgs};
+use crate::peers::{self, Backend, Feature, PeerId, Prepared};
+use backend::Launcher;
+use servers::{Config, Server};
+use targets::Targets;
+
+/// Clients of the matrix, in row order.
+const CLIENTS: [PeerId; 5] = [PeerId::Curl, PeerId::Gost, PeerId::V2ray5, PeerId::V2ray4, PeerId::Reference];
+/// Servers of the matrix, in column order.
+const SERVERS: [PeerId; 4] = [PeerId::Gost, PeerId::V2ray5, PeerId::V2ray4, PeerId::Reference];
+
+/// What kind of check a cell is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A client peer through a server peer, payload integrity checked.
+    Feature,
+    /// One catalogue scenario against a server peer.
+    Scenario,
+    /// The UDP authentication bypass probes against a server peer (snapshot).
+    UdpBypass,
+}
+
+/// A cell's status. `Unavailable` is separate from `NotApplicable`: the peer claims the feature,
+/// but could not be obtained on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum Status {
+    /// Ran and passed.
+    Pass,
+    /// Ran and failed, not listed as expected.
+    Fail,
+    /// A peer does not claim what the cell needs.
+    NotApplicable {
+        /// Which claim is missing.
+        reason: String,
+    },
+    /// Failed as the expected-results file says, for this reason.
+    ExpectedFailure {
+        /// Why.
+        reason: String,
+        /// Where it is documented upstream.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        link: Option<String>,
+    },
+    /// Listed as an expected failure but passed (stale file): an error.
+    Xpass {
+        /// The listed reason.
+        reason: String,
+    },
+    /// A peer could not be obtained; nothing ran.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Status {
+    /// Short label for progress lines and the HTML.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::NotApplicable { .. } => "N/A",
+            Status::ExpectedFailure { .. } => "XFAIL",
+            Status::Xpass { .. } => "XPASS",
+            Status::Unavailable { .. } => "UNAVAILABLE",
+        }
+    }
+
+    /// Whether the run must exit non-zero because of it.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Status::Fail | Status::Xpass { .. })
+    }
+}
+
+/// A planned cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    /// Stable id, used by `--only`.
+    pub id: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Client peer (feature cells).
+    pub client: Option<PeerId>,
+    /// Server peer.
+    pub server: PeerId,
+    /// Feature (feature cells).
+    pub feature: Option<Feature>,
+}
+
+/// A finished cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct CellResult {
+    /// The cell.
+    #[serde(flatten)]
+    pub cell: Cell,
+    /// Verdict.
+    #[serde(flatten)]
+    pub status: Status,
+    /// What happened, in a line or a few.
+    pub detail: String,
+    /// Peer logs (failing cells).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub logs: String,
+    /// The command that reruns only this cell.
+    pub reproduce: String,
+    /// Wall time.
+    pub millis: u64,
+}
+
+/// An expected failure of a matrix cell.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectedCell {
+    id: String,
+    reason: String,
+    #[serde(default)]
+    link: Option<String>,
+}
+
+/// `docker/<peer>/expected*.yaml`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ExpectedFile {
+    #[serde(default)]
+    #[allow(dead_code)]
+    peer: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    version: String,
+    /// The peer's catalogue expected failures (a sockslab expected-results file), workspace-relative.
+    #[serde(default)]
+    scenarios: Option<String>,
+    #[serde(default)]
+    cells: Vec<ExpectedCell>,
+}
+
+fn load_expected(peer: PeerId) -> Result<ExpectedFile> {
+    let p = peers::root().join(peer.expected_file());
+    if !p.exists() {
+        return Ok(ExpectedFile::default());
+    }
+    let text = std::fs::read_to_string(&p)?;
+    serde_yaml::from_str(&text).with_context(|| format!("{}", p.display()))
+}
+
+/// `*` matches any run of characters; everything else literally.
+fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, rest)) => {
+            s.starts_with(head) && (0..=s.len() - head.len()).any(|i| glob(rest, &s[head.len() + i..]))
+        }
+    }
+}
+
+fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for f in Feature::ALL {
+        for c in CLIENTS {
+            for s in SERVERS {
+                cells.push(Cell {
+                    id: format!("{}.{}.{}", f.name(), c.name(), s.name()),
+                    kind: Kind::Feature,
+                    client: Some(c),
+                    server: s,
+                    feature: Some(f),
+                });
+            }
+        }
+    }
+    for s in SERVERS {
+        cells.push(Cell {
+            id: format!("udp-bypass.{}", s.name()),
+            kind: Kind::UdpBypass,
+            client: None,
+            server: s,
+            feature: None,
+        });
+    }
+    for s in SERVERS {
+        for id in scenario_ids {
+            cells.push(Cell {
+                id: format!("scenario.{}.{id}", s.name()),
+                kind: Kind::Scenario,
+                client: None,
+                server: s,
+                feature: None,
+            });
+        }
+    }
+    cells.retain(|c| {
+        let peer_ok = args.peers.is_empty()
+            || args.peers.iter().any(|p| Some(p.as_str()) == c.client.map(PeerId::name) || p == c.server.name());
+        let feature_ok = args.features.is_empty()
+            || args.features.iter().any(|f| match c.kind {
+                Kind::Feature => Some(f.as_str()) == c.feature.map(Feature::name),
+                Kind::UdpBypass => f == "udp-bypass",
+                Kind::Scenario => f == "scenarios",
+            });
+        let only_ok = args.only.is_empty() || args.only.iter().any(|o| glob(o, &c.id));
+        peer_ok && feature_ok && only_ok
+    });
+    cells
+}
+
+/// Why a cell does not apply, decided from claims alone.
+fn not_applicable(c: &Cell) -> Option<String> {
+    let f = c.feature?;
+    let client = c.client?;
+    if !client.caps().client.contains(&f) {
+        return Some(format!("{client} does not claim {} as a client", f.name()));
+    }
+    if !c.server.caps().server.contains(&f) {
+        return Some(format!("{} does not claim {} as a server", c.server, f.name()));
+    }
+    None
+}
+
+/// Everything a run needs to share between cells.
+struct Lab {
+    targets: Targets,
+    launchers: BTreeMap<PeerId, Launcher>,
+    unavailable: BTreeMap<PeerId, String>,
+    expected: BTreeMap<PeerId, ExpectedFile>,
+    backend: Backend,
+}
+
+impl Lab {
+    fn expected_cell(&self, c: &Cell) -> Option<&ExpectedCell> {
+        [c.client, Some(c.server)]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| self.expected.get(&p))
+            .flat_map(|e| e.cells.iter())
+            .find(|e| e.id == c.id)
+    }
+
+    fn decide(&self, c: &Cell, ok: bool) -> Status {
+        match (self.expected_cell(c), ok) {
+            (None, true) => Status::Pass,
+            (None, false) => Status::Fail,
+            (Some(e), true) => Status::Xpass { reason: e.reason.clone() },
+            (Some(e), false) => Status::ExpectedFailure { reason: e.reason.clone(), link: e.link.clone() },
+        }
+    }
+}
+
+fn reproduce(id: &str, backend: Backend) -> String {
+    let b = match backend {
+        Backend::Docker => "docker",
+        Backend::Process => "process",
+    };
+    format!("cargo xtask interop --backend {b} --only '{id}'")
+}
+
+/// Prints one progress line.
+fn progress(done: usize, total: usize, r: &CellResult) {
+    let extra = match &r.status {
+        Status::Fail => format!(" — {}", r.detail.lines().next().unwrap_or_default()),
+        _ => String::new(),
+    };
+    eprintln!("[{done:>4}/{total}] {:<11} {} ({} ms){extra}", r.status.label(), r.cell.id, r.millis);
+}
+
+/// Entry point of `cargo xtask interop`.
+pub fn run(args: &InteropArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: &InteropArgs) -> Result<()> {
+    let started = Instant::now();
+    let catalogue =
+        sockslab::scenario::load_catalogue(&peers::root().join("scenarios")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let catalogue: Vec<_> =
+        catalogue.into_iter().filter(|s| s.roles.contains(&sockslab::scenario::Role::Client)).collect();
+    let ids: Vec<String> = catalogue.iter().map(|s| s.id.clone()).collect();
+    let cells = plan(args, &ids);
+    if args.list {
+        for c in &cells {
+            let na = not_applicable(c).map(|r| format!("  (not applicable: {r})")).unwrap_or_default();
+            println!("{}{na}", c.id);
+        }
+        return Ok(());
+    }
+    if cells.is_empty() {
+        anyhow::bail!("no cell matches the filters (see --list)");
+    }
+
+    // The backend: docker when a daemon is usable (starting one as root), else processes.
+    let backend = match args.backend {
+        Some(BackendArg::Process) => Backend::Process,
+        Some(BackendArg::Docker) => {
+            peers::ensure_docker()?;
+            Backend::Docker
+        }
+        None => match peers::ensure_docker() {
+            Ok(()) => Backend::Docker,
+            Err(e) => {
+                eprintln!("interop: {e:#}; using --backend process");
+                Backend::Process
+            }
+        },
+    };
+    if backend == Backend::Docker {
+        peers::remove_leftovers()?;
+    }
+
+    // Prepare only the peers some runnable cell needs.
+    let needed: BTreeSet<PeerId> = cells
+        .iter()
+        .filter(|c| not_applicable(c).is_none())
+        .flat_map(|c| [c.client, Some(c.server)])
+        .flatten()
+        .collect();
+    let mut launchers = BTreeMap::new();
+    let mut unavailable = BTreeMap::new();
+    let mut expected = BTreeMap::new();
+    for p in PeerId::ALL {
+        expected.insert(p, load_expected(p)?);
+    }
+    for p in &needed {
+        let t = Instant::now();
+        match peers::prepare(*p, backend).with_context(|| format!("preparing {p}"))? {
+            Prepared::Ready { program, image } => {
+                eprintln!(
+                    "interop: {p} ready ({}) in {:.1} s",
+                    image.clone().unwrap_or_else(|| program.display().to_string()),
+                    t.elapsed().as_secs_f64()
+                );
+                launchers.insert(*p, Launcher { peer: *p, program, image });
+            }
+            Prepared::Unavailable(reason) => {
+                eprintln!("interop: {p} {reason}");
+                unavailable.insert(*p, reason);
+            }
+        }
+    }
+    let lab = Arc::new(Lab { targets: Targets::start().await?, launchers, unavailable, expected, backend });
+    let prep_secs = started.elapsed().as_secs_f64();
+
+    // Decide N/A and unavailable cells up front; the rest run.
+    let total = cells.len();
+    let mut results: Vec<CellResult> = Vec::new();
+    let mut to_run = Vec::new();
+    for c in cells {
+        let pre = not_applicable(&c).map(|reason| Status::NotApplicable { reason }).or_else(|| {
+            [c.client, Some(c.server)]
+                .into_iter()
+                .flatten()
+                .find_map(|p| lab.unavailable.get(&p).map(|r| Status::Unavailable { reason: format!("{p}: {r}") }))
+        });
+        match pre {
+            Some(status) => results.push(CellResult {
+                reproduce: reproduce(&c.id, backend),
+                cell: c,
+                status,
+                detail: String::new(),
+                logs: String::new(),
+                millis: 0,
+            }),
+            None => to_run.push(c),
+        }
+    }
+    let mut done = 0;
+    for r in &results {
+        done += 1;
+        if !matches!(r.status, Status::NotApplicable { .. }) || args.verbose {
+            progress(done, total, r);
+        }
+    }
+
+    // Shared servers (open and with password) for the feature cells.
+    let mut shared: BTreeMap<(PeerId, Config), Arc<Server>> = BTreeMap::new();
+    let mut server_errors: BTreeMap<(PeerId, Config), String> = BTreeMap::new();
+    let feature_cells: Vec<Cell> = to_run.iter().filter(|c| c.kind == Kind::Feature).cloned().collect();
+    let wanted: BTreeSet<(PeerId, Config)> = feature_cells
+        .iter()
+        .map(|c| (c.server, if c.feature == Some(Feature::Userpass) { Config::Auth } else { Config::Open }))
+        .collect();
+    for key in wanted {
+        match servers::start(key.0, &lab.launchers[&key.0], key.1).await {
+            Ok(s) => {
+                shared.insert(key, Arc::new(s));
+            }
+            Err(e) => {
+                server_errors.insert(key, format!("{e:#}"));
+            }
+        }
+    }
+
+    // Feature cells, a few at once (2 cores; containers start in parallel fine).
+    let sem = Arc::new(tokio::sync::Semaphore::new(args.jobs.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for c in feature_cells {
+        let key = (c.server, if c.feature == Some(Feature::Userpass) { Config::Auth } else { Config::Open });
+        let server = shared.get(&key).map(|s| s.addr);
+        let server_err = server_errors.get(&key).cloned();
+        let lab = lab.clone();
+        let sem = sem.clone();
+        set.spawn(async move {
+            let _p = sem.acquire_owned().await;
+            let t = Instant::now();
+            let client = c.client.expect("feature cells have a client");
+            let feature = c.feature.expect("feature cells have a feature");
+            let r = match (server, server_err) {
+                (Some(addr), _) => cells::run(client, &lab.launchers[&client], addr, feature, &lab.targets).await,
+                (None, e) => Err(anyhow::anyhow!("server {} did not start: {}", c.server, e.unwrap_or_default())),
+            };
+            let (status, detail, logs) = match r {
+                Ok(o) => (lab.decide(&c, true), o.detail, o.logs),
+                Err(e) => (lab.decide(&c, false), format!("{e:#}"), String::new()),
+            };
+            let logs = if status == Status::Pass { String::new() } else { logs };
+            CellResult {
+                reproduce: reproduce(&c.id, lab.backend),
+                cell: c,
+                status,
+                detail,
+                logs,
+                millis: t.elapsed().as_millis() as u64,
+            }
+        });
+    }
+    while let Some(j) = set.join_next().await {
+        let r = j.context("a cell panicked")?;
+        done += 1;
+        progress(done, total, &r);
+        results.push(r);
+    }
+
+    // The behaviour-diff view, against the shared servers (no filter: only on full runs).
+    let mut behaviour: BTreeMap<PeerId, Vec<behaviour::Row>> = BTreeMap::new();
+    if args.only.is_empty() {
+        let closed = servers::free_port()?;
+        for s in SERVERS {
+            if let Some(open) = shared.get(&(s, Config::Open)) {
+                let auth = shared.get(&(s, Config::Auth)).map(|a| a.addr);
+                behaviour.insert(s, behaviour::probe(open.addr, auth, lab.targets.echo_port, closed).await);
+            }
+        }
+    }
+    for (_, s) in std::mem::take(&mut shared) {
+        if let Ok(s) = Arc::try_unwrap(s) {
+            s.running.stop().await;
+        }
+    }
+
+    // UDP bypass: a fresh password+UDP server per peer, so "before any TCP" really is first.
+    let mut bypass_obs = BTreeMap::new();
+    for c in to_run.iter().filter(|c| c.kind == Kind::UdpBypass) {
+        let t = Instant::now();
+        let (status, detail, logs) = match run_bypass(&lab, c.server).await {
+            Ok((obs, snap_err, logs)) => {
+                let status = if let Some(e) = &snap_err {
+                    (Status::Fail, format!("snapshot differs: {e}"))
+                } else if obs.control != bypass::Fate::Relayed {
+                    (
+                        Status::Fail,
+                        "the authenticated control datagram was not relayed: the probes prove nothing".into(),
+                    )
+                } else {
+                    let bypassed = obs.bypassed();
+                    let d = if bypassed {
+                        "unauthenticated datagrams reach the target (see the snapshot)".to_string()
+                    } else {
+                        "every unauthenticated datagram dropped; the authenticated control relayed".to_string()
+                    };
+                    (lab.decide(c, !bypassed), d)
+                };
+                bypass_obs.insert(c.server, obs);
+                (status.0, status.1, logs)
+            }
+            Err(e) => (lab.decide(c, false), format!("{e:#}"), String::new()),
+        };
+        let r = CellResult {
+            reproduce: reproduce(&c.id, backend),
+            cell: c.clone(),
+            logs: if status == Status::Pass { String::new() } else { logs },
+            status,
+            detail,
+            millis: t.elapsed().as_millis() as u64,
+        };
+        done += 1;
+        progress(done, total, &r);
+        results.push(r);
+    }
+
+    // The catalogue against every server peer.
+    let mut catalogue_servers = BTreeSet::new();
+    for c in to_run.iter().filter(|c| c.kind == Kind::Scenario) {
+        catalogue_servers.insert(c.server);
+    }
+    for s in catalogue_servers {
+        let wanted: BTreeSet<String> = to_run
+            .iter()
+            .filter(|c| c.kind == Kind::Scenario && c.server == s)
+            .map(|c| c.id.trim_start_matches(&format!("scenario.{}.", s.name())).to_string())
+            .collect();
+        let scns: Vec<_> = catalogue.iter().filter(|x| wanted.contains(&x.id)).cloned().collect();
+        let rs = run_catalogue(&lab, s, &scns, &mut done, total, args.schedules.as_deref()).await;
+        results.extend(rs);
+    }
+
+    // Reports.
+    let order: BTreeMap<String, usize> = plan(args, &ids).into_iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+    results.sort_by_key(|r| order.get(&r.cell.id).copied().unwrap_or(usize::MAX));
+    let out = args.out.clone().unwrap_or_else(|| peers::work_dir().join("report"));
+    std::fs::create_dir_all(&out)?;
+    let meta = report::Meta {
+        backend,
+        seconds: started.elapsed().as_secs_f64(),
+        prepare_seconds: prep_secs,
+        versions: PeerId::ALL.iter().map(|p| (p.name().to_string(), p.version().to_string())).collect(),
+        unavailable: lab.unavailable.iter().map(|(p, r)| (p.name().to_string(), r.clone())).collect(),
+    };
+    let rep = report::Report::new(meta, results, behaviour, bypass_obs);
+    std::fs::write(out.join("interop.json"), serde_json::to_string_pretty(&rep)?)?;
+    std::fs::write(out.join("interop.xml"), report::junit(&rep))?;
+    std::fs::write(out.join("interop.html"), report::html(&rep))?;
+    let s = &rep.summary;
+    eprintln!(
+        "interop: {} cells in {:.1} s: {} pass, {} fail, {} xfail, {} xpass, {} n/a, {} unavailable — {}",
+        s.total,
+        rep.meta.seconds,
+        s.pass,
+        s.fail,
+        s.xfail,
+        s.xpass,
+        s.not_applicable,
+        s.unavailable,
+        out.join("interop.html").display()
+    );
+    if s.fail + s.xpass > 0 {
+        anyhow::bail!("{} unexpected result(s)", s.fail + s.xpass);
+    }
+    Ok(())
+}
+
+/// Starts a fresh password+UDP server, runs the bypass probes and compares with the snapshot.
+/// Returns the observations, the snapshot mismatch (if any) and the server's logs.
+async fn run_bypass(lab: &Lab, peer: PeerId) -> Result<(bypass::Observations, Option<String>, String)> {
+    let server = servers::start(peer, &lab.launchers[&peer], Config::Auth).await?;
+    let tag = format!("{}-{}-{}", peer.name(), std::process::id(), server.addr.port());
+    let obs = bypass::observe(server.addr, &lab.targets, &tag).await;
+    let logs = server.running.logs().await;
+    server.running.stop().await;
+    let obs = obs.with_context(|| format!("server log:\n{logs}"))?;
+    let name = format!("udp_bypass_{}", peer.name());
+    let snap = obs.clone();
+    // insta panics on a mismatch (and, outside CI, writes a `.snap.new` to review with
+    // `cargo insta review`); turn that into a failing cell rather than aborting the run.
+    // insta has already printed the diff; the panic message and backtrace would only add noise.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        insta::with_settings!({snapshot_path => "snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
+            insta::assert_yaml_snapshot!(name.as_str(), snap);
+        });
+    }));
+    std::panic::set_hook(hook);
+    let err = r.err().map(|_| {
+        format!("see xtask/src/interop/snapshots/{name}.snap (a .snap.new holds the new observations outside CI)")
+    });
+    Ok((obs, err, logs))
+}
+
+/// The catalogue's instances of a server peer, in the order scenarios pick them (the first that
+/// applies): narrow configurations first, so "UDP disabled" scenarios find one.
+fn catalogue_configs(peer: PeerId) -> Vec<Config> {
+    match peer {
+        PeerId::Reference => vec![
+            Config::Catalogue("plain"),
+            Config::Catalogue("auth-plain"),
+            Config::Open,
+            Config::Auth,
+            Config::Catalogue("bind"),
+        ],
+        _ => vec![Config::Open, Config::Auth],
+    }
+}
+
+async fn run_catalogue(
+    lab: &Lab,
+    peer: PeerId,
+    scns: &[sockslab::scenario::Scenario],
+    done: &mut usize,
+    total: usize,
+    schedules: Option<&[String]>,
+) -> Vec<CellResult> {
+    let t = Instant::now();
+    let cell = |id: &str| Cell {
+        id: format!("scenario.{}.{id}", peer.name()),
+        kind: Kind::Scenario,
+        client: None,
+        server: peer,
+        feature: None,
+    };
+    let mut started = Vec::new();
+    let mut err = None;
+    for c in catalogue_configs(peer) {
+        match servers::start(peer, &lab.launchers[&peer], c).await {
+            Ok(s) => started.push(s),
+            Err(e) => err = Some(format!("{e:#}")),
+        }
+    }
+    let expectations = match lab.expected.get(&peer).and_then(|e| e.scenarios.clone()) {
+        Some(p) => sockslab::verdict::Expectations::load(&peers::root().join(&p)).map_err(|e| e.to_string()),
+        None => Ok(sockslab::verdict::Expectations::default()),
+    };
+    let mut out = Vec::new();
+    let (expectations, err) = match (expectations, err) {
+        (Ok(e), None) => (e, None),
+        (Err(e), _) | (_, Some(e)) => (sockslab::verdict::Expectations::default(), Some(e)),
+    };
+    if let Some(e) = err {
+        for s in scns {
+            let r = CellResult {
+                reproduce: reproduce(&cell(&s.id).id, lab.backend),
+                cell: cell(&s.id),
+                status: Status::Fail,
+                detail: format!("could not start the server instances: {e}"),
+                logs: String::new(),
+                millis: 0,
+            };
+            *done += 1;
+            progress(*done, total, &r);
+            out.push(r);
+        }
+        for s in started {
+            s.running.stop().await;
+        }
+        return out;
+    }
+    let suts: Vec<_> = started.iter().map(Server::sut).collect();
+    let mut opts = sockslab::runner::RunOptions::default();
+    if let Some(names) = schedules {
+        opts.schedules = names.iter().filter_map(|n| sockslab::scenario::Schedule::from_name(n)).collect();
+    }
+    let backend = lab.backend;
+    let results = sockslab::runner::run_all(scns, &suts, &opts, &expectations, |_, _, _| {}).await;
+    let mut logs = String::new();
+    for s in &started {
+        logs.push_str(&format!("--- {} instance {}\n{}\n", peer, s.config.name(), s.running.logs().await));
+    }
+    for s in started {
+        s.running.stop().await;
+    }
+    for r in results {
+        use sockslab::verdict::Verdict;
+        let status = match &r.verdict {
+            Verdict::Pass => Status::Pass,
+            Verdict::Fail => Status::Fail,
+            Verdict::NotApplicable { reason } => Status::NotApplicable { reason: reason.clone() },
+            Verdict::ExpectedFailure { reason } => Status::ExpectedFailure { reason: reason.clone(), link: None },
+            Verdict::Xpass { reason } => Status::Xpass { reason: reason.clone() },
+        };
+        let detail = r
+            .failures
+            .iter()
+            .map(|f| format!("{} step {:?}: {}", f.schedule.name(), f.step, f.message))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = cell(&r.id);
+        let cr = CellResult {
+            reproduce: reproduce(&c.id, backend),
+            logs: if status.is_error() { logs.clone() } else { String::new() },
+            cell: c,
+            detail: format!(
+                "instance {}{}{detail}",
+                r.instance.unwrap_or_default(),
+                if detail.is_empty() { "" } else { "\n" }
+            ),
+            status,
+            millis: r.millis,
+        };
+        *done += 1;
+        if !matches!(cr.status, Status::NotApplicable { .. }) {
+            progress(*done, total, &cr);
+        }
+        out.push(cr);
+    }
+    eprintln!("interop: catalogue against {peer} took {:.1} s", t.elapsed().as_secs_f64());
+    out
+}

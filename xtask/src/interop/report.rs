@@ -1,0 +1,393 @@
+//! The interop reports: JSON (everything), JUnit XML (CI dashboards) and a static HTML page with
+//! the pass/fail matrix, the behaviour-diff view, the UDP bypass observations and the catalogue.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::behaviour::Row;
+use super::bypass::Observations;
+use super::{CellResult, Kind, Status, CLIENTS, SERVERS};
+use crate::peers::{Backend, Feature, PeerId};
+
+/// Facts about the run.
+#[derive(Debug, Serialize)]
+pub struct Meta {
+    /// Which backend ran the peers.
+    pub backend: Backend,
+    /// Total wall time.
+    pub seconds: f64,
+    /// Time spent preparing binaries and images.
+    pub prepare_seconds: f64,
+    /// Pinned version per peer.
+    pub versions: BTreeMap<String, String>,
+    /// Peers that could not be obtained, with the reason.
+    pub unavailable: BTreeMap<String, String>,
+}
+
+/// Counts per status.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    /// All cells.
+    pub total: usize,
+    /// Passed.
+    pub pass: usize,
+    /// Failed unexpectedly.
+    pub fail: usize,
+    /// Failed as expected.
+    pub xfail: usize,
+    /// Passed though expected to fail.
+    pub xpass: usize,
+    /// Not applicable.
+    pub not_applicable: usize,
+    /// Peer unavailable.
+    pub unavailable: usize,
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Run facts.
+    pub meta: Meta,
+    /// Counts.
+    pub summary: Summary,
+    /// Every cell.
+    pub cells: Vec<CellResult>,
+    /// Behaviour-diff observations per server.
+    pub behaviour: BTreeMap<PeerId, Vec<Row>>,
+    /// UDP bypass observations per server.
+    pub udp_bypass: BTreeMap<PeerId, Observations>,
+}
+
+impl Report {
+    /// Builds the report and its summary.
+    pub fn new(
+        meta: Meta,
+        cells: Vec<CellResult>,
+        behaviour: BTreeMap<PeerId, Vec<Row>>,
+        udp_bypass: BTreeMap<PeerId, Observations>,
+    ) -> Report {
+        let mut s = Summary { total: cells.len(), ..Summary::default() };
+        for c in &cells {
+            match c.status {
+                Status::Pass => s.pass += 1,
+                Status::Fail => s.fail += 1,
+                Status::ExpectedFailure { .. } => s.xfail += 1,
+                Status::Xpass { .. } => s.xpass += 1,
+                Status::NotApplicable { .. } => s.not_applicable += 1,
+                Status::Unavailable { .. } => s.unavailable += 1,
+            }
+        }
+        Report { meta, summary: s, cells, behaviour, udp_bypass }
+    }
+}
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            // XML 1.0 forbids most control characters even escaped; peers' logs may contain them.
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' && c != '\r' => o.push('?'),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn reason(s: &Status) -> String {
+    match s {
+        Status::NotApplicable { reason } | Status::Xpass { reason } | Status::Unavailable { reason } => reason.clone(),
+        Status::ExpectedFailure { reason, link } => match link {
+            Some(l) => format!("{reason} ({l})"),
+            None => reason.clone(),
+        },
+        _ => String::new(),
+    }
+}
+
+/// JUnit XML: one testsuite per kind; N/A and unavailable are `skipped` with the reason, XFAIL
+/// passes with the reason as system-out, FAIL and XPASS are failures.
+pub fn junit(r: &Report) -> String {
+    let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"sockslab interop\">\n");
+    for (kind, name) in [(Kind::Feature, "features"), (Kind::UdpBypass, "udp-bypass"), (Kind::Scenario, "catalogue")] {
+        let cells: Vec<&CellResult> = r.cells.iter().filter(|c| c.cell.kind == kind).collect();
+        let failures = cells.iter().filter(|c| c.status.is_error()).count();
+        let skipped = cells
+            .iter()
+            .filter(|c| matches!(c.status, Status::NotApplicable { .. } | Status::Unavailable { .. }))
+            .count();
+        let _ = writeln!(
+            o,
+            "  <testsuite name=\"interop.{name}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
+            cells.len()
+        );
+        for c in cells {
+            let classname = format!("interop.{name}.{}", c.cell.server.name());
+            let _ = write!(
+                o,
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">",
+                esc(&classname),
+                esc(&c.cell.id),
+                c.millis as f64 / 1000.0
+            );
+            match &c.status {
+                Status::Pass => {}
+                Status::Fail | Status::Xpass { .. } => {
+                    let _ = write!(
+                        o,
+                        "<failure message=\"{}: {}\">{}\nreproduce: {}\n{}</failure>",
+                        c.status.label(),
+                        esc(&reason(&c.status)),
+                        esc(&c.detail),
+                        esc(&c.reproduce),
+                        esc(&c.logs)
+                    );
+                }
+                Status::NotApplicable { .. } | Status::Unavailable { .. } => {
+                    let _ = write!(o, "<skipped message=\"{}: {}\"/>", c.status.label(), esc(&reason(&c.status)));
+                }
+                Status::ExpectedFailure { .. } => {
+                    let _ = write!(o, "<system-out>XFAIL: {}</system-out>", esc(&reason(&c.status)));
+                }
+            }
+            o.push_str("</testcase>\n");
+        }
+        o.push_str("  </testsuite>\n");
+    }
+    o.push_str("</testsuites>\n");
+    o
+}
+
+fn class(s: &Status) -> &'static str {
+    match s {
+        Status::Pass => "pass",
+        Status::Fail => "fail",
+        Status::NotApplicable { .. } => "na",
+        Status::ExpectedFailure { .. } => "xfail",
+        Status::Xpass { .. } => "xpass",
+        Status::Unavailable { .. } => "unavail",
+    }
+}
+
+fn anchor(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
+}
+
+const STYLE: &str = r#"
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ccc}
+h3{font-size:15px;margin:16px 0 6px}
+table{border-collapse:collapse;margin:4px 0 12px} th,td{border:1px solid #bbb;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f0f0f0} td.pass{background:#c8efc8} td.fail,td.xpass{background:#f5b3b3;font-weight:bold}
+td.xfail{background:#f7e3a1} td.na{background:#eee;color:#888} td.unavail{background:#d8d8f0;color:#446}
+td.diff{background:#fff3cd} .small{font-size:12px;color:#555} pre{background:#f7f7f7;padding:8px;overflow:auto;max-height:320px;font-size:12px}
+.grid{display:flex;flex-wrap:wrap;gap:18px} .legend span{display:inline-block;padding:1px 8px;margin-right:6px;border:1px solid #bbb}
+code{background:#f3f3f3;padding:0 3px}
+"#;
+
+/// The static HTML page.
+pub fn html(r: &Report) -> String {
+    let mut o = String::new();
+    let s = &r.summary;
+    let _ = write!(
+        o,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sockslab interop</title><style>{STYLE}</style></head><body>\
+         <h1>sockslab interop matrix</h1><p class=\"small\">backend <b>{:?}</b>, {:.1} s (of which preparing peers {:.1} s). \
+         {} cells: <b>{} pass</b>, <b>{} fail</b>, {} expected failures, {} xpass, {} not applicable, {} unavailable.</p>",
+        r.meta.backend, r.meta.seconds, r.meta.prepare_seconds, s.total, s.pass, s.fail, s.xfail, s.xpass, s.not_applicable, s.unavailable
+    );
+    o.push_str(
+        "<p class=\"legend\"><span style=\"background:#c8efc8\">PASS</span><span style=\"background:#f5b3b3\">FAIL / XPASS</span>\
+         <span style=\"background:#f7e3a1\">XFAIL (expected, with reason)</span><span style=\"background:#eee\">N/A (not claimed)</span>\
+         <span style=\"background:#d8d8f0\">UNAVAILABLE (peer not obtainable)</span></p>",
+    );
+    o.push_str("<h3>Peers</h3><table><tr><th>peer</th><th>version</th><th>availability</th></tr>");
+    for p in PeerId::ALL {
+        let avail = r.meta.unavailable.get(p.name()).cloned().unwrap_or_else(|| "ready".into());
+        let _ = write!(o, "<tr><td>{p}</td><td>{}</td><td>{}</td></tr>", esc(p.version()), esc(&avail));
+    }
+    o.push_str("</table>");
+
+    // Pass/fail view: one table per feature, clients down, servers across.
+    let by_id: BTreeMap<&str, &CellResult> = r.cells.iter().map(|c| (c.cell.id.as_str(), c)).collect();
+    o.push_str("<h2>Feature matrix (client ↓ × server →)</h2><div class=\"grid\">");
+    for f in Feature::ALL {
+        if !r.cells.iter().any(|c| c.cell.feature == Some(f)) {
+            continue;
+        }
+        let _ = write!(o, "<div><h3>{}</h3><table><tr><th></th>", f.name());
+        for sv in SERVERS {
+            let _ = write!(o, "<th>{sv}</th>");
+        }
+        o.push_str("</tr>");
+        for cl in CLIENTS {
+            let _ = write!(o, "<tr><th>{cl}</th>");
+            for sv in SERVERS {
+                let id = format!("{}.{}.{}", f.name(), cl.name(), sv.name());
+                match by_id.get(id.as_str()) {
+                    Some(c) => {
+                        let title = esc(&format!("{}\n{}\n{}", c.cell.id, reason(&c.status), c.detail));
+                        let label = if c.status.is_error() || matches!(c.status, Status::ExpectedFailure { .. }) {
+                            format!("<a href=\"#{}\">{}</a>", anchor(&c.cell.id), c.status.label())
+                        } else {
+                            c.status.label().to_string()
+                        };
+                        let _ = write!(o, "<td class=\"{}\" title=\"{title}\">{label}</td>", class(&c.status));
+                    }
+                    None => o.push_str("<td></td>"),
+                }
+            }
+            o.push_str("</tr>");
+        }
+        o.push_str("</table></div>");
+    }
+    o.push_str("</div>");
+
+    // UDP bypass.
+    if !r.udp_bypass.is_empty() || r.cells.iter().any(|c| c.cell.kind == Kind::UdpBypass) {
+        o.push_str(
+            "<h2>UDP authentication bypass (V-01, <a href=\"https://github.com/v2fly/v2fly-github-io/issues/104\">v2fly/v2fly-github-io#104</a>)</h2>\
+             <p class=\"small\">Password-protected server with UDP on. Each probe is a SOCKS5 UDP datagram from a source that never authenticated; \
+             <i>relayed</i> = it reached the XOR-echo target and the answer came back.</p><table><tr><th>probe</th><th>sent to</th>",
+        );
+        let servers: Vec<PeerId> = r.udp_bypass.keys().copied().collect();
+        for sv in &servers {
+            let _ = write!(o, "<th>{sv}</th>");
+        }
+        o.push_str("</tr><tr><td>control: authenticated association</td><td>bnd</td>");
+        for sv in &servers {
+            let _ = write!(o, "<td>{:?}</td>", r.udp_bypass[sv].control);
+        }
+        o.push_str("</tr>");
+        let mut rows: Vec<(&str, &str)> = Vec::new();
+        for obs in r.udp_bypass.values() {
+            for p in &obs.probes {
+                if !rows.contains(&(p.probe, p.sent_to)) {
+                    rows.push((p.probe, p.sent_to));
+                }
+            }
+        }
+        for (probe, to) in rows {
+            let _ = write!(o, "<tr><td>{probe}</td><td>{to}</td>");
+            for sv in &servers {
+                match r.udp_bypass[sv].probes.iter().find(|p| p.probe == probe && p.sent_to == to) {
+                    Some(p) => {
+                        let c = if p.fate == super::bypass::Fate::Dropped { "pass" } else { "xfail" };
+                        let _ = write!(o, "<td class=\"{c}\">{:?}</td>", p.fate);
+                    }
+                    None => o.push_str("<td class=\"na\">—</td>"),
+                }
+            }
+            o.push_str("</tr>");
+        }
+        o.push_str("</table><table><tr><th>cell</th><th>verdict</th><th>why</th></tr>");
+        for c in r.cells.iter().filter(|c| c.cell.kind == Kind::UdpBypass) {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td class=\"{}\">{}</td><td>{} {}</td></tr>",
+                c.cell.id,
+                class(&c.status),
+                c.status.label(),
+                esc(&c.detail),
+                esc(&reason(&c.status))
+            );
+        }
+        o.push_str("</table>");
+    }
+
+    // Behaviour diff.
+    if !r.behaviour.is_empty() {
+        o.push_str(
+            "<h2>Behaviour diff</h2><p class=\"small\">The same raw requests to every server (open instance; the last two rows: the password instance). \
+             Rows where the peers disagree are highlighted. Ports in BND are shown as <code>port</code>.</p><table><tr><th>probe</th><th>request</th>",
+        );
+        let servers: Vec<PeerId> = r.behaviour.keys().copied().collect();
+        for sv in &servers {
+            let _ = write!(o, "<th>{sv}</th>");
+        }
+        o.push_str("</tr>");
+        let probes: Vec<(&str, &str)> =
+            r.behaviour.values().next().map(|v| v.iter().map(|x| (x.probe, x.request)).collect()).unwrap_or_default();
+        for (probe, request) in probes {
+            let vals: Vec<String> = servers
+                .iter()
+                .map(|s| {
+                    r.behaviour[s].iter().find(|x| x.probe == probe).map(|x| x.observed.clone()).unwrap_or_default()
+                })
+                .collect();
+            let differ = vals.windows(2).any(|w| w[0] != w[1]);
+            let _ = write!(o, "<tr><td>{probe}</td><td>{}</td>", esc(request));
+            for v in vals {
+                let _ = write!(o, "<td{}>{}</td>", if differ { " class=\"diff\"" } else { "" }, esc(&v));
+            }
+            o.push_str("</tr>");
+        }
+        o.push_str("</table>");
+    }
+
+    // Catalogue summary.
+    let cat: Vec<&CellResult> = r.cells.iter().filter(|c| c.cell.kind == Kind::Scenario).collect();
+    if !cat.is_empty() {
+        o.push_str("<h2>Scenario catalogue per server</h2><table><tr><th>server</th><th>pass</th><th>fail</th><th>xfail</th><th>xpass</th><th>n/a</th><th>unavailable</th></tr>");
+        for sv in SERVERS {
+            let mine: Vec<&&CellResult> = cat.iter().filter(|c| c.cell.server == sv).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let n = |k: &str| mine.iter().filter(|c| class(&c.status) == k).count();
+            let _ = write!(
+                o,
+                "<tr><th>{sv}</th><td class=\"pass\">{}</td><td class=\"{}\">{}</td><td class=\"xfail\">{}</td><td class=\"{}\">{}</td><td class=\"na\">{}</td><td class=\"unavail\">{}</td></tr>",
+                n("pass"),
+                if n("fail") > 0 { "fail" } else { "" },
+                n("fail"),
+                n("xfail"),
+                if n("xpass") > 0 { "xpass" } else { "" },
+                n("xpass"),
+                n("na"),
+                n("unavail")
+            );
+        }
+        o.push_str("</table><details><summary>Expected failures of the catalogue (with reasons)</summary><table><tr><th>cell</th><th>reason</th></tr>");
+        for c in cat.iter().filter(|c| matches!(c.status, Status::ExpectedFailure { .. })) {
+            let _ = write!(o, "<tr><td>{}</td><td>{}</td></tr>", esc(&c.cell.id), esc(&reason(&c.status)));
+        }
+        o.push_str("</table></details>");
+    }
+
+    // Failing cells, with reproducer and logs; expected failures with their reason.
+    let bad: Vec<&CellResult> = r
+        .cells
+        .iter()
+        .filter(|c| {
+            c.status.is_error() || (matches!(c.status, Status::ExpectedFailure { .. }) && c.cell.kind != Kind::Scenario)
+        })
+        .collect();
+    o.push_str("<h2>Failing and expected-failing cells</h2>");
+    if bad.is_empty() {
+        o.push_str("<p>None.</p>");
+    }
+    for c in bad {
+        let _ = write!(
+            o,
+            "<h3 id=\"{}\">{} — {}</h3><p>{}</p><p>Reproduce: <code>{}</code></p><pre>{}</pre>",
+            anchor(&c.cell.id),
+            esc(&c.cell.id),
+            c.status.label(),
+            esc(&reason(&c.status)),
+            esc(&c.reproduce),
+            esc(&c.detail)
+        );
+        if !c.logs.is_empty() {
+            let _ = write!(o, "<details><summary>logs</summary><pre>{}</pre></details>", esc(&c.logs));
+        }
+    }
+    o.push_str("</body></html>\n");
+    o
+}

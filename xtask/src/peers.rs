@@ -1,0 +1,536 @@
+//! The interop lab's peers: what each one claims, how its binary is obtained on the host, and how
+//! its container image is built locally from that binary (no registry is ever contacted).
+//!
+//! Every peer runs either as a plain process (the binary on the host) or as a container made from
+//! the same binary, so the two backends test the same code.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+/// Label on every container and image the lab creates, so leftovers can be removed by label.
+pub const LABEL: &str = "sockslab.interop";
+
+/// The gost commit DESIGN.md pins.
+pub const GOST_PIN: &str = "340ba32ef0bebc7293908007cc423dd5f33dd88c";
+
+/// A peer of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerId {
+    /// Debian's curl 7.88 (client only).
+    Curl,
+    /// gost 3.2.6 (pinned commit; not obtainable here, see docker/gost/README.md).
+    Gost,
+    /// V2Ray 5.52.0 built with Go.
+    V2ray5,
+    /// Debian's V2Ray 4.34.0.
+    V2ray4,
+    /// socksref, this workspace's reference implementation.
+    Reference,
+}
+
+impl PeerId {
+    /// Every peer, in the matrix's order.
+    pub const ALL: [PeerId; 5] = [PeerId::Curl, PeerId::Gost, PeerId::V2ray5, PeerId::V2ray4, PeerId::Reference];
+
+    /// The name in cell ids, on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerId::Curl => "curl",
+            PeerId::Gost => "gost",
+            PeerId::V2ray5 => "v2ray5",
+            PeerId::V2ray4 => "v2ray4",
+            PeerId::Reference => "reference",
+        }
+    }
+
+    /// The folder under `docker/` holding its Dockerfile and expected results.
+    pub fn docker_dir(self) -> &'static str {
+        match self {
+            PeerId::Curl => "curl",
+            PeerId::Gost => "gost",
+            PeerId::V2ray5 | PeerId::V2ray4 => "v2ray",
+            PeerId::Reference => "reference",
+        }
+    }
+
+    /// The matrix expected-results file (cells that fail for a known, documented reason).
+    pub fn expected_file(self) -> &'static str {
+        match self {
+            PeerId::Curl => "docker/curl/expected.yaml",
+            PeerId::Gost => "docker/gost/expected.yaml",
+            PeerId::V2ray5 => "docker/v2ray/expected-v5.yaml",
+            PeerId::V2ray4 => "docker/v2ray/expected-v4.yaml",
+            PeerId::Reference => "docker/reference/expected.yaml",
+        }
+    }
+
+    /// Where the program lives inside its image.
+    pub fn program_in_image(self) -> &'static str {
+        match self {
+            PeerId::Curl => "/usr/bin/curl",
+            PeerId::Gost => "/usr/local/bin/gost",
+            PeerId::V2ray5 => "/usr/local/bin/v2ray",
+            PeerId::V2ray4 => "/usr/bin/v2ray",
+            PeerId::Reference => "/usr/local/bin/socksref",
+        }
+    }
+
+    /// What the peer claims, per role. Cells a peer does not claim are not applicable.
+    pub fn caps(self) -> Caps {
+        use Feature::*;
+        let (client, server): (&[Feature], &[Feature]) = match self {
+            // curl: --socks4, --socks4a, --socks5(-hostname), --proxy-user; no BIND or UDP.
+            PeerId::Curl => (&[Socks4, Socks4a, Socks5Connect, Userpass], &[]),
+            // specs/gost-socks.md: SOCKS4/4a/5 both roles, BIND, UDP, and the gost extensions.
+            PeerId::Gost => (
+                &[Socks4, Socks4a, Socks5Connect, Userpass, Bind, UdpAssociate, Mbind, UdpTun, TlsMethods],
+                &[Socks4, Socks4a, Socks5Connect, Userpass, Bind, UdpAssociate, Mbind, UdpTun, TlsMethods],
+            ),
+            // v2ray-socks.md §2.3: the SOCKS4/4a outbound works from v5.2.0; no BIND anywhere.
+            PeerId::V2ray5 => (
+                &[Socks4, Socks4a, Socks5Connect, Userpass, UdpAssociate],
+                &[Socks4, Socks4a, Socks5Connect, Userpass, UdpAssociate],
+            ),
+            // §2.3: 4.34 ignores the outbound `version` and always speaks SOCKS5.
+            PeerId::V2ray4 => {
+                (&[Socks5Connect, Userpass, UdpAssociate], &[Socks4, Socks4a, Socks5Connect, Userpass, UdpAssociate])
+            }
+            // The reference client: forwarders `tcp://` (CONNECT), `udp://` (ASSOCIATE), `rtcp://`
+            // (BIND). MBIND, UDP-over-TCP and the TLS methods are not in its CLI yet.
+            PeerId::Reference => (
+                &[Socks4, Socks4a, Socks5Connect, Userpass, Bind, UdpAssociate],
+                &[Socks4, Socks4a, Socks5Connect, Userpass, Bind, UdpAssociate],
+            ),
+        };
+        Caps { client: client.iter().copied().collect(), server: server.iter().copied().collect() }
+    }
+
+    /// Pinned version, for reports.
+    pub fn version(self) -> &'static str {
+        match self {
+            PeerId::Curl => "7.88 (Debian 12)",
+            PeerId::Gost => "3.2.6 (go-gost/gost@340ba32e)",
+            PeerId::V2ray5 => "5.52.0",
+            PeerId::V2ray4 => "4.34.0 (Debian 12)",
+            PeerId::Reference => "socksref (this workspace)",
+        }
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A feature column of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Feature {
+    /// SOCKS4 CONNECT to an IPv4 target.
+    Socks4,
+    /// SOCKS4a CONNECT to a host name.
+    Socks4a,
+    /// SOCKS5 CONNECT without authentication.
+    Socks5Connect,
+    /// SOCKS5 CONNECT with RFC 1929 username/password.
+    Userpass,
+    /// BIND (remote port forwarding).
+    Bind,
+    /// SOCKS5 UDP ASSOCIATE.
+    UdpAssociate,
+    /// gost's MBIND (0xF2, BIND multiplexed over smux).
+    Mbind,
+    /// gost's UDP-over-TCP (0xF3).
+    UdpTun,
+    /// gost's TLS methods (0x80/0x82).
+    TlsMethods,
+}
+
+impl Feature {
+    /// Every feature, in column order.
+    pub const ALL: [Feature; 9] = [
+        Feature::Socks4,
+        Feature::Socks4a,
+        Feature::Socks5Connect,
+        Feature::Userpass,
+        Feature::Bind,
+        Feature::UdpAssociate,
+        Feature::Mbind,
+        Feature::UdpTun,
+        Feature::TlsMethods,
+    ];
+
+    /// The name in cell ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::Socks4 => "socks4",
+            Feature::Socks4a => "socks4a",
+            Feature::Socks5Connect => "socks5-connect",
+            Feature::Userpass => "userpass",
+            Feature::Bind => "bind",
+            Feature::UdpAssociate => "udp-associate",
+            Feature::Mbind => "mbind",
+            Feature::UdpTun => "udp-tun",
+            Feature::TlsMethods => "tls-methods",
+        }
+    }
+}
+
+/// What a peer claims as a client and as a server.
+#[derive(Debug, Clone)]
+pub struct Caps {
+    /// Features it can use as a client.
+    pub client: BTreeSet<Feature>,
+    /// Features it serves as a server.
+    pub server: BTreeSet<Feature>,
+}
+
+/// How peers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// Containers through testcontainers, host networking.
+    Docker,
+    /// The same binaries as plain processes.
+    Process,
+}
+
+/// A peer ready to run, or why it cannot.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// Runnable: the program on the host and, with the docker backend, its image.
+    Ready {
+        /// The program on the host (process backend).
+        program: PathBuf,
+        /// `name:tag` of its local image (docker backend).
+        image: Option<String>,
+    },
+    /// Cannot be obtained on this machine; every cell involving it is reported with this reason.
+    Unavailable(String),
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    // xtask's manifest dir always has a parent (the workspace root).
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// `target/interop`, where binaries, rootfs and reports go.
+pub fn work_dir() -> PathBuf {
+    root().join("target/interop")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let what = format!("{cmd:?}");
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn apt_install(pkg: &str) -> Result<()> {
+    if !is_root() {
+        bail!("`{pkg}` is missing and installing it needs root: sudo apt-get install -y {pkg}");
+    }
+    eprintln!("interop: apt-get install -y {pkg}");
+    run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", pkg]))
+}
+
+/// Ensures a usable Docker daemon: uses a running one, else (as root) installs `docker.io` and
+/// starts `dockerd` without a bridge or iptables (containers use host networking). Returns why
+/// Docker cannot be used otherwise.
+pub fn ensure_docker() -> Result<()> {
+    let info = || {
+        Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if info() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("no Docker daemon answers `docker info`, and starting one needs root (run as root, or use --backend process)");
+    }
+    if Command::new("sh").args(["-c", "command -v dockerd >/dev/null"]).status().map(|s| !s.success()).unwrap_or(true) {
+        apt_install("docker.io")?;
+    }
+    let dir = work_dir();
+    std::fs::create_dir_all(&dir)?;
+    let log = std::fs::File::create(dir.join("dockerd.log"))?;
+    eprintln!("interop: starting dockerd (log: target/interop/dockerd.log)");
+    // Detached on purpose: the daemon outlives this run so the next one is warm. No bridge and
+    // no iptables because every container uses host networking and the machine may forbid both.
+    let child = Command::new("setsid")
+        .args(["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start dockerd")?;
+    std::fs::write(dir.join("dockerd.pid"), child.id().to_string())?;
+    for _ in 0..60 {
+        if info() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    bail!("dockerd did not answer within 30 s; see target/interop/dockerd.log")
+}
+
+/// Removes containers left by earlier runs (they carry [`LABEL`]).
+pub fn remove_leftovers() -> Result<()> {
+    let out = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label={LABEL}=1")]).output()?;
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+    if !ids.is_empty() {
+        eprintln!("interop: removing {} leftover container(s)", ids.len());
+        run(Command::new("docker").args(["rm", "-f"]).args(&ids))?;
+    }
+    Ok(())
+}
+
+fn sha_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+fn image_exists(tag: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", tag])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The Debian mirror from the host's apt sources (debootstrap uses the same one).
+fn debian_mirror() -> String {
+    let mut texts = Vec::new();
+    for p in ["/etc/apt/sources.list"]
+        .iter()
+        .map(PathBuf::from)
+        .chain(std::fs::read_dir("/etc/apt/sources.list.d").into_iter().flatten().flatten().map(|e| e.path()))
+    {
+        texts.push(std::fs::read_to_string(p).unwrap_or_default());
+    }
+    for line in texts.iter().flat_map(|t| t.lines()) {
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http") && w.ends_with("/debian")) {
+            return url.to_string();
+        }
+    }
+    "http://deb.debian.org/debian".to_string()
+}
+
+/// Packages the base image gets from debootstrap. curl comes from here rather than from the host
+/// because its shared libraries would otherwise have to be collected by hand.
+const BASE_INCLUDE: &str = "curl,ca-certificates";
+
+/// Builds (once per set of inputs) `sockslab-base:bookworm-<hash>` with debootstrap + docker
+/// import, for the dynamically linked Debian peers.
+pub fn base_image() -> Result<String> {
+    let mirror = debian_mirror();
+    let key = format!("suite=bookworm variant=minbase mirror={mirror} include={BASE_INCLUDE}");
+    let tag = format!("sockslab-base:bookworm-{}", sha_hex(&[key.as_bytes()]));
+    if image_exists(&tag) {
+        return Ok(tag);
+    }
+    if !is_root() {
+        bail!("building {tag} with debootstrap needs root");
+    }
+    if Command::new("sh").args(["-c", "command -v debootstrap >/dev/null"]).status().map(|s| !s.success())? {
+        apt_install("debootstrap")?;
+    }
+    let dir = work_dir().join("rootfs-bookworm");
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("interop: debootstrap bookworm from {mirror} (a few minutes, once)");
+    run(Command::new("debootstrap").args([
+        "--variant=minbase",
+        &format!("--include={BASE_INCLUDE}"),
+        "bookworm",
+        &dir.to_string_lossy(),
+        &mirror,
+    ]))?;
+    run(Command::new("sh").arg("-c").arg(format!(
+        "tar -C '{}' --exclude=./var/cache/apt/archives -c . | docker import --change 'LABEL {LABEL}.image=1' - '{tag}'",
+        dir.display()
+    )))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(tag)
+}
+
+/// Builds `docker/<dir>/<dockerfile>` with `files` copied into the context; the tag hashes the
+/// Dockerfile, the files and the build args, so an image is rebuilt only when an input changes.
+fn build_image(peer: PeerId, dockerfile: &str, files: &[(&str, &Path)], args: &[(&str, &str)]) -> Result<String> {
+    let df_path = root().join("docker").join(peer.docker_dir()).join(dockerfile);
+    let df = std::fs::read(&df_path).with_context(|| format!("reading {}", df_path.display()))?;
+    let mut parts: Vec<Vec<u8>> = vec![df.clone()];
+    for (name, p) in files {
+        parts.push(name.as_bytes().to_vec());
+        parts.push(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+    }
+    for (k, v) in args {
+        parts.push(format!("{k}={v}").into_bytes());
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let tag = format!("sockslab-{}:{}", peer.name(), sha_hex(&refs));
+    if image_exists(&tag) {
+        return Ok(tag);
+    }
+    let ctx = tempfile::tempdir()?;
+    std::fs::write(ctx.path().join("Dockerfile"), &df)?;
+    for (name, p) in files {
+        std::fs::copy(p, ctx.path().join(name))?;
+    }
+    eprintln!("interop: docker build {tag}");
+    let mut cmd = Command::new("docker");
+    // The legacy builder: BuildKit is not installed with Debian's docker.io.
+    cmd.env("DOCKER_BUILDKIT", "0").args(["build", "-q", "--label", &format!("{LABEL}.image=1"), "-t", &tag]);
+    for (k, v) in args {
+        cmd.args(["--build-arg", &format!("{k}={v}")]);
+    }
+    run(cmd.arg(ctx.path()))?;
+    Ok(tag)
+}
+
+fn which(prog: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(prog)).find(|p| p.is_file())
+}
+
+/// Builds V2Ray 5.52.0 statically into `target/interop/bin/v2ray5`.
+///
+/// Not `go install …@v5.52.0`: that also asks the proxy for the module's version list (to look
+/// for a deprecation notice), which this machine's proxy refuses with 403. A throwaway module
+/// that requires exactly v5.52.0 fetches only that version.
+fn build_v2ray5(bin: &Path) -> Result<()> {
+    let go = which("go").context("the Go toolchain is missing (needed to build V2Ray 5)")?;
+    let dir = work_dir().join("go-v2ray5");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("go.mod"),
+        "module sockslab.local/v2raybuild\n\ngo 1.24\n\nrequire github.com/v2fly/v2ray-core/v5 v5.52.0\n",
+    )?;
+    eprintln!("interop: building V2Ray 5.52.0 with Go (several minutes, once)");
+    run(Command::new(go)
+        .current_dir(&dir)
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", "-mod=mod")
+        .args(["build", "-trimpath", "-ldflags", "-s -w -buildid=", "-o"])
+        .arg(bin)
+        .arg("github.com/v2fly/v2ray-core/v5/main"))
+}
+
+/// Builds socksref as a static binary (for `FROM scratch`) in its own target dir, so the normal
+/// build is not invalidated by the different RUSTFLAGS.
+fn build_reference(bin: &Path) -> Result<()> {
+    let target_dir = work_dir().join("static");
+    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args(["build", "--release", "-q", "-p", "socksref", "--target", "x86_64-unknown-linux-gnu"]))?;
+    std::fs::copy(target_dir.join("x86_64-unknown-linux-gnu/release/socksref"), bin)?;
+    Ok(())
+}
+
+/// Checks whether the pinned gost module is served (it is not, here: the proxy answers 403).
+fn gost_unavailable() -> String {
+    let Some(go) = which("go") else {
+        return "unavailable: the Go toolchain is missing".into();
+    };
+    let out = Command::new(go)
+        .args(["mod", "download", "-json", &format!("github.com/go-gost/gost@{GOST_PIN}")])
+        .current_dir(std::env::temp_dir())
+        .env("GOFLAGS", "-mod=mod")
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            "unavailable: the module is served now, but the lab has no gost adapter yet (see docker/gost/README.md)".into()
+        }
+        _ => format!(
+            "unavailable: module not served by the Go module proxy (github.com/go-gost/gost@{GOST_PIN}: 403 \"This module version is not available\")"
+        ),
+    }
+}
+
+/// Obtains a peer's binary on the host and, for the docker backend, its image.
+pub fn prepare(peer: PeerId, backend: Backend) -> Result<Prepared> {
+    let bin_dir = work_dir().join("bin");
+    std::fs::create_dir_all(&bin_dir)?;
+    let program = match peer {
+        PeerId::Gost => return Ok(Prepared::Unavailable(gost_unavailable())),
+        PeerId::Curl => {
+            if which("curl").is_none() {
+                apt_install("curl")?;
+            }
+            which("curl").context("curl")?
+        }
+        PeerId::V2ray4 => {
+            if !Path::new("/usr/bin/v2ray").exists() {
+                apt_install("v2ray")?;
+            }
+            PathBuf::from("/usr/bin/v2ray")
+        }
+        PeerId::V2ray5 => {
+            let bin = bin_dir.join("v2ray5");
+            if !bin.exists() {
+                if let Err(e) = build_v2ray5(&bin) {
+                    return Ok(Prepared::Unavailable(format!("unavailable: building V2Ray 5.52.0 failed: {e:#}")));
+                }
+            }
+            bin
+        }
+        PeerId::Reference => {
+            let bin = bin_dir.join("socksref");
+            build_reference(&bin)?;
+            bin
+        }
+    };
+    let image = match backend {
+        Backend::Process => None,
+        Backend::Docker => Some(match peer {
+            PeerId::Curl => {
+                let base = base_image()?;
+                build_image(peer, "Dockerfile", &[], &[("BASE", &base)])?
+            }
+            PeerId::V2ray4 => {
+                let base = base_image()?;
+                build_image(peer, "Dockerfile.v4", &[("v2ray", &program)], &[("BASE", &base)])?
+            }
+            PeerId::V2ray5 => build_image(peer, "Dockerfile.v5", &[("v2ray", &program)], &[])?,
+            PeerId::Reference => build_image(peer, "Dockerfile", &[("socksref", &program)], &[])?,
+            PeerId::Gost => unreachable!("gost returned above"),
+        }),
+    };
+    Ok(Prepared::Ready { program, image })
+}
