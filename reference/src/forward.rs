@@ -1,5 +1,6 @@
 //! Port forwarders through a [`Chain`], as gost users run them:
-//! `-L tcp://:8080/host:80`, `-L udp://:1053/host:53`, `-L rtcp://:2222/host:22`.
+//! `-L tcp://:8080/host:80`, `-L udp://:1053/host:53`, `-L rtcp://:2222/host:22`,
+//! `-L rudp://:5353/host:53`.
 //!
 //! Each forwarder takes an already-bound socket (tests bind port 0) and a shutdown future; shutdown
 //! stops accepting new work, while connections already relaying run to their end.
@@ -87,7 +88,30 @@ pub async fn udp(
     idle: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    info!(local = %socket.local_addr()?, %target, hops = chain.hops.len(), "udp forwarder listening");
+    udp_via(socket, target, chain, idle, UdpVia::Associate, shutdown).await
+}
+
+/// How [`udp_via`] carries datagrams through a SOCKS5 chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpVia {
+    /// UDP ASSOCIATE at the last hop (gost's `relay=udp`, RFC 1928 §7).
+    Associate,
+    /// gost's UDP-TUN (`F3`) relay mode: datagrams framed inside the SOCKS connection, gost's
+    /// default for `udp://` forwarders (specs/gost-socks.md §4.7).
+    Tun,
+}
+
+/// [`udp`] with the choice of carrier: one association or one UDP-TUN connection per client
+/// source address (like gost, which opens one tunnel per local peer).
+pub async fn udp_via(
+    socket: UdpSocket,
+    target: Address,
+    chain: Arc<Chain>,
+    idle: Duration,
+    via: UdpVia,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    info!(local = %socket.local_addr()?, %target, hops = chain.hops.len(), ?via, "udp forwarder listening");
     let socket = Arc::new(socket);
     let sessions: Sessions = Arc::default();
     let mut generation = 0u64;
@@ -138,6 +162,7 @@ pub async fn udp(
             target: target.clone(),
             chain: chain.clone(),
             idle,
+            via,
             sessions: sessions.clone(),
         };
         tokio::spawn(session.run(rx));
@@ -154,12 +179,17 @@ enum Upstream {
     Direct(UdpSocket),
     /// A SOCKS5 association at the chain's last hop.
     Socks(UdpAssociation),
+    /// gost's UDP-TUN at the chain's last hop.
+    Tun(crate::client::UdpTunnel),
 }
 
 impl Upstream {
-    async fn open(chain: &Chain, target: &Address) -> Result<Self, Error> {
+    async fn open(chain: &Chain, target: &Address, via: UdpVia) -> Result<Self, Error> {
         if !chain.hops.is_empty() {
-            return Ok(Upstream::Socks(chain.udp_associate().await?));
+            return Ok(match via {
+                UdpVia::Associate => Upstream::Socks(chain.udp_associate().await?),
+                UdpVia::Tun => Upstream::Tun(chain.udp_tun(None).await?),
+            });
         }
         let addr = crate::client::lookup(target).await?.into_iter().next().ok_or(Error::Unsupported("no address"))?;
         let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
@@ -172,6 +202,7 @@ impl Upstream {
         match self {
             Upstream::Direct(s) => s.send(payload).await.map(drop).map_err(Error::from),
             Upstream::Socks(a) => a.send_to(payload, target).await.map(drop),
+            Upstream::Tun(t) => t.send_to(payload, target).await.map(drop),
         }
     }
 
@@ -179,12 +210,15 @@ impl Upstream {
         match self {
             Upstream::Direct(s) => Ok(s.recv(buf).await?),
             Upstream::Socks(a) => Ok(a.recv_from(buf).await?.0),
+            // The frame's source is ignored, as gost's client does: the session has one target.
+            Upstream::Tun(t) => Ok(t.recv_from(buf).await?.0),
         }
     }
 
     async fn closed(&self) {
         match self {
-            Upstream::Direct(_) => std::future::pending().await,
+            // A tunnel's end shows up as a receive error instead.
+            Upstream::Direct(_) | Upstream::Tun(_) => std::future::pending().await,
             Upstream::Socks(a) => a.closed().await,
         }
     }
@@ -198,6 +232,7 @@ struct UdpSession {
     target: Address,
     chain: Arc<Chain>,
     idle: Duration,
+    via: UdpVia,
     sessions: Sessions,
 }
 
@@ -205,7 +240,7 @@ impl UdpSession {
     async fn run(self, mut rx: mpsc::Receiver<Vec<u8>>) {
         let src = self.src;
         debug!(%src, target = %self.target, "udp forward: new session");
-        match Upstream::open(&self.chain, &self.target).await {
+        match Upstream::open(&self.chain, &self.target, self.via).await {
             Ok(up) => self.pump(&up, &mut rx).await,
             Err(e) => warn!(%src, hop = ?e.hop_index(), error = %e, "udp forward: association failed"),
         }
@@ -310,4 +345,104 @@ pub async fn rtcp(
     }
     info!(%listen, "rtcp forwarder stopped");
     Ok(())
+}
+
+/// Peers of [`rudp`]: a generation (so an ending peer task never removes a newer one) and the
+/// local socket that talks to the target for that peer.
+type RudpPeers = Arc<Mutex<HashMap<Address, (u64, Arc<UdpSocket>)>>>;
+
+/// Remote UDP forwarding, as gost's `rudp://` (specs/gost-socks.md §4.7, bind mode): the chain's
+/// last hop listens on `listen` through one UDP-TUN connection; every datagram a peer sends there
+/// comes down the tunnel and is sent from here to `target` over a local socket of that peer's
+/// own, and the target's answers go back up to that peer. A peer's socket closes after `idle`
+/// without an answer. A failed tunnel is opened again with backoff.
+pub async fn rudp(
+    listen: Address,
+    target: Address,
+    chain: Arc<Chain>,
+    idle: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    tokio::pin!(shutdown);
+    loop {
+        let opened = tokio::select! {
+            () = &mut shutdown => break,
+            r = chain.udp_tun(Some(&listen)) => r,
+        };
+        match opened {
+            Ok(tun) => {
+                backoff = Duration::from_millis(100);
+                info!(bound = %tun.bound(), %listen, %target, "rudp: listening at the proxy");
+                let ended = tokio::select! {
+                    () = &mut shutdown => break,
+                    r = rudp_serve(Arc::new(tun), &target, idle) => r,
+                };
+                if let Err(e) = ended {
+                    warn!(error = %e, "rudp: tunnel ended");
+                }
+            }
+            Err(e) => warn!(hop = ?e.hop_index(), error = %e, retry_in = ?backoff, "rudp: bind failed"),
+        }
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RTCP_MAX_BACKOFF);
+    }
+    info!(%listen, "rudp forwarder stopped");
+    Ok(())
+}
+
+/// Serves one bind-mode tunnel until it fails.
+async fn rudp_serve(tun: Arc<crate::client::UdpTunnel>, target: &Address, idle: Duration) -> Result<(), Error> {
+    let to = crate::client::lookup(target).await?.into_iter().next().ok_or(Error::Unsupported("no address"))?;
+    let peers: RudpPeers = Arc::default();
+    let mut generation = 0u64;
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, peer) = tun.recv_from(&mut buf).await?;
+        let existing = peers.lock().unwrap_or_else(|p| p.into_inner()).get(&peer).map(|(_, s)| s.clone());
+        let socket = match existing {
+            Some(s) => s,
+            None => {
+                if peers.lock().unwrap_or_else(|p| p.into_inner()).len() >= MAX_UDP_SESSIONS {
+                    debug!(%peer, "rudp: peer limit reached, dropping datagram");
+                    continue;
+                }
+                let bind: SocketAddr = if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+                let s = UdpSocket::bind(bind).await?;
+                s.connect(to).await?;
+                let s = Arc::new(s);
+                generation += 1;
+                peers.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.clone(), (generation, s.clone()));
+                tokio::spawn(rudp_answers(tun.clone(), s.clone(), peer.clone(), generation, peers.clone(), idle));
+                s
+            }
+        };
+        if let Err(e) = socket.send(&buf[..n]).await {
+            debug!(%peer, error = %e, "rudp: send to target failed");
+        }
+    }
+}
+
+/// Carries the target's answers for one peer back up the tunnel until `idle` passes in silence.
+async fn rudp_answers(
+    tun: Arc<crate::client::UdpTunnel>,
+    socket: Arc<UdpSocket>,
+    peer: Address,
+    generation: u64,
+    peers: RudpPeers,
+    idle: Duration,
+) {
+    let mut buf = vec![0u8; 65_536];
+    while let Ok(Ok(n)) = tokio::time::timeout(idle, socket.recv(&mut buf)).await {
+        if tun.send_to(&buf[..n], &peer).await.is_err() {
+            break;
+        }
+    }
+    let mut map = peers.lock().unwrap_or_else(|p| p.into_inner());
+    if map.get(&peer).is_some_and(|(g, _)| *g == generation) {
+        map.remove(&peer);
+    }
 }

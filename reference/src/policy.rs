@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// A UDP association with no datagrams either way for this long is closed.
     pub udp_idle_timeout: Duration,
+    /// Longest UDP-TUN payload passed on; longer ones are cut, as gost's `udpBufferSize` does
+    /// (default there 4096). Ours defaults to the frame maximum, so nothing is cut unless asked.
+    pub udp_buffer_size: usize,
     /// Reply 06 instead of 04 on connect timeout, for legacy clients (D-06).
     pub timeout_reply_ttl_expired: bool,
     /// Concurrent connections; more are closed at once.
@@ -94,6 +97,7 @@ impl Default for ServerConfig {
             bind_accept_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(300),
             udp_idle_timeout: Duration::from_secs(300),
+            udp_buffer_size: 65_535,
             timeout_reply_ttl_expired: false,
             max_connections: 10_000,
             hide_bnd: false,

@@ -5,6 +5,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use socksref::client::{Chain, Error, Hop, HopTls};
@@ -190,4 +191,140 @@ async fn bytes_pipelined_before_the_tls_selection_are_refused() {
     let mut rest = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await.unwrap();
     assert!(r.is_err() || rest.is_empty(), "{rest:?}");
+}
+
+// --- §4.7: UDP-TUN ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn udp_tun_relay_mode_wire_bytes_and_payload_integrity() {
+    let uecho = common::udp_xor_echo().await;
+    let srv = common::start(ServerConfig { allow_udp: true, ..ServerConfig::default() }).await;
+    // Raw: gost's request, then a frame exactly as gost writes it (three writes).
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(&hex("05 01 00")).await.unwrap();
+    assert_eq!(read_n(&mut s, 2).await, hex("05 00"));
+    s.write_all(&hex("05 f3 00 01 00000000 0000")).await.unwrap();
+    let reply = read_n(&mut s, 10).await;
+    assert_eq!(&reply[..4], &hex("05 00 00 01"));
+    let port = uecho.port().to_be_bytes();
+    s.write_all(&hex("00 05 ff")).await.unwrap();
+    s.write_all(&[&hex("01 7f000001")[..], &port].concat()).await.unwrap();
+    s.write_all(b"hello").await.unwrap();
+    let back = read_n(&mut s, 15).await;
+    let xored: Vec<u8> = b"hello".iter().map(|b| b ^ 0x5a).collect();
+    assert_eq!(back, [&hex("00 05 ff 01 7f000001")[..], &port, &xored].concat());
+
+    // Our client: sizes up to the frame maximum survive intact; empty datagrams are not sent.
+    let tun = quick(vec![Hop::new(Version::V5, srv.addr.into())]).udp_tun(None).await.unwrap();
+    assert_eq!(tun.send_to(b"", &uecho.into()).await.unwrap(), 0);
+    for n in [1usize, 100, 1400, 4097, 65_000] {
+        let data: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
+        tun.send_to(&data, &uecho.into()).await.unwrap();
+        let mut buf = vec![0u8; 70_000];
+        let (got, from) = tokio::time::timeout(Duration::from_secs(5), tun.recv_from(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(got, n);
+        assert_eq!(from, uecho.into());
+        assert!(buf[..n].iter().zip(&data).all(|(g, d)| *g == d ^ 0x5a), "size {n}");
+    }
+}
+
+#[tokio::test]
+async fn udp_tun_over_tls_and_gated_like_gost() {
+    let uecho = common::udp_xor_echo().await;
+    let srv = common::start(tls_server(ServerConfig { allow_udp: true, ..ServerConfig::default() })).await;
+    let tun = quick(vec![tls_hop(srv.addr)]).udp_tun(None).await.unwrap();
+    tun.send_to(b"\x01\x02\x03", &uecho.into()).await.unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), tun.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[..n], &[1 ^ 0x5a, 2 ^ 0x5a, 3 ^ 0x5a]);
+    // §4.2: relay mode needs udp, bind mode needs bind: 02 otherwise; neither enabled: 07.
+    let bind_only = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
+    let udp_only = common::start(ServerConfig { allow_udp: true, ..ServerConfig::default() }).await;
+    let neither = common::start(ServerConfig::default()).await;
+    for (srv, req, rep) in [
+        (bind_only.addr, "05 f3 00 01 00000000 0000", 0x02),
+        (udp_only.addr, "05 f3 00 01 7f000001 4e20", 0x02),
+        (neither.addr, "05 f3 00 01 00000000 0000", 0x07),
+        (bind_only.addr, "05 f3 00 01 7f000001 0035", 0x02), // privileged port
+    ] {
+        let mut s = TcpStream::connect(srv).await.unwrap();
+        s.write_all(&hex("05 01 00")).await.unwrap();
+        assert_eq!(read_n(&mut s, 2).await, hex("05 00"));
+        s.write_all(&hex(req)).await.unwrap();
+        assert_eq!(read_n(&mut s, 10).await, [&[0x05, rep][..], &hex("00 01 00000000 0000")].concat(), "{req}");
+    }
+}
+
+#[tokio::test]
+async fn udp_tun_bind_mode_passes_peer_datagrams_both_ways() {
+    let srv = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
+    let port = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let tun = quick(vec![Hop::new(Version::V5, srv.addr.into())]).udp_tun(Some(&listen.into())).await.unwrap();
+    assert_eq!(tun.bound(), &listen.into());
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    peer.send_to(b"ping", listen).await.unwrap();
+    let mut buf = [0u8; 16];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), tun.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!((&buf[..n], from.clone()), (&b"ping"[..], peer.local_addr().unwrap().into()));
+    tun.send_to(b"pong", &from).await.unwrap();
+    let (n, src) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!((&buf[..n], src), (&b"pong"[..], listen));
+}
+
+fn shutdown() -> (tokio::sync::oneshot::Sender<()>, impl std::future::Future<Output = ()>) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    (tx, async move {
+        let _ = rx.await;
+    })
+}
+
+async fn udp_roundtrip(to: SocketAddr) {
+    let c = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for n in [1usize, 512, 8000] {
+        let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
+        let mut buf = vec![0u8; 9000];
+        // The first datagram may race the forwarder's setup; retry a few times.
+        let mut got = None;
+        for _ in 0..5 {
+            c.send_to(&data, to).await.unwrap();
+            if let Ok(Ok((m, _))) = tokio::time::timeout(Duration::from_secs(1), c.recv_from(&mut buf)).await {
+                got = Some(m);
+                break;
+            }
+        }
+        let m = got.expect("an answer");
+        assert_eq!(m, n);
+        assert!(buf[..n].iter().zip(&data).all(|(g, d)| *g == d ^ 0x5a), "size {n}");
+    }
+}
+
+#[tokio::test]
+async fn udp_forwarder_via_udp_tun_and_via_associate() {
+    use socksref::forward::{udp_via, UdpVia};
+    let uecho = common::udp_xor_echo().await;
+    let srv = common::start(tls_server(ServerConfig { allow_udp: true, ..ServerConfig::default() })).await;
+    for via in [UdpVia::Tun, UdpVia::Associate] {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = sock.local_addr().unwrap();
+        let chain = Arc::new(quick(vec![tls_hop(srv.addr)]));
+        let (_stop, sd) = shutdown();
+        tokio::spawn(udp_via(sock, uecho.into(), chain, Duration::from_secs(5), via, sd));
+        udp_roundtrip(local).await;
+    }
+}
+
+#[tokio::test]
+async fn rudp_forwarder_listens_at_the_proxy() {
+    let uecho = common::udp_xor_echo().await;
+    let srv = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let chain = Arc::new(quick(vec![Hop::new(Version::V5, srv.addr.into())]));
+    let (_stop, sd) = shutdown();
+    tokio::spawn(socksref::forward::rudp(listen.into(), uecho.into(), chain, Duration::from_secs(5), sd));
+    udp_roundtrip(listen).await;
 }

@@ -9,6 +9,7 @@ use clap::Parser;
 use std::sync::Arc;
 
 use socksref::client::{Chain, Hop, HopTls};
+use socksref::forward::UdpVia;
 use socksref::proto::{Address, Version};
 use socksref::server::{Credential, ServerConfig};
 use socksref::url::{ProxyUrl, UrlError};
@@ -23,8 +24,10 @@ SERVICES (-L, repeatable):
   socks4://[host]:port   socks4a://[host]:port             SOCKS4 / SOCKS4a
   socks://[host]:port                                      SOCKS4, 4a and 5 on one port
   tcp://[host]:port/target:port                            forward TCP through the chain
-  udp://[host]:port/target:port                            forward UDP through the chain (UDP ASSOCIATE)
+  udp://[host]:port/target:port                            forward UDP through the chain (gost's UDP-TUN F3;
+                                                           UDP ASSOCIATE when the last -F has relay=udp)
   rtcp://[host]:port/target:port                           remote listen at the last hop (BIND), to target
+  rudp://[host]:port/target:port                           remote UDP listen at the last hop (UDP-TUN bind mode)
 An empty host means 127.0.0.1 (for rtcp: any address at the last hop). Query keys for socks services: bind, udp, readTimeout,
 connectTimeout, idleTimeout, udpIdleTimeout, bindTimeout, bindAnyPeer, denyPrivate, maxConns,
 hideBnd, udpAllowPortChange, udpFullCone, open, notls (as gost, socks5 services select the TLS
@@ -63,7 +66,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let services = match args.listen.iter().map(|l| Service::from_url(l, &chain)).collect::<Result<Vec<_>, _>>() {
+    let via = match udp_via(&args.forward) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("socksref: bad -F {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let services = match args.listen.iter().map(|l| Service::from_url(l, &chain, via)).collect::<Result<Vec<_>, _>>() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("socksref: bad -L {e}");
@@ -108,7 +118,19 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 }
 
 /// Query keys a node (`-F`) understands.
-const NODE_KEYS: &[&str] = &["disable4a", "timeout", "notls", "secure", "caFile"];
+const NODE_KEYS: &[&str] = &["disable4a", "timeout", "notls", "secure", "caFile", "relay"];
+
+/// How `udp://` forwarders cross the chain: gost's UDP-TUN unless the last hop says `relay=udp`
+/// (specs/gost-socks.md §4.6, §9.1).
+fn udp_via(urls: &[String]) -> Result<UdpVia, UrlError> {
+    let Some(last) = urls.last() else { return Ok(UdpVia::Tun) };
+    let url = ProxyUrl::parse(last)?;
+    match url.params.get("relay").map(String::as_str) {
+        None => Ok(UdpVia::Tun),
+        Some("udp") => Ok(UdpVia::Associate),
+        Some(v) => Err(url.param_error("relay", format!("{v:?}: only relay=udp is known"))),
+    }
+}
 
 /// Builds the upstream chain from the `-F` URLs, first hop first.
 fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
@@ -171,7 +193,7 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
 #[derive(Debug)]
 enum Service {
     Socks { url: ProxyUrl, config: Box<ServerConfig> },
-    Forward { url: ProxyUrl, target: Address, chain: Arc<Chain> },
+    Forward { url: ProxyUrl, target: Address, chain: Arc<Chain>, via: UdpVia },
 }
 
 /// Query keys a forwarder understands.
@@ -194,13 +216,15 @@ const SOCKS_KEYS: &[&str] = &[
     "udpFullCone",
     "open",
     "notls",
+    "udpBufferSize",
+    "udp.bufferSize",
 ];
 
 impl Service {
-    fn from_url(s: &str, chain: &Arc<Chain>) -> Result<Self, UrlError> {
+    fn from_url(s: &str, chain: &Arc<Chain>, via: UdpVia) -> Result<Self, UrlError> {
         let url = ProxyUrl::parse(s)?;
-        if matches!(url.scheme.as_str(), "tcp" | "udp" | "rtcp") {
-            return Self::forward(url, chain);
+        if matches!(url.scheme.as_str(), "tcp" | "udp" | "rtcp" | "rudp") {
+            return Self::forward(url, chain, via);
         }
         let (socks4, socks5) = match url.scheme.as_str() {
             "socks5" | "socks5h" => (false, true),
@@ -210,7 +234,9 @@ impl Service {
                 return Err(UrlError {
                     url: url.to_string(),
                     part: "scheme".into(),
-                    message: format!("unknown service {other:?} (socks5, socks4, socks4a, socks, tcp, udp, rtcp)"),
+                    message: format!(
+                        "unknown service {other:?} (socks5, socks4, socks4a, socks, tcp, udp, rtcp, rudp)"
+                    ),
                 })
             }
         };
@@ -235,6 +261,15 @@ impl Service {
         c.hide_bnd = url.bool_param("hideBnd", false)?;
         c.udp_allow_port_change = url.bool_param("udpAllowPortChange", false)?;
         c.udp_full_cone = url.bool_param("udpFullCone", false)?;
+        for key in ["udpBufferSize", "udp.bufferSize"] {
+            if let Some(v) = url.params.get(key) {
+                c.udp_buffer_size = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=65_535).contains(n))
+                    .ok_or_else(|| url.param_error(key, "1..65535"))?;
+            }
+        }
         // gost's default (specs/gost-socks.md §3.4.3): a fresh self-signed certificate, and the
         // TLS methods selected when offered, unless `notls=true`.
         if socks5 && !url.bool_param("notls", false)? {
@@ -278,7 +313,7 @@ impl Service {
         Ok(Service::Socks { url, config: Box::new(c) })
     }
 
-    fn forward(url: ProxyUrl, chain: &Arc<Chain>) -> Result<Self, UrlError> {
+    fn forward(url: ProxyUrl, chain: &Arc<Chain>, via: UdpVia) -> Result<Self, UrlError> {
         if let Some(k) = url.params.keys().find(|k| !FORWARD_KEYS.contains(&k.as_str())) {
             return Err(url.param_error(k, format!("unknown key (known: {})", FORWARD_KEYS.join(", "))));
         }
@@ -288,10 +323,10 @@ impl Service {
             [] => return Err(bad("path", "a forwarder needs a target: tcp://:8080/host:80".into())),
             _ => return Err(bad("path", "only one target is supported".into())),
         };
-        if url.scheme == "rtcp" && chain.hops.is_empty() {
-            return Err(bad("scheme", "rtcp listens at the last hop of the chain: add -F".into()));
+        if matches!(url.scheme.as_str(), "rtcp" | "rudp") && chain.hops.is_empty() {
+            return Err(bad("scheme", format!("{} listens at the last hop of the chain: add -F", url.scheme)));
         }
-        Ok(Service::Forward { url, target, chain: chain.clone() })
+        Ok(Service::Forward { url, target, chain: chain.clone(), via })
     }
 }
 
@@ -310,7 +345,7 @@ async fn run(services: Vec<Service>) -> anyhow::Result<()> {
                     TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} for {url}"))?;
                 tasks.spawn(async move { socksref::server::serve(listener, *config, shutdown).await });
             }
-            Service::Forward { url, target, chain } => {
+            Service::Forward { url, target, chain, via } => {
                 let addr = url.host_port("127.0.0.1");
                 match url.scheme.as_str() {
                     "tcp" => {
@@ -323,7 +358,13 @@ async fn run(services: Vec<Service>) -> anyhow::Result<()> {
                         let s =
                             UdpSocket::bind(&addr).await.with_context(|| format!("cannot bind {addr} for {url}"))?;
                         let idle = url.duration_param("ttl")?.unwrap_or(Duration::from_secs(60));
-                        tasks.spawn(socksref::forward::udp(s, target, chain, idle, shutdown));
+                        tasks.spawn(socksref::forward::udp_via(s, target, chain, idle, via, shutdown));
+                    }
+                    "rudp" => {
+                        // The host:port is where the last hop listens (UDP-TUN bind mode).
+                        let listen = Address::parse(&url.host_port("0.0.0.0"))?;
+                        let idle = url.duration_param("ttl")?.unwrap_or(Duration::from_secs(60));
+                        tasks.spawn(socksref::forward::rudp(listen, target, chain, idle, shutdown));
                     }
                     _ => {
                         // rtcp: the host:port is where the last hop listens; empty host = any.

@@ -170,6 +170,29 @@ impl Chain {
         Ok(UdpAssociation::new(control, socket, relay))
     }
 
+    /// Opens gost's UDP-TUN (`F3`, specs/gost-socks.md §4.7) at the last hop, which must speak
+    /// SOCKS5: relay mode with `bind = None` (the request carries `0.0.0.0:0`, as gost's),
+    /// bind mode with the address the proxy is to listen on (its port must not be 0, which
+    /// would mean relay mode). Earlier hops are traversed with CONNECT; datagrams travel inside
+    /// the connection, so this works where UDP itself cannot pass.
+    pub async fn udp_tun(&self, bind: Option<&Address>) -> Result<super::UdpTunnel, Error> {
+        let Some(last) = self.hops.len().checked_sub(1) else {
+            return Err(Error::Unsupported("UDP-TUN needs at least one proxy"));
+        };
+        if self.hops[last].version != Version::V5 {
+            return Err(Error::Unsupported("UDP-TUN needs SOCKS5 at the last hop"));
+        }
+        let target = match bind {
+            Some(a) if a.port == 0 => return Err(Error::Unsupported("UDP-TUN bind mode needs a non-zero port")),
+            Some(a) => a.clone(),
+            None => Address { host: Host::Ip(Ipv4Addr::UNSPECIFIED.into()), port: 0 },
+        };
+        self.preflight(Command::UDP_TUN, &target)?;
+        let stream = self.reach(last).await?;
+        let (stream, _, bnd) = self.negotiate(stream, last, Command::UDP_TUN, &target).await?;
+        Ok(super::UdpTunnel::new(stream, bnd))
+    }
+
     /// Rejects, before any connection is made, a request some hop could never encode: an
     /// over-long name or credential, or a UDP ASSOCIATE through a hop that cannot carry it
     /// (C-01, C-02, V-28: the error comes before a byte is sent).

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod enums;
 pub mod server;
 pub mod udp;
+pub mod udptun;
 pub mod v4;
 pub mod v5;
 

@@ -8,6 +8,7 @@ mod bind;
 mod connect;
 mod resolve;
 mod udp;
+mod udp_tun;
 
 use std::future::Future;
 use std::io;
@@ -111,6 +112,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Command::CONNECT => Box::pin(connect::run(stream, peer, &request, early, &shared)).await,
         Command::BIND if cfg.allow_bind => Box::pin(bind::run(stream, peer, &request, early, &shared)).await,
         Command::UDP_ASSOCIATE if cfg.allow_udp => Box::pin(udp::run(stream, peer, &request, &shared)).await,
+        // gost's UDP-TUN (specs/gost-socks.md §4.7) exists only where UDP or BIND is enabled;
+        // the mode's own gate (relay: udp, bind: bind) answers 02 inside, as gost does.
+        Command::UDP_TUN if request.version == crate::proto::Version::V5 && (cfg.allow_udp || cfg.allow_bind) => {
+            Box::pin(udp_tun::run(stream, peer, &request, early, &shared)).await
+        }
         _ => {
             // Unknown, disabled and extension commands alike: REP 07, never reinterpreted (R-25, V-27).
             refuse(&mut stream, &request, Reply::COMMAND_NOT_SUPPORTED).await;

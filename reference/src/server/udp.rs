@@ -117,8 +117,8 @@ async fn sockets(local_ip: IpAddr, shared: &Shared) -> Result<(UdpSocket, Outbou
     Ok((relay, outbound))
 }
 
-/// Where datagrams from the client go.
-enum Outbound {
+/// Where datagrams from the client go (shared with UDP-TUN).
+pub(super) enum Outbound {
     /// Straight to the destination.
     Direct(UdpSocket),
     /// Through an association at the upstream chain's last hop.
@@ -126,7 +126,7 @@ enum Outbound {
 }
 
 impl Outbound {
-    async fn send_to(&self, payload: &[u8], dest: &Address) -> bool {
+    pub(super) async fn send_to(&self, payload: &[u8], dest: &Address) -> bool {
         match (self, dest.socket_addr()) {
             (Outbound::Direct(s), Some(sa)) => s.send_to(payload, sa).await.is_ok(),
             (Outbound::Direct(_), None) => false,
@@ -134,7 +134,7 @@ impl Outbound {
         }
     }
 
-    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
+    pub(super) async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
         match self {
             Outbound::Direct(s) => s.recv_from(buf).await.map(|(n, a)| (n, Address::from(a))),
             Outbound::Chain(a) => a.recv_from(buf).await.map_err(|e| io::Error::other(e.to_string())),

@@ -1,0 +1,198 @@
+//! gost's UDP-TUN (command `F3`, specs/gost-socks.md §4.7): UDP datagrams framed on the SOCKS
+//! connection itself, in relay mode (DST.PORT = 0: we send to any destination the client names)
+//! or bind mode (DST.PORT ≠ 0: we listen on DST and pass on what anyone sends there).
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UdpSocket;
+use tracing::{debug, info};
+
+use crate::policy::Stats;
+use crate::proto::server::ProxyRequest;
+use crate::proto::udptun::TunFrame;
+use crate::proto::{encode_reply, Address, DecodeError, Host, Reply};
+use crate::tls::Stream;
+
+use super::udp::Outbound;
+use super::{bnd, linger_close, refuse, resolve::resolve, Shared};
+
+/// Remotes remembered for endpoint-dependent filtering in relay mode (D-16).
+const MAX_REMOTES: usize = 4096;
+/// Names cached per tunnel.
+const MAX_NAMES: usize = 256;
+/// The longest frame: header with a 255-byte name, and a 65535-byte payload.
+const MAX_FRAME: usize = 3 + 1 + 1 + 255 + 2 + 65_535;
+
+pub(crate) async fn run(
+    mut control: Stream,
+    peer: SocketAddr,
+    request: &ProxyRequest,
+    early: Vec<u8>,
+    shared: &Shared,
+) -> io::Result<()> {
+    let cfg = &shared.config;
+    let bind_mode = request.target.port != 0;
+    // gost gates relay mode on `udp` and bind mode on `bind`, refusing with 02 (§4.2).
+    let allowed = if bind_mode { cfg.allow_bind } else { cfg.allow_udp };
+    let socket = if !allowed {
+        Err(Reply::NOT_ALLOWED)
+    } else if bind_mode {
+        bind_socket(&request.target, shared).await.map(Outbound::Direct)
+    } else {
+        relay_socket(control.local_addr()?.ip(), shared).await
+    };
+    let outbound = match socket {
+        Ok(s) => s,
+        Err(rep) => {
+            refuse(&mut control, request, rep).await;
+            linger_close(control).await;
+            return Ok(());
+        }
+    };
+    // BND: the UDP socket's own address (gost sends it verbatim too); a chain has none of ours.
+    let local = match &outbound {
+        Outbound::Direct(s) => s.local_addr()?,
+        Outbound::Chain(_) => SocketAddr::new(control.local_addr()?.ip(), 0),
+    };
+    // Its own write and flush (its own TLS record): gost's reply reader over-reads (§8.1).
+    control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &bnd(cfg, local))).await?;
+    control.flush().await?;
+    info!(%peer, %local, bind_mode, "udp-tun open");
+    let mut tun = Tunnel { shared, bind_mode, remotes: HashSet::new(), names: HashMap::new() };
+    let r = tun.pump(&mut control, &outbound, early).await;
+    info!(%peer, %local, "udp-tun closed");
+    r
+}
+
+/// Relay mode: an unconnected socket of the control connection's family on an ephemeral port,
+/// or an association at the upstream chain's last hop.
+async fn relay_socket(local_ip: IpAddr, shared: &Shared) -> Result<Outbound, Reply> {
+    if let Some(chain) = shared.config.chain() {
+        return match tokio::time::timeout(shared.config.connect_timeout, chain.udp_associate()).await {
+            Ok(Ok(a)) => Ok(Outbound::Chain(a)),
+            Ok(Err(e)) => Err(super::connect::reply_for_chain(&e, chain)),
+            Err(_) => Err(Reply::HOST_UNREACHABLE),
+        };
+    }
+    let any: IpAddr = if local_ip.is_ipv4() { [0, 0, 0, 0].into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
+    UdpSocket::bind(SocketAddr::new(any, 0)).await.map_err(|_| Reply::GENERAL_FAILURE).map(Outbound::Direct)
+}
+
+/// Bind mode: a socket on exactly the requested address, as gost does (`rudp://:5353` asks for
+/// `0.0.0.0:5353`). Privileged ports are refused like BIND's; names are not bound to.
+/// Through an upstream chain this would expose our own address instead of the chain's, so it is
+/// refused there.
+async fn bind_socket(target: &Address, shared: &Shared) -> Result<UdpSocket, Reply> {
+    if shared.config.chain().is_some() {
+        return Err(Reply::COMMAND_NOT_SUPPORTED);
+    }
+    let Host::Ip(ip) = target.host else { return Err(Reply::ADDR_TYPE_NOT_SUPPORTED) };
+    if target.port < 1024 {
+        return Err(Reply::NOT_ALLOWED);
+    }
+    UdpSocket::bind(SocketAddr::new(ip, target.port)).await.map_err(|_| Reply::GENERAL_FAILURE)
+}
+
+struct Tunnel<'a> {
+    shared: &'a Shared,
+    bind_mode: bool,
+    remotes: HashSet<Address>,
+    names: HashMap<Vec<u8>, Option<SocketAddr>>,
+}
+
+impl Tunnel<'_> {
+    /// Moves frames to datagrams and back until the control connection ends, a frame is
+    /// malformed, or nothing moves for the UDP idle timeout. gost ends at the first error in
+    /// either direction (§4.7); so do we for the stream, while a datagram that cannot be sent
+    /// (policy, resolution) is dropped and the tunnel goes on, as for UDP ASSOCIATE.
+    async fn pump(&mut self, control: &mut Stream, outbound: &Outbound, early: Vec<u8>) -> io::Result<()> {
+        let cfg = &self.shared.config;
+        let mut inbuf = early;
+        let mut chunk = vec![0u8; 16 * 1024];
+        let mut from_remote = vec![0u8; 65_535];
+        let mut frame = Vec::with_capacity(MAX_FRAME);
+        loop {
+            // Every complete frame already here goes out first.
+            let mut used = 0;
+            loop {
+                match TunFrame::decode(&inbuf[used..]) {
+                    Ok((f, n)) => {
+                        used += n;
+                        let payload = &f.payload[..f.payload.len().min(cfg.udp_buffer_size)];
+                        self.on_frame(outbound, &f.address, payload).await;
+                    }
+                    Err(DecodeError::Incomplete) => break,
+                    Err(DecodeError::Invalid(e)) => {
+                        debug!(error = %e, "udp-tun: malformed frame; closing");
+                        return Ok(());
+                    }
+                }
+            }
+            inbuf.drain(..used);
+            let idle = tokio::time::sleep(cfg.udp_idle_timeout);
+            tokio::select! {
+                r = control.read(&mut chunk) => match r {
+                    Ok(0) | Err(_) => return Ok(()),
+                    Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
+                },
+                r = outbound.recv_from(&mut from_remote) => {
+                    let (n, src) = r?;
+                    let n = n.min(cfg.udp_buffer_size);
+                    if n == 0 {
+                        continue; // gost cannot read an empty frame (§4.7)
+                    }
+                    if !self.bind_mode && !cfg.udp_full_cone && !self.remotes.contains(&src) {
+                        Stats::bump(&cfg.stats.udp_dropped_unsolicited);
+                        continue; // D-16
+                    }
+                    frame.clear();
+                    if TunFrame::encode(&src, &from_remote[..n], &mut frame).is_ok() {
+                        control.write_all(&frame).await?;
+                        control.flush().await?;
+                        Stats::bump(&cfg.stats.udp_relayed_in);
+                    }
+                }
+                () = idle => { debug!("udp-tun idle"); return Ok(()) }
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, outbound: &Outbound, dest: &Address, payload: &[u8]) {
+        let stats = &self.shared.config.stats;
+        if payload.is_empty() {
+            return; // RSV = 0: nothing to send
+        }
+        let dest = if self.shared.config.chain().is_some() {
+            super::connect::check_for_upstream(dest, self.shared).ok().map(|()| dest.clone())
+        } else {
+            self.resolve_direct(dest).await.map(Address::from)
+        };
+        let Some(dest) = dest else {
+            return Stats::bump(&stats.udp_dropped_policy);
+        };
+        if self.remotes.len() < MAX_REMOTES {
+            self.remotes.insert(dest.clone());
+        }
+        if outbound.send_to(payload, &dest).await {
+            Stats::bump(&stats.udp_relayed_out);
+        }
+    }
+
+    async fn resolve_direct(&mut self, addr: &Address) -> Option<SocketAddr> {
+        if let Host::Domain(name) = &addr.host {
+            if let Some(hit) = self.names.get(name) {
+                return hit.map(|a| SocketAddr::new(a.ip(), addr.port));
+            }
+        }
+        let resolved = resolve(addr, self.shared).await.ok().and_then(|v| v.into_iter().next());
+        if let Host::Domain(name) = &addr.host {
+            if self.names.len() < MAX_NAMES {
+                self.names.insert(name.clone(), resolved);
+            }
+        }
+        resolved
+    }
+}
