@@ -14,5 +14,6 @@ pub mod policy;
 pub mod proto;
 pub mod relay;
 pub mod server;
+pub mod smux;
 pub mod tls;
 pub mod url;

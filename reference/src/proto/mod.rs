@@ -11,6 +11,7 @@ pub mod client;
 pub mod codec;
 pub mod enums;
 pub mod server;
+pub mod smux;
 pub mod udp;
 pub mod udptun;
 pub mod v4;
