@@ -102,10 +102,12 @@ impl PeerId {
                 (&[Socks5Connect, Userpass, UdpAssociate], &[Socks4, Socks4a, Socks5Connect, Userpass, UdpAssociate])
             }
             // The reference client: forwarders `tcp://` (CONNECT), `udp://` (ASSOCIATE), `rtcp://`
-            // (BIND). MBIND, UDP-over-TCP and the TLS methods are not in its CLI yet.
+            // (BIND); its socks5 hops and services speak gost's TLS methods 80/82, and `udp://`
+            // forwarders use gost's UDP-over-TCP (0xF3) unless told `relay=udp`. MBIND is not in
+            // its CLI yet.
             PeerId::Reference => (
-                &[Socks4, Socks4a, Socks5Connect, Userpass, Bind, UdpAssociate],
-                &[Socks4, Socks4a, Socks5Connect, Userpass, Bind, UdpAssociate],
+                &[Socks4, Socks4a, Socks5Connect, Userpass, Bind, UdpAssociate, UdpTun, TlsMethods],
+                &[Socks4, Socks4a, Socks5Connect, Userpass, Bind, UdpAssociate, UdpTun, TlsMethods],
             ),
         };
         Caps { client: client.iter().copied().collect(), server: server.iter().copied().collect() }
@@ -222,9 +224,16 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".."))
 }
 
-/// `target/interop`, where binaries, rootfs and reports go.
+/// `<target dir>/interop`, where binaries, the rootfs and reports go: `$CARGO_TARGET_DIR/interop`
+/// when set (CI keeps it outside the clone, so a second run is warm), else `target/interop`.
 pub fn work_dir() -> PathBuf {
-    root().join("target/interop")
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() { d } else { root().join(d) }.join("interop")
+        }
+        _ => root().join("target/interop"),
+    }
 }
 
 fn is_root() -> bool {

@@ -205,11 +205,28 @@ pub async fn run(
         PeerId::Reference => {
             let listen = free_port()?;
             let auth = if feature == Feature::Userpass { format!("{USER}:{PASS}@") } else { String::new() };
+            // socksref hops offer gost's TLS methods 80/82 by default (as gost does); every cell
+            // but tls-methods turns that off so it tests what its name says.
             let hop = match feature {
                 Feature::Socks4 => format!("socks4://{server}?disable4a=true"),
                 Feature::Socks4a => format!("socks4a://{server}"),
-                _ => format!("socks5://{auth}{server}"),
+                Feature::TlsMethods => format!("socks5://{server}"),
+                // `udp://` forwarders use gost's UDP-over-TCP (0xF3) unless the last hop says
+                // `relay=udp`; the udp-associate cell wants the RFC 1928 UDP ASSOCIATE.
+                Feature::UdpAssociate => format!("socks5://{auth}{server}?notls=true&relay=udp"),
+                _ => format!("socks5://{auth}{server}?notls=true"),
             };
+            let mut selected = String::new();
+            if feature == Feature::TlsMethods {
+                // Show that the server really selects a TLS method when offered; the forwarder
+                // below then runs the payload through the TLS-wrapped tunnel.
+                let mut s = TcpStream::connect(server).await?;
+                s.write_all(&[0x05, 0x02, 0x80, 0x00]).await?;
+                let mut r = [0u8; 2];
+                tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut r)).await??;
+                ensure!(r == [0x05, 0x80], "server answered {r:02x?} to a greeting offering 80 and 00");
+                selected = "server selects 80 (TLS); ".into();
+            }
             let target = format!("{host}:{}", targets.echo_port);
             let local = SocketAddr::from(([127, 0, 0, 1], listen));
             let (args, ready) = if feature == Feature::Bind {
@@ -232,14 +249,16 @@ pub async fn run(
             };
             let running = launcher.start(&args, &[], ready).await?;
             let r = match feature {
-                Feature::UdpAssociate => udp_exchange(local).await.map(|n| format!("{n} bytes in 3 datagrams")),
+                Feature::UdpAssociate | Feature::UdpTun => {
+                    udp_exchange(local).await.map(|n| format!("{n} bytes in 3 datagrams"))
+                }
                 Feature::Bind => tcp_exchange_retry(local, 5).await.map(|n| format!("{n} bytes via BIND")),
                 _ => tcp_exchange_retry(local, 4).await.map(|n| format!("{n} bytes over TCP")),
             };
             let logs = format!("socksref {}\n{}", args.join(" "), running.logs().await);
             running.stop().await;
             let detail = r.with_context(|| format!("client log:\n{logs}"))?;
-            Ok(Outcome { detail: format!("{detail}, XOR-echo verified"), logs })
+            Ok(Outcome { detail: format!("{selected}{detail}, XOR-echo verified"), logs })
         }
         PeerId::Gost => bail!("gost is unavailable"),
     }

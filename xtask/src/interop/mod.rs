@@ -457,11 +457,17 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     let mut behaviour: BTreeMap<PeerId, Vec<behaviour::Row>> = BTreeMap::new();
     if args.only.is_empty() {
         let closed = servers::free_port()?;
+        let mut set = tokio::task::JoinSet::new();
         for s in SERVERS {
             if let Some(open) = shared.get(&(s, Config::Open)) {
+                let (open, echo) = (open.addr, lab.targets.echo_port);
                 let auth = shared.get(&(s, Config::Auth)).map(|a| a.addr);
-                behaviour.insert(s, behaviour::probe(open.addr, auth, lab.targets.echo_port, closed).await);
+                set.spawn(async move { (s, behaviour::probe(open, auth, echo, closed).await) });
             }
+        }
+        while let Some(j) = set.join_next().await {
+            let (s, rows) = j.context("a behaviour probe panicked")?;
+            behaviour.insert(s, rows);
         }
     }
     for (_, s) in std::mem::take(&mut shared) {
@@ -471,10 +477,30 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     }
 
     // UDP bypass: a fresh password+UDP server per peer, so "before any TCP" really is first.
+    // The probes of different servers run at once (payloads are unique per server); the snapshot
+    // comparisons then run one by one, because they swap the process-wide panic hook.
     let mut bypass_obs = BTreeMap::new();
+    let mut probes = tokio::task::JoinSet::new();
     for c in to_run.iter().filter(|c| c.kind == Kind::UdpBypass) {
-        let t = Instant::now();
-        let (status, detail, logs) = match run_bypass(&lab, c.server).await {
+        let (lab, c) = (lab.clone(), c.clone());
+        probes.spawn(async move {
+            let t = Instant::now();
+            let r = observe_bypass(&lab, c.server).await;
+            (c, t, r)
+        });
+    }
+    let mut observed = Vec::new();
+    while let Some(j) = probes.join_next().await {
+        observed.push(j.context("a bypass probe panicked")?);
+    }
+    observed.sort_by_key(|(c, _, _)| c.server);
+    for (c, t, r) in observed {
+        let c = &c;
+        let r = r.map(|(obs, logs)| {
+            let err = compare_bypass_snapshot(c.server, &obs);
+            (obs, err, logs)
+        });
+        let (status, detail, logs) = match r {
             Ok((obs, snap_err, logs)) => {
                 let status = if let Some(e) = &snap_err {
                     (Status::Fail, format!("snapshot differs: {e}"))
@@ -561,17 +587,21 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     Ok(())
 }
 
-/// Starts a fresh password+UDP server, runs the bypass probes and compares with the snapshot.
-/// Returns the observations, the snapshot mismatch (if any) and the server's logs.
-async fn run_bypass(lab: &Lab, peer: PeerId) -> Result<(bypass::Observations, Option<String>, String)> {
+/// Starts a fresh password+UDP server and runs the bypass probes; returns them and its logs.
+async fn observe_bypass(lab: &Lab, peer: PeerId) -> Result<(bypass::Observations, String)> {
     let server = servers::start(peer, &lab.launchers[&peer], Config::Auth).await?;
     let tag = format!("{}-{}-{}", peer.name(), std::process::id(), server.addr.port());
     let obs = bypass::observe(server.addr, &lab.targets, &tag).await;
     let logs = server.running.logs().await;
     server.running.stop().await;
     let obs = obs.with_context(|| format!("server log:\n{logs}"))?;
+    Ok((obs, logs))
+}
+
+/// Compares the observations with `xtask/src/interop/snapshots/udp_bypass_<peer>.snap`; returns
+/// what to say when they differ.
+fn compare_bypass_snapshot(peer: PeerId, obs: &bypass::Observations) -> Option<String> {
     let name = format!("udp_bypass_{}", peer.name());
-    let snap = obs.clone();
     // insta panics on a mismatch (and, outside CI, writes a `.snap.new` to review with
     // `cargo insta review`); turn that into a failing cell rather than aborting the run.
     // insta has already printed the diff; the panic message and backtrace would only add noise.
@@ -579,14 +609,13 @@ async fn run_bypass(lab: &Lab, peer: PeerId) -> Result<(bypass::Observations, Op
     std::panic::set_hook(Box::new(|_| {}));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         insta::with_settings!({snapshot_path => "snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
-            insta::assert_yaml_snapshot!(name.as_str(), snap);
+            insta::assert_yaml_snapshot!(name.as_str(), obs);
         });
     }));
     std::panic::set_hook(hook);
-    let err = r.err().map(|_| {
+    r.err().map(|_| {
         format!("see xtask/src/interop/snapshots/{name}.snap (a .snap.new holds the new observations outside CI)")
-    });
-    Ok((obs, err, logs))
+    })
 }
 
 /// The catalogue's instances of a server peer, in the order scenarios pick them (the first that

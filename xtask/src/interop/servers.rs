@@ -117,6 +117,10 @@ pub async fn start(peer: PeerId, launcher: &Launcher, config: Config) -> Result<
             // The same short timeouts as the harness's in-process reference (harness/peers/socksref),
             // so the catalogue's timing scenarios stay fast.
             let t = "readTimeout=800ms&connectTimeout=800ms&bindTimeout=800ms";
+            // The catalogue encodes RFC 1928 without gost's extensions, like the harness's
+            // in-process reference: no TLS methods there. `open` keeps them for the tls-methods cell.
+            let t_plain = format!("{t}&notls=true");
+            let t_plain = t_plain.as_str();
             let (url, cmds, method) = match config {
                 Config::Open => (
                     format!("socks://127.0.0.1:{port}?udp=true&bind=true&bindAnyPeer=true&{t}"),
@@ -124,20 +128,22 @@ pub async fn start(peer: PeerId, launcher: &Launcher, config: Config) -> Result<
                     Method::Noauth,
                 ),
                 Config::Auth => (
-                    format!("socks://{USER}:{PASS}@127.0.0.1:{port}?udp=true&{t}"),
+                    format!("socks://{USER}:{PASS}@127.0.0.1:{port}?udp=true&{t_plain}"),
                     vec![Command::Connect, Command::Udp],
                     Method::Userpass,
                 ),
-                Config::Catalogue("auth-plain") => {
-                    (format!("socks://{USER}:{PASS}@127.0.0.1:{port}?{t}"), vec![Command::Connect], Method::Userpass)
-                }
+                Config::Catalogue("auth-plain") => (
+                    format!("socks://{USER}:{PASS}@127.0.0.1:{port}?{t_plain}"),
+                    vec![Command::Connect],
+                    Method::Userpass,
+                ),
                 Config::Catalogue("bind") => (
-                    format!("socks://127.0.0.1:{port}?bind=true&{t}"),
+                    format!("socks://127.0.0.1:{port}?bind=true&{t_plain}"),
                     vec![Command::Connect, Command::Bind],
                     Method::Noauth,
                 ),
                 Config::Catalogue(_) => {
-                    (format!("socks://127.0.0.1:{port}?{t}"), vec![Command::Connect], Method::Noauth)
+                    (format!("socks://127.0.0.1:{port}?{t_plain}"), vec![Command::Connect], Method::Noauth)
                 }
             };
             let claims = Claims {
