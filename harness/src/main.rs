@@ -112,6 +112,11 @@ struct ClientArgs {
     /// Password substituted for `{pass}`.
     #[arg(long, default_value = "s3cret")]
     pass: String,
+    /// How the client addresses targets (repeatable or comma-separated): socks4 (IPv4),
+    /// socks4a (names), socks5 (IP addresses, resolved locally), socks5h (names, resolved by the
+    /// proxy). Scenarios needing anything else are not applicable. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    speaks: Vec<String>,
     /// Catalogue directory.
     #[arg(long)]
     scenarios: Option<PathBuf>,
@@ -334,9 +339,35 @@ async fn check_client(a: ClientArgs) -> Result<i32> {
     if selected.is_empty() {
         bail!("no server-role scenario selected");
     }
+    let speaks = a
+        .speaks
+        .iter()
+        .map(|v| match v.as_str() {
+            "socks4" => Ok((sockslab::scenario::Version::Socks4, false)),
+            "socks4a" => Ok((sockslab::scenario::Version::Socks4a, true)),
+            "socks5" => Ok((sockslab::scenario::Version::Socks5, false)),
+            "socks5h" => Ok((sockslab::scenario::Version::Socks5, true)),
+            _ => Err(anyhow::anyhow!("--speaks {v:?}: use socks4, socks4a, socks5 or socks5h")),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut results = Vec::new();
     for s in &selected {
         let started = std::time::Instant::now();
+        if !speaks.is_empty() && !speaks.contains(&(s.needs.version, s.needs.domain)) {
+            // Decided before running: the client does not claim this protocol and addressing.
+            let how = if s.needs.domain { "names" } else { "addresses" };
+            let reason = format!("the client does not send {how} in {:?}", s.needs.version).to_lowercase();
+            results.push(ScenarioResult {
+                id: s.id.clone(),
+                title: s.title.clone(),
+                instance: None,
+                verdict: sockslab::verdict::Verdict::NotApplicable { reason },
+                schedules: Vec::new(),
+                failures: Vec::new(),
+                millis: 0,
+            });
+            continue;
+        }
         let mut failures = Vec::new();
         let ran: Vec<Schedule> = s.schedules().into_iter().filter(|x| scheds.contains(x)).collect();
         for sch in &ran {

@@ -553,6 +553,8 @@ fn show_pattern(t: &Template) -> String {
                 CaptureKind::Socks4Addr => format!("{{{name}:addr4}}"),
                 CaptureKind::IpAddr => format!("{{{name}:ipaddr}}"),
                 CaptureKind::NonZero => format!("{{{name}:nonzero}}"),
+                CaptureKind::Methods { required: None } => format!("{{{name}:methods}}"),
+                CaptureKind::Methods { required: Some(m) } => format!("{{{name}:methods+{m:02x}}}"),
             }),
             Token::Boundary => None,
         })

@@ -511,7 +511,21 @@ impl Scenario {
             };
             match &step.kind {
                 StepKind::Send(t) | StepKind::UdpSend { data: t, .. } => {
-                    if let Some(c) = t.captures().first() {
+                    // A method list is the one capture a send may hold (see `Template::render`).
+                    let sendable = |tok: &crate::scenario::template::Token| {
+                        matches!(
+                            tok,
+                            crate::scenario::template::Token::Capture {
+                                kind: crate::scenario::template::CaptureKind::Methods { .. },
+                                ..
+                            }
+                        )
+                    };
+                    let bad_capture = t.tokens.iter().find_map(|tok| match tok {
+                        crate::scenario::template::Token::Capture { name, .. } if !sendable(tok) => Some(name),
+                        _ => None,
+                    });
+                    if let Some(c) = bad_capture {
                         return Err(bad(format!("steps[{i}]: capture `{c}` in a send")));
                     }
                     check(t, &known)?

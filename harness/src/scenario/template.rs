@@ -44,6 +44,13 @@ pub enum CaptureKind {
     IpAddr,
     /// One octet that must not be 00 (a failure code whose exact value the spec leaves open).
     NonZero,
+    /// A SOCKS5 method list, NMETHODS then that many octets, that must include `required` when
+    /// set: clients may offer any list (curl offers GSSAPI too), the RFC only says the server
+    /// picks from it. Written `{m:methods}` or `{m:methods+00}`.
+    Methods {
+        /// A method the list must contain.
+        required: Option<u8>,
+    },
 }
 
 /// One field of a template.
@@ -158,7 +165,9 @@ impl Template {
             .collect()
     }
 
-    /// Renders a template that is sent; captures are not allowed.
+    /// Renders a template that is sent; captures are not allowed, except a method list, which is
+    /// sent as the minimal list holding its required method (`01 XX`) and matched, when the
+    /// runner plays the server, against whatever list the client under test offers.
     pub fn render(&self, vars: &Vars) -> Result<Vec<Field>, RenderError> {
         let mut out: Vec<Field> = Vec::new();
         for tok in &self.tokens {
@@ -180,6 +189,10 @@ impl Template {
                     shown: text.clone(),
                     boundary_after: false,
                 },
+                Token::Capture { kind: CaptureKind::Methods { required }, .. } => {
+                    let m = required.unwrap_or(0x00);
+                    Field { bytes: vec![0x01, m], shown: format!("01 {m:02x}"), boundary_after: false }
+                }
                 Token::Capture { name, .. } => return Err(RenderError::CaptureInSend(name.clone())),
                 Token::Boundary => {
                     if let Some(last) = out.last_mut() {
@@ -220,6 +233,26 @@ impl Template {
                             }
                             Some(_) => 1,
                         },
+                        CaptureKind::Methods { required } => {
+                            let Some(&n) = rest.first() else { return Ok(None) };
+                            let n = n as usize;
+                            if rest.len() < 1 + n {
+                                return Ok(None);
+                            }
+                            if let Some(r) = required {
+                                if !rest[1..1 + n].contains(r) {
+                                    return Err(Mismatch {
+                                        offset: pos,
+                                        expected: format!("{{{name}:methods+{r:02x}}}"),
+                                        why: format!(
+                                            "method {r:02x} is not among those offered ({})",
+                                            hex(&rest[1..1 + n])
+                                        ),
+                                    });
+                                }
+                            }
+                            1 + n
+                        }
                         CaptureKind::IpAddr if rest.first() == Some(&0x03) => {
                             return Err(Mismatch {
                                 offset: pos,
@@ -301,6 +334,7 @@ impl Template {
                     CaptureKind::Socks4Addr => 6,
                     CaptureKind::Socks5Addr | CaptureKind::IpAddr => 7,
                     CaptureKind::NonZero => 1,
+                    CaptureKind::Methods { .. } => 2,
                 },
                 Token::Boundary => 0,
             })
@@ -319,6 +353,7 @@ impl Template {
                         CaptureKind::Socks4Addr => 6,
                         CaptureKind::Socks5Addr | CaptureKind::IpAddr => 7,
                         CaptureKind::NonZero => 1,
+                        CaptureKind::Methods { .. } => 2,
                     };
                     let mut bytes = vec![0u8; n];
                     if matches!(kind, CaptureKind::Socks5Addr | CaptureKind::IpAddr | CaptureKind::NonZero) {
@@ -377,7 +412,7 @@ fn capture_value(name: &str, kind: &CaptureKind, bytes: Vec<u8>) -> Value {
             let ip = Ipv4Addr::new(bytes[2], bytes[3], bytes[4], bytes[5]);
             Some(SocketAddr::new(IpAddr::V4(ip), port))
         }
-        CaptureKind::Fixed(_) | CaptureKind::NonZero => None,
+        CaptureKind::Fixed(_) | CaptureKind::NonZero | CaptureKind::Methods { .. } => None,
     };
     // Ports differ on every run, so transcripts show the address kind and IP but never the port.
     let label = match (kind, addr) {
@@ -389,6 +424,8 @@ fn capture_value(name: &str, kind: &CaptureKind, bytes: Vec<u8>) -> Value {
         (CaptureKind::Socks4Addr, Some(a)) => Some(format!("{{{name}=PORT {}}}", a.ip())),
         // The exact failure code is part of what the transcript should show.
         (CaptureKind::NonZero, _) => Some(format!("{{{name}={}}}", hex(&bytes))),
+        // Which methods a client offers is part of its behaviour: keep them in the transcript.
+        (CaptureKind::Methods { .. }, _) => Some(format!("{{{name}={}}}", hex(&bytes))),
         _ if name == "_" => Some("{_}".to_string()),
         _ => Some(format!("{{{name}}}")),
     };
@@ -548,6 +585,13 @@ fn parse_token(raw: &str) -> Result<Token, TemplateError> {
                 "addr4" => CaptureKind::Socks4Addr,
                 "ipaddr" => CaptureKind::IpAddr,
                 "nonzero" => CaptureKind::NonZero,
+                "methods" => CaptureKind::Methods { required: None },
+                m if m.starts_with("methods+") => CaptureKind::Methods {
+                    required: Some(
+                        u8::from_str_radix(&m["methods+".len()..], 16)
+                            .map_err(|_| err("`methods+XX` needs a hex method, e.g. methods+00"))?,
+                    ),
+                },
                 n => {
                     CaptureKind::Fixed(n.parse().map_err(|_| err("capture size must be a number, `addr` or `addr4`"))?)
                 }
