@@ -446,3 +446,67 @@ async fn rudp_answers(
         map.remove(&peer);
     }
 }
+
+/// Remote TCP forwarding as gost's `rtcp://` does it (specs/gost-socks.md §4.5): one MBIND at
+/// the chain's last hop carries every inbound connection as an smux stream, each relayed to
+/// `target` from here. When the session dies (proxy gone, keepalive timeout, a bad per-stream
+/// reply) it is bound again with backoff. [`rtcp`] does the same with one BIND per connection,
+/// for proxies without gost's extensions.
+pub async fn rtcp_mux(
+    listen: Address,
+    target: Address,
+    chain: Arc<Chain>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    tokio::pin!(shutdown);
+    loop {
+        let bound = tokio::select! {
+            () = &mut shutdown => break,
+            r = chain.mbind(&listen) => r,
+        };
+        match bound {
+            Ok(mux) => {
+                backoff = Duration::from_millis(100);
+                info!(bound = %mux.bound, %listen, %target, "rtcp: listening at the proxy (MBIND)");
+                loop {
+                    let next = tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        r = mux.accept() => r,
+                    };
+                    let (mut stream, peer) = match next {
+                        Ok(v) => v,
+                        Err(e) => {
+                            // As gost: a bad stream (or the end) tears the session down.
+                            warn!(error = %e, "rtcp: MBIND session ended");
+                            break;
+                        }
+                    };
+                    let (target, limit) = (target.clone(), chain.connect_timeout);
+                    tokio::spawn(async move {
+                        debug!(%peer, %target, "rtcp: peer connected");
+                        let mut local = match crate::client::dial(&target, limit).await {
+                            Ok(s) => s,
+                            Err(e) => {
+                                warn!(%peer, %target, error = %e, "rtcp: local connect failed");
+                                return;
+                            }
+                        };
+                        match crate::relay::relay(&mut stream, &mut local, None).await {
+                            Ok(t) => debug!(%peer, inbound = t.a_to_b, outbound = t.b_to_a, "rtcp: done"),
+                            Err(e) => debug!(%peer, error = %e, "rtcp: relay ended"),
+                        }
+                    });
+                }
+            }
+            Err(e) => warn!(hop = ?e.hop_index(), error = %e, retry_in = ?backoff, "rtcp: MBIND failed"),
+        }
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RTCP_MAX_BACKOFF);
+    }
+    info!(%listen, "rtcp forwarder stopped");
+    Ok(())
+}

@@ -204,6 +204,21 @@ impl Session {
         Ok(user)
     }
 
+    /// Opens a stream whose first bytes are `first`, sent as a PSH frame of their own before
+    /// anything the user writes: gost's MBIND per-stream reply must not share a frame with
+    /// data, since gost's reply reader over-reads (specs/gost-socks.md §4.5, §8.1).
+    pub async fn open_with(&self, first: &[u8]) -> std::io::Result<DuplexStream> {
+        let sid = self.shared.next_id.fetch_add(2, Ordering::Relaxed).wrapping_add(2);
+        let user = self.shared.add_stream(sid);
+        let syn = self.shared.frame(Cmd::Syn, sid, b"");
+        let psh = self.shared.frame(Cmd::Psh, sid, first);
+        if self.shared.out.send(syn).await.is_err() || self.shared.out.send(psh).await.is_err() {
+            self.shared.remove(sid);
+            return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        }
+        Ok(user)
+    }
+
     /// The next stream the peer opened; `None` once the session has ended.
     pub async fn accept(&self) -> Option<DuplexStream> {
         self.accept.lock().await.recv().await

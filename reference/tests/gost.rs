@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use socksref::client::{Chain, Error, Hop, HopTls};
 use socksref::proto::client::ClientError;
-use socksref::proto::Version;
+use socksref::proto::{Address, Version};
 use socksref::server::{Credential, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -327,4 +327,75 @@ async fn rudp_forwarder_listens_at_the_proxy() {
     let (_stop, sd) = shutdown();
     tokio::spawn(socksref::forward::rudp(listen.into(), uecho.into(), chain, Duration::from_secs(5), sd));
     udp_roundtrip(listen).await;
+}
+
+// --- §4.5: MBIND over smux -------------------------------------------------------------------
+
+#[tokio::test]
+async fn mbind_wire_bytes_first_stream_is_sid_3_with_its_own_reply_frame() {
+    let srv = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(&hex("05 01 00")).await.unwrap();
+    assert_eq!(read_n(&mut s, 2).await, hex("05 00"));
+    s.write_all(&hex("05 f2 00 01 7f000001 0000")).await.unwrap();
+    let reply = read_n(&mut s, 10).await;
+    assert_eq!(&reply[..8], &hex("05 00 00 01 7f000001"));
+    let port = u16::from_be_bytes([reply[8], reply[9]]);
+    let mut peer = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let pa = peer.local_addr().unwrap();
+    let syn = read_n(&mut s, 8).await;
+    assert_eq!(syn, hex("01 00 00 00 03 00 00 00"));
+    let psh = read_n(&mut s, 18).await;
+    let want = [&hex("01 02 0a 00 03 00 00 00 05 00 00 01 7f000001")[..], &pa.port().to_be_bytes()].concat();
+    assert_eq!(psh, want);
+    peer.write_all(b"data").await.unwrap();
+    assert_eq!(read_n(&mut s, 12).await, [&hex("01 02 04 00 03 00 00 00")[..], b"data"].concat());
+    // Data back on sid 3, then FIN closes the peer's connection.
+    s.write_all(&[&hex("01 02 02 00 03 00 00 00")[..], b"ok", &hex("01 01 00 00 03 00 00 00")].concat()).await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), peer.read_to_end(&mut back)).await.unwrap().unwrap();
+    assert_eq!(back, b"ok");
+}
+
+#[tokio::test]
+async fn mbind_client_and_server_over_tls_with_many_peers() {
+    let srv = common::start(tls_server(ServerConfig { allow_bind: true, ..ServerConfig::default() })).await;
+    let chain = quick(vec![tls_hop(srv.addr)]);
+    let mux = chain.mbind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).await.unwrap();
+    let bound = mux.bound.socket_addr().unwrap();
+    let mut peers = Vec::new();
+    for _ in 0..3 {
+        peers.push(TcpStream::connect(bound).await.unwrap());
+    }
+    for _ in 0..3 {
+        let (mut s, from) = tokio::time::timeout(Duration::from_secs(5), mux.accept()).await.unwrap().unwrap();
+        let p = peers.iter_mut().find(|p| Address::from(p.local_addr().unwrap()) == from).expect("a known peer");
+        p.write_all(b"x").await.unwrap();
+        assert_eq!(read_n(&mut s, 1).await, b"x");
+        s.write_all(b"yz").await.unwrap();
+        assert_eq!(read_n(p, 2).await, b"yz");
+    }
+}
+
+#[tokio::test]
+async fn rtcp_forwarder_via_mbind_relays_large_payloads() {
+    let echo = common::xor_echo().await;
+    let srv = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let chain = Arc::new(quick(vec![Hop::new(Version::V5, srv.addr.into())]));
+    let (_stop, sd) = shutdown();
+    tokio::spawn(socksref::forward::rtcp_mux(listen.into(), echo.into(), chain, sd));
+    let mut c = None;
+    for _ in 0..50 {
+        if let Ok(s) = TcpStream::connect(listen).await {
+            c = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = c.expect("rtcp listening at the proxy");
+    xor_roundtrip(&mut c).await;
+    let mut c2 = TcpStream::connect(listen).await.unwrap();
+    xor_roundtrip(&mut c2).await;
 }

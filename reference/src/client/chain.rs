@@ -170,6 +170,24 @@ impl Chain {
         Ok(UdpAssociation::new(control, socket, relay))
     }
 
+    /// gost's MBIND (`F2`, specs/gost-socks.md §4.5) at the last hop, which must speak SOCKS5:
+    /// the proxy listens on `listen` and every connection to it arrives as a stream of the
+    /// returned [`super::MuxBind`] (smux v1, gost's default).
+    pub async fn mbind(&self, listen: &Address) -> Result<super::MuxBind, Error> {
+        let Some(last) = self.hops.len().checked_sub(1) else {
+            return Err(Error::Unsupported("MBIND needs at least one proxy"));
+        };
+        if self.hops[last].version != Version::V5 {
+            return Err(Error::Unsupported("MBIND needs SOCKS5 at the last hop"));
+        }
+        self.preflight(Command::MUX_BIND, listen)?;
+        let stream = self.reach(last).await?;
+        let (stream, _, bnd) = self.negotiate(stream, last, Command::MUX_BIND, listen).await?;
+        let bound = self.unspecified_to_proxy(&stream, last, bnd);
+        let session = crate::smux::Session::new(stream, crate::smux::Role::Server, crate::smux::Config::default());
+        Ok(super::MuxBind::new(bound, session))
+    }
+
     /// Opens gost's UDP-TUN (`F3`, specs/gost-socks.md §4.7) at the last hop, which must speak
     /// SOCKS5: relay mode with `bind = None` (the request carries `0.0.0.0:0`, as gost's),
     /// bind mode with the address the proxy is to listen on (its port must not be 0, which

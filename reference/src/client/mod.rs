@@ -13,12 +13,14 @@
 mod chain;
 mod error;
 mod handshake;
+mod mbind;
 mod udp;
 mod udptun;
 
 pub use chain::{Chain, Hop, HopTls, PendingBind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use error::Error;
 pub use handshake::{handshake, Handshake, MAX_HANDSHAKE_BYTES};
+pub use mbind::MuxBind;
 pub use udp::UdpAssociation;
 pub use udptun::UdpTunnel;
 

@@ -6,6 +6,7 @@
 
 mod bind;
 mod connect;
+mod mbind;
 mod resolve;
 mod udp;
 mod udp_tun;
@@ -114,6 +115,10 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Command::UDP_ASSOCIATE if cfg.allow_udp => Box::pin(udp::run(stream, peer, &request, &shared)).await,
         // gost's UDP-TUN (specs/gost-socks.md §4.7) exists only where UDP or BIND is enabled;
         // the mode's own gate (relay: udp, bind: bind) answers 02 inside, as gost does.
+        // gost's MBIND (specs/gost-socks.md §4.5) shares BIND's switch, as in gost.
+        Command::MUX_BIND if request.version == crate::proto::Version::V5 && cfg.allow_bind => {
+            Box::pin(mbind::run(stream, peer, &request, &shared)).await
+        }
         Command::UDP_TUN if request.version == crate::proto::Version::V5 && (cfg.allow_udp || cfg.allow_bind) => {
             Box::pin(udp_tun::run(stream, peer, &request, early, &shared)).await
         }

@@ -1,0 +1,86 @@
+//! gost's MBIND (command `F2`, specs/gost-socks.md §4.5): listen, reply, then the connection
+//! becomes an smux session in which we are the smux *client*: every accepted TCP connection is a
+//! new stream that starts with its own SOCKS5 reply naming the peer.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket};
+use tracing::{debug, info};
+
+use crate::proto::server::ProxyRequest;
+use crate::proto::{encode_reply, Address, Host, Reply};
+use crate::smux::{Config, Role, Session};
+use crate::tls::Stream;
+
+use super::{bnd, linger_close, refuse, Shared};
+
+pub(crate) async fn run(
+    mut control: Stream,
+    peer: SocketAddr,
+    request: &ProxyRequest,
+    shared: &Shared,
+) -> io::Result<()> {
+    let cfg = &shared.config;
+    let listener = match listen(request, shared) {
+        Ok(l) => l,
+        Err(rep) => {
+            refuse(&mut control, request, rep).await;
+            linger_close(control).await;
+            return Ok(());
+        }
+    };
+    let bound = listener.local_addr()?;
+    // BND: the address the client reached us on with the bound port, as gost (and BIND, R-46).
+    let shown = SocketAddr::new(control.local_addr()?.ip(), bound.port());
+    control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &bnd(cfg, shown))).await?;
+    control.flush().await?;
+    info!(%peer, %bound, "mbind listening");
+    let session = Session::new(control, Role::Client, Config::default());
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let Ok((conn, from)) = r else { continue };
+                let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+                // The per-stream reply in a frame of its own (gost v3 clients require it;
+                // gost's `comp=true` for v2 clients is not offered).
+                let reply = encode_reply(request.version, Reply::SUCCEEDED, &Address::from(from));
+                let Ok(mut stream) = session.open_with(&reply).await else { break };
+                let idle = cfg.idle_timeout;
+                tokio::spawn(async move {
+                    let _ = conn.set_nodelay(true);
+                    let mut conn = conn;
+                    let r = crate::relay::relay(&mut stream, &mut conn, Some(idle)).await;
+                    debug!(%from, ok = r.is_ok(), "mbind stream closed");
+                });
+            }
+            // Streams the client opens have no meaning here: close them at once, as gost does.
+            s = session.accept() => if s.is_none() { break },
+            () = session.closed() => break,
+        }
+    }
+    info!(%peer, %bound, "mbind closed");
+    Ok(())
+}
+
+/// Listens on exactly the requested address, as gost does (`rtcp://:2222` asks for
+/// `0.0.0.0:2222`); privileged ports are refused, names are not listened on, and with an
+/// upstream chain it is refused rather than exposing our own address.
+fn listen(request: &ProxyRequest, shared: &Shared) -> Result<TcpListener, Reply> {
+    if shared.config.chain().is_some() {
+        return Err(Reply::COMMAND_NOT_SUPPORTED);
+    }
+    let Host::Ip(ip) = request.target.host else { return Err(Reply::ADDR_TYPE_NOT_SUPPORTED) };
+    let port = request.target.port;
+    if port != 0 && port < 1024 {
+        return Err(Reply::NOT_ALLOWED);
+    }
+    let addr = SocketAddr::new(ip, port);
+    let socket =
+        if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|_| Reply::GENERAL_FAILURE)?;
+    // The same port is listened on again when a client re-binds after a session died.
+    socket.set_reuseaddr(true).map_err(|_| Reply::GENERAL_FAILURE)?;
+    socket.bind(addr).map_err(|_| Reply::GENERAL_FAILURE)?;
+    socket.listen(128).map_err(|_| Reply::GENERAL_FAILURE)
+}
