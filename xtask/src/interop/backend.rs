@@ -198,3 +198,30 @@ impl Running {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The testcontainers smoke test (DESIGN.md §7): pins the request API the lab relies on —
+    /// a local tag, host networking, the label leftovers are removed by, the bind mount at the
+    /// same path, and the program as the command. No daemon needed, so it runs everywhere.
+    #[test]
+    fn container_request_uses_host_network_label_and_same_path_mount() {
+        let l = Launcher {
+            peer: PeerId::Reference,
+            program: PathBuf::from("/unused"),
+            image: Some("sockslab-reference:0123456789ab".into()),
+        };
+        let dir = Path::new("/tmp/sockslab-interop-test");
+        let req = l.request(dir, &["-L".into(), "socks5://:1080".into()]).unwrap();
+        assert_eq!(req.descriptor(), "sockslab-reference:0123456789ab");
+        assert_eq!(req.network().as_deref(), Some("host"));
+        assert_eq!(req.labels().get(LABEL).map(String::as_str), Some("1"));
+        let m: Vec<(Option<&str>, Option<&str>)> = req.mounts().map(|m| (m.source(), m.target())).collect();
+        assert_eq!(m, vec![(Some("/tmp/sockslab-interop-test"), Some("/tmp/sockslab-interop-test"))]);
+        let cmd: Vec<String> = req.cmd().map(|c| c.into_owned()).collect();
+        assert_eq!(cmd, ["/usr/local/bin/socksref", "-L", "socks5://:1080"]);
+        assert_eq!(req.working_dir(), Some("/tmp/sockslab-interop-test"));
+    }
+}
