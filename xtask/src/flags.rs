@@ -55,10 +55,6 @@ pub struct InteropArgs {
     #[arg(long)]
     pub list: bool,
 
-    /// Also print a progress line for not-applicable cells.
-    #[arg(long, short)]
-    pub verbose: bool,
-
     /// Feature cells run at once.
     #[arg(long, default_value_t = 4)]
     pub jobs: usize,
