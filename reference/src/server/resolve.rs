@@ -1,5 +1,6 @@
 //! Turning a request's destination into checked socket addresses.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::policy::Stats;
@@ -46,6 +47,35 @@ pub(crate) async fn resolve(target: &Address, shared: &Shared) -> Result<Vec<Soc
             Err(rep)
         }
         _ => Ok(allowed),
+    }
+}
+
+/// Names resolved once per UDP association or tunnel: datagrams to the same name do not
+/// each cost a lookup, and the cache is bounded so a client cannot grow it without limit.
+#[derive(Debug, Default)]
+pub(crate) struct NameCache {
+    names: HashMap<Vec<u8>, Option<SocketAddr>>,
+}
+
+impl NameCache {
+    /// Names remembered at most; later names are resolved every time.
+    const MAX: usize = 256;
+
+    /// The first checked address of `addr` (see [`resolve`]), from the cache when the name was
+    /// seen before; negative answers are cached too.
+    pub(crate) async fn resolve(&mut self, addr: &Address, shared: &Shared) -> Option<SocketAddr> {
+        if let Host::Domain(name) = &addr.host {
+            if let Some(hit) = self.names.get(name) {
+                return hit.map(|a| SocketAddr::new(a.ip(), addr.port));
+            }
+        }
+        let resolved = resolve(addr, shared).await.ok().and_then(|v| v.into_iter().next());
+        if let Host::Domain(name) = &addr.host {
+            if self.names.len() < Self::MAX {
+                self.names.insert(name.clone(), resolved);
+            }
+        }
+        resolved
     }
 }
 

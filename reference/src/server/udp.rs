@@ -4,7 +4,7 @@
 //! and accepts datagrams only from the client that associated over this TCP connection: the
 //! V2Ray-style bypass (one shared relay that serves anyone, V-01) cannot happen by construction.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -20,15 +20,13 @@ use crate::proto::server::ProxyRequest;
 use crate::proto::udp::UdpHeader;
 use crate::proto::{encode_reply, Address, Host, Reply};
 
-use super::{bnd, linger_close, refuse, resolve::resolve, Shared};
+use super::{bnd, linger_close, refuse, Shared};
 
 /// Large enough for any IPv4 or IPv6 datagram plus the largest header, so nothing is truncated
 /// on receive.
 const DATAGRAM_MAX: usize = 65_535 + 262;
 /// Remotes remembered per association for endpoint-dependent filtering (D-16).
 const MAX_REMOTES: usize = 4096;
-/// Names cached per association.
-const MAX_NAMES: usize = 256;
 
 pub(crate) async fn run(
     mut control: Stream,
@@ -68,7 +66,7 @@ pub(crate) async fn run(
         client_ip,
         client_port: (declared_port != 0).then_some(declared_port),
         remotes: HashSet::new(),
-        names: HashMap::new(),
+        names: Default::default(),
         relay: Arc::new(relay),
         outbound: Arc::new(outbound),
     };
@@ -147,7 +145,7 @@ struct Association<'a> {
     client_ip: IpAddr,
     client_port: Option<u16>,
     remotes: HashSet<Address>,
-    names: HashMap<Vec<u8>, Option<SocketAddr>>,
+    names: super::resolve::NameCache,
     relay: Arc<UdpSocket>,
     outbound: Arc<Outbound>,
 }
@@ -210,21 +208,6 @@ impl Association<'_> {
         if self.shared.config.chain().is_some() {
             return super::connect::check_for_upstream(addr, self.shared).ok().map(|()| addr.clone());
         }
-        self.resolve_direct(addr).await.map(Address::from)
-    }
-
-    async fn resolve_direct(&mut self, addr: &Address) -> Option<SocketAddr> {
-        if let Host::Domain(name) = &addr.host {
-            if let Some(hit) = self.names.get(name) {
-                return hit.map(|a| SocketAddr::new(a.ip(), addr.port));
-            }
-        }
-        let resolved = resolve(addr, self.shared).await.ok().and_then(|v| v.into_iter().next());
-        if let Host::Domain(name) = &addr.host {
-            if self.names.len() < MAX_NAMES {
-                self.names.insert(name.clone(), resolved);
-            }
-        }
-        resolved
+        self.names.resolve(addr, self.shared).await.map(Address::from)
     }
 }

@@ -2,7 +2,7 @@
 //! connection itself, in relay mode (DST.PORT = 0: we send to any destination the client names)
 //! or bind mode (DST.PORT ≠ 0: we listen on DST and pass on what anyone sends there).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
@@ -17,12 +17,10 @@ use crate::proto::{encode_reply, Address, DecodeError, Host, Reply};
 use crate::tls::Stream;
 
 use super::udp::Outbound;
-use super::{bnd, linger_close, refuse, resolve::resolve, Shared};
+use super::{bnd, linger_close, refuse, Shared};
 
 /// Remotes remembered for endpoint-dependent filtering in relay mode (D-16).
 const MAX_REMOTES: usize = 4096;
-/// Names cached per tunnel.
-const MAX_NAMES: usize = 256;
 /// The longest frame: header with a 255-byte name, and a 65535-byte payload.
 const MAX_FRAME: usize = 3 + 1 + 1 + 255 + 2 + 65_535;
 
@@ -61,7 +59,7 @@ pub(crate) async fn run(
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &bnd(cfg, local))).await?;
     control.flush().await?;
     info!(%peer, %local, bind_mode, "udp-tun open");
-    let mut tun = Tunnel { shared, bind_mode, remotes: HashSet::new(), names: HashMap::new() };
+    let mut tun = Tunnel { shared, bind_mode, remotes: HashSet::new(), names: Default::default() };
     let r = tun.pump(&mut control, &outbound, early).await;
     info!(%peer, %local, "udp-tun closed");
     r
@@ -100,7 +98,7 @@ struct Tunnel<'a> {
     shared: &'a Shared,
     bind_mode: bool,
     remotes: HashSet<Address>,
-    names: HashMap<Vec<u8>, Option<SocketAddr>>,
+    names: super::resolve::NameCache,
 }
 
 impl Tunnel<'_> {
@@ -168,7 +166,7 @@ impl Tunnel<'_> {
         let dest = if self.shared.config.chain().is_some() {
             super::connect::check_for_upstream(dest, self.shared).ok().map(|()| dest.clone())
         } else {
-            self.resolve_direct(dest).await.map(Address::from)
+            self.names.resolve(dest, self.shared).await.map(Address::from)
         };
         let Some(dest) = dest else {
             return Stats::bump(&stats.udp_dropped_policy);
@@ -179,20 +177,5 @@ impl Tunnel<'_> {
         if outbound.send_to(payload, &dest).await {
             Stats::bump(&stats.udp_relayed_out);
         }
-    }
-
-    async fn resolve_direct(&mut self, addr: &Address) -> Option<SocketAddr> {
-        if let Host::Domain(name) = &addr.host {
-            if let Some(hit) = self.names.get(name) {
-                return hit.map(|a| SocketAddr::new(a.ip(), addr.port));
-            }
-        }
-        let resolved = resolve(addr, self.shared).await.ok().and_then(|v| v.into_iter().next());
-        if let Host::Domain(name) = &addr.host {
-            if self.names.len() < MAX_NAMES {
-                self.names.insert(name.clone(), resolved);
-            }
-        }
-        resolved
     }
 }
