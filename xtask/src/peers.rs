@@ -260,7 +260,19 @@ fn apt_install(pkg: &str) -> Result<()> {
         bail!("`{pkg}` is missing and installing it needs root: sudo apt-get install -y {pkg}");
     }
     eprintln!("interop: apt-get install -y {pkg}");
-    run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", pkg]))
+    let install = || {
+        run(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            pkg,
+        ]))
+    };
+    // A fresh machine may have no package lists yet: update once and retry.
+    install().or_else(|_| {
+        run(Command::new("apt-get").arg("update"))?;
+        install()
+    })
 }
 
 /// Ensures a usable Docker daemon: uses a running one, else (as root) installs `docker.io` and

@@ -186,13 +186,21 @@ pub async fn run(
             Ok(Outcome { detail: format!("{} bytes over HTTP POST, XOR-echo verified", data.len()), logs })
         }
         PeerId::V2ray4 | PeerId::V2ray5 => {
-            let listen = free_port()?;
-            let cfg = v2ray_client_config(client, listen, server, feature, (host, targets.echo_port));
-            let mut args: Vec<String> =
-                if client == PeerId::V2ray5 { vec!["run".into(), "-c".into()] } else { vec!["-config".into()] };
-            args.push("{dir}/client.json".into());
-            let local = SocketAddr::from(([127, 0, 0, 1], listen));
-            let running = launcher.start(&args, &[("client.json", cfg)], Some(local)).await?;
+            // A new port per attempt: another process may take a free port before V2Ray binds it.
+            let mut attempt = 0;
+            let (running, local) = loop {
+                let listen = free_port()?;
+                let cfg = v2ray_client_config(client, listen, server, feature, (host, targets.echo_port));
+                let mut args: Vec<String> =
+                    if client == PeerId::V2ray5 { vec!["run".into(), "-c".into()] } else { vec!["-config".into()] };
+                args.push("{dir}/client.json".into());
+                let local = SocketAddr::from(([127, 0, 0, 1], listen));
+                match launcher.start(&args, &[("client.json", cfg)], Some(local)).await {
+                    Ok(r) => break (r, local),
+                    Err(_) if attempt < 2 => attempt += 1,
+                    Err(e) => return Err(e),
+                }
+            };
             let r = match feature {
                 Feature::UdpAssociate => udp_exchange(local).await.map(|n| format!("{n} bytes in 3 datagrams")),
                 _ => tcp_exchange_retry(local, 3).await.map(|n| format!("{n} bytes over TCP")),
@@ -203,7 +211,6 @@ pub async fn run(
             Ok(Outcome { detail: format!("{detail}, XOR-echo verified"), logs })
         }
         PeerId::Reference => {
-            let listen = free_port()?;
             let auth = if feature == Feature::Userpass { format!("{USER}:{PASS}@") } else { String::new() };
             // socksref hops offer gost's TLS methods 80/82 by default (as gost does); every cell
             // but tls-methods turns that off so it tests what its name says.
@@ -228,26 +235,35 @@ pub async fn run(
                 selected = "server selects 80 (TLS); ".into();
             }
             let target = format!("{host}:{}", targets.echo_port);
-            let local = SocketAddr::from(([127, 0, 0, 1], listen));
-            let (args, ready) = if feature == Feature::Bind {
-                // rtcp: the proxy listens on `listen` (BIND with that DST.PORT); a peer that
-                // connects there is relayed to the local target. No readiness probe: the first
-                // connection that gets through is the test itself.
-                (vec!["-L".into(), format!("rtcp://127.0.0.1:{listen}/{target}"), "-F".into(), hop], None)
-            } else {
-                (
-                    vec![
-                        "-L".into(),
-                        format!("tcp://127.0.0.1:{listen}/{target}"),
-                        "-L".into(),
-                        format!("udp://127.0.0.1:{listen}/127.0.0.1:{}", targets.echo_port),
-                        "-F".into(),
-                        hop,
-                    ],
-                    Some(local),
-                )
+            // A new port per attempt, as for V2Ray above.
+            let mut attempt = 0;
+            let (running, local, args) = loop {
+                let listen = free_port()?;
+                let local = SocketAddr::from(([127, 0, 0, 1], listen));
+                let (args, ready) = if feature == Feature::Bind {
+                    // rtcp: the proxy listens on `listen` (BIND with that DST.PORT); a peer that
+                    // connects there is relayed to the local target. No readiness probe: the first
+                    // connection that gets through is the test itself.
+                    (vec!["-L".into(), format!("rtcp://127.0.0.1:{listen}/{target}"), "-F".into(), hop.clone()], None)
+                } else {
+                    (
+                        vec![
+                            "-L".into(),
+                            format!("tcp://127.0.0.1:{listen}/{target}"),
+                            "-L".into(),
+                            format!("udp://127.0.0.1:{listen}/127.0.0.1:{}", targets.echo_port),
+                            "-F".into(),
+                            hop.clone(),
+                        ],
+                        Some(local),
+                    )
+                };
+                match launcher.start(&args, &[], ready).await {
+                    Ok(r) => break (r, local, args),
+                    Err(_) if attempt < 2 => attempt += 1,
+                    Err(e) => return Err(e),
+                }
             };
-            let running = launcher.start(&args, &[], ready).await?;
             let r = match feature {
                 Feature::UdpAssociate | Feature::UdpTun => {
                     udp_exchange(local).await.map(|n| format!("{n} bytes in 3 datagrams"))

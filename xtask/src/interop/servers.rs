@@ -92,8 +92,21 @@ fn set<T: Ord + Copy>(items: &[T]) -> BTreeSet<T> {
     items.iter().copied().collect()
 }
 
-/// Starts `peer` as a server in `config`.
+/// Starts `peer` as a server in `config`. A free port can be taken by another process between
+/// our check and the server's bind (other test suites share the machine), so a failed start is
+/// retried on a new port, at most three times in all.
 pub async fn start(peer: PeerId, launcher: &Launcher, config: Config) -> Result<Server> {
+    let mut last = None;
+    for _ in 0..3 {
+        match start_once(peer, launcher, config).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt")))
+}
+
+async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result<Server> {
     let port = free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let all = set(&[Version::Socks4, Version::Socks4a, Version::Socks5]);
