@@ -13,7 +13,7 @@ use tracing::info;
 use crate::proto::server::ProxyRequest;
 use crate::proto::{encode_reply, Address, Host, Reply};
 
-use super::{bnd, linger_close, refuse, resolve::resolve, Shared};
+use super::{bnd, fail, resolve::resolve, Shared};
 
 /// Cap on bytes the client may send between the two replies; they are held for the peer.
 const HELD_CAP: usize = 64 * 1024;
@@ -103,12 +103,6 @@ fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1)
-}
-
-async fn fail(mut control: Stream, request: &ProxyRequest, rep: Reply) -> io::Result<()> {
-    refuse(&mut control, request, rep).await;
-    linger_close(control).await;
-    Ok(())
 }
 
 /// BIND through the upstream chain: the last hop listens and checks the peer; we pass both

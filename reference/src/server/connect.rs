@@ -13,7 +13,7 @@ use tracing::info;
 use crate::proto::server::ProxyRequest;
 use crate::proto::{encode_reply, Reply};
 
-use super::{bnd, linger_close, refuse, resolve::resolve, Shared};
+use super::{bnd, fail, resolve::resolve, Shared};
 
 pub(crate) async fn run(
     mut client: Stream,
@@ -27,9 +27,7 @@ pub(crate) async fn run(
         Ok(s) => s,
         Err(rep) => {
             info!(%peer, target = %request.target, reply = %rep, "connect refused");
-            refuse(&mut client, request, rep).await;
-            linger_close(client).await;
-            return Ok(());
+            return fail(client, request, rep).await;
         }
     };
     let _ = upstream.tcp().set_nodelay(true);

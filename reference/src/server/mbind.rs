@@ -14,7 +14,7 @@ use crate::proto::{encode_reply, Address, Host, Reply};
 use crate::smux::{Config, Role, Session};
 use crate::tls::Stream;
 
-use super::{bnd, linger_close, refuse, Shared};
+use super::{bnd, fail, Shared};
 
 pub(crate) async fn run(
     mut control: Stream,
@@ -26,9 +26,7 @@ pub(crate) async fn run(
     let listener = match listen(request, shared) {
         Ok(l) => l,
         Err(rep) => {
-            refuse(&mut control, request, rep).await;
-            linger_close(control).await;
-            return Ok(());
+            return fail(control, request, rep).await;
         }
     };
     let bound = listener.local_addr()?;

@@ -87,7 +87,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let cfg = &shared.config;
     // The deadline covers gost's method-level TLS handshake too (specs/gost-socks.md §3.5).
     let hs = tokio::time::timeout(cfg.handshake_timeout, Box::pin(handshake(Stream::Tcp(stream), cfg))).await;
-    let (mut stream, Handshaken { request, early }) = match hs {
+    let (stream, Handshaken { request, early }) = match hs {
         Ok(Ok((stream, Some(h)))) => (stream, h),
         Ok(Ok((stream, None))) => {
             Stats::bump(&cfg.stats.handshake_failures);
@@ -124,9 +124,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
         _ => {
             // Unknown, disabled and extension commands alike: REP 07, never reinterpreted (R-25, V-27).
-            refuse(&mut stream, &request, Reply::COMMAND_NOT_SUPPORTED).await;
-            linger_close(stream).await;
-            Ok(())
+            fail(stream, &request, Reply::COMMAND_NOT_SUPPORTED).await
         }
     };
     if let Err(e) = result {
@@ -220,10 +218,12 @@ async fn handshake(mut stream: Stream, cfg: &ServerConfig) -> io::Result<(Stream
     }
 }
 
-/// Writes a failure reply in the request's protocol.
-pub(crate) async fn refuse(stream: &mut Stream, request: &ProxyRequest, reply: Reply) {
+/// Ends a request with a failure reply in its protocol, then closes as D-13 says. Every
+/// handler's refusal goes through here, so no path can reply and keep the connection open.
+pub(crate) async fn fail(mut stream: Stream, request: &ProxyRequest, reply: Reply) -> io::Result<()> {
     let _ = stream.write_all(&encode_reply(request.version, reply, &Address::UNSPECIFIED)).await;
-    let _ = stream.flush().await;
+    linger_close(stream).await;
+    Ok(())
 }
 
 /// After a failure: flush, half-close, and close within a second (D-13), discarding whatever the

@@ -20,7 +20,7 @@ use crate::proto::server::ProxyRequest;
 use crate::proto::udp::UdpHeader;
 use crate::proto::{encode_reply, Address, Host, Reply};
 
-use super::{bnd, linger_close, refuse, Shared};
+use super::{bnd, fail, Shared};
 
 /// Large enough for any IPv4 or IPv6 datagram plus the largest header, so nothing is truncated
 /// on receive.
@@ -43,17 +43,13 @@ pub(crate) async fn run(
         Host::Domain(_) => true,
     };
     if foreign && !cfg.udp_allow_foreign_client_addr {
-        refuse(&mut control, request, Reply::NOT_ALLOWED).await;
-        linger_close(control).await;
-        return Ok(());
+        return fail(control, request, Reply::NOT_ALLOWED).await;
     }
     let local_ip = control.local_addr()?.ip();
     let (relay, outbound) = match sockets(local_ip, shared).await {
         Ok(v) => v,
         Err(rep) => {
-            refuse(&mut control, request, rep).await;
-            linger_close(control).await;
-            return Ok(());
+            return fail(control, request, rep).await;
         }
     };
     // D-02: a concrete BND.ADDR, the address the client reached us on.

@@ -17,7 +17,7 @@ use crate::proto::{encode_reply, Address, DecodeError, Host, Reply};
 use crate::tls::Stream;
 
 use super::udp::Outbound;
-use super::{bnd, linger_close, refuse, Shared};
+use super::{bnd, fail, Shared};
 
 /// Remotes remembered for endpoint-dependent filtering in relay mode (D-16).
 const MAX_REMOTES: usize = 4096;
@@ -45,9 +45,7 @@ pub(crate) async fn run(
     let outbound = match socket {
         Ok(s) => s,
         Err(rep) => {
-            refuse(&mut control, request, rep).await;
-            linger_close(control).await;
-            return Ok(());
+            return fail(control, request, rep).await;
         }
     };
     // BND: the UDP socket's own address (gost sends it verbatim too); a chain has none of ours.
