@@ -10,11 +10,13 @@
 pub mod coverage;
 pub mod fixtures;
 pub mod peers;
+pub mod preflight;
 pub mod profile;
 pub mod reference;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod transcript;
 pub mod verdict;
 
 use std::path::PathBuf;

@@ -10,11 +10,14 @@ use clap::{Parser, Subcommand};
 
 use sockslab::coverage::{Coverage, Requirements};
 use sockslab::peers::{self, PeerDef};
+use sockslab::preflight;
 use sockslab::profile::{Profile, PROFILES};
 use sockslab::report::{json, junit, Report};
 use sockslab::runner::{self, Claims, RunOptions, Sut};
-use sockslab::scenario::{load_catalogue, Command as Cmd, Method, Role, Scenario, Schedule, Version};
-use sockslab::verdict::{Expectations, ScenarioResult, Verdict};
+use sockslab::scenario::{
+    load_catalogue, Command as Cmd, Extension, Feature, Method, Role, Scenario, Schedule, Version,
+};
+use sockslab::verdict::{Expectations, ScenarioResult, Strictness, Verdict};
 
 #[derive(Parser)]
 #[command(name = "sockslab", version, about = "SOCKS4/4a/5 conformance lab")]
@@ -52,29 +55,52 @@ enum Sub {
 
 #[derive(clap::Args)]
 struct CheckArgs {
-    /// Server URL: socks4://, socks4a://, socks5:// with host:port on loopback.
+    /// Server URL on loopback: socks4:// (SOCKS4 only), socks4a:// (4 and 4a), socks5://, or
+    /// socks:// (4, 4a and 5 on one port), with host:port.
     url: Option<String>,
     /// Peer name (a folder of harness/peers) or folder: starts its instances and uses its expected results.
     #[arg(long, conflicts_with = "url")]
     peer: Option<String>,
     /// RFC 1929 username (the server requires authentication).
-    #[arg(long)]
+    #[arg(long, requires = "pass")]
     user: Option<String>,
     /// RFC 1929 password.
-    #[arg(long)]
+    #[arg(long, requires = "user")]
     pass: Option<String>,
-    /// Profiles (repeatable or comma-separated): rfc1928-core, socks4, udp, bind, all.
+    /// Profiles (repeatable or comma-separated): rfc1928-core, socks4, udp, bind, gost, all.
     #[arg(long, value_delimiter = ',')]
     profile: Vec<String>,
+    /// Capabilities the server has besides CONNECT (comma-separated): bind, udp, gost.
+    #[arg(long, value_delimiter = ',')]
+    claims: Vec<String>,
+    /// Features the server is configured to refuse (comma-separated): bind, udp, socks4, socks4a.
+    /// Scenarios that test a refusal run only for what is declared here.
+    #[arg(long, value_delimiter = ',')]
+    disabled: Vec<String>,
+    /// The server's handshake timeout (e.g. `3s`), so scenarios that wait for it can run.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    handshake_timeout: Option<std::time::Duration>,
+    /// The server's outgoing connect timeout (e.g. `3s`), so scenarios that wait for it can run.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    connect_timeout: Option<std::time::Duration>,
+    /// The server's BIND accept timeout (e.g. `3s`), so scenarios that wait for it can run.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    bind_timeout: Option<std::time::Duration>,
+    /// The server's UDP association idle timeout, so scenarios that wait for it can run.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    udp_idle_timeout: Option<std::time::Duration>,
     /// Only these scenario ids (repeatable; a trailing `*` matches a prefix).
     #[arg(long)]
     only: Vec<String>,
     /// Only these schedules: as-written, one-byte, coalesced, field-split.
     #[arg(long, value_delimiter = ',')]
     schedule: Vec<String>,
-    /// The server's handshake timeout, so scenarios that wait for it can run.
+    /// Exit non-zero on WARN (a SHOULD not met) too.
     #[arg(long)]
-    handshake_timeout_ms: Option<u64>,
+    strict: bool,
+    /// Exit non-zero on POLICY (a MAY or a project decision not followed) too.
+    #[arg(long)]
+    policy: bool,
     /// Expected-results file (default: the peer's expected.yaml).
     #[arg(long)]
     expected: Option<PathBuf>,
@@ -90,7 +116,7 @@ struct CheckArgs {
     /// Scenarios run at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// Print passing scenarios too.
+    /// Print passing and not-applicable scenarios, and the transcript of each failure.
     #[arg(short, long)]
     verbose: bool,
 }
@@ -114,7 +140,7 @@ struct ClientArgs {
     pass: String,
     /// How the client addresses targets (repeatable or comma-separated): socks4 (IPv4),
     /// socks4a (names), socks5 (IP addresses, resolved locally), socks5h (names, resolved by the
-    /// proxy). Scenarios needing anything else are not applicable. Default: all.
+    /// proxy), or all. Scenarios needing anything else are not applicable. Default: all.
     #[arg(long, value_delimiter = ',')]
     speaks: Vec<String>,
     /// Catalogue directory.
@@ -129,17 +155,23 @@ struct ClientArgs {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let code = match Cli::parse().cmd {
-        Sub::Check(a) => check(a).await?,
-        Sub::CheckClient(a) => check_client(a).await?,
-        Sub::Coverage { scenarios, strict } => coverage(scenarios, strict)?,
-        Sub::List { scenarios, profile } => list(scenarios, profile)?,
+    let result = match Cli::parse().cmd {
+        Sub::Check(a) => check(a).await,
+        Sub::CheckClient(a) => check_client(a).await,
+        Sub::Coverage { scenarios, strict } => coverage(scenarios, strict),
+        Sub::List { scenarios, profile } => list(scenarios, profile),
     };
+    // Errors are the user's to read, not a developer's: one line (with its causes), exit 2, and
+    // never a backtrace whatever RUST_BACKTRACE says.
+    let code = result.unwrap_or_else(|e| {
+        eprintln!("sockslab: {e:#}");
+        2
+    });
     std::process::exit(code);
 }
 
@@ -165,7 +197,7 @@ fn schedules(names: &[String]) -> Result<Vec<Schedule>> {
 }
 
 struct Target {
-    scheme: Version,
+    versions: BTreeSet<Version>,
     addr: SocketAddr,
     user: Option<String>,
     pass: Option<String>,
@@ -173,19 +205,23 @@ struct Target {
 
 fn parse_url(url: &str) -> Result<Target> {
     let (scheme, rest) = url.split_once("://").context("expected scheme://host:port")?;
-    let scheme = match scheme {
-        "socks4" => Version::Socks4,
-        "socks4a" => Version::Socks4a,
-        "socks5" | "socks5h" => Version::Socks5,
-        s => bail!("unsupported scheme `{s}` (socks4, socks4a, socks5)"),
+    let versions: BTreeSet<Version> = match scheme {
+        "socks4" => [Version::Socks4].into(),
+        "socks4a" => [Version::Socks4, Version::Socks4a].into(),
+        "socks5" | "socks5h" => [Version::Socks5].into(),
+        "socks" => [Version::Socks4, Version::Socks4a, Version::Socks5].into(),
+        s => bail!("unsupported scheme `{s}` (socks4, socks4a, socks5, or socks for all three on one port)"),
     };
     let rest = rest.trim_end_matches('/');
     let (userinfo, hostport) = match rest.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
         None => (None, rest),
     };
-    let (user, pass) = match userinfo.map(|u| u.split_once(':').unwrap_or((u, ""))) {
-        Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+    let (user, pass) = match userinfo {
+        Some(u) => {
+            let (u, p) = u.split_once(':').with_context(|| format!("`{u}@`: give user:password@ or neither"))?;
+            (Some(u.to_string()), Some(p.to_string()))
+        }
         None => (None, None),
     };
     let addr = hostport
@@ -197,10 +233,51 @@ fn parse_url(url: &str) -> Result<Target> {
     if !addr.ip().is_loopback() {
         bail!("{addr} is not a loopback address; sockslab only checks servers on 127.0.0.0/8 or ::1");
     }
-    Ok(Target { scheme, addr, user, pass })
+    Ok(Target { versions, addr, user, pass })
+}
+
+fn millis(d: Option<std::time::Duration>) -> Option<u64> {
+    d.map(|d| d.as_millis() as u64)
+}
+
+/// The claims of a server given by URL: what the scheme, the flags and the profiles say.
+fn url_claims(a: &CheckArgs, t: &Target, method: Method, profiles: &[Profile]) -> Result<Claims> {
+    let mut claims = Claims {
+        versions: t.versions.clone(),
+        method,
+        handshake_timeout_ms: millis(a.handshake_timeout),
+        connect_timeout_ms: millis(a.connect_timeout),
+        bind_timeout_ms: millis(a.bind_timeout),
+        udp_idle_timeout_ms: millis(a.udp_idle_timeout),
+        ipv6: true,
+        domain: true,
+        ..Claims::default()
+    };
+    for c in &a.claims {
+        match c.as_str() {
+            "bind" => claims.commands.insert(Cmd::Bind),
+            "udp" => claims.commands.insert(Cmd::Udp),
+            "gost" => claims.extensions.insert(Extension::Gost),
+            other => bail!("--claims {other}: use bind, udp or gost"),
+        };
+    }
+    for d in &a.disabled {
+        let f = Feature::from_name(d).with_context(|| format!("--disabled {d}: use bind, udp, socks4 or socks4a"))?;
+        claims.disabled.insert(f);
+    }
+    for p in profiles {
+        p.extend_claims(&mut claims);
+    }
+    for (f, c) in [(Feature::Bind, Cmd::Bind), (Feature::Udp, Cmd::Udp)] {
+        if claims.disabled.contains(&f) && claims.commands.contains(&c) {
+            bail!("{} is both claimed and declared disabled", f.name());
+        }
+    }
+    Ok(claims)
 }
 
 async fn check(a: CheckArgs) -> Result<i32> {
+    let started = std::time::Instant::now();
     let (_, all) = catalogue(a.scenarios.clone())?;
     let mut profiles: Vec<Profile> = a
         .profile
@@ -232,26 +309,18 @@ async fn check(a: CheckArgs) -> Result<i32> {
         let url = a.url.clone().context("give a URL (socks5://127.0.0.1:PORT) or --peer NAME")?;
         let t = parse_url(&url)?;
         if profiles.is_empty() {
-            let p = if t.scheme == Version::Socks5 { "rfc1928-core" } else { "socks4" };
+            let p = if t.versions.contains(&Version::Socks5) { "rfc1928-core" } else { "socks4" };
             profiles.push(Profile::by_name(p).expect("built-in profile"));
         }
-        let user = a.user.clone().or(t.user);
-        let pass = a.pass.clone().or(t.pass);
-        let mut versions: BTreeSet<Version> = [t.scheme].into();
-        if t.scheme == Version::Socks4a {
-            versions.insert(Version::Socks4);
+        let user = a.user.clone().or(t.user.clone());
+        let pass = a.pass.clone().or(t.pass.clone());
+        let creds = user.as_ref().zip(pass.as_ref()).map(|(u, p)| (u.as_bytes(), p.as_bytes()));
+        let socks5 = t.versions.contains(&Version::Socks5);
+        let pre = preflight::run(t.addr, socks5, creds).await?;
+        if let Some(n) = &pre.note {
+            eprintln!("note: {n}");
         }
-        let mut claims = Claims {
-            versions,
-            commands: [Cmd::Connect].into(),
-            method: if user.is_some() { Method::Userpass } else { Method::Noauth },
-            handshake_timeout_ms: a.handshake_timeout_ms,
-            ipv6: true,
-            domain: true,
-        };
-        for p in &profiles {
-            p.extend_claims(&mut claims);
-        }
+        let claims = url_claims(&a, &t, pre.method, &profiles)?;
         let sut = Sut {
             addr: t.addr,
             user: user.unwrap_or_default().into_bytes(),
@@ -272,21 +341,15 @@ async fn check(a: CheckArgs) -> Result<i32> {
     if selected.is_empty() {
         bail!("no scenario selected");
     }
-    let tty = std::io::stderr().is_terminal();
-    let results = runner::run_all(&selected, &suts, &opts, &expected, |done, total, r| {
-        if tty {
-            eprint!("\r\x1b[K[{done}/{total}] {} {}", r.verdict.label(), r.id);
-            let _ = std::io::stderr().flush();
-        }
-    })
-    .await;
-    if tty {
-        eprint!("\r\x1b[K");
-    }
+    let progress = Progress::new(selected.len());
+    let results = runner::run_all(&selected, &suts, &opts, &expected, |done, _, r| progress.tick(done, r)).await;
+    progress.finish();
     for r in running {
         r.stop().await;
     }
-    let code = finish(Report::new(label, results), a.verbose, a.json.as_ref(), a.junit.as_ref())?;
+    let strict = Strictness { warn: a.strict, policy: a.policy };
+    let report = Report::new(label, results).with_wall(started.elapsed());
+    let code = finish(report, strict, a.verbose, a.json.as_ref(), a.junit.as_ref())?;
     // An expected-results entry for a scenario that was not run is not an error, but say so:
     // entries for deleted or renamed scenarios would otherwise linger.
     let ids: BTreeSet<&str> = selected.iter().map(|s| s.id.as_str()).collect();
@@ -298,7 +361,75 @@ async fn check(a: CheckArgs) -> Result<i32> {
     Ok(code)
 }
 
-fn finish(report: Report, verbose: bool, json_out: Option<&PathBuf>, junit_out: Option<&PathBuf>) -> Result<i32> {
+/// Progress on stderr: a live line on a terminal, a periodic line otherwise (CI logs).
+struct Progress {
+    total: usize,
+    tty: bool,
+    started: std::time::Instant,
+    last: std::sync::Mutex<std::time::Instant>,
+    bad: std::sync::atomic::AtomicUsize,
+}
+
+/// How often a non-terminal progress line is printed.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        let now = std::time::Instant::now();
+        Progress {
+            total,
+            tty: std::io::stderr().is_terminal(),
+            started: now,
+            last: std::sync::Mutex::new(now),
+            bad: Default::default(),
+        }
+    }
+
+    fn tick(&self, done: usize, r: &ScenarioResult) {
+        use std::sync::atomic::Ordering;
+        if matches!(r.verdict, Verdict::Fail | Verdict::Xpass { .. }) {
+            self.bad.fetch_add(1, Ordering::Relaxed);
+        }
+        let bad = self.bad.load(Ordering::Relaxed);
+        if self.tty {
+            let width = 30;
+            let filled = width * done / self.total.max(1);
+            eprint!(
+                "\r\x1b[K[{}{}] {done}/{} {bad} failing  {} {}",
+                "#".repeat(filled),
+                "-".repeat(width - filled),
+                self.total,
+                r.verdict.label(),
+                r.id
+            );
+            let _ = std::io::stderr().flush();
+            return;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() >= PROGRESS_EVERY || done == self.total {
+            *last = std::time::Instant::now();
+            eprintln!(
+                "progress: {done}/{} scenarios in {:.0} s, {bad} failing",
+                self.total,
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+fn finish(
+    report: Report,
+    strict: Strictness,
+    verbose: bool,
+    json_out: Option<&PathBuf>,
+    junit_out: Option<&PathBuf>,
+) -> Result<i32> {
     for r in &report.results {
         print_result(r, verbose);
     }
@@ -309,29 +440,66 @@ fn finish(report: Report, verbose: bool, json_out: Option<&PathBuf>, junit_out: 
     if let Some(p) = junit_out {
         std::fs::write(p, junit::render(&report)).with_context(|| format!("writing {}", p.display()))?;
     }
-    Ok(if report.summary.ok() { 0 } else { 1 })
+    Ok(if report.summary.ok(strict) { 0 } else { 1 })
 }
 
 fn print_result(r: &ScenarioResult, verbose: bool) {
     let inst = r.instance.as_deref().map(|i| format!(" [{i}]")).unwrap_or_default();
+    let label = r.verdict.label();
     match &r.verdict {
         Verdict::Pass if !verbose => {}
-        Verdict::Pass => println!("PASS   {}{inst}", r.id),
-        Verdict::NotApplicable { reason } if verbose => println!("N/A    {}: {reason}", r.id),
+        Verdict::Pass => println!("PASS    {}{inst}", r.id),
+        Verdict::NotApplicable { reason } if verbose => println!("N/A     {}: {reason}", r.id),
         Verdict::NotApplicable { .. } => {}
-        Verdict::ExpectedFailure { reason } => println!("XFAIL  {}{inst}: {reason}", r.id),
-        Verdict::Xpass { reason } => println!("XPASS  {}{inst}: passed, but expected to fail ({reason})", r.id),
-        Verdict::Fail => {
-            println!("FAIL   {}{inst}: {}", r.id, r.title);
-            for f in &r.failures {
+        Verdict::Unavailable { reason } => println!("UNAVAIL {}: {reason}", r.id),
+        Verdict::ExpectedFailure { reason } => println!("XFAIL   {}{inst}: {reason}", r.id),
+        Verdict::Xpass { reason } => println!("XPASS   {}{inst}: passed, but expected to fail ({reason})", r.id),
+        Verdict::Fail | Verdict::Warn | Verdict::Policy => {
+            println!("{label:<7} {}{inst}: {}", r.id, r.title);
+            if let Some(c) = r.cites.iter().find(|c| sockslab::verdict::Grade::of(c.level) == r.grade) {
+                println!("        {} {}: {}", r.grade.label(), c.id, one_line(&c.text, 150));
+            }
+            for (schedules, f) in grouped(r) {
                 let step = f.step.map(|s| format!("step {s}: ")).unwrap_or_default();
-                println!("         [{}] {step}{}", f.schedule.name(), f.message);
+                println!("        [{schedules}] {step}{}", f.message);
+            }
+            if verbose {
+                if let Some(f) = r.failures.first() {
+                    print!("{}", f.transcript.render("          "));
+                }
             }
         }
     }
 }
 
+/// Failures with the same step and message, with the schedules they happened under.
+fn grouped(r: &ScenarioResult) -> Vec<(String, &sockslab::verdict::ScheduleFailure)> {
+    let mut out: Vec<(Vec<&str>, &sockslab::verdict::ScheduleFailure)> = Vec::new();
+    for f in &r.failures {
+        match out.iter_mut().find(|(_, g)| g.step == f.step && g.message == f.message) {
+            Some((names, _)) => names.push(f.schedule.name()),
+            None => out.push((vec![f.schedule.name()], f)),
+        }
+    }
+    out.into_iter()
+        .map(|(names, f)| {
+            let all = names.len() == Schedule::ALL.len();
+            (if all { "every schedule".to_string() } else { names.join(", ") }, f)
+        })
+        .collect()
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let t: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if t.chars().count() > max {
+        format!("{}…", t.chars().take(max).collect::<String>())
+    } else {
+        t
+    }
+}
+
 async fn check_client(a: ClientArgs) -> Result<i32> {
+    let started = std::time::Instant::now();
     let (_, all) = catalogue(a.scenarios.clone())?;
     let scheds = schedules(&a.schedule)?;
     let selected: Vec<Scenario> =
@@ -339,54 +507,47 @@ async fn check_client(a: ClientArgs) -> Result<i32> {
     if selected.is_empty() {
         bail!("no server-role scenario selected");
     }
-    let speaks = a
-        .speaks
-        .iter()
-        .map(|v| match v.as_str() {
-            "socks4" => Ok((sockslab::scenario::Version::Socks4, false)),
-            "socks4a" => Ok((sockslab::scenario::Version::Socks4a, true)),
-            "socks5" => Ok((sockslab::scenario::Version::Socks5, false)),
-            "socks5h" => Ok((sockslab::scenario::Version::Socks5, true)),
-            _ => Err(anyhow::anyhow!("--speaks {v:?}: use socks4, socks4a, socks5 or socks5h")),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut speaks = Vec::new();
+    for v in &a.speaks {
+        match v.as_str() {
+            "all" => speaks.clear(),
+            "socks4" => speaks.push((Version::Socks4, false)),
+            "socks4a" => speaks.push((Version::Socks4a, true)),
+            "socks5" => speaks.push((Version::Socks5, false)),
+            "socks5h" => speaks.push((Version::Socks5, true)),
+            _ => bail!("--speaks {v:?}: use socks4, socks4a, socks5, socks5h or all"),
+        }
+    }
     let mut results = Vec::new();
     for s in &selected {
-        let started = std::time::Instant::now();
+        let t0 = std::time::Instant::now();
         if !speaks.is_empty() && !speaks.contains(&(s.needs.version, s.needs.domain)) {
             // Decided before running: the client does not claim this protocol and addressing.
             let how = if s.needs.domain { "names" } else { "addresses" };
             let reason = format!("the client does not send {how} in {:?}", s.needs.version).to_lowercase();
-            results.push(ScenarioResult {
-                id: s.id.clone(),
-                title: s.title.clone(),
-                instance: None,
-                verdict: sockslab::verdict::Verdict::NotApplicable { reason },
-                schedules: Vec::new(),
-                failures: Vec::new(),
-                millis: 0,
-            });
+            results.push(ScenarioResult::new(s, None, Verdict::NotApplicable { reason }));
             continue;
         }
         let mut failures = Vec::new();
         let ran: Vec<Schedule> = s.schedules().into_iter().filter(|x| scheds.contains(x)).collect();
         for sch in &ran {
             if let Err(f) = runner::server::play(s, *sch, &a.command, &a.user, &a.pass).await {
-                failures.push(sockslab::verdict::ScheduleFailure { schedule: *sch, step: f.step, message: f.message });
+                failures.push(sockslab::verdict::ScheduleFailure {
+                    schedule: *sch,
+                    step: f.step,
+                    message: f.message,
+                    transcript: f.transcript,
+                });
             }
         }
-        let verdict = sockslab::verdict::decide(&ran, &failures, None);
-        results.push(ScenarioResult {
-            id: s.id.clone(),
-            title: s.title.clone(),
-            instance: None,
-            verdict,
-            schedules: ran,
-            failures,
-            millis: started.elapsed().as_millis() as u64,
-        });
+        let mut r = ScenarioResult::new(s, None, sockslab::verdict::decide(s.grade, &ran, &failures, None));
+        r.schedules = ran;
+        r.failures = failures;
+        r.millis = t0.elapsed().as_millis() as u64;
+        results.push(r);
     }
-    finish(Report::new(a.command.clone(), results), true, a.json.as_ref(), a.junit.as_ref())
+    let report = Report::new(a.command.clone(), results).with_wall(started.elapsed());
+    finish(report, Strictness::default(), true, a.json.as_ref(), a.junit.as_ref())
 }
 
 fn coverage(dir: Option<PathBuf>, strict: bool) -> Result<i32> {

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::runner::{Claims, Sut};
-use crate::scenario::{Command, Method, Needs, Version};
+use crate::scenario::{Command, Extension, Feature, Method, Needs, Version};
 
 /// The credentials reference instances with authentication accept.
 pub const USER: &str = "alice";
@@ -79,13 +79,28 @@ impl RefOptions {
         if self.udp {
             commands.insert(Command::Udp);
         }
+        let mut disabled = BTreeSet::new();
+        for (off, f) in [(!self.bind, Feature::Bind), (!self.udp, Feature::Udp)] {
+            if off {
+                disabled.insert(f);
+            }
+        }
+        if !self.socks4 {
+            disabled.extend([Feature::Socks4, Feature::Socks4a]);
+        }
         Claims {
             versions,
             commands,
+            disabled,
             method: if self.auth { Method::Userpass } else { Method::Noauth },
             handshake_timeout_ms: Some(self.handshake_timeout_ms),
+            connect_timeout_ms: Some(self.connect_timeout_ms),
+            bind_timeout_ms: Some(self.bind_accept_timeout_ms),
+            udp_idle_timeout_ms: None,
             ipv6: true,
             domain: true,
+            // The reference implements gost's extensions (F2/F3 under bind/udp, TLS methods).
+            extensions: [Extension::Gost].into(),
         }
     }
 

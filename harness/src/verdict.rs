@@ -1,11 +1,72 @@
-//! Verdicts are data: pass, fail, not-applicable, expected-failure (with a reason) and xpass.
+//! Verdicts are data: pass, fail, warn, policy, not-applicable, expected-failure (with a reason),
+//! xpass and unavailable.
+//!
+//! A scenario that does not go as written is graded by the strictest level of the requirements it
+//! cites ([`Grade`]): a MUST (or a protocol rule stated without a keyword) gives `FAIL`, a SHOULD
+//! gives `WARN`, and a MAY or one of the project's own decisions and safety rules gives `POLICY`.
+//! So a `FAIL` is always a deviation from the specification, never from this project's taste.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::coverage::Level;
 use crate::scenario::{yaml, LoadError, Schedule};
+use crate::transcript::Transcript;
+
+/// How strongly the specification demands what a scenario checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grade {
+    /// MUST / MUST NOT, or a message-format rule: a deviation is a `FAIL`.
+    #[default]
+    Must,
+    /// SHOULD / RECOMMENDED: a deviation is a `WARN`.
+    Should,
+    /// MAY, or the project's own decision or safety rule (D-, R-, V- ids): a deviation is `POLICY`.
+    Policy,
+}
+
+impl Grade {
+    /// The grade a requirement of this level gives.
+    pub fn of(level: Level) -> Grade {
+        match level {
+            Level::Must | Level::Spec => Grade::Must,
+            Level::Should => Grade::Should,
+            Level::May | Level::Project => Grade::Policy,
+        }
+    }
+
+    /// Upper-case name for reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Grade::Must => "MUST",
+            Grade::Should => "SHOULD",
+            Grade::Policy => "POLICY",
+        }
+    }
+}
+
+/// A requirement a scenario cites, as reports show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cited {
+    /// Requirement id (`RFC1928-6-failure-close`, `D-06`, …).
+    pub id: String,
+    /// Its level.
+    pub level: Level,
+    /// The requirement text.
+    pub text: String,
+}
+
+/// How strict a run's exit code is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Strictness {
+    /// `WARN` (a SHOULD not met) fails the run too.
+    pub warn: bool,
+    /// `POLICY` (a project decision not followed) fails the run too.
+    pub policy: bool,
+}
 
 /// The outcome of one scenario against one peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,8 +74,12 @@ use crate::scenario::{yaml, LoadError, Schedule};
 pub enum Verdict {
     /// Passed under every schedule it ran under.
     Pass,
-    /// Failed, and the peer's expected results do not list it.
+    /// A MUST-level check failed, and the peer's expected results do not list it.
     Fail,
+    /// A SHOULD-level check failed (not listed as expected).
+    Warn,
+    /// A check of a MAY or of the project's own decision failed (not listed as expected).
+    Policy,
     /// The peer does not claim a capability the scenario needs; decided before running.
     NotApplicable {
         /// Which capability is missing.
@@ -30,6 +95,11 @@ pub enum Verdict {
         /// The reason the file gave for the expected failure.
         reason: String,
     },
+    /// The peer could not be obtained or started, so nothing ran (the interop lab).
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Verdict {
@@ -38,15 +108,38 @@ impl Verdict {
         match self {
             Verdict::Pass => "PASS",
             Verdict::Fail => "FAIL",
+            Verdict::Warn => "WARN",
+            Verdict::Policy => "POLICY",
             Verdict::NotApplicable { .. } => "N/A",
             Verdict::ExpectedFailure { .. } => "XFAIL",
             Verdict::Xpass { .. } => "XPASS",
+            Verdict::Unavailable { .. } => "UNAVAILABLE",
         }
     }
 
-    /// Whether this verdict makes a run fail (exit code 1).
-    pub fn is_error(&self) -> bool {
-        matches!(self, Verdict::Fail | Verdict::Xpass { .. })
+    /// The verdict of a scenario of this grade that did not go as written.
+    pub fn deviation(grade: Grade) -> Verdict {
+        match grade {
+            Grade::Must => Verdict::Fail,
+            Grade::Should => Verdict::Warn,
+            Grade::Policy => Verdict::Policy,
+        }
+    }
+
+    /// Whether this verdict makes a run fail: `FAIL` and `XPASS` always, `WARN` and `POLICY`
+    /// when the run asks for it.
+    pub fn is_error(&self, strict: Strictness) -> bool {
+        match self {
+            Verdict::Fail | Verdict::Xpass { .. } => true,
+            Verdict::Warn => strict.warn,
+            Verdict::Policy => strict.policy,
+            _ => false,
+        }
+    }
+
+    /// Whether the scenario deviated (failed at some level, expected or not).
+    pub fn deviated(&self) -> bool {
+        matches!(self, Verdict::Fail | Verdict::Warn | Verdict::Policy | Verdict::ExpectedFailure { .. })
     }
 }
 
@@ -59,6 +152,9 @@ pub struct ScheduleFailure {
     pub step: Option<usize>,
     /// What happened.
     pub message: String,
+    /// What was sent and received up to the failure.
+    #[serde(default, skip_serializing_if = "Transcript::is_empty")]
+    pub transcript: Transcript,
 }
 
 /// A scenario's result.
@@ -68,6 +164,12 @@ pub struct ScenarioResult {
     pub id: String,
     /// Scenario title.
     pub title: String,
+    /// How strongly the specification demands what it checks.
+    #[serde(default)]
+    pub grade: Grade,
+    /// The requirements it cites.
+    #[serde(default)]
+    pub cites: Vec<Cited>,
     /// Peer instance it ran against, if the run had several.
     pub instance: Option<String>,
     /// The verdict.
@@ -79,6 +181,23 @@ pub struct ScenarioResult {
     pub failures: Vec<ScheduleFailure>,
     /// Wall time in milliseconds.
     pub millis: u64,
+}
+
+impl ScenarioResult {
+    /// A result for `scn` with `verdict` and nothing run yet.
+    pub fn new(scn: &crate::scenario::Scenario, instance: Option<String>, verdict: Verdict) -> ScenarioResult {
+        ScenarioResult {
+            id: scn.id.clone(),
+            title: scn.title.clone(),
+            grade: scn.grade,
+            cites: scn.cites.clone(),
+            instance,
+            verdict,
+            schedules: Vec::new(),
+            failures: Vec::new(),
+            millis: 0,
+        }
+    }
 }
 
 /// One entry of a peer's expected-results file.
@@ -136,18 +255,24 @@ impl Expectations {
     }
 }
 
-/// Decides the verdict of a scenario that ran, from its per-schedule failures and the expectation.
-pub fn decide(ran: &[Schedule], failures: &[ScheduleFailure], expected: Option<&ExpectedFailure>) -> Verdict {
+/// Decides the verdict of a scenario of `grade` that ran, from its per-schedule failures and the
+/// expectation.
+pub fn decide(
+    grade: Grade,
+    ran: &[Schedule],
+    failures: &[ScheduleFailure],
+    expected: Option<&ExpectedFailure>,
+) -> Verdict {
     let failed: Vec<Schedule> = failures.iter().map(|f| f.schedule).collect();
     match expected {
         None if failed.is_empty() => Verdict::Pass,
-        None => Verdict::Fail,
+        None => Verdict::deviation(grade),
         Some(e) => {
             let listed: Vec<Schedule> = e.schedules.clone().unwrap_or_else(|| ran.to_vec());
             let listed_ran: Vec<Schedule> = listed.iter().copied().filter(|s| ran.contains(s)).collect();
             // A failure under a schedule the file does not list is a new failure.
             if failed.iter().any(|s| !listed.contains(s)) {
-                return Verdict::Fail;
+                return Verdict::deviation(grade);
             }
             if failed.is_empty() && e.intermittent {
                 return Verdict::Pass;
@@ -169,14 +294,26 @@ pub struct Summary {
     pub total: usize,
     /// Passed.
     pub passed: usize,
-    /// Failed.
+    /// Failed a MUST.
     pub failed: usize,
+    /// Failed a SHOULD.
+    #[serde(default)]
+    pub warned: usize,
+    /// Failed a MAY or a project decision.
+    #[serde(default)]
+    pub policy: usize,
     /// Not applicable.
     pub not_applicable: usize,
     /// Expected failures.
     pub expected_failures: usize,
     /// Unexpected passes (errors).
     pub xpass: usize,
+    /// Peer unavailable.
+    #[serde(default)]
+    pub unavailable: usize,
+    /// Wall time of the whole run, in milliseconds.
+    #[serde(default)]
+    pub wall_millis: u64,
 }
 
 impl Summary {
@@ -187,17 +324,20 @@ impl Summary {
             match r.verdict {
                 Verdict::Pass => s.passed += 1,
                 Verdict::Fail => s.failed += 1,
+                Verdict::Warn => s.warned += 1,
+                Verdict::Policy => s.policy += 1,
                 Verdict::NotApplicable { .. } => s.not_applicable += 1,
                 Verdict::ExpectedFailure { .. } => s.expected_failures += 1,
                 Verdict::Xpass { .. } => s.xpass += 1,
+                Verdict::Unavailable { .. } => s.unavailable += 1,
             }
         }
         s
     }
 
-    /// Whether the run succeeded (no failure, no xpass).
-    pub fn ok(&self) -> bool {
-        self.failed == 0 && self.xpass == 0
+    /// Whether the run succeeded: no failure, no xpass, and no warn/policy when `strict` asks.
+    pub fn ok(&self, strict: Strictness) -> bool {
+        self.failed == 0 && self.xpass == 0 && !(strict.warn && self.warned > 0) && !(strict.policy && self.policy > 0)
     }
 }
 
@@ -205,9 +345,20 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} scenarios: {} passed, {} failed, {} not applicable, {} expected failures, {} xpass",
-            self.total, self.passed, self.failed, self.not_applicable, self.expected_failures, self.xpass
-        )
+            "{} scenarios: {} passed, {} failed (MUST), {} warn (SHOULD), {} policy, {} not applicable, {} expected failures, {} xpass",
+            self.total,
+            self.passed,
+            self.failed,
+            self.warned,
+            self.policy,
+            self.not_applicable,
+            self.expected_failures,
+            self.xpass
+        )?;
+        if self.unavailable > 0 {
+            write!(f, ", {} unavailable", self.unavailable)?;
+        }
+        Ok(())
     }
 }
 
@@ -216,22 +367,50 @@ mod tests {
     use super::*;
 
     fn fail(s: Schedule) -> ScheduleFailure {
-        ScheduleFailure { schedule: s, step: Some(0), message: "x".into() }
+        ScheduleFailure { schedule: s, step: Some(0), message: "x".into(), transcript: Transcript::default() }
     }
 
     #[test]
     fn verdicts_follow_expectations() {
         let all = Schedule::ALL.to_vec();
         let e = ExpectedFailure { id: "a".into(), reason: "r".into(), schedules: None, intermittent: false };
-        assert_eq!(decide(&all, &[], None), Verdict::Pass);
-        assert_eq!(decide(&all, &[fail(Schedule::OneByte)], None), Verdict::Fail);
-        assert!(matches!(decide(&all, &[fail(Schedule::OneByte)], Some(&e)), Verdict::ExpectedFailure { .. }));
-        assert!(matches!(decide(&all, &[], Some(&e)), Verdict::Xpass { .. }));
+        let must = Grade::Must;
+        assert_eq!(decide(must, &all, &[], None), Verdict::Pass);
+        assert_eq!(decide(must, &all, &[fail(Schedule::OneByte)], None), Verdict::Fail);
+        assert!(matches!(decide(must, &all, &[fail(Schedule::OneByte)], Some(&e)), Verdict::ExpectedFailure { .. }));
+        assert!(matches!(decide(must, &all, &[], Some(&e)), Verdict::Xpass { .. }));
         let only = ExpectedFailure { schedules: Some(vec![Schedule::OneByte]), ..e.clone() };
-        assert!(matches!(decide(&all, &[fail(Schedule::OneByte)], Some(&only)), Verdict::ExpectedFailure { .. }));
-        assert_eq!(decide(&all, &[fail(Schedule::AsWritten)], Some(&only)), Verdict::Fail);
-        assert!(matches!(decide(&all, &[], Some(&only)), Verdict::Xpass { .. }));
+        assert!(matches!(decide(must, &all, &[fail(Schedule::OneByte)], Some(&only)), Verdict::ExpectedFailure { .. }));
+        assert_eq!(decide(must, &all, &[fail(Schedule::AsWritten)], Some(&only)), Verdict::Fail);
+        assert!(matches!(decide(must, &all, &[], Some(&only)), Verdict::Xpass { .. }));
         let racy = ExpectedFailure { intermittent: true, ..e.clone() };
-        assert_eq!(decide(&all, &[], Some(&racy)), Verdict::Pass, "an intermittent deviation may pass");
+        assert_eq!(decide(must, &all, &[], Some(&racy)), Verdict::Pass, "an intermittent deviation may pass");
+    }
+
+    #[test]
+    fn a_deviation_is_graded_by_the_level_it_breaks() {
+        let all = Schedule::ALL.to_vec();
+        let f = [fail(Schedule::AsWritten)];
+        assert_eq!(decide(Grade::Should, &all, &f, None), Verdict::Warn);
+        assert_eq!(decide(Grade::Policy, &all, &f, None), Verdict::Policy);
+        assert_eq!(Grade::of(Level::Spec), Grade::Must);
+        assert_eq!(Grade::of(Level::May), Grade::Policy);
+        assert_eq!(Grade::of(Level::Project), Grade::Policy);
+        let lax = Strictness::default();
+        assert!(Verdict::Fail.is_error(lax) && !Verdict::Warn.is_error(lax) && !Verdict::Policy.is_error(lax));
+        assert!(Verdict::Warn.is_error(Strictness { warn: true, policy: false }));
+        assert!(Verdict::Policy.is_error(Strictness { warn: false, policy: true }));
+        let s = Summary::of(&[ScenarioResult {
+            id: "a".into(),
+            title: "t".into(),
+            grade: Grade::Policy,
+            cites: vec![],
+            instance: None,
+            verdict: Verdict::Policy,
+            schedules: all.clone(),
+            failures: f.to_vec(),
+            millis: 1,
+        }]);
+        assert!(s.ok(lax) && !s.ok(Strictness { warn: false, policy: true }));
     }
 }

@@ -41,13 +41,13 @@ async fn reference_passes_scenario(
             schedule.name(),
             f.step,
             f.message,
-            f.transcript.join("\n")
+            f.transcript.lines().join("\n")
         )
     });
     let mut settings = insta::Settings::clone_current();
     settings.set_info(&scn.title);
     settings.set_prepend_module_to_snapshot(false);
-    settings.bind(|| insta::assert_snapshot!(scn.id.clone(), transcript.join("\n")));
+    settings.bind(|| insta::assert_snapshot!(scn.id.clone(), transcript.lines().join("\n")));
 }
 
 #[test]

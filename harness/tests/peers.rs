@@ -64,8 +64,12 @@ async fn check_by_url_against_the_reference_passes_and_writes_reports() {
         url,
         "--profile".into(),
         "rfc1928-core,udp,bind".into(),
-        "--handshake-timeout-ms".into(),
-        "2000".into(),
+        "--handshake-timeout".into(),
+        "2s".into(),
+        "--connect-timeout".into(),
+        "2s".into(),
+        "--bind-timeout".into(),
+        "2s".into(),
         "--json".into(),
         json.display().to_string(),
         "--junit".into(),
@@ -102,9 +106,8 @@ async fn check_with_credentials_against_the_reference_passes() {
     };
     tokio::spawn(serve(listener, config, std::future::pending()));
     let url = format!("socks5://127.0.0.1:{port}");
-    let args: Vec<String> = ["check", &url, "--user", "alice", "--pass", "s3cret", "--handshake-timeout-ms", "2000"]
-        .map(String::from)
-        .to_vec();
+    let args: Vec<String> =
+        ["check", &url, "--user", "alice", "--pass", "s3cret", "--handshake-timeout", "2s"].map(String::from).to_vec();
     let out = tokio::task::spawn_blocking(move || sockslab(&args)).await.unwrap();
     assert!(out.status.success(), "{}", summary(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 failed"), "{}", summary(&out));
@@ -120,7 +123,9 @@ fn debian_peer_holds_its_expected_results(#[case] peer: &str, #[case] program: &
     if !installed(program) {
         return;
     }
-    let out = sockslab(&["check", "--peer", peer, "--concurrency", "4"]);
+    // Every deviation, at every level, must be listed: --strict and --policy make an unlisted
+    // WARN or POLICY an error too.
+    let out = sockslab(&["check", "--peer", peer, "--concurrency", "4", "--strict", "--policy"]);
     assert!(out.status.success(), "{}", summary(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(" 0 failed") && stdout.contains(" 0 xpass"), "{}", summary(&out));

@@ -28,7 +28,8 @@ pub fn escape(s: &str) -> String {
 pub fn render(r: &Report) -> String {
     let s = &r.summary;
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let secs: f64 = r.results.iter().map(|x| x.millis as f64 / 1000.0).sum();
+    // Scenarios run concurrently: the suite's time is the run's wall time, not the sum.
+    let secs = s.wall_millis as f64 / 1000.0;
     let _ = writeln!(
         x,
         "<testsuites><testsuite name=\"sockslab {}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{secs:.3}\">",
@@ -46,12 +47,40 @@ pub fn render(r: &Report) -> String {
             escape(&t.id),
             t.millis as f64 / 1000.0
         );
-        let details: String =
-            t.failures.iter().map(|f| format!("[{}] step {:?}: {}\n", f.schedule.name(), f.step, f.message)).collect();
+        let cited: String = t
+            .cites
+            .iter()
+            .map(|c| format!("{} ({:?}): {}\n", c.id, c.level, c.text))
+            .collect::<String>()
+            .to_lowercase();
+        let details: String = t
+            .failures
+            .iter()
+            .map(|f| format!("[{}] step {:?}: {}\n", f.schedule.name(), f.step, f.message))
+            .collect::<String>()
+            + &cited;
         match &t.verdict {
             Verdict::Pass => {}
             Verdict::Fail => {
-                let _ = write!(x, "<failure message=\"{}\">{}</failure>", escape(&t.title), escape(&details));
+                let _ = write!(
+                    x,
+                    "<failure message=\"{} ({})\">{}</failure>",
+                    escape(&t.title),
+                    t.grade.label(),
+                    escape(&details)
+                );
+            }
+            Verdict::Warn | Verdict::Policy => {
+                let _ = write!(
+                    x,
+                    "<system-out>{} ({} deviation, not an RFC failure)\n{}</system-out>",
+                    t.verdict.label(),
+                    t.grade.label(),
+                    escape(&details)
+                );
+            }
+            Verdict::Unavailable { reason } => {
+                let _ = write!(x, "<skipped message=\"unavailable: {}\"/>", escape(reason));
             }
             Verdict::Xpass { reason } => {
                 let _ =
@@ -81,6 +110,8 @@ mod tests {
         let mk = |id: &str, v: Verdict| ScenarioResult {
             id: id.into(),
             title: "t <&>".into(),
+            grade: crate::verdict::Grade::Must,
+            cites: vec![],
             instance: None,
             verdict: v,
             schedules: vec![],

@@ -23,4 +23,10 @@ impl Report {
     pub fn new(target: impl Into<String>, results: Vec<ScenarioResult>) -> Report {
         Report { target: target.into(), summary: Summary::of(&results), results }
     }
+
+    /// Records the run's wall time (scenarios run concurrently, so it is not their sum).
+    pub fn with_wall(mut self, wall: std::time::Duration) -> Report {
+        self.summary.wall_millis = wall.as_millis() as u64;
+        self
+    }
 }

@@ -13,13 +13,18 @@ use super::{Failure, Sut};
 use crate::fixtures::Fixture;
 use crate::scenario::template::{hex_spaced, Field, Template, Value, Vars};
 use crate::scenario::{Deadline, NamedDeadline, Scenario, Schedule, StepKind, TargetCheck};
+use crate::transcript::{Direction, Recorder, Transcript};
 
 /// Default wait for a reply.
 pub const EXPECT_DEADLINE: Duration = Duration::from_millis(2000);
 /// Default wait for a close: D-13 says close within 1 s after a failure reply; allow slack.
 pub const CLOSE_DEADLINE: Duration = Duration::from_millis(1500);
-/// Margin added to a server's declared handshake timeout.
-pub const HANDSHAKE_MARGIN: Duration = Duration::from_millis(1500);
+/// Least margin added to a server's declared timeout (half the timeout when that is more): the
+/// peer's timer runs on a loaded machine too, and coarse timers (Dante ticks in seconds) fire late.
+pub const TIMER_MARGIN: Duration = Duration::from_millis(2000);
+/// RFC 1928 §6: after a failure reply the server closes "no more than 10 seconds after
+/// detecting the condition that caused a failure".
+pub const FAILURE_CLOSE: Duration = Duration::from_secs(10);
 
 struct Conn {
     stream: TcpStream,
@@ -67,12 +72,12 @@ impl Conn {
     }
 }
 
-/// Plays `scn` as the client against `sut` under `schedule`; returns the normalized transcript.
-pub async fn play(scn: &Scenario, schedule: Schedule, sut: &Sut) -> Result<Vec<String>, Failure> {
+/// Plays `scn` as the client against `sut` under `schedule`; returns the transcript.
+pub async fn play(scn: &Scenario, schedule: Schedule, sut: &Sut) -> Result<Transcript, Failure> {
     let fixture = Fixture::start(scn.target).await.map_err(|e| Failure {
         step: None,
         message: format!("cannot start the {:?} fixture: {e}", scn.target),
-        transcript: Vec::new(),
+        transcript: Transcript::default(),
     })?;
     let mut p = Player {
         scn,
@@ -83,15 +88,15 @@ pub async fn play(scn: &Scenario, schedule: Schedule, sut: &Sut) -> Result<Vec<S
         conns: HashMap::new(),
         closed: HashSet::new(),
         udp: HashMap::new(),
-        transcript: Vec::new(),
+        rec: Recorder::default(),
         prewritten: HashSet::new(),
     };
     for i in 0..scn.steps.len() {
         if let Err(message) = p.step(i).await {
-            return Err(Failure { step: Some(i), message, transcript: p.transcript });
+            return Err(Failure { step: Some(i), message, transcript: p.rec.transcript });
         }
     }
-    Ok(p.transcript)
+    Ok(p.rec.transcript)
 }
 
 /// Variables every scenario can use, from the fixture and the server under test.
@@ -132,27 +137,37 @@ struct Player<'a> {
     conns: HashMap<String, Conn>,
     closed: HashSet<String>,
     udp: HashMap<String, UdpSocket>,
-    transcript: Vec<String>,
+    rec: Recorder,
     prewritten: HashSet<usize>,
 }
 
 impl Player<'_> {
     fn deadline(&self, i: usize, default: Duration) -> Duration {
+        let c = &self.sut.claims;
+        let declared = |ms: Option<u64>| {
+            // Scenarios that wait for a timeout are not applicable unless it is declared, so the
+            // fallback is only reached by a hand-written scenario that forgot its `needs`.
+            let d = Duration::from_millis(ms.unwrap_or(10_000));
+            d + (d / 2).max(TIMER_MARGIN)
+        };
         match self.scn.steps[i].deadline {
             Some(Deadline::Ms(ms)) => Duration::from_millis(ms),
-            Some(Deadline::Named(NamedDeadline::Handshake)) => {
-                Duration::from_millis(self.sut.claims.handshake_timeout_ms.unwrap_or(10_000)) + HANDSHAKE_MARGIN
-            }
+            Some(Deadline::Named(NamedDeadline::Handshake)) => declared(c.handshake_timeout_ms),
+            Some(Deadline::Named(NamedDeadline::Connect)) => declared(c.connect_timeout_ms),
+            Some(Deadline::Named(NamedDeadline::Bind)) => declared(c.bind_timeout_ms),
+            Some(Deadline::Named(NamedDeadline::UdpIdle)) => declared(c.udp_idle_timeout_ms),
+            Some(Deadline::Named(NamedDeadline::FailureClose)) => FAILURE_CLOSE + TIMER_MARGIN,
             None => default,
         }
     }
 
-    fn say(&mut self, conn: &str, line: String) {
-        if conn == "main" {
-            self.transcript.push(line);
-        } else {
-            self.transcript.push(format!("[{conn}] {line}"));
-        }
+    fn say(&mut self, conn: &str, dir: Direction, octets: &[u8], line: String) {
+        let line = if conn == "main" { line } else { format!("[{conn}] {line}") };
+        self.rec.push(conn, dir, octets, line);
+    }
+
+    fn event(&mut self, on: &str, line: String) {
+        self.rec.push(on, Direction::Event, &[], line);
     }
 
     /// Resolves an address name: `proxy`, `target`, or a captured address. An unspecified IP
@@ -175,7 +190,10 @@ impl Player<'_> {
 
     async fn udp_socket(&mut self, name: &str, fresh: bool) -> Result<&UdpSocket, String> {
         if fresh || !self.udp.contains_key(name) {
-            let s = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| format!("udp bind: {e}"))?;
+            // A socket named `foreign…` sends from another loopback address (127.0.0.2), so a
+            // scenario can show a datagram from a source IP other than the client's.
+            let ip = if name.starts_with("foreign") { "127.0.0.2:0" } else { "127.0.0.1:0" };
+            let s = UdpSocket::bind(ip).await.map_err(|e| format!("udp bind: {e}"))?;
             let a = s.local_addr().map_err(|e| e.to_string())?;
             self.vars.insert(
                 format!("udp.{name}.port"),
@@ -185,8 +203,11 @@ impl Player<'_> {
                     addr: None,
                 },
             );
-            self.vars
-                .insert(format!("udp.{name}.addr"), Value { bytes: vec![127, 0, 0, 1], label: None, addr: Some(a) });
+            let ip4 = match a.ip() {
+                IpAddr::V4(v4) => v4.octets().to_vec(),
+                IpAddr::V6(v6) => v6.octets().to_vec(),
+            };
+            self.vars.insert(format!("udp.{name}.addr"), Value { bytes: ip4, label: None, addr: Some(a) });
             self.udp.insert(name.to_string(), s);
         }
         Ok(&self.udp[name])
@@ -223,7 +244,8 @@ impl Player<'_> {
             StepKind::Send(t) => {
                 self.prepare(t).await?;
                 let fields = t.render(&self.vars).map_err(|e| e.to_string())?;
-                self.say(&cname, format!("C→S {}", show(&fields)));
+                let octets: Vec<u8> = fields.iter().flat_map(|f| f.bytes.iter().copied()).collect();
+                self.say(&cname, Direction::ClientToServer, &octets, format!("C→S {}", show(&fields)));
                 if self.prewritten.contains(&i) {
                     return Ok(());
                 }
@@ -283,16 +305,22 @@ impl Player<'_> {
                         }
                     }
                 };
-                conn.buf.drain(..m.consumed);
+                let got: Vec<u8> = conn.buf.drain(..m.consumed).collect();
                 for (k, v) in m.captures {
                     self.vars.insert(k, v);
                 }
-                self.say(&cname, format!("S→C {}", m.shown));
+                self.say(&cname, Direction::ServerToClient, &got, format!("S→C {}", m.shown));
             }
-            StepKind::ExpectOptional(pat) => {
+            StepKind::ExpectOptional { pattern: pat, silence_ms } => {
                 // Either the pattern arrives, or the connection ends with nothing (the following
-                // expect_close then confirms it); anything else is a failure.
-                let until = Instant::now() + self.deadline(i, CLOSE_DEADLINE);
+                // expect_close then confirms it), or silence where that is allowed; anything else
+                // is a failure.
+                let wait = match silence_ms {
+                    Some(ms) => Duration::from_millis(*ms),
+                    None => self.deadline(i, CLOSE_DEADLINE),
+                };
+                let silence_ok = silence_ms.is_some();
+                let until = Instant::now() + wait;
                 let vars = self.vars.clone();
                 let conn = self.conn(&cname).await?;
                 loop {
@@ -301,11 +329,11 @@ impl Player<'_> {
                     }
                     match pat.match_prefix(&conn.buf, &vars) {
                         Ok(Some(m)) => {
-                            conn.buf.drain(..m.consumed);
+                            let got: Vec<u8> = conn.buf.drain(..m.consumed).collect();
                             for (k, v) in m.captures {
                                 self.vars.insert(k, v);
                             }
-                            self.say(&cname, format!("S→C {}", m.shown));
+                            self.say(&cname, Direction::ServerToClient, &got, format!("S→C {}", m.shown));
                             return Ok(());
                         }
                         Ok(None) => match conn.read_more(until).await {
@@ -317,6 +345,10 @@ impl Player<'_> {
                                     conn.ended(),
                                     hex_spaced(&conn.buf, 64)
                                 ))
+                            }
+                            Read::Timeout if silence_ok && conn.buf.is_empty() => {
+                                self.event(&cname, format!("S→C <no reply {} ms>", wait.as_millis()));
+                                return Ok(());
                             }
                             Read::Timeout => return Err(format!("neither {} nor a close in time", show_pattern(pat))),
                         },
@@ -331,6 +363,14 @@ impl Player<'_> {
                         }
                     }
                 }
+            }
+            StepKind::ExpectRefusal { silence_ms } => {
+                let wait = match silence_ms {
+                    Some(ms) => self.deadline(i, Duration::from_millis(*ms)),
+                    None => self.deadline(i, FAILURE_CLOSE + TIMER_MARGIN),
+                };
+                let line = self.refusal(&cname, wait, silence_ms.is_some()).await?;
+                self.event(&cname, line);
             }
             StepKind::ExpectClose | StepKind::ExpectHalfClose => {
                 let half = matches!(step.kind, StepKind::ExpectHalfClose);
@@ -347,7 +387,7 @@ impl Player<'_> {
                         Read::Timeout => return Err("the connection stayed open".into()),
                     }
                 }
-                self.say(&cname, format!("S→C <{}>", if half { "half-close" } else { "close" }));
+                self.event(&cname, format!("S→C <{}>", if half { "half-close" } else { "close" }));
             }
             StepKind::ExpectSilence(ms) => {
                 let wait = self.deadline(i, Duration::from_millis(*ms));
@@ -366,17 +406,17 @@ impl Player<'_> {
                     Some(Deadline::Named(NamedDeadline::Handshake)) => "beyond the handshake timeout".to_string(),
                     _ => format!("{ms} ms"),
                 };
-                self.say(&cname, format!("S→C <silence {shown}>"));
+                self.event(&cname, format!("S→C <silence {shown}>"));
             }
             StepKind::HalfClose => {
                 let conn = self.conn(&cname).await?;
                 let _ = conn.stream.shutdown().await;
-                self.say(&cname, "C→S <half-close>".into());
+                self.event(&cname, "C→S <half-close>".into());
             }
             StepKind::Close => {
                 self.conns.remove(&cname);
                 self.closed.insert(cname.clone());
-                self.say(&cname, "C→S <close>".into());
+                self.event(&cname, "C→S <close>".into());
             }
             StepKind::Open { to } => {
                 let addr = self.resolve(to)?;
@@ -386,7 +426,7 @@ impl Player<'_> {
                     .map_err(|e| format!("connect to {to}: {e}"))?;
                 let _ = stream.set_nodelay(true);
                 self.conns.insert(cname.clone(), Conn { stream, buf: Vec::new(), eof: false, reset: false });
-                self.say(&cname, format!("open → {to}"));
+                self.event(&cname, format!("open → {to}"));
             }
             StepKind::Sleep(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
             StepKind::UdpSend { data, to } => {
@@ -397,7 +437,8 @@ impl Player<'_> {
                 let payload: Vec<u8> = fields.iter().flat_map(|f| f.bytes.iter().copied()).collect();
                 let s = self.udp_socket(&sock, sock == "fresh").await?;
                 s.send_to(&payload, dest).await.map_err(|e| format!("udp send to {to}: {e}"))?;
-                self.transcript.push(format!("udp[{sock}] C→{to} {}", show(&fields)));
+                let on = format!("udp[{sock}]");
+                self.rec.push(&on, Direction::UdpOut, &payload, format!("{on} C→{to} {}", show(&fields)));
             }
             StepKind::UdpExpect(pat) => {
                 let sock = step.socket.clone();
@@ -435,7 +476,8 @@ impl Player<'_> {
                 for (k, v) in m.captures {
                     self.vars.insert(k, v);
                 }
-                self.transcript.push(format!("udp[{sock}] ←S {}", m.shown));
+                let on = format!("udp[{sock}]");
+                self.rec.push(&on, Direction::UdpIn, got, format!("{on} ←S {}", m.shown));
             }
             StepKind::UdpExpectNone(ms) => {
                 let sock = step.socket.clone();
@@ -448,15 +490,69 @@ impl Player<'_> {
                         hex_spaced(&buf[..n], 64)
                     ));
                 }
-                self.transcript.push(format!("udp[{sock}] <no datagram {ms} ms>"));
+                self.event(&format!("udp[{sock}]"), format!("udp[{sock}] <no datagram {ms} ms>"));
             }
             StepKind::TargetReceived(check) => {
                 let until = Instant::now() + self.deadline(i, Duration::from_millis(1000));
                 self.target_check(check, until).await?;
             }
-            StepKind::Tunnel => self.transcript.push("--- tunnel ---".into()),
+            StepKind::Tunnel => self.event("main", "--- tunnel ---".into()),
         }
         Ok(())
+    }
+
+    /// Waits for a refusal on `cname` (see [`StepKind::ExpectRefusal`]); returns the transcript line.
+    async fn refusal(&mut self, cname: &str, wait: Duration, silence_ok: bool) -> Result<String, String> {
+        let until = Instant::now() + wait;
+        let conn = self.conn(cname).await?;
+        loop {
+            match refusal_reply(&conn.buf) {
+                Refusal::Need => {}
+                Refusal::Reply(n) => {
+                    let reply = hex_spaced(&conn.buf[..n], 32);
+                    conn.buf.drain(..n);
+                    let close_by = Instant::now() + FAILURE_CLOSE + TIMER_MARGIN;
+                    loop {
+                        if !conn.buf.is_empty() {
+                            return Err(format!(
+                                "after the failure reply [{reply}] the server sent [{}] instead of closing",
+                                hex_spaced(&conn.buf, 64)
+                            ));
+                        }
+                        match conn.read_more(close_by).await {
+                            Read::Data => {}
+                            Read::Eof => return Ok(format!("S→C <refused: {reply}, close>")),
+                            Read::Timeout => {
+                                return Err(format!(
+                                    "the failure reply [{reply}] was not followed by a close within {FAILURE_CLOSE:?} (RFC 1928 §6)"
+                                ))
+                            }
+                        }
+                    }
+                }
+                Refusal::Bad(why) => return Err(format!("received [{}]: {why}", hex_spaced(&conn.buf, 64))),
+            }
+            match conn.read_more(until).await {
+                Read::Data => {}
+                Read::Eof if conn.buf.is_empty() => return Ok("S→C <refused: close without a reply>".into()),
+                Read::Eof => {
+                    return Err(format!(
+                        "connection {} after a partial reply [{}]",
+                        conn.ended(),
+                        hex_spaced(&conn.buf, 64)
+                    ))
+                }
+                Read::Timeout if conn.buf.is_empty() && silence_ok => {
+                    return Ok("S→C <refused: no reply, connection held>".into())
+                }
+                Read::Timeout => {
+                    return Err(format!(
+                        "neither a failure reply nor a close within {wait:?}: received [{}]",
+                        hex_spaced(&conn.buf, 64)
+                    ))
+                }
+            }
+        }
     }
 
     /// Coalesced schedule: the sends that follow on the same connection, separated only by expects,
@@ -524,7 +620,7 @@ impl Player<'_> {
                 if let Some((_, shown)) = want_bytes {
                     parts.push(format!("bytes={shown}"));
                 }
-                self.transcript.push(format!("target: {}", parts.join(" ")));
+                self.event("target", format!("target: {}", parts.join(" ")));
                 return Ok(());
             }
             if Instant::now() >= until {
@@ -532,6 +628,58 @@ impl Player<'_> {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// How far a buffer is a refusal reply.
+enum Refusal {
+    /// Not enough octets to tell.
+    Need,
+    /// A complete failure reply of this many octets.
+    Reply(usize),
+    /// Not a failure reply.
+    Bad(String),
+}
+
+/// Classifies `b` as a SOCKS5 failure reply (`05 REP≠00 00 ATYP ADDR PORT`) or a SOCKS4 one
+/// (`VN CD≠5A PORT IP`, 8 octets; VN is 00, some servers write 04).
+fn refusal_reply(b: &[u8]) -> Refusal {
+    match b.first() {
+        None => Refusal::Need,
+        Some(0x05) => {
+            if b.len() < 2 {
+                return Refusal::Need;
+            }
+            if b[1] == 0x00 {
+                return Refusal::Bad("a success reply (REP 00) where a refusal is required".into());
+            }
+            if b.len() < 3 {
+                return Refusal::Need;
+            }
+            if b[2] != 0x00 {
+                return Refusal::Bad(format!("RSV is {:02x}; RFC 1928 §6 says it must be 00", b[2]));
+            }
+            use socksref::proto::codec::{DecodeError, Reader};
+            let mut r = Reader::new(&b[3..]);
+            match socksref::proto::addr::Address::decode(&mut r) {
+                Ok(_) => Refusal::Reply(3 + r.consumed()),
+                Err(DecodeError::Incomplete) => Refusal::Need,
+                Err(e) => Refusal::Bad(format!("the reply's address does not parse: {e}")),
+            }
+        }
+        Some(0x00 | 0x04) => {
+            if b.len() < 2 {
+                return Refusal::Need;
+            }
+            if b[1] == 0x5a {
+                return Refusal::Bad("a SOCKS4 grant (CD 5A) where a refusal is required".into());
+            }
+            if b.len() < 8 {
+                return Refusal::Need;
+            }
+            Refusal::Reply(8)
+        }
+        Some(v) => Refusal::Bad(format!("a reply starting {v:02x} is neither SOCKS5 (05) nor SOCKS4 (00)")),
     }
 }
 

@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::{Command, Method, Role, Scenario, Schedule, Version};
+use crate::scenario::{Command, Extension, Feature, Method, Role, Scenario, Schedule, Version};
+use crate::transcript::Transcript;
 use crate::verdict::{decide, Expectations, ScenarioResult, ScheduleFailure, Verdict};
 
 /// Upper bound for one scenario under one schedule, so a wedged peer cannot stall a run.
 pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What a server under test offers. Scenarios needing more are not applicable.
+/// What a server under test offers, and the facts declared about it. Scenarios needing more are
+/// not applicable: a fact that is not declared is never assumed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Claims {
@@ -25,17 +27,50 @@ pub struct Claims {
     pub versions: BTreeSet<Version>,
     /// Commands enabled.
     pub commands: BTreeSet<Command>,
+    /// Features declared refused by its configuration (scenarios about refusals need this).
+    #[serde(default)]
+    pub disabled: BTreeSet<Feature>,
     /// How it is configured to authenticate.
     pub method: Method,
-    /// Its handshake deadline, if it has one (scenarios that wait for it need this).
+    /// Its handshake deadline, if declared (scenarios that wait for it need this).
     #[serde(default)]
     pub handshake_timeout_ms: Option<u64>,
+    /// Its outgoing connect timeout, if declared.
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// Its BIND accept timeout, if declared.
+    #[serde(default)]
+    pub bind_timeout_ms: Option<u64>,
+    /// Its UDP association idle timeout, if declared.
+    #[serde(default)]
+    pub udp_idle_timeout_ms: Option<u64>,
     /// It can reach IPv6 loopback targets.
     #[serde(default)]
     pub ipv6: bool,
     /// It resolves names such as `localhost`.
     #[serde(default)]
     pub domain: bool,
+    /// Protocol extensions it claims (gost's).
+    #[serde(default)]
+    pub extensions: BTreeSet<Extension>,
+}
+
+impl Default for Claims {
+    fn default() -> Self {
+        Claims {
+            versions: [Version::Socks5].into(),
+            commands: [Command::Connect].into(),
+            disabled: BTreeSet::new(),
+            method: Method::Noauth,
+            handshake_timeout_ms: None,
+            connect_timeout_ms: None,
+            bind_timeout_ms: None,
+            udp_idle_timeout_ms: None,
+            ipv6: false,
+            domain: false,
+            extensions: BTreeSet::new(),
+        }
+    }
 }
 
 impl Claims {
@@ -45,22 +80,37 @@ impl Claims {
         if !scn.roles.contains(&Role::Client) {
             return Some("the scenario tests clients only".into());
         }
-        if !self.versions.contains(&n.version) {
+        if let Some(f) = n.disabled.iter().find(|f| !self.disabled.contains(f)) {
+            return Some(format!("tests a refused {}; declare it with --disabled {}", f.name(), f.name()));
+        }
+        let version_refused = match n.version {
+            Version::Socks4 => n.disabled.contains(&Feature::Socks4),
+            Version::Socks4a => n.disabled.contains(&Feature::Socks4a),
+            Version::Socks5 => false,
+        };
+        if !version_refused && !self.versions.contains(&n.version) {
             return Some(format!("{:?} not claimed", n.version).to_lowercase());
         }
         if !self.commands.contains(&n.command) {
             return Some(format!("command {:?} not claimed", n.command).to_lowercase());
         }
-        if let Some(c) = n.disabled.iter().find(|c| self.commands.contains(c)) {
-            return Some(format!("needs command {c:?} disabled, but it is enabled").to_lowercase());
+        if let Some(x) = n.extension.filter(|x| !self.extensions.contains(x)) {
+            return Some(format!("{x:?} extensions not claimed (profile gost, or --claims gost)").to_lowercase());
         }
-        if n.method != self.method {
+        let login = self.method == Method::Userpass && n.method == Method::Noauth && scn.with_login().is_some();
+        if n.method != self.method && !login {
             return Some(
                 format!("needs a server configured for {:?}, this one uses {:?}", n.method, self.method).to_lowercase(),
             );
         }
-        if n.handshake_timeout && self.handshake_timeout_ms.is_none() {
-            return Some("no handshake timeout declared".into());
+        let facts = [
+            (n.handshake_timeout, self.handshake_timeout_ms, "--handshake-timeout"),
+            (n.connect_timeout, self.connect_timeout_ms, "--connect-timeout"),
+            (n.bind_timeout, self.bind_timeout_ms, "--bind-timeout"),
+            (n.udp_idle_timeout, self.udp_idle_timeout_ms, "--udp-idle-timeout"),
+        ];
+        if let Some((_, _, flag)) = facts.iter().find(|(needed, have, _)| *needed && have.is_none()) {
+            return Some(format!("waits for a server timeout that is not declared ({flag})"));
         }
         if n.ipv6 && !self.ipv6 {
             return Some("ipv6 targets not claimed".into());
@@ -95,7 +145,7 @@ pub struct Failure {
     /// What happened.
     pub message: String,
     /// The transcript up to the failure.
-    pub transcript: Vec<String>,
+    pub transcript: Transcript,
 }
 
 /// Options for a run.
@@ -116,19 +166,16 @@ impl Default for RunOptions {
 /// Plays one scenario under each schedule against `sut` and decides its verdict.
 pub async fn run_scenario(scn: &Scenario, sut: &Sut, opts: &RunOptions, expected: &Expectations) -> ScenarioResult {
     let started = Instant::now();
-    let mut result = ScenarioResult {
-        id: scn.id.clone(),
-        title: scn.title.clone(),
-        instance: sut.instance.clone(),
-        verdict: Verdict::Pass,
-        schedules: Vec::new(),
-        failures: Vec::new(),
-        millis: 0,
-    };
+    let mut result = ScenarioResult::new(scn, sut.instance.clone(), Verdict::Pass);
     if let Some(reason) = sut.claims.not_applicable(scn) {
         result.verdict = Verdict::NotApplicable { reason };
         return result;
     }
+    // A server that requires a password gets every post-greeting scenario with a login in front.
+    let login = (sut.claims.method == Method::Userpass && scn.needs.method == Method::Noauth)
+        .then(|| scn.with_login())
+        .flatten();
+    let scn = login.as_ref().unwrap_or(scn);
     let schedules: Vec<Schedule> = scn.schedules().into_iter().filter(|s| opts.schedules.contains(s)).collect();
     for s in &schedules {
         let outcome = match tokio::time::timeout(SCENARIO_TIMEOUT, client::play(scn, *s, sut)).await {
@@ -136,14 +183,19 @@ pub async fn run_scenario(scn: &Scenario, sut: &Sut, opts: &RunOptions, expected
             Err(_) => Err(Failure {
                 step: None,
                 message: format!("gave up after {SCENARIO_TIMEOUT:?}"),
-                transcript: Vec::new(),
+                transcript: Transcript::default(),
             }),
         };
         if let Err(f) = outcome {
-            result.failures.push(ScheduleFailure { schedule: *s, step: f.step, message: f.message });
+            result.failures.push(ScheduleFailure {
+                schedule: *s,
+                step: f.step,
+                message: f.message,
+                transcript: f.transcript,
+            });
         }
     }
-    result.verdict = decide(&schedules, &result.failures, expected.get(&scn.id));
+    result.verdict = decide(scn.grade, &schedules, &result.failures, expected.get(&scn.id));
     result.schedules = schedules;
     result.millis = started.elapsed().as_millis() as u64;
     result
@@ -160,6 +212,7 @@ pub async fn run_all(
 ) -> Vec<ScenarioResult> {
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1)));
     let mut set = tokio::task::JoinSet::new();
+    let mut task_index = std::collections::HashMap::new();
     for (idx, scn) in scenarios.iter().enumerate() {
         let scn = scn.clone();
         // Prefer the first instance the scenario applies to; otherwise report why the first one fails.
@@ -167,32 +220,49 @@ pub async fn run_all(
         let opts = opts.clone();
         let expected = expected.clone();
         let sem = sem.clone();
-        set.spawn(async move {
+        let handle = set.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let r = match sut {
                 Some(sut) => run_scenario(&scn, &sut, &opts, &expected).await,
-                None => ScenarioResult {
-                    id: scn.id.clone(),
-                    title: scn.title.clone(),
-                    instance: None,
-                    verdict: Verdict::NotApplicable { reason: "no server under test".into() },
-                    schedules: Vec::new(),
-                    failures: Vec::new(),
-                    millis: 0,
-                },
+                None => {
+                    ScenarioResult::new(&scn, None, Verdict::NotApplicable { reason: "no server under test".into() })
+                }
             };
             (idx, r)
         });
+        task_index.insert(handle.id(), idx);
     }
     let total = scenarios.len();
     let mut out: Vec<Option<ScenarioResult>> = vec![None; total];
     let mut done = 0;
-    while let Some(j) = set.join_next().await {
-        if let Ok((idx, r)) = j {
-            done += 1;
-            progress(done, total, &r);
-            out[idx] = Some(r);
-        }
+    while let Some(j) = set.join_next_with_id().await {
+        let (idx, r) = match j {
+            Ok((_, (idx, r))) => (idx, r),
+            // A scenario whose task panicked is a failure of that scenario, with the panic's
+            // message: it must not vanish from the results.
+            Err(e) => {
+                let idx = task_index.get(&e.id()).copied().unwrap_or_default();
+                let message = match e.try_into_panic() {
+                    Ok(p) => p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "panicked".into()),
+                    Err(e) => e.to_string(),
+                };
+                let mut r = ScenarioResult::new(&scenarios[idx], None, Verdict::Fail);
+                r.failures.push(ScheduleFailure {
+                    schedule: Schedule::AsWritten,
+                    step: None,
+                    message: format!("the runner panicked: {message}"),
+                    transcript: Transcript::default(),
+                });
+                (idx, r)
+            }
+        };
+        done += 1;
+        progress(done, total, &r);
+        out[idx] = Some(r);
     }
     out.into_iter().flatten().collect()
 }

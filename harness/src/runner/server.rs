@@ -18,6 +18,7 @@ use super::{client::base_vars, Claims, Failure, Sut};
 use crate::fixtures::Fixture;
 use crate::scenario::template::{encode_socks5_addr, hex_spaced, Value};
 use crate::scenario::{Command, Method, Role, Scenario, Schedule, StepKind, Version};
+use crate::transcript::{Direction, Recorder, Transcript};
 
 /// How long the client under test may take to connect, and to finish after the conversation.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
@@ -31,7 +32,8 @@ pub fn playable(scn: &Scenario) -> Result<(), String> {
         match s.kind {
             StepKind::Send(_)
             | StepKind::Expect(_)
-            | StepKind::ExpectOptional(_)
+            | StepKind::ExpectOptional { .. }
+            | StepKind::ExpectRefusal { .. }
             | StepKind::ExpectClose
             | StepKind::ExpectHalfClose
             | StepKind::ExpectSilence(_)
@@ -64,20 +66,21 @@ pub async fn play(
     command: &str,
     user: &str,
     pass: &str,
-) -> Result<Vec<String>, Failure> {
-    let fail = |step: Option<usize>, message: String, transcript: &[String]| Failure {
+) -> Result<Transcript, Failure> {
+    let fail = |step: Option<usize>, message: String, rec: &Recorder| Failure {
         step,
         message,
-        transcript: transcript.to_vec(),
+        transcript: rec.transcript.clone(),
     };
-    playable(scn).map_err(|m| fail(None, m, &[]))?;
-    let fixture = Fixture::start(scn.target).await.map_err(|e| fail(None, format!("fixture: {e}"), &[]))?;
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| fail(None, e.to_string(), &[]))?;
-    let proxy = listener.local_addr().map_err(|e| fail(None, e.to_string(), &[]))?;
+    let mut rec = Recorder::default();
+    playable(scn).map_err(|m| fail(None, m, &rec))?;
+    let fixture = Fixture::start(scn.target).await.map_err(|e| fail(None, format!("fixture: {e}"), &rec))?;
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| fail(None, e.to_string(), &rec))?;
+    let proxy = listener.local_addr().map_err(|e| fail(None, e.to_string(), &rec))?;
     let line = render_command(command, proxy, fixture.addr, user, pass);
-    let argv = shlex::split(&line).ok_or_else(|| fail(None, format!("cannot split command line `{line}`"), &[]))?;
+    let argv = shlex::split(&line).ok_or_else(|| fail(None, format!("cannot split command line `{line}`"), &rec))?;
     let Some((prog, args)) = argv.split_first() else {
-        return Err(fail(None, "empty client command".into(), &[]));
+        return Err(fail(None, "empty client command".into(), &rec));
     };
     let mut child = tokio::process::Command::new(prog)
         .args(args)
@@ -86,11 +89,11 @@ pub async fn play(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| fail(None, format!("cannot start `{prog}`: {e}"), &[]))?;
+        .map_err(|e| fail(None, format!("cannot start `{prog}`: {e}"), &rec))?;
     let (mut s, _) = tokio::time::timeout(CLIENT_DEADLINE, listener.accept())
         .await
-        .map_err(|_| fail(None, "the client never connected".into(), &[]))?
-        .map_err(|e| fail(None, e.to_string(), &[]))?;
+        .map_err(|_| fail(None, "the client never connected".into(), &rec))?
+        .map_err(|e| fail(None, e.to_string(), &rec))?;
     let _ = s.set_nodelay(true);
     let sut = Sut {
         addr: proxy,
@@ -100,9 +103,9 @@ pub async fn play(
             versions: [Version::Socks5].into(),
             commands: [Command::Connect].into(),
             method: Method::Noauth,
-            handshake_timeout_ms: None,
             ipv6: false,
             domain: false,
+            ..Claims::default()
         },
         instance: None,
     };
@@ -110,7 +113,6 @@ pub async fn play(
     // What the runner reports as BND when a scenario's reply pattern captures it.
     let bnd = encode_socks5_addr(proxy);
     vars.insert("bnd".into(), Value { bytes: bnd, label: Some("{bnd=ipv4 127.0.0.1:PORT}".into()), addr: Some(proxy) });
-    let mut transcript = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut tunneled = false;
     for (i, step) in scn.steps.iter().enumerate() {
@@ -129,14 +131,14 @@ pub async fn play(
                                     return Err(fail(
                                         Some(i),
                                         format!("the client closed after [{}]", hex_spaced(&buf, 64)),
-                                        &transcript,
+                                        &rec,
                                     ))
                                 }
                                 Err(_) => {
                                     return Err(fail(
                                         Some(i),
                                         format!("the client sent only [{}]", hex_spaced(&buf, 64)),
-                                        &transcript,
+                                        &rec,
                                     ))
                                 }
                             }
@@ -151,16 +153,16 @@ pub async fn play(
                                     mm.expected,
                                     mm.why
                                 ),
-                                &transcript,
+                                &rec,
                             ))
                         }
                     }
                 };
-                buf.drain(..m.consumed);
-                transcript.push(format!("C→S {}", m.shown));
+                let got: Vec<u8> = buf.drain(..m.consumed).collect();
+                rec.push("main", Direction::ClientToServer, &got, format!("C→S {}", m.shown));
             }
-            StepKind::Expect(t) | StepKind::ExpectOptional(t) => {
-                let fields = t.render_pattern(&vars).map_err(|e| fail(Some(i), e.to_string(), &transcript))?;
+            StepKind::Expect(t) | StepKind::ExpectOptional { pattern: t, .. } => {
+                let fields = t.render_pattern(&vars).map_err(|e| fail(Some(i), e.to_string(), &rec))?;
                 let writes = plan(&fields, schedule);
                 for (k, w) in writes.iter().enumerate() {
                     if s.write_all(w).await.is_err() {
@@ -170,37 +172,47 @@ pub async fn play(
                         tokio::time::sleep(SPLIT_PAUSE).await;
                     }
                 }
-                transcript
-                    .push(format!("S→C {}", fields.iter().map(|f| f.shown.as_str()).collect::<Vec<_>>().join(" ")));
+                let octets: Vec<u8> = writes.concat();
+                let shown = fields.iter().map(|f| f.shown.as_str()).collect::<Vec<_>>().join(" ");
+                rec.push("main", Direction::ServerToClient, &octets, format!("S→C {shown}"));
+            }
+            StepKind::ExpectRefusal { .. } => {
+                // The runner refuses in the canonical form for the scenario's version, then closes.
+                let reply: &[u8] = match scn.needs.version {
+                    Version::Socks5 => &[0x05, 0x01, 0x00, 0x01, 0, 0, 0, 0, 0, 0],
+                    Version::Socks4 | Version::Socks4a => &[0x00, 0x5b, 0, 0, 0, 0, 0, 0],
+                };
+                let _ = s.write_all(reply).await;
+                rec.push("main", Direction::ServerToClient, reply, format!("S→C {} <close>", hex_spaced(reply, 16)));
+                break;
             }
             StepKind::ExpectClose => {
-                transcript.push("S→C <close>".into());
+                rec.push("main", Direction::Event, &[], "S→C <close>".into());
                 break;
             }
             StepKind::ExpectHalfClose => {
                 let _ = s.shutdown().await;
-                transcript.push("S→C <half-close>".into());
+                rec.push("main", Direction::Event, &[], "S→C <half-close>".into());
             }
             StepKind::ExpectSilence(ms) | StepKind::Sleep(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
             StepKind::HalfClose | StepKind::Close => {
                 let mut tmp = [0u8; 4096];
                 match tokio::time::timeout_at(until, s.read(&mut tmp)).await {
-                    Ok(Ok(0)) | Ok(Err(_)) => transcript.push("C→S <close>".into()),
+                    Ok(Ok(0)) | Ok(Err(_)) => rec.push("main", Direction::Event, &[], "C→S <close>".into()),
                     Ok(Ok(n)) => {
                         return Err(fail(
                             Some(i),
                             format!("expected the client to close, it sent [{}]", hex_spaced(&tmp[..n], 64)),
-                            &transcript,
+                            &rec,
                         ))
                     }
-                    Err(_) => return Err(fail(Some(i), "the client did not close".into(), &transcript)),
+                    Err(_) => return Err(fail(Some(i), "the client did not close".into(), &rec)),
                 }
             }
             StepKind::Tunnel => {
-                transcript.push("--- tunnel ---".into());
-                let mut up = TcpStream::connect(fixture.addr)
-                    .await
-                    .map_err(|e| fail(Some(i), format!("target: {e}"), &transcript))?;
+                rec.push("main", Direction::Event, &[], "--- tunnel ---".into());
+                let mut up =
+                    TcpStream::connect(fixture.addr).await.map_err(|e| fail(Some(i), format!("target: {e}"), &rec))?;
                 if !buf.is_empty() {
                     let _ = up.write_all(&buf).await;
                     buf.clear();
@@ -209,7 +221,7 @@ pub async fn play(
                 tunneled = true;
                 break;
             }
-            _ => return Err(fail(Some(i), "step not playable in the server role".into(), &transcript)),
+            _ => return Err(fail(Some(i), "step not playable in the server role".into(), &rec)),
         }
     }
     if !tunneled {
@@ -224,22 +236,27 @@ pub async fn play(
         (stdout, status)
     })
     .await
-    .map_err(|_| fail(None, "the client did not exit".into(), &transcript))?;
+    .map_err(|_| fail(None, "the client did not exit".into(), &rec))?;
     let (stdout, status) = out;
     let code = status.ok().and_then(|s| s.code());
     if let Some(want) = &scn.client {
         if want.success && code != Some(0) {
-            return Err(fail(None, format!("the client exited with {code:?}, expected success"), &transcript));
+            return Err(fail(None, format!("the client exited with {code:?}, expected success"), &rec));
         }
         if !want.success && code == Some(0) {
-            return Err(fail(None, "the client exited 0, expected an error".into(), &transcript));
+            return Err(fail(None, "the client exited 0, expected an error".into(), &rec));
         }
         if let Some(text) = &want.stdout_contains {
             if !String::from_utf8_lossy(&stdout).contains(text.as_str()) {
-                return Err(fail(None, format!("the client's output lacks `{text}`"), &transcript));
+                return Err(fail(None, format!("the client's output lacks `{text}`"), &rec));
             }
         }
-        transcript.push(format!("client exit: {}", if code == Some(0) { "success" } else { "error" }));
+        rec.push(
+            "client",
+            Direction::Event,
+            &[],
+            format!("client exit: {}", if code == Some(0) { "success" } else { "error" }),
+        );
     }
-    Ok(transcript)
+    Ok(rec.transcript)
 }

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 pub use template::{Template, TemplateError};
 
+use crate::coverage::Requirements;
+use crate::verdict::{Cited, Grade};
+
 /// Errors from loading scenarios and other lab data files.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -70,6 +73,44 @@ pub enum Command {
     Bind,
     /// UDP ASSOCIATE.
     Udp,
+}
+
+/// A feature a server can be declared to refuse (`--disabled bind,udp,socks4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Feature {
+    /// The BIND command.
+    Bind,
+    /// The UDP ASSOCIATE command.
+    Udp,
+    /// SOCKS4 requests.
+    Socks4,
+    /// SOCKS4a requests (names in SOCKS4).
+    Socks4a,
+}
+
+impl Feature {
+    /// Every feature, with its command-line name.
+    pub const ALL: [(Feature, &'static str); 4] =
+        [(Feature::Bind, "bind"), (Feature::Udp, "udp"), (Feature::Socks4, "socks4"), (Feature::Socks4a, "socks4a")];
+
+    /// Parses a command-line name.
+    pub fn from_name(n: &str) -> Option<Feature> {
+        Feature::ALL.iter().find(|(_, name)| *name == n).map(|(f, _)| *f)
+    }
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        Feature::ALL.iter().find(|(f, _)| *f == self).map(|(_, n)| *n).unwrap_or("?")
+    }
+}
+
+/// A protocol extension beyond the RFCs that a scenario tests and a server may claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Extension {
+    /// gost's SOCKS5 extensions: TLS methods 80/82, MBIND (F2) over smux, UDP-over-TCP (F3).
+    Gost,
 }
 
 /// How the server under test is configured to authenticate.
@@ -165,10 +206,18 @@ pub struct Needs {
     pub method: Method,
     /// Transport under SOCKS.
     pub transport: Transport,
-    /// Commands that must be disabled (for "disabled command is refused" checks).
-    pub disabled: Vec<Command>,
+    /// Features that must be declared disabled (for "a disabled feature is refused" checks).
+    pub disabled: Vec<Feature>,
     /// The scenario waits for the server's handshake deadline, which must be declared.
     pub handshake_timeout: bool,
+    /// The scenario waits for the server's outgoing connect timeout, which must be declared.
+    pub connect_timeout: bool,
+    /// The scenario waits for the server's BIND accept timeout, which must be declared.
+    pub bind_timeout: bool,
+    /// The scenario waits for the server's UDP association idle timeout, which must be declared.
+    pub udp_idle_timeout: bool,
+    /// A protocol extension the server must claim.
+    pub extension: Option<Extension>,
     /// The server must reach IPv6 loopback targets.
     pub ipv6: bool,
     /// The server must resolve names (`localhost`).
@@ -184,19 +233,23 @@ impl Default for Needs {
             transport: Transport::Tcp,
             disabled: Vec::new(),
             handshake_timeout: false,
+            connect_timeout: false,
+            bind_timeout: false,
+            udp_idle_timeout: false,
+            extension: None,
             ipv6: false,
             domain: false,
         }
     }
 }
 
-/// A step deadline: milliseconds, or the server's declared handshake timeout plus a margin.
+/// A step deadline: milliseconds, or one of the server's declared timeouts plus a margin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Deadline {
     /// Milliseconds.
     Ms(u64),
-    /// `handshake`: the profile's handshake timeout plus a margin.
+    /// A declared timeout plus a margin, or the RFC's own limit.
     Named(NamedDeadline),
 }
 
@@ -204,8 +257,16 @@ pub enum Deadline {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NamedDeadline {
-    /// The server's handshake timeout plus a margin.
+    /// The server's handshake timeout plus a margin (`needs.handshake_timeout`).
     Handshake,
+    /// The server's outgoing connect timeout plus a margin (`needs.connect_timeout`).
+    Connect,
+    /// The server's BIND accept timeout plus a margin (`needs.bind_timeout`).
+    Bind,
+    /// The server's UDP idle timeout plus a margin (`needs.udp_idle_timeout`).
+    UdpIdle,
+    /// RFC 1928 §6: a server closes "no more than 10 seconds" after a failure; plus a margin.
+    FailureClose,
 }
 
 /// Assertions on what the target fixture recorded.
@@ -228,8 +289,24 @@ pub enum StepKind {
     /// S→C octets matching a pattern.
     Expect(Template),
     /// Octets matching the pattern, or a close with nothing (where the catalogue allows either,
-    /// e.g. R-15 "close, optionally after `01 FF`"). Follow it with `expect_close`.
-    ExpectOptional(Template),
+    /// e.g. R-15 "close, optionally after `01 FF`"), or, when `silence_ms` is set, nothing at
+    /// all for that long. Follow it with `expect_close` where a close is required.
+    ExpectOptional {
+        /// The pattern.
+        pattern: Template,
+        /// Silence for this long is accepted too.
+        silence_ms: Option<u64>,
+    },
+    /// The server refuses the request in any of the ways the RFCs allow: a failure reply (SOCKS5:
+    /// `05`, REP other than `00`, `00`, any address; SOCKS4: 8 octets with CD other than `5A`)
+    /// followed by a close within RFC 1928's 10 seconds, or a close with no reply, or (when
+    /// `silence_ms` is set) silence for that long. A success reply, or anything else, fails.
+    /// This is the MUST-level check; which REP a server should pick is a separate policy scenario.
+    ExpectRefusal {
+        /// Silence for this long also counts as a refusal (the request cannot be parsed, so the
+        /// server may wait for more octets).
+        silence_ms: Option<u64>,
+    },
     /// The server closes (EOF or reset) with no further octets.
     ExpectClose,
     /// The server half-closes: a clean EOF, the connection stays writable.
@@ -286,6 +363,7 @@ struct RawStep {
     expect: Option<String>,
     expect_optional: Option<String>,
     expect_close: Option<Flag>,
+    expect_refusal: Option<Flag>,
     expect_half_close: Option<Flag>,
     expect_silence: Option<Flag>,
     half_close: Option<Flag>,
@@ -333,10 +411,13 @@ impl TryFrom<RawStep> for Step {
             kinds.push(("expect", StepKind::Expect(tpl(s)?)));
         }
         if let Some(s) = &r.expect_optional {
-            kinds.push(("expect_optional", StepKind::ExpectOptional(tpl(s)?)));
+            kinds.push(("expect_optional", StepKind::ExpectOptional { pattern: tpl(s)?, silence_ms: r.ms }));
         }
         if flag(&r.expect_close, "expect_close")? {
             kinds.push(("expect_close", StepKind::ExpectClose));
+        }
+        if flag(&r.expect_refusal, "expect_refusal")? {
+            kinds.push(("expect_refusal", StepKind::ExpectRefusal { silence_ms: r.ms }));
         }
         if flag(&r.expect_half_close, "expect_half_close")? {
             kinds.push(("expect_half_close", StepKind::ExpectHalfClose));
@@ -349,13 +430,6 @@ impl TryFrom<RawStep> for Step {
         }
         if flag(&r.close, "close")? {
             kinds.push(("close", StepKind::Close));
-        }
-        if let Some(name) = &r.open {
-            kinds.push(("open", StepKind::Open { to: r.to.clone().unwrap_or_else(|| "proxy".into()) }));
-            if r.conn.is_some() {
-                return Err("`open` names the connection itself; drop `conn`".into());
-            }
-            return finish(kinds, r.deadline_ms, name.clone(), r.socket);
         }
         if let Some(ms) = r.sleep_ms {
             kinds.push(("sleep_ms", StepKind::Sleep(ms)));
@@ -381,8 +455,33 @@ impl TryFrom<RawStep> for Step {
         if flag(&r.tunnel, "tunnel")? {
             kinds.push(("tunnel", StepKind::Tunnel));
         }
+        if let Some(name) = &r.open {
+            kinds.push(("open", StepKind::Open { to: r.to.clone().unwrap_or_else(|| "proxy".into()) }));
+            if r.conn.is_some() {
+                return Err("`open` names the connection itself; drop `conn`".into());
+            }
+            if r.socket.is_some() || r.ms.is_some() {
+                return Err("`open` takes only `to` and `deadline_ms` beside it".into());
+            }
+            return finish(kinds, r.deadline_ms, name.clone(), None);
+        }
         if r.to.is_some() && !matches!(kinds.first(), Some((_, StepKind::UdpSend { .. }))) {
             return Err("`to` applies only to `open` and `udp_send`".into());
+        }
+        let takes_ms = matches!(
+            kinds.first(),
+            Some((
+                _,
+                StepKind::ExpectSilence(_)
+                    | StepKind::UdpExpectNone(_)
+                    | StepKind::ExpectRefusal { .. }
+                    | StepKind::ExpectOptional { .. }
+            ))
+        );
+        if r.ms.is_some() && !takes_ms {
+            return Err(
+                "`ms` applies only to expect_silence, udp_expect_none, expect_refusal and expect_optional".into()
+            );
         }
         finish(kinds, r.deadline_ms, r.conn.unwrap_or_else(|| "main".into()), r.socket)
     }
@@ -395,7 +494,7 @@ fn finish(
     socket: Option<String>,
 ) -> Result<Step, String> {
     match kinds.len() {
-        0 => Err("a step needs one of send, expect, expect_optional, expect_close, expect_half_close, expect_silence, half_close, close, open, sleep_ms, udp_send, udp_expect, udp_expect_none, target_received, tunnel".into()),
+        0 => Err("a step needs one of send, expect, expect_optional, expect_refusal, expect_close, expect_half_close, expect_silence, half_close, close, open, sleep_ms, udp_send, udp_expect, udp_expect_none, target_received, tunnel".into()),
         1 => {
             let (_, kind) = kinds.remove(0);
             Ok(Step {
@@ -460,6 +559,12 @@ pub struct Scenario {
     /// The file the scenario came from.
     #[serde(skip)]
     pub path: PathBuf,
+    /// The strictest level among the cited requirements (set on load).
+    #[serde(skip)]
+    pub grade: Grade,
+    /// The cited requirements, resolved against `requirements.yaml` (set on load).
+    #[serde(skip)]
+    pub cites: Vec<Cited>,
 }
 
 fn default_roles() -> Vec<Role> {
@@ -467,14 +572,104 @@ fn default_roles() -> Vec<Role> {
 }
 
 impl Scenario {
-    /// Loads and validates one scenario file.
+    /// Loads and validates one scenario file, resolving its references against the
+    /// `requirements.yaml` of the nearest folder above it that has one.
     pub fn load(path: &Path) -> Result<Scenario, LoadError> {
+        let reqs =
+            path.ancestors().skip(1).map(|d| d.join("requirements.yaml")).find(|p| p.exists()).ok_or_else(|| {
+                LoadError::Invalid {
+                    path: path.to_path_buf(),
+                    message: "no requirements.yaml in any folder above the scenario".into(),
+                }
+            })?;
+        Scenario::load_with(path, &Requirements::load(&reqs)?)
+    }
+
+    /// Loads and validates one scenario file against already loaded requirements.
+    pub fn load_with(path: &Path, reqs: &Requirements) -> Result<Scenario, LoadError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
         let mut s: Scenario = yaml::from_str(path, &text)?;
         s.path = path.to_path_buf();
         s.validate()?;
+        s.resolve(reqs)?;
         Ok(s)
+    }
+
+    /// Grades the scenario by the strictest requirement it cites; every reference must resolve.
+    fn resolve(&mut self, reqs: &Requirements) -> Result<(), LoadError> {
+        if self.refs.is_empty() {
+            return Err(LoadError::Invalid {
+                path: self.path.clone(),
+                message: "refs: cite at least one requirement".into(),
+            });
+        }
+        self.cites.clear();
+        for r in &self.refs {
+            let q = reqs.requirements.iter().find(|q| &q.id == r).ok_or_else(|| LoadError::Invalid {
+                path: self.path.clone(),
+                message: format!("refs: `{r}` is not in requirements.yaml"),
+            })?;
+            self.cites.push(Cited { id: q.id.clone(), level: q.level, text: q.text.clone() });
+        }
+        self.grade = self.cites.iter().map(|c| Grade::of(c.level)).min().unwrap_or_default();
+        Ok(())
+    }
+
+    /// The same scenario for a server that requires RFC 1929 username/password: every connection
+    /// that opens with the NO AUTH greeting (`05 01 00`, answered `05 00`) logs in instead
+    /// (`05 01 02`, `05 02`, `01 ULEN UNAME PLEN PASSWD`, `01 00`) and goes on as written. `None`
+    /// when the scenario is not about what follows the greeting (it sends another greeting, or
+    /// needs a particular method already).
+    pub fn with_login(&self) -> Option<Scenario> {
+        if self.needs.method != Method::Noauth || self.needs.version != Version::Socks5 {
+            return None;
+        }
+        let greeting = Template::parse("05 01 00").ok()?;
+        let selected = Template::parse("05 00").ok()?;
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut out = Vec::with_capacity(self.steps.len() + 4);
+        let mut i = 0;
+        let mut changed = false;
+        while i < self.steps.len() {
+            let st = &self.steps[i];
+            if let StepKind::Send(t) = &st.kind {
+                if seen.insert(st.conn.as_str()) {
+                    if *t != greeting {
+                        return None;
+                    }
+                    let next = self.steps[i + 1..].iter().find(|n| n.conn == st.conn)?;
+                    if next.kind != StepKind::Expect(selected.clone()) {
+                        return None;
+                    }
+                    let on = |kind: StepKind| Step {
+                        kind,
+                        conn: st.conn.clone(),
+                        socket: st.socket.clone(),
+                        deadline: None,
+                    };
+                    out.push(on(StepKind::Send(Template::parse("05 01 02").ok()?)));
+                    out.push(on(StepKind::Expect(Template::parse("05 02").ok()?)));
+                    out.push(on(StepKind::Send(Template::parse("01 {user.len} {user} {pass.len} {pass}").ok()?)));
+                    out.push(on(StepKind::Expect(Template::parse("01 00").ok()?)));
+                    // Drop the original selection step: the login replaced it.
+                    let skip = i + 1 + self.steps[i + 1..].iter().position(|n| n.conn == st.conn)?;
+                    out.extend(self.steps[i + 1..skip].iter().cloned());
+                    i = skip + 1;
+                    changed = true;
+                    continue;
+                }
+            }
+            out.push(st.clone());
+            i += 1;
+        }
+        if !changed {
+            return None;
+        }
+        let mut s = self.clone();
+        s.steps = out;
+        s.needs.method = Method::Userpass;
+        Some(s)
     }
 
     /// Schedules to run: the declared subset, or all.
@@ -530,7 +725,7 @@ impl Scenario {
                     }
                     check(t, &known)?
                 }
-                StepKind::Expect(t) | StepKind::UdpExpect(t) | StepKind::ExpectOptional(t) => {
+                StepKind::Expect(t) | StepKind::UdpExpect(t) | StepKind::ExpectOptional { pattern: t, .. } => {
                     check(t, &known)?;
                     known.extend(t.captures().into_iter().map(String::from));
                 }
@@ -562,14 +757,16 @@ pub const BUILTIN_VARS: &[&str] = &[
     "pass.len",
 ];
 
-/// All scenarios under a directory, sorted by id; ids must be unique.
+/// All scenarios under a directory, sorted by id; ids must be unique, and every reference must
+/// name a requirement of the directory's `requirements.yaml`.
 pub fn load_catalogue(dir: &Path) -> Result<Vec<Scenario>, LoadError> {
+    let reqs = Requirements::load(&dir.join("requirements.yaml"))?;
     let mut files = Vec::new();
     collect_yaml(dir, &mut files).map_err(|source| LoadError::Io { path: dir.to_path_buf(), source })?;
     let mut out: Vec<Scenario> = Vec::new();
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     for f in files {
-        let s = Scenario::load(&f)?;
+        let s = Scenario::load_with(&f, &reqs)?;
         if let Some(prev) = seen.insert(s.id.clone(), f.clone()) {
             return Err(LoadError::Invalid {
                 path: f,
@@ -639,6 +836,23 @@ mod tests {
         assert!(e.contains("steps[0]") && e.contains("bnd"), "{e}");
         parse("id: a\ntitle: t\nsteps:\n  - expect: \"05 00 00 {bnd:addr}\"\n  - udp_send: \"00\"\n    to: bnd\n")
             .unwrap();
+    }
+
+    #[test]
+    fn login_variant_replaces_each_noauth_greeting() {
+        let s = parse(
+            "id: a\ntitle: t\nsteps:\n  - open: idle\n  - send: \"05 01 00\"\n  - expect: \"05 00\"\n  - send: \"05 01 00 01 7f000001 0050\"\n  - expect: \"05 00 00 {bnd:addr}\"\n",
+        )
+        .unwrap();
+        let l = s.with_login().expect("transposable");
+        assert_eq!(l.needs.method, Method::Userpass);
+        assert_eq!(l.steps.len(), s.steps.len() + 2);
+        assert_eq!(l.steps[1].kind, StepKind::Send(Template::parse("05 01 02").unwrap()));
+        assert_eq!(l.steps[4].kind, StepKind::Expect(Template::parse("01 00").unwrap()));
+        assert_eq!(l.steps[5], s.steps[3]);
+        let greeting_test =
+            parse("id: a\ntitle: t\nsteps:\n  - send: \"05 02 00 01\"\n  - expect: \"05 00\"\n").unwrap();
+        assert!(greeting_test.with_login().is_none(), "a scenario about the greeting itself is not transposed");
     }
 
     #[test]

@@ -736,10 +736,13 @@ async fn run_catalogue(
         use sockslab::verdict::Verdict;
         let status = match &r.verdict {
             Verdict::Pass => Status::Pass,
-            Verdict::Fail => Status::Fail,
+            // The lab holds every peer to its expected results at every level: an unlisted SHOULD
+            // or policy deviation is a regression too.
+            Verdict::Fail | Verdict::Warn | Verdict::Policy => Status::Fail,
             Verdict::NotApplicable { reason } => Status::NotApplicable { reason: reason.clone() },
             Verdict::ExpectedFailure { reason } => Status::ExpectedFailure { reason: reason.clone(), link: None },
             Verdict::Xpass { reason } => Status::Xpass { reason: reason.clone() },
+            Verdict::Unavailable { reason } => Status::Unavailable { reason: reason.clone() },
         };
         let detail = r
             .failures

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 
 use anyhow::Result;
 use sockslab::runner::{Claims, Sut};
-use sockslab::scenario::{Command, Method, Version};
+use sockslab::scenario::{Command, Extension, Feature, Method, Version};
 
 use super::backend::{Launcher, Running};
 use crate::peers::PeerId;
@@ -123,6 +123,7 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
                 handshake_timeout_ms: Some(4000),
                 ipv6: true,
                 domain: true,
+                ..Claims::default()
             };
             (args, vec![("config.json", v2ray_server_config(port, auth))], claims)
         }
@@ -159,13 +160,26 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
                     (format!("socks://127.0.0.1:{port}?{t_plain}"), vec![Command::Connect], Method::Noauth)
                 }
             };
+            let commands = set(&cmds);
+            let mut disabled = BTreeSet::new();
+            for (c, f) in [(Command::Bind, Feature::Bind), (Command::Udp, Feature::Udp)] {
+                if !commands.contains(&c) {
+                    disabled.insert(f);
+                }
+            }
             let claims = Claims {
                 versions: all,
-                commands: set(&cmds),
+                commands,
+                disabled,
                 method,
                 handshake_timeout_ms: Some(800),
+                connect_timeout_ms: Some(800),
+                bind_timeout_ms: Some(800),
                 ipv6: true,
                 domain: true,
+                // MBIND and UDP-TUN ride on bind/udp; the reference speaks them whenever those are on.
+                extensions: [Extension::Gost].into(),
+                ..Claims::default()
             };
             (vec!["-L".into(), url], Vec::new(), claims)
         }
