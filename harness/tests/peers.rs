@@ -113,12 +113,14 @@ async fn check_with_credentials_against_the_reference_passes() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 failed"), "{}", summary(&out));
 }
 
-/// Each Debian server matches its committed expected results: every listed deviation really
-/// fails, nothing else does.
+/// Each installed server (Debian packages, and pproxy from PyPI; `.ci/run` installs them) matches
+/// its committed expected results: every listed deviation really fails, nothing else does.
 #[rstest::rstest]
 #[case::danted("danted", "danted")]
 #[case::microsocks("microsocks", "microsocks")]
 #[case::v2ray("v2ray", "v2ray")]
+#[case::openssh("openssh", "sshd")]
+#[case::pproxy("pproxy", "pproxy")]
 fn debian_peer_holds_its_expected_results(#[case] peer: &str, #[case] program: &str) {
     if !installed(program) {
         return;
