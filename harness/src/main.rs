@@ -31,7 +31,9 @@ enum Sub {
     /// Check a SOCKS server: `socks5://[user:pass@]127.0.0.1:PORT`, or start a peer with `--peer`.
     Check(CheckArgs),
     /// Check a SOCKS client: the runner plays the server for a command line such as
-    /// `curl -sS --socks5 {proxy} http://{target}/`.
+    /// `curl -sS --socks5 {proxy} http://{target}/`. Placeholders: {proxy} (127.0.0.1:PORT),
+    /// {proxy.host}, {proxy.port}, {target} (127.0.0.1:PORT), {target.host} (localhost),
+    /// {target.port}, {user}, {pass}.
     CheckClient(ClientArgs),
     /// Every normative statement of the covered specs, with the scenarios that test it.
     Coverage {
@@ -123,7 +125,9 @@ struct CheckArgs {
 
 #[derive(clap::Args)]
 struct ClientArgs {
-    /// The client command line; `{proxy}`, `{target}`, `{target.host}`, `{user}`, `{pass}` are substituted.
+    /// The client command line. Placeholders: {proxy} (the runner's listener, 127.0.0.1:PORT),
+    /// {proxy.host}, {proxy.port}, {target} (the target fixture, 127.0.0.1:PORT), {target.host}
+    /// (localhost, so name-sending modes send a name), {target.port}, {user}, {pass}.
     #[arg(long)]
     command: String,
     /// Only these scenario ids.

@@ -148,7 +148,7 @@ fn curl_as_a_client_under_test_passes(#[case] speaks: &str, #[case] flag: &str) 
     if !installed("curl") {
         return;
     }
-    let command = format!("curl -sS -m 5 {flag} {{proxy}} http://{{target.host}}/");
+    let command = format!("curl -sS -m 5 {flag} {{proxy}} http://{{target.host}}:{{target.port}}/");
     let out = sockslab(&["check-client", "--speaks", speaks, "--command", &command]);
     assert!(out.status.success(), "{}", summary(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -50,13 +50,48 @@ pub fn playable(scn: &Scenario) -> Result<(), String> {
     Ok(())
 }
 
-/// Substitutes `{proxy}`, `{target}`, `{target.host}`, `{user}` and `{pass}` in a client command line.
+/// The placeholders a client command line may use, with what each becomes.
+pub const PLACEHOLDERS: &[(&str, &str)] = &[
+    ("{proxy}", "the runner's SOCKS listener, 127.0.0.1:PORT"),
+    ("{proxy.host}", "its address, 127.0.0.1"),
+    ("{proxy.port}", "its port"),
+    ("{target}", "the target fixture, 127.0.0.1:PORT"),
+    ("{target.host}", "the target's name, localhost (so socks4a/socks5h clients send a name)"),
+    ("{target.port}", "the target's port"),
+    ("{user}", "the username (--user)"),
+    ("{pass}", "the password (--pass)"),
+];
+
+/// Substitutes the [`PLACEHOLDERS`] in a client command line.
 pub fn render_command(cmd: &str, proxy: SocketAddr, target: SocketAddr, user: &str, pass: &str) -> String {
-    cmd.replace("{proxy}", &proxy.to_string())
-        .replace("{target.host}", &format!("localhost:{}", target.port()))
+    cmd.replace("{proxy.host}", &proxy.ip().to_string())
+        .replace("{proxy.port}", &proxy.port().to_string())
+        .replace("{proxy}", &proxy.to_string())
+        .replace("{target.host}", "localhost")
+        .replace("{target.port}", &target.port().to_string())
         .replace("{target}", &target.to_string())
         .replace("{user}", user)
         .replace("{pass}", pass)
+}
+
+/// Reads a child's pipe to its end in the background.
+fn drain<R: tokio::io::AsyncRead + Unpin + Send + 'static>(pipe: Option<R>) -> tokio::task::JoinHandle<Vec<u8>> {
+    tokio::spawn(async move {
+        let mut v = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut v).await;
+        }
+        v
+    })
+}
+
+/// How many octets of the client's stderr a failure shows.
+const STDERR_TAIL: usize = 400;
+
+/// The last `STDERR_TAIL` octets of `b`, as text on one line.
+fn tail(b: &[u8]) -> String {
+    let from = b.len().saturating_sub(STDERR_TAIL);
+    String::from_utf8_lossy(&b[from..]).split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Plays `scn` as the server; `command` is the client under test.
@@ -90,10 +125,23 @@ pub async fn play(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| fail(None, format!("cannot start `{prog}`: {e}"), &rec))?;
-    let (mut s, _) = tokio::time::timeout(CLIENT_DEADLINE, listener.accept())
-        .await
-        .map_err(|_| fail(None, "the client never connected".into(), &rec))?
-        .map_err(|e| fail(None, e.to_string(), &rec))?;
+    // Both pipes are drained from the start, so a chatty client can never block on a full pipe
+    // while the runner waits for it to speak.
+    let stdout_task = drain(child.stdout.take());
+    let stderr_task = drain(child.stderr.take());
+    let (mut s, _) = match tokio::time::timeout(CLIENT_DEADLINE, listener.accept()).await {
+        Ok(Ok(c)) => c,
+        outcome => {
+            let _ = child.start_kill();
+            let status = child.wait().await.ok().and_then(|s| s.code());
+            let err = stderr_task.await.unwrap_or_default();
+            let why = match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => "the client never connected".into(),
+            };
+            return Err(fail(None, format!("{why} (exit {status:?}; stderr: {})", tail(&err)), &rec));
+        }
+    };
     let _ = s.set_nodelay(true);
     let sut = Sut {
         addr: proxy,
@@ -227,21 +275,24 @@ pub async fn play(
     if !tunneled {
         drop(s);
     }
-    let out = tokio::time::timeout(CLIENT_DEADLINE, async {
-        let mut stdout = Vec::new();
-        if let Some(mut o) = child.stdout.take() {
-            let _ = o.read_to_end(&mut stdout).await;
+    let status = match tokio::time::timeout(CLIENT_DEADLINE, child.wait()).await {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = child.start_kill();
+            return Err(fail(None, "the client did not exit".into(), &rec));
         }
-        let status = child.wait().await;
-        (stdout, status)
-    })
-    .await
-    .map_err(|_| fail(None, "the client did not exit".into(), &rec))?;
-    let (stdout, status) = out;
+    };
+    let stdout = stdout_task.await.unwrap_or_default();
+    let stderr = stderr_task.await.unwrap_or_default();
     let code = status.ok().and_then(|s| s.code());
+    rec.push("client", Direction::Event, &[], format!("client exit {code:?}; stderr: {}", tail(&stderr)));
     if let Some(want) = &scn.client {
         if want.success && code != Some(0) {
-            return Err(fail(None, format!("the client exited with {code:?}, expected success"), &rec));
+            return Err(fail(
+                None,
+                format!("the client exited with {code:?}, expected success; stderr: {}", tail(&stderr)),
+                &rec,
+            ));
         }
         if !want.success && code == Some(0) {
             return Err(fail(None, "the client exited 0, expected an error".into(), &rec));
