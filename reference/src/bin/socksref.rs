@@ -26,7 +26,8 @@ SERVICES (-L, repeatable):
   tcp://[host]:port/target:port                            forward TCP through the chain
   udp://[host]:port/target:port                            forward UDP through the chain (gost's UDP-TUN F3;
                                                            UDP ASSOCIATE when the last -F has relay=udp)
-  rtcp://[host]:port/target:port                           remote listen at the last hop (gost's MBIND), to target
+  rtcp://[host]:port/target:port                           remote listen at the last hop (gost's MBIND), to target;
+                                                           ?mbind=false: one RFC 1928 BIND per peer instead
   rudp://[host]:port/target:port                           remote UDP listen at the last hop (UDP-TUN bind mode)
 An empty host means 127.0.0.1 (for rtcp: any address at the last hop). Query keys for socks services: bind, udp, readTimeout,
 connectTimeout, idleTimeout, udpIdleTimeout, bindTimeout, bindAnyPeer, denyPrivate, maxConns,
@@ -369,8 +370,14 @@ async fn run(services: Vec<Service>) -> anyhow::Result<()> {
                     _ => {
                         // rtcp: the host:port is where the last hop listens; empty host = any.
                         let listen = Address::parse(&url.host_port("0.0.0.0"))?;
-                        // MBIND, as gost's rtcp (one smux session for every peer).
-                        tasks.spawn(socksref::forward::rtcp_mux(listen, target, chain, shutdown));
+                        if url.bool_param("mbind", true)? {
+                            // MBIND, as gost's rtcp (one smux session for every peer).
+                            tasks.spawn(socksref::forward::rtcp_mux(listen, target, chain, shutdown));
+                        } else {
+                            // `mbind=false`: one RFC 1928 BIND per peer, for proxies without
+                            // gost's extensions.
+                            tasks.spawn(socksref::forward::rtcp(listen, target, chain, shutdown));
+                        }
                     }
                 }
             }
