@@ -86,8 +86,8 @@ impl PeerId {
             // curl: --socks4 (with a USERID from --proxy-user), --socks4a, --socks5(-hostname),
             // --proxy-user; no BIND or UDP; its HTTP exchange does not half-close.
             PeerId::Curl => (&[Socks4, Socks4a, Socks4Userid, Socks5Connect, Userpass], &[]),
-            // specs/gost-socks.md: SOCKS4/4a/5 both roles, UDP, and the gost extensions. As a
-            // client gost's `rtcp://` through a SOCKS5 hop always uses MBIND (§4.4), never BIND;
+            // docs/gost-peer.md: SOCKS4/4a/5 both roles, UDP, and the gost extensions. As a
+            // client gost's `rtcp://` through a SOCKS5 hop always uses MBIND (§3), never BIND;
             // its server answers BIND. Its `udp://` forwarder uses UDP-TUN, or UDP ASSOCIATE with
             // `relay=udp`. Half-close is claimed so the cell shows what gost does with a FIN.
             PeerId::Gost => (

@@ -284,7 +284,7 @@ async fn server_probe(server: SocketAddr, feature: Feature, targets: &Targets) -
             "server selects 80 (TLS); ".into()
         }
         Feature::TlsAuth => {
-            // gost's own greeting with credentials (specs/gost-socks.md §3.2).
+            // gost's own greeting with credentials (docs/gost-peer.md §2).
             let r = select_method(server, &[0x05, 0x04, 0x00, 0x02, 0x80, 0x82]).await?;
             ensure!(r == [0x05, 0x82], "server answered {r:02x?} to a greeting offering 00 02 80 82");
             "server selects 82 (TLS, then RFC 1929 inside); ".into()
@@ -303,7 +303,7 @@ async fn server_probe(server: SocketAddr, feature: Feature, targets: &Targets) -
 }
 
 /// The chain hop (`-F`) a forwarder client uses for `feature`. socksref and gost share the
-/// URL dialect (specs/gost-socks.md §9.1); both offer the TLS methods 80/82 by default, so every
+/// URL dialect (docs/gost-peer.md §3); both offer the TLS methods 80/82 by default, so every
 /// cell but the TLS ones says `notls=true` to test what its name says.
 fn hop(feature: Feature, server: SocketAddr) -> String {
     let auth = format!("{USER}:{PASS}@");
@@ -345,7 +345,7 @@ async fn forwarder_cell(
         let (listeners, ready): (Vec<String>, Option<SocketAddr>) = match feature {
             // socksref's rtcp is MBIND unless told `mbind=false` (one RFC 1928 BIND per peer).
             Feature::Bind => (vec![format!("rtcp://127.0.0.1:{listen}/{echo}?mbind=false")], None),
-            // gost's and socksref's rtcp through a SOCKS5 hop: MBIND (specs/gost-socks.md §4.5).
+            // gost's and socksref's rtcp through a SOCKS5 hop: MBIND (docs/gost-peer.md §3).
             Feature::Mbind => (vec![format!("rtcp://127.0.0.1:{listen}/{echo}")], None),
             Feature::RudpTun => (vec![format!("rudp://127.0.0.1:{listen}/{udp_echo}")], None),
             Feature::UdpAssociate | Feature::UdpTun => (vec![format!("udp://127.0.0.1:{listen}/{udp_echo}")], None),

@@ -202,7 +202,7 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
             (args, Vec::new(), claims)
         }
         PeerId::Gost => {
-            // gost 3.2.6's handlers (specs/gost-socks.md §9.1, §10.2): `socks5` serves SOCKS5
+            // gost 3.2.6's handlers (docs/gost-peer.md §3): `socks5` serves SOCKS5
             // only, `socks4` SOCKS4 and 4a (no BIND). `readTimeout` is the handshake deadline
             // (greeting to parsed request, §3.5), short so the catalogue's timing scenarios stay fast.
             let t = "readTimeout=2s";
