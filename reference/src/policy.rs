@@ -30,8 +30,8 @@ pub struct ServerConfig {
     pub users: Vec<Credential>,
     /// Whether an empty password may authenticate at all (D-04).
     pub allow_empty_password: bool,
-    /// SOCKS4 USERIDs this server serves, as gost's `socks4://admin@…` (specs/gost-socks.md
-    /// §2.2): when non-empty, a SOCKS4/4a request with any other USERID is answered `00 5D`.
+    /// SOCKS4 USERIDs this server serves, as gost's `socks4://admin@…` (docs/gost-peer.md
+    /// §1): when non-empty, a SOCKS4/4a request with any other USERID is answered `00 5D`.
     /// This is an access filter for gost compatibility, not authentication: a USERID is whatever
     /// the client claims, so it must not stand in for a password.
     pub socks4_userids: Vec<Vec<u8>>,

@@ -188,7 +188,7 @@ async fn forwarders_tcp_udp_and_rtcp() {
     }
 }
 
-/// gost's `socks4://admin@…` (specs/gost-socks.md §2.2): USERID `admin` is served, any other
+/// gost's `socks4://admin@…` (docs/gost-peer.md §1): USERID `admin` is served, any other
 /// USERID gets `00 5D` and the target is never contacted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks4_userid_is_checked_like_gost() {

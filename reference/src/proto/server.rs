@@ -28,7 +28,7 @@ pub struct HandshakeConfig {
     /// Cap on SOCKS4 USERID and HOSTNAME.
     pub max_field: usize,
     /// Ask the driver about every SOCKS4 USERID ([`ServerEvent::CheckUserid`]) before the
-    /// request is carried out: gost's `socks4://user@…` access filter (specs/gost-socks.md §2.2).
+    /// request is carried out: gost's `socks4://user@…` access filter (docs/gost-peer.md §1).
     pub socks4_userid_check: bool,
 }
 

@@ -508,7 +508,7 @@ fn client_bind_yields_two_grants() {
     assert!(c.is_done());
 }
 
-/// gost's USERID filter (specs/gost-socks.md §2.2): the request waits for the driver's verdict;
+/// gost's USERID filter (docs/gost-peer.md §1): the request waits for the driver's verdict;
 /// accepted it goes on with its USERID, refused it gets exactly `00 5D`.
 #[rstest]
 #[case::accepted(true, "", true)]
