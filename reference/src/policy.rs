@@ -30,6 +30,11 @@ pub struct ServerConfig {
     pub users: Vec<Credential>,
     /// Whether an empty password may authenticate at all (D-04).
     pub allow_empty_password: bool,
+    /// SOCKS4 USERIDs this server serves, as gost's `socks4://admin@…` (docs/gost-peer.md
+    /// §1): when non-empty, a SOCKS4/4a request with any other USERID is answered `00 5D`.
+    /// This is an access filter for gost compatibility, not authentication: a USERID is whatever
+    /// the client claims, so it must not stand in for a password.
+    pub socks4_userids: Vec<Vec<u8>>,
     /// Serve SOCKS4 and SOCKS4a.
     pub socks4: bool,
     /// Serve SOCKS5.
@@ -83,6 +88,7 @@ impl Default for ServerConfig {
         Self {
             users: Vec::new(),
             allow_empty_password: false,
+            socks4_userids: Vec::new(),
             socks4: true,
             socks5: true,
             allow_bind: false,
@@ -139,6 +145,24 @@ impl ServerConfig {
         let mut ok = false;
         for c in &self.users {
             ok |= ct_eq(&c.user, user) & ct_eq(&c.pass, pass);
+        }
+        ok
+    }
+
+    /// Whether SOCKS4 USERIDs are checked at all (a list is configured).
+    pub fn checks_socks4_userid(&self) -> bool {
+        !self.socks4_userids.is_empty()
+    }
+
+    /// Whether a SOCKS4 request with `userid` may go on: byte-exact against the configured list
+    /// (gost compares the USERID with its user name the same way). Always true without a list.
+    pub fn check_socks4_userid(&self, userid: &[u8]) -> bool {
+        if self.socks4_userids.is_empty() {
+            return true;
+        }
+        let mut ok = false;
+        for id in &self.socks4_userids {
+            ok |= ct_eq(id, userid);
         }
         ok
     }
@@ -262,6 +286,19 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socks4_userid_list_is_exact_and_absent_means_any() {
+        let mut c = ServerConfig::default();
+        assert!(!c.checks_socks4_userid());
+        assert!(c.check_socks4_userid(b"anyone"));
+        c.socks4_userids.push(b"admin".to_vec());
+        assert!(c.checks_socks4_userid());
+        assert!(c.check_socks4_userid(b"admin"));
+        assert!(!c.check_socks4_userid(b"Admin"));
+        assert!(!c.check_socks4_userid(b"admin2"));
+        assert!(!c.check_socks4_userid(b""));
+    }
 
     fn cfg() -> ServerConfig {
         ServerConfig {

@@ -188,6 +188,71 @@ async fn forwarders_tcp_udp_and_rtcp() {
     }
 }
 
+/// gost's `socks4://admin@…` (docs/gost-peer.md §1): USERID `admin` is served, any other
+/// USERID gets `00 5D` and the target is never contacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks4_userid_is_checked_like_gost() {
+    use std::io::{Read, Write};
+    let target = http("userid ok").await;
+    let port = free_port();
+    let _p = socksref(&["-L", &format!("socks4://admin@127.0.0.1:{port}")]);
+    wait_ready(port);
+    let url = format!("http://{target}/");
+    let (ok, body) = tokio::task::block_in_place(|| curl(&["-x", &format!("socks4://admin@127.0.0.1:{port}"), &url]));
+    assert!(ok && body == "userid ok", "USERID admin must be served (got ok={ok}, body={body:?})");
+    let (ok, _) = tokio::task::block_in_place(|| curl(&["-x", &format!("socks4://eve@127.0.0.1:{port}"), &url]));
+    assert!(!ok, "USERID eve must be refused");
+    let reply = tokio::task::block_in_place(|| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let SocketAddr::V4(t) = target else { panic!("the http target is IPv4") };
+        let mut req = vec![0x04, 0x01];
+        req.extend_from_slice(&t.port().to_be_bytes());
+        req.extend_from_slice(&t.ip().octets());
+        req.extend_from_slice(b"nobody\0");
+        s.write_all(&req).unwrap();
+        let mut r = Vec::new();
+        s.read_to_end(&mut r).unwrap();
+        r
+    });
+    assert_eq!(reply, [0x00, 0x5d, 0, 0, 0, 0, 0, 0], "a wrong USERID gets exactly 00 5D, then close");
+}
+
+/// The command byte of the first SOCKS5 request a scripted proxy on `listener` receives (it
+/// selects `00`, reads the request head, then refuses with `07` and closes).
+async fn first_command(listener: tokio::net::TcpListener) -> u8 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).await.unwrap();
+    let mut methods = vec![0u8; usize::from(head[1])];
+    s.read_exact(&mut methods).await.unwrap();
+    s.write_all(&[0x05, 0x00]).await.unwrap();
+    let mut req = [0u8; 4];
+    s.read_exact(&mut req).await.unwrap();
+    let _ = s.write_all(&[0x05, 0x07, 0x00, 0x01, 0, 0, 0, 0, 0, 0]).await;
+    req[1]
+}
+
+/// `rtcp://` asks the last hop for MBIND (`F2`, as gost) by default and, with `mbind=false`,
+/// for one RFC 1928 BIND (`02`) per peer; `mbind` on another forwarder is a URL error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_asks_for_mbind_unless_mbind_false() {
+    for (query, want) in [("", 0xF2u8), ("?mbind=false", 0x02)] {
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hop = format!("socks5://{}?notls=true", proxy.local_addr().unwrap());
+        let _r = socksref(&["-L", &format!("rtcp://:{}/127.0.0.1:9{query}", free_port()), "-F", &hop]);
+        let cmd = tokio::time::timeout(Duration::from_secs(10), first_command(proxy)).await.expect("no request");
+        assert_eq!(cmd, want, "rtcp{query}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_socksref"))
+        .args(["-L", "tcp://127.0.0.1:1/127.0.0.1:2?mbind=false", "-F", "socks5://127.0.0.1:3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "mbind is only for rtcp://");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mbind"));
+}
+
 #[test]
 fn malformed_urls_get_one_line_naming_the_bad_part_and_exit_2() {
     for (args, part) in [

@@ -40,11 +40,12 @@ pub struct InteropArgs {
     #[arg(long = "peer", value_name = "NAME", value_parser = ["curl", "gost", "v2ray5", "v2ray4", "reference"])]
     pub peers: Vec<String>,
 
-    /// Only these features (repeatable): socks4, socks4a, socks5-connect, userpass, bind,
-    /// udp-associate, mbind, udp-tun, tls-methods, plus udp-bypass and scenarios.
+    /// Only these features (repeatable): socks4, socks4a, socks4-userid, socks5-connect,
+    /// userpass, bind, udp-associate, mbind, udp-tun, rudp-tun, tls-methods, tls-auth,
+    /// half-close, plus udp-bypass and scenarios.
     #[arg(long = "feature", value_name = "NAME", value_parser = [
-        "socks4", "socks4a", "socks5-connect", "userpass", "bind", "udp-associate", "mbind", "udp-tun",
-        "tls-methods", "udp-bypass", "scenarios"])]
+        "socks4", "socks4a", "socks4-userid", "socks5-connect", "userpass", "bind", "udp-associate", "mbind",
+        "udp-tun", "rudp-tun", "tls-methods", "tls-auth", "half-close", "udp-bypass", "scenarios"])]
     pub features: Vec<String>,
 
     /// Only cells whose id matches (repeatable; `*` is a wildcard), e.g. `socks4a.curl.v2ray5`.

@@ -15,16 +15,14 @@ use sha2::{Digest, Sha256};
 /// Label on every container and image the lab creates, so leftovers can be removed by label.
 pub const LABEL: &str = "sockslab.interop";
 
-/// The gost commit DESIGN.md pins.
-pub const GOST_PIN: &str = "340ba32ef0bebc7293908007cc423dd5f33dd88c";
-
 /// A peer of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PeerId {
     /// Debian's curl 7.88 (client only).
     Curl,
-    /// gost 3.2.6 (pinned commit; not obtainable here, see docker/gost/README.md).
+    /// gost 3.2.6's start-up over go-gost/x v0.8.1, the libraries gost 3.2.6 links (our own main
+    /// in docker/gost: the proxy does not serve go-gost/gost itself, see docker/gost/README.md).
     Gost,
     /// V2Ray 5.52.0 built with Go.
     V2ray5,
@@ -85,12 +83,43 @@ impl PeerId {
     pub fn caps(self) -> Caps {
         use Feature::*;
         let (client, server): (&[Feature], &[Feature]) = match self {
-            // curl: --socks4, --socks4a, --socks5(-hostname), --proxy-user; no BIND or UDP.
-            PeerId::Curl => (&[Socks4, Socks4a, Socks5Connect, Userpass], &[]),
-            // specs/gost-socks.md: SOCKS4/4a/5 both roles, BIND, UDP, and the gost extensions.
+            // curl: --socks4 (with a USERID from --proxy-user), --socks4a, --socks5(-hostname),
+            // --proxy-user; no BIND or UDP; its HTTP exchange does not half-close.
+            PeerId::Curl => (&[Socks4, Socks4a, Socks4Userid, Socks5Connect, Userpass], &[]),
+            // docs/gost-peer.md: SOCKS4/4a/5 both roles, UDP, and the gost extensions. As a
+            // client gost's `rtcp://` through a SOCKS5 hop always uses MBIND (§3), never BIND;
+            // its server answers BIND. Its `udp://` forwarder uses UDP-TUN, or UDP ASSOCIATE with
+            // `relay=udp`. Half-close is claimed so the cell shows what gost does with a FIN.
             PeerId::Gost => (
-                &[Socks4, Socks4a, Socks5Connect, Userpass, Bind, UdpAssociate, Mbind, UdpTun, TlsMethods],
-                &[Socks4, Socks4a, Socks5Connect, Userpass, Bind, UdpAssociate, Mbind, UdpTun, TlsMethods],
+                &[
+                    Socks4,
+                    Socks4a,
+                    Socks4Userid,
+                    Socks5Connect,
+                    Userpass,
+                    UdpAssociate,
+                    Mbind,
+                    UdpTun,
+                    RudpTun,
+                    TlsMethods,
+                    TlsAuth,
+                    HalfClose,
+                ],
+                &[
+                    Socks4,
+                    Socks4a,
+                    Socks4Userid,
+                    Socks5Connect,
+                    Userpass,
+                    Bind,
+                    UdpAssociate,
+                    Mbind,
+                    UdpTun,
+                    RudpTun,
+                    TlsMethods,
+                    TlsAuth,
+                    HalfClose,
+                ],
             ),
             // v2ray-socks.md §2.3: the SOCKS4/4a outbound works from v5.2.0; no BIND anywhere.
             PeerId::V2ray5 => (
@@ -101,13 +130,40 @@ impl PeerId {
             PeerId::V2ray4 => {
                 (&[Socks5Connect, Userpass, UdpAssociate], &[Socks4, Socks4a, Socks5Connect, Userpass, UdpAssociate])
             }
-            // The reference client: forwarders `tcp://` (CONNECT), `udp://` (ASSOCIATE), `rtcp://`
-            // (BIND); its socks5 hops and services speak gost's TLS methods 80/82, and `udp://`
-            // forwarders use gost's UDP-over-TCP (0xF3) unless told `relay=udp`. MBIND is not in
-            // its CLI yet.
+            // The reference client: forwarders `tcp://` (CONNECT), `udp://` (UDP-TUN, or ASSOCIATE
+            // with `relay=udp`), `rtcp://` (MBIND, or BIND with `mbind=false`), `rudp://` (UDP-TUN
+            // bind mode); its socks5 hops and services speak gost's TLS methods 80/82.
             PeerId::Reference => (
-                &[Socks4, Socks4a, Socks5Connect, Userpass, Bind, UdpAssociate, UdpTun, TlsMethods],
-                &[Socks4, Socks4a, Socks5Connect, Userpass, Bind, UdpAssociate, UdpTun, TlsMethods],
+                &[
+                    Socks4,
+                    Socks4a,
+                    Socks4Userid,
+                    Socks5Connect,
+                    Userpass,
+                    Bind,
+                    UdpAssociate,
+                    Mbind,
+                    UdpTun,
+                    RudpTun,
+                    TlsMethods,
+                    TlsAuth,
+                    HalfClose,
+                ],
+                &[
+                    Socks4,
+                    Socks4a,
+                    Socks4Userid,
+                    Socks5Connect,
+                    Userpass,
+                    Bind,
+                    UdpAssociate,
+                    Mbind,
+                    UdpTun,
+                    RudpTun,
+                    TlsMethods,
+                    TlsAuth,
+                    HalfClose,
+                ],
             ),
         };
         Caps { client: client.iter().copied().collect(), server: server.iter().copied().collect() }
@@ -117,7 +173,7 @@ impl PeerId {
     pub fn version(self) -> &'static str {
         match self {
             PeerId::Curl => "7.88 (Debian 12)",
-            PeerId::Gost => "3.2.6 (go-gost/gost@340ba32e)",
+            PeerId::Gost => "3.2.6 start-up over go-gost/x v0.8.1 + core v0.3.3 (docker/gost)",
             PeerId::V2ray5 => "5.52.0",
             PeerId::V2ray4 => "4.34.0 (Debian 12)",
             PeerId::Reference => "socksref (this workspace)",
@@ -139,6 +195,8 @@ pub enum Feature {
     Socks4,
     /// SOCKS4a CONNECT to a host name.
     Socks4a,
+    /// SOCKS4 CONNECT to a server that requires a USERID (gost's `socks4://admin@…`).
+    Socks4Userid,
     /// SOCKS5 CONNECT without authentication.
     Socks5Connect,
     /// SOCKS5 CONNECT with RFC 1929 username/password.
@@ -149,24 +207,35 @@ pub enum Feature {
     UdpAssociate,
     /// gost's MBIND (0xF2, BIND multiplexed over smux).
     Mbind,
-    /// gost's UDP-over-TCP (0xF3).
+    /// gost's UDP-over-TCP (0xF3), relay mode (`udp://` forwarder).
     UdpTun,
-    /// gost's TLS methods (0x80/0x82).
+    /// gost's UDP-over-TCP (0xF3), bind mode (`rudp://` forwarder: the server listens on UDP).
+    RudpTun,
+    /// gost's TLS method 0x80 (TLS, no authentication).
     TlsMethods,
+    /// gost's TLS method 0x82 (TLS, then RFC 1929 inside it).
+    TlsAuth,
+    /// A client that half-closes (FIN) after its payload still receives the whole reply, which the
+    /// target sends only after that FIN.
+    HalfClose,
 }
 
 impl Feature {
     /// Every feature, in column order.
-    pub const ALL: [Feature; 9] = [
+    pub const ALL: [Feature; 13] = [
         Feature::Socks4,
         Feature::Socks4a,
+        Feature::Socks4Userid,
         Feature::Socks5Connect,
         Feature::Userpass,
         Feature::Bind,
         Feature::UdpAssociate,
         Feature::Mbind,
         Feature::UdpTun,
+        Feature::RudpTun,
         Feature::TlsMethods,
+        Feature::TlsAuth,
+        Feature::HalfClose,
     ];
 
     /// The name in cell ids.
@@ -174,13 +243,17 @@ impl Feature {
         match self {
             Feature::Socks4 => "socks4",
             Feature::Socks4a => "socks4a",
+            Feature::Socks4Userid => "socks4-userid",
             Feature::Socks5Connect => "socks5-connect",
             Feature::Userpass => "userpass",
             Feature::Bind => "bind",
             Feature::UdpAssociate => "udp-associate",
             Feature::Mbind => "mbind",
             Feature::UdpTun => "udp-tun",
+            Feature::RudpTun => "rudp-tun",
             Feature::TlsMethods => "tls-methods",
+            Feature::TlsAuth => "tls-auth",
+            Feature::HalfClose => "half-close",
         }
     }
 }
@@ -447,27 +520,82 @@ fn which(prog: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(prog)).find(|p| p.is_file())
 }
 
-/// Builds V2Ray 5.52.0 statically into `target/interop/bin/v2ray5`.
+/// Builds a static Go binary from a module of our own, with the host's toolchain and the Go
+/// module proxy: `files` (go.mod, and go.sum and sources when there are any) are written into
+/// `target/interop/<dir>` (outside the clone, so the build never writes into the worktree),
+/// then `go build -trimpath` of `package` goes to `bin`.
 ///
-/// Not `go install …@v5.52.0`: that also asks the proxy for the module's version list (to look
-/// for a deprecation notice), which this machine's proxy refuses with 403. A throwaway module
-/// that requires exactly v5.52.0 fetches only that version.
-fn build_v2ray5(bin: &Path) -> Result<()> {
-    let go = which("go").context("the Go toolchain is missing (needed to build V2Ray 5)")?;
-    let dir = work_dir().join("go-v2ray5");
+/// Not `go install …@version`: that also asks the proxy for the module's version list (to look
+/// for a deprecation notice), which this machine's proxy refuses with 403. A module that
+/// requires exact versions fetches only those.
+fn build_go(what: &str, dir: &str, files: &[(String, Vec<u8>)], package: &str, bin: &Path) -> Result<()> {
+    let go = which("go").with_context(|| format!("the Go toolchain is missing (needed to build {what})"))?;
+    let dir = work_dir().join(dir);
+    // A fresh directory: a source file removed from the inputs must not linger in the build.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("go.mod"),
-        "module sockslab.local/v2raybuild\n\ngo 1.24\n\nrequire github.com/v2fly/v2ray-core/v5 v5.52.0\n",
-    )?;
-    eprintln!("interop: building V2Ray 5.52.0 with Go (several minutes, once)");
+    for (name, body) in files {
+        std::fs::write(dir.join(name), body)?;
+    }
+    // With a committed go.sum the build must match it exactly (readonly); without one
+    // (the V2Ray wrapper) Go records the sums it fetched.
+    let mod_flag = if files.iter().any(|(n, _)| n == "go.sum") { "-mod=readonly" } else { "-mod=mod" };
+    eprintln!("interop: building {what} with Go (minutes on a cold module cache, once)");
+    // Written under a temporary name and renamed, so an interrupted build leaves no binary
+    // that a later run would take for a finished one.
+    let tmp = bin.with_extension("partial");
     run(Command::new(go)
         .current_dir(&dir)
         .env("CGO_ENABLED", "0")
-        .env("GOFLAGS", "-mod=mod")
+        .env("GOFLAGS", mod_flag)
         .args(["build", "-trimpath", "-ldflags", "-s -w -buildid=", "-o"])
-        .arg(bin)
-        .arg("github.com/v2fly/v2ray-core/v5/main"))
+        .arg(&tmp)
+        .arg(package))?;
+    std::fs::rename(&tmp, bin)?;
+    Ok(())
+}
+
+/// Builds V2Ray 5.52.0 statically into `target/interop/bin/v2ray5`, in a throwaway module that
+/// requires exactly v5.52.0.
+fn build_v2ray5(bin: &Path) -> Result<()> {
+    let go_mod = "module sockslab.local/v2raybuild\n\ngo 1.24\n\nrequire github.com/v2fly/v2ray-core/v5 v5.52.0\n";
+    build_go(
+        "V2Ray 5.52.0",
+        "go-v2ray5",
+        &[("go.mod".into(), go_mod.as_bytes().to_vec())],
+        "github.com/v2fly/v2ray-core/v5/main",
+        bin,
+    )
+}
+
+/// The inputs of the gost peer: `docker/gost/go.mod`, `go.sum` and every `.go` file, by name.
+fn gost_inputs() -> Result<Vec<(String, Vec<u8>)>> {
+    let src = root().join("docker/gost");
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "go.mod" || name == "go.sum" || name.ends_with(".go") {
+            files.push((name, std::fs::read(e.path())?));
+        }
+    }
+    files.sort();
+    if !files.iter().any(|(n, _)| n == "go.mod") {
+        bail!("{} has no go.mod", src.display());
+    }
+    Ok(files)
+}
+
+/// Builds the gost peer (docker/gost: gost 3.2.6's start-up over go-gost/x v0.8.1) into
+/// `target/interop/bin/gost-<hash of its inputs>`, so it is rebuilt only when an input changes.
+fn build_gost(bin_dir: &Path) -> Result<PathBuf> {
+    let files = gost_inputs()?;
+    let parts: Vec<&[u8]> = files.iter().flat_map(|(n, b)| [n.as_bytes(), b.as_slice()]).collect();
+    let bin = bin_dir.join(format!("gost-{}", sha_hex(&parts)));
+    if !bin.exists() {
+        build_go("gost 3.2.6 (go-gost/x v0.8.1)", "go-gost", &files, ".", &bin)?;
+    }
+    Ok(bin)
 }
 
 /// Builds socksref as a static binary (for `FROM scratch`) in its own target dir, so the normal
@@ -483,33 +611,12 @@ fn build_reference(bin: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Checks whether the pinned gost module is served (it is not, here: the proxy answers 403).
-fn gost_unavailable() -> String {
-    let Some(go) = which("go") else {
-        return "unavailable: the Go toolchain is missing".into();
-    };
-    let out = Command::new(go)
-        .args(["mod", "download", "-json", &format!("github.com/go-gost/gost@{GOST_PIN}")])
-        .current_dir(std::env::temp_dir())
-        .env("GOFLAGS", "-mod=mod")
-        .stdin(Stdio::null())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            "unavailable: the module is served now, but the lab has no gost adapter yet (see docker/gost/README.md)".into()
-        }
-        _ => format!(
-            "unavailable: module not served by the Go module proxy (github.com/go-gost/gost@{GOST_PIN}: 403 \"This module version is not available\")"
-        ),
-    }
-}
-
 /// Obtains a peer's binary on the host and, for the docker backend, its image.
 pub fn prepare(peer: PeerId, backend: Backend) -> Result<Prepared> {
     let bin_dir = work_dir().join("bin");
     std::fs::create_dir_all(&bin_dir)?;
     let program = match peer {
-        PeerId::Gost => return Ok(Prepared::Unavailable(gost_unavailable())),
+        PeerId::Gost => build_gost(&bin_dir).context("building the gost peer (docker/gost)")?,
         PeerId::Curl => {
             if which("curl").is_none() {
                 apt_install("curl")?;
@@ -550,7 +657,7 @@ pub fn prepare(peer: PeerId, backend: Backend) -> Result<Prepared> {
             }
             PeerId::V2ray5 => build_image(peer, "Dockerfile.v5", &[("v2ray", &program)], &[])?,
             PeerId::Reference => build_image(peer, "Dockerfile", &[("socksref", &program)], &[])?,
-            PeerId::Gost => unreachable!("gost returned above"),
+            PeerId::Gost => build_image(peer, "Dockerfile", &[("gost", &program)], &[])?,
         }),
     };
     Ok(Prepared::Ready { program, image })

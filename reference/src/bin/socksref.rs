@@ -21,12 +21,14 @@ use tokio::sync::watch;
 #[command(after_help = "\
 SERVICES (-L, repeatable):
   socks5://[user:pass@][host]:port[?bind=true&udp=true]   SOCKS5
-  socks4://[host]:port   socks4a://[host]:port             SOCKS4 / SOCKS4a
+  socks4://[userid@][host]:port   socks4a://…              SOCKS4 / SOCKS4a (userid@: as gost, only that USERID
+                                                           is served, others get 00 5D; a filter, not authentication)
   socks://[host]:port                                      SOCKS4, 4a and 5 on one port
   tcp://[host]:port/target:port                            forward TCP through the chain
   udp://[host]:port/target:port                            forward UDP through the chain (gost's UDP-TUN F3;
                                                            UDP ASSOCIATE when the last -F has relay=udp)
-  rtcp://[host]:port/target:port                           remote listen at the last hop (gost's MBIND), to target
+  rtcp://[host]:port/target:port                           remote listen at the last hop (gost's MBIND), to target;
+                                                           ?mbind=false: one RFC 1928 BIND per peer instead
   rudp://[host]:port/target:port                           remote UDP listen at the last hop (UDP-TUN bind mode)
 An empty host means 127.0.0.1 (for rtcp: any address at the last hop). Query keys for socks services: bind, udp, readTimeout,
 connectTimeout, idleTimeout, udpIdleTimeout, bindTimeout, bindAnyPeer, denyPrivate, maxConns,
@@ -196,8 +198,8 @@ enum Service {
     Forward { url: ProxyUrl, target: Address, chain: Arc<Chain>, via: UdpVia },
 }
 
-/// Query keys a forwarder understands.
-const FORWARD_KEYS: &[&str] = &["ttl"];
+/// Query keys a forwarder understands (`mbind` only for `rtcp`).
+const FORWARD_KEYS: &[&str] = &["ttl", "mbind"];
 
 /// Query keys a socks service understands (`notls`: never select gost's TLS methods 80/82).
 const SOCKS_KEYS: &[&str] = &[
@@ -251,8 +253,13 @@ impl Service {
             });
         }
         let mut c = ServerConfig { socks4, socks5, ..Default::default() };
-        if let Some((u, p)) = &url.auth {
-            c.users.push(Credential { user: u.as_bytes().to_vec(), pass: p.as_bytes().to_vec() });
+        match &url.auth {
+            // `socks4://admin@…`: as gost, serve only SOCKS4 requests whose USERID is `admin` and
+            // answer the rest 00 5D. (A password cannot be checked over SOCKS4; with one the
+            // listener refuses SOCKS4 with 00 5B, R-66.)
+            Some((u, p)) if !socks5 && p.is_empty() => c.socks4_userids.push(u.as_bytes().to_vec()),
+            Some((u, p)) => c.users.push(Credential { user: u.as_bytes().to_vec(), pass: p.as_bytes().to_vec() }),
+            None => {}
         }
         c.allow_bind = url.bool_param("bind", false)?;
         c.allow_udp = url.bool_param("udp", false)?;
@@ -317,6 +324,9 @@ impl Service {
         if let Some(k) = url.params.keys().find(|k| !FORWARD_KEYS.contains(&k.as_str())) {
             return Err(url.param_error(k, format!("unknown key (known: {})", FORWARD_KEYS.join(", "))));
         }
+        if url.scheme != "rtcp" && url.params.contains_key("mbind") {
+            return Err(url.param_error("mbind", "only rtcp:// chooses between MBIND and BIND"));
+        }
         let bad = |part: &str, message: String| UrlError { url: url.to_string(), part: part.into(), message };
         let target = match url.targets.as_slice() {
             [one] => Address::parse(one).map_err(|e| bad("target", e.to_string()))?,
@@ -369,8 +379,14 @@ async fn run(services: Vec<Service>) -> anyhow::Result<()> {
                     _ => {
                         // rtcp: the host:port is where the last hop listens; empty host = any.
                         let listen = Address::parse(&url.host_port("0.0.0.0"))?;
-                        // MBIND, as gost's rtcp (one smux session for every peer).
-                        tasks.spawn(socksref::forward::rtcp_mux(listen, target, chain, shutdown));
+                        if url.bool_param("mbind", true)? {
+                            // MBIND, as gost's rtcp (one smux session for every peer).
+                            tasks.spawn(socksref::forward::rtcp_mux(listen, target, chain, shutdown));
+                        } else {
+                            // `mbind=false`: one RFC 1928 BIND per peer, for proxies without
+                            // gost's extensions.
+                            tasks.spawn(socksref::forward::rtcp(listen, target, chain, shutdown));
+                        }
                     }
                 }
             }

@@ -27,6 +27,9 @@ pub struct HandshakeConfig {
     pub methods: Vec<Method>,
     /// Cap on SOCKS4 USERID and HOSTNAME.
     pub max_field: usize,
+    /// Ask the driver about every SOCKS4 USERID ([`ServerEvent::CheckUserid`]) before the
+    /// request is carried out: gost's `socks4://user@…` access filter (docs/gost-peer.md §1).
+    pub socks4_userid_check: bool,
 }
 
 impl HandshakeConfig {
@@ -39,7 +42,13 @@ impl HandshakeConfig {
 
 impl Default for HandshakeConfig {
     fn default() -> Self {
-        Self { socks4: true, socks5: true, methods: vec![Method::NO_AUTH], max_field: super::v4::DEFAULT_MAX_FIELD }
+        Self {
+            socks4: true,
+            socks5: true,
+            methods: vec![Method::NO_AUTH],
+            max_field: super::v4::DEFAULT_MAX_FIELD,
+            socks4_userid_check: false,
+        }
     }
 }
 
@@ -68,6 +77,9 @@ pub enum HandshakeFailure {
     /// The credentials were rejected.
     #[error("authentication failed")]
     AuthFailed,
+    /// The SOCKS4 USERID is not one the server accepts; `00 5D` has been queued.
+    #[error("SOCKS4 USERID not accepted")]
+    UseridRejected,
     /// A message was malformed; any reply the protocol calls for has been queued.
     #[error("malformed message: {0}")]
     Malformed(ProtoError),
@@ -82,6 +94,9 @@ pub enum HandshakeFailure {
 pub enum ServerEvent {
     /// Check the credentials, then call [`ServerHandshake::auth_result`].
     Authenticate(UserPassRequest),
+    /// Check this SOCKS4 USERID, then call [`ServerHandshake::userid_result`] (only with
+    /// [`HandshakeConfig::socks4_userid_check`]).
+    CheckUserid(Vec<u8>),
     /// The selected method needs the driver to act before the handshake can go on (gost's TLS
     /// methods: wrap the stream in TLS, then keep feeding the decrypted bytes).
     MethodSelected(Method),
@@ -101,6 +116,8 @@ enum State {
     },
     Auth,
     AwaitingAuthResult,
+    /// A SOCKS4 request held until the driver's verdict on its USERID.
+    AwaitingUseridResult,
     Request,
     Done,
 }
@@ -111,6 +128,8 @@ pub struct ServerHandshake {
     config: HandshakeConfig,
     state: State,
     user: Option<Vec<u8>>,
+    /// The SOCKS4 request waiting for [`ServerHandshake::userid_result`].
+    held: Option<ProxyRequest>,
     transmit: Vec<u8>,
     events: VecDeque<ServerEvent>,
 }
@@ -118,7 +137,7 @@ pub struct ServerHandshake {
 impl ServerHandshake {
     /// A machine waiting for the client's first byte.
     pub fn new(config: HandshakeConfig) -> Self {
-        Self { config, state: State::Start, user: None, transmit: Vec::new(), events: VecDeque::new() }
+        Self { config, state: State::Start, user: None, held: None, transmit: Vec::new(), events: VecDeque::new() }
     }
 
     /// Whether the machine has finished (with a request or a failure).
@@ -162,6 +181,24 @@ impl ServerHandshake {
         } else {
             self.user = None;
             self.fail(HandshakeFailure::AuthFailed);
+        }
+    }
+
+    /// The driver's verdict on a [`ServerEvent::CheckUserid`]: the held request goes on, or
+    /// `00 5D` (gost's answer to a USERID it does not accept) and the handshake fails.
+    pub fn userid_result(&mut self, ok: bool) {
+        if self.state != State::AwaitingUseridResult {
+            return;
+        }
+        match self.held.take() {
+            Some(request) if ok => {
+                self.state = State::Done;
+                self.events.push_back(ServerEvent::Request(request));
+            }
+            _ => {
+                self.transmit.extend(Socks4ReplyMsg::new(Socks4Reply::IDENT_MISMATCH).to_bytes());
+                self.fail(HandshakeFailure::UseridRejected);
+            }
         }
     }
 
@@ -219,7 +256,9 @@ impl ServerHandshake {
                 self.request_v5(req);
                 Some(n)
             }
-            State::AwaitingMethod { .. } | State::AwaitingAuthResult | State::Done => None,
+            State::AwaitingMethod { .. } | State::AwaitingAuthResult | State::AwaitingUseridResult | State::Done => {
+                None
+            }
         }
     }
 
@@ -296,13 +335,20 @@ impl ServerHandshake {
         let empty_name = matches!(&host, Host::Domain(d) if d.is_empty());
         match command {
             Some(command) if !self.config.auth_required() && !empty_name => {
-                self.state = State::Done;
-                self.events.push_back(ServerEvent::Request(ProxyRequest {
+                let request = ProxyRequest {
                     version,
                     command,
                     target: Address { host, port: req.port },
                     user: Some(req.user_id),
-                }));
+                };
+                if self.config.socks4_userid_check {
+                    self.state = State::AwaitingUseridResult;
+                    self.events.push_back(ServerEvent::CheckUserid(request.user.clone().unwrap_or_default()));
+                    self.held = Some(request);
+                } else {
+                    self.state = State::Done;
+                    self.events.push_back(ServerEvent::Request(request));
+                }
             }
             _ => {
                 self.transmit.extend(Socks4ReplyMsg::new(Socks4Reply::REJECTED).to_bytes());

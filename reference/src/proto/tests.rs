@@ -507,3 +507,26 @@ fn client_bind_yields_two_grants() {
     assert_eq!(c.poll_event(), Some(ClientEvent::Granted(v4(127, 0, 0, 2, 0x2000))));
     assert!(c.is_done());
 }
+
+/// gost's USERID filter (docs/gost-peer.md §1): the request waits for the driver's verdict;
+/// accepted it goes on with its USERID, refused it gets exactly `00 5D`.
+#[rstest]
+#[case::accepted(true, "", true)]
+#[case::refused(false, "00 5d 00 00 00 00 00 00", false)]
+fn socks4_userid_check_waits_for_the_driver(#[case] ok: bool, #[case] out: &str, #[case] served: bool) {
+    let mut hs = ServerHandshake::new(HandshakeConfig { socks4_userid_check: true, ..Default::default() });
+    let input = unhex("04 01 0050 7f000001 61646d696e 00");
+    assert_eq!(hs.handle_input(&input), input.len());
+    assert_eq!(hs.poll_event(), Some(ServerEvent::CheckUserid(b"admin".to_vec())));
+    assert!(!hs.is_done(), "nothing is decided before the verdict");
+    hs.userid_result(ok);
+    let ev = hs.poll_event().expect("an event after the verdict");
+    if served {
+        assert!(matches!(&ev, ServerEvent::Request(r) if r.user.as_deref() == Some(&b"admin"[..])), "{ev:?}");
+        assert_eq!(hs.poll_transmit(), None);
+    } else {
+        assert_eq!(ev, ServerEvent::Failed(HandshakeFailure::UseridRejected));
+        let hex = hs.poll_transmit().unwrap().iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+        assert_eq!(hex, out);
+    }
+}

@@ -141,6 +141,7 @@ async fn handshake(mut stream: Stream, cfg: &ServerConfig) -> io::Result<(Stream
         socks5: cfg.socks5,
         methods: cfg.methods(),
         max_field: crate::proto::v4::DEFAULT_MAX_FIELD,
+        socks4_userid_check: cfg.checks_socks4_userid(),
     });
     // Handshake messages are bounded, and the machine consumes every complete one, so
     // this buffer never holds more than one partial message plus one read of early data.
@@ -160,6 +161,14 @@ async fn handshake(mut stream: Stream, cfg: &ServerConfig) -> io::Result<(Stream
                         info!(user = %req.user.escape_ascii(), "authentication failed");
                     }
                     hs.auth_result(ok);
+                }
+                ServerEvent::CheckUserid(userid) => {
+                    let ok = cfg.check_socks4_userid(&userid);
+                    if !ok {
+                        Stats::bump(&cfg.stats.auth_failures);
+                        info!(userid = %userid.escape_ascii(), "SOCKS4 USERID not accepted");
+                    }
+                    hs.userid_result(ok);
                 }
                 ServerEvent::MethodSelected(method) => {
                     // gost's 80/82 (specs/gost-socks.md §3.4): the selection goes out in clear,

@@ -240,6 +240,15 @@ fn not_applicable(c: &Cell) -> Option<String> {
     None
 }
 
+/// The shared server configuration a feature cell uses: the password one for the features that
+/// authenticate, the open one otherwise.
+fn server_config(feature: Option<Feature>) -> Config {
+    match feature {
+        Some(Feature::Userpass | Feature::TlsAuth) => Config::Auth,
+        _ => Config::Open,
+    }
+}
+
 /// Everything a run needs to share between cells.
 struct Lab {
     targets: Targets,
@@ -396,10 +405,8 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     let mut shared: BTreeMap<(PeerId, Config), Arc<Server>> = BTreeMap::new();
     let mut server_errors: BTreeMap<(PeerId, Config), String> = BTreeMap::new();
     let feature_cells: Vec<Cell> = to_run.iter().filter(|c| c.kind == Kind::Feature).cloned().collect();
-    let wanted: BTreeSet<(PeerId, Config)> = feature_cells
-        .iter()
-        .map(|c| (c.server, if c.feature == Some(Feature::Userpass) { Config::Auth } else { Config::Open }))
-        .collect();
+    let wanted: BTreeSet<(PeerId, Config)> =
+        feature_cells.iter().map(|c| (c.server, server_config(c.feature))).collect();
     for key in wanted {
         match servers::start(key.0, &lab.launchers[&key.0], key.1).await {
             Ok(s) => {
@@ -415,8 +422,8 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     let sem = Arc::new(tokio::sync::Semaphore::new(args.jobs.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for c in feature_cells {
-        let key = (c.server, if c.feature == Some(Feature::Userpass) { Config::Auth } else { Config::Open });
-        let server = shared.get(&key).map(|s| s.addr);
+        let key = (c.server, server_config(c.feature));
+        let server = shared.get(&key).map(|s| s.addr_for(c.feature.unwrap_or(Feature::Socks5Connect)));
         let server_err = server_errors.get(&key).cloned();
         let lab = lab.clone();
         let sem = sem.clone();
@@ -639,6 +646,8 @@ fn catalogue_configs(peer: PeerId) -> Vec<Config> {
             Config::Auth,
             Config::Catalogue("bind"),
         ],
+        // gost's SOCKS4 handler is a separate service: its own instance for the SOCKS4 scenarios.
+        PeerId::Gost => vec![Config::Open, Config::Auth, Config::Catalogue("socks4")],
         _ => vec![Config::Open, Config::Auth],
     }
 }
@@ -816,9 +825,14 @@ mod tests {
         assert!(na("bind.curl.reference").unwrap().contains("curl"));
         assert!(na("bind.reference.v2ray5").unwrap().contains("v2ray5"));
         assert!(na("socks4.v2ray4.reference").is_some());
-        // Claimed on both sides: runs (gost is claimed too, and then reported unavailable).
+        // gost's rtcp is always MBIND, so gost claims no BIND as a client (its server has BIND).
+        assert!(na("bind.gost.reference").unwrap().contains("gost"));
+        assert_eq!(na("bind.reference.gost"), None);
+        // Claimed on both sides: runs.
         assert_eq!(na("socks5-connect.curl.v2ray4"), None);
         assert_eq!(na("mbind.gost.gost"), None);
-        assert!(na("mbind.reference.reference").is_some());
+        assert_eq!(na("mbind.reference.reference"), None);
+        assert_eq!(na("socks4-userid.curl.gost"), None);
+        assert!(na("half-close.curl.gost").unwrap().contains("curl"));
     }
 }

@@ -1,7 +1,7 @@
 //! Server peers: configurations (open, with password), started once per run and shared by every
 //! cell that needs them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener as StdListener};
 
 use anyhow::Result;
@@ -9,12 +9,14 @@ use sockslab::runner::{Claims, Sut};
 use sockslab::scenario::{Command, Extension, Feature, Method, Version};
 
 use super::backend::{Launcher, Running};
-use crate::peers::PeerId;
+use crate::peers::{Feature, PeerId};
 
 /// RFC 1929 credentials every password-protected server accepts.
 pub const USER: &str = "alice";
 /// See [`USER`].
 pub const PASS: &str = "s3cret";
+/// The SOCKS4 USERID a USERID-checking server accepts (gost's `socks4://admin@…`).
+pub const SOCKS4_USER: &str = "admin";
 
 /// A free loopback TCP port (bind-and-release: a small race, acceptable on a lab machine).
 pub fn free_port() -> Result<u16> {
@@ -43,9 +45,17 @@ pub struct Server {
     pub running: Running,
     /// What the catalogue may assume about it.
     pub claims: Claims,
+    /// Further listeners of the same process for features the main one does not serve (gost's
+    /// SOCKS4 handler is a separate service from its SOCKS5 one; USERID and TLS-method variants).
+    pub extra: BTreeMap<Feature, SocketAddr>,
 }
 
 impl Server {
+    /// Where a cell of `feature` connects: its own listener when there is one, else the main one.
+    pub fn addr_for(&self, feature: Feature) -> SocketAddr {
+        self.extra.get(&feature).copied().unwrap_or(self.addr)
+    }
+
     /// The catalogue's view of this server.
     pub fn sut(&self) -> Sut {
         let auth = matches!(self.config, Config::Auth | Config::Catalogue("auth-plain"));
@@ -110,6 +120,15 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
     let port = free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let all = set(&[Version::Socks4, Version::Socks4a, Version::Socks5]);
+    let mut extra = BTreeMap::new();
+    // A further listener on a fresh port, for `features`; returns its port.
+    let mut add_extra = |features: &[Feature]| -> Result<u16> {
+        let p = free_port()?;
+        for f in features {
+            extra.insert(*f, SocketAddr::from(([127, 0, 0, 1], p)));
+        }
+        Ok(p)
+    };
     let (args, files, claims): (Vec<String>, Vec<(&str, String)>, Claims) = match peer {
         PeerId::V2ray4 | PeerId::V2ray5 => {
             let auth = config == Config::Auth;
@@ -181,10 +200,78 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
                 extensions: [Extension::Gost].into(),
                 ..Claims::default()
             };
-            (vec!["-L".into(), url], Vec::new(), claims)
+            let mut args = vec!["-L".into(), url];
+            match config {
+                Config::Open => {
+                    let p = add_extra(&[Feature::Socks4Userid])?;
+                    args.extend(["-L".into(), format!("socks4://{SOCKS4_USER}@127.0.0.1:{p}?{t}")]);
+                }
+                Config::Auth => {
+                    // The auth instance is RFC-only (notls) for the catalogue; 82 gets its own.
+                    let p = add_extra(&[Feature::TlsAuth])?;
+                    args.extend(["-L".into(), format!("socks://{USER}:{PASS}@127.0.0.1:{p}?udp=true&{t}")]);
+                }
+                Config::Catalogue(_) => {}
+            }
+            (args, Vec::new(), claims)
         }
-        PeerId::Curl | PeerId::Gost => anyhow::bail!("{peer} has no server adapter"),
+        PeerId::Gost => {
+            // gost 3.2.6's handlers (docs/gost-peer.md §3): `socks5` serves SOCKS5
+            // only, `socks4` SOCKS4 and 4a (no BIND). `readTimeout` is the handshake deadline
+            // (greeting to parsed request, §3.5), short so the catalogue's timing scenarios stay fast.
+            let t = "readTimeout=2s";
+            let (args, versions, cmds, method): (Vec<String>, Vec<Version>, Vec<Command>, Method) = match config {
+                Config::Open => {
+                    let p4 = add_extra(&[Feature::Socks4, Feature::Socks4a])?;
+                    let pu = add_extra(&[Feature::Socks4Userid])?;
+                    (
+                        vec![
+                            "-L".into(),
+                            format!("socks5://127.0.0.1:{port}?udp=true&bind=true&{t}"),
+                            "-L".into(),
+                            format!("socks4://127.0.0.1:{p4}?{t}"),
+                            "-L".into(),
+                            format!("socks4://{SOCKS4_USER}@127.0.0.1:{pu}?{t}"),
+                        ],
+                        vec![Version::Socks5],
+                        vec![Command::Connect, Command::Bind, Command::Udp],
+                        Method::Noauth,
+                    )
+                }
+                Config::Auth => {
+                    let p = add_extra(&[Feature::TlsAuth])?;
+                    (
+                        vec![
+                            "-L".into(),
+                            format!("socks5://{USER}:{PASS}@127.0.0.1:{port}?udp=true&bind=true&notls=true&{t}"),
+                            "-L".into(),
+                            format!("socks5://{USER}:{PASS}@127.0.0.1:{p}?udp=true&bind=true&{t}"),
+                        ],
+                        vec![Version::Socks5],
+                        vec![Command::Connect, Command::Bind, Command::Udp],
+                        Method::Userpass,
+                    )
+                }
+                // The catalogue's SOCKS4 instance: gost's SOCKS4 handler is a service of its own.
+                Config::Catalogue(_) => (
+                    vec!["-L".into(), format!("socks4://127.0.0.1:{port}?{t}")],
+                    vec![Version::Socks4, Version::Socks4a],
+                    vec![Command::Connect],
+                    Method::Noauth,
+                ),
+            };
+            let claims = Claims {
+                versions: set(&versions),
+                commands: set(&cmds),
+                method,
+                handshake_timeout_ms: Some(2000),
+                ipv6: true,
+                domain: true,
+            };
+            (args, Vec::new(), claims)
+        }
+        PeerId::Curl => anyhow::bail!("{peer} has no server adapter"),
     };
     let running = launcher.start(&args, &files, Some(addr)).await?;
-    Ok(Server { config, addr, running, claims })
+    Ok(Server { config, addr, running, claims, extra })
 }

@@ -27,6 +27,8 @@ pub struct Targets {
     pub echo_port: u16,
     /// HTTP XOR-echo port: a POST body comes back XORed (127.0.0.1 and ::1).
     pub http_port: u16,
+    /// Reply-after-FIN port: the XOR of everything comes back only after the client's FIN.
+    pub after_fin_port: u16,
     /// Every UDP payload the echo received, for the bypass probes ("did it reach the target?").
     pub udp_seen: Arc<Mutex<Vec<Vec<u8>>>>,
     tasks: Vec<JoinHandle<()>>,
@@ -110,6 +112,18 @@ async fn http_xor(mut s: TcpStream) {
     let _ = s.shutdown().await;
 }
 
+/// The half-close target: reads until the client's FIN, and only then sends the XOR of all of
+/// it and closes. A proxy that carries the FIN delivers the reply; one that tears the tunnel down
+/// on a FIN delivers nothing, every time (no race with an incremental echo).
+async fn tcp_xor_after_fin(mut s: TcpStream) {
+    let mut all = Vec::new();
+    if s.read_to_end(&mut all).await.is_err() {
+        return;
+    }
+    let _ = s.write_all(&xor(&all)).await;
+    let _ = s.shutdown().await;
+}
+
 fn serve<F, Fut>(l: TcpListener, f: F) -> JoinHandle<()>
 where
     F: Fn(TcpStream) -> Fut + Send + 'static,
@@ -123,11 +137,15 @@ where
 }
 
 impl Targets {
-    /// Starts the TCP/UDP XOR echo and the HTTP XOR echo.
+    /// Starts the TCP/UDP XOR echo, the HTTP XOR echo and the reply-after-FIN target.
     pub async fn start() -> Result<Targets> {
         let (echo, udp, echo_port) = bind_pair(true).await?;
         let (http, _, http_port) = bind_pair(false).await?;
+        let (after_fin, _, after_fin_port) = bind_pair(false).await?;
         let mut tasks = Vec::new();
+        for l in after_fin {
+            tasks.push(serve(l, tcp_xor_after_fin));
+        }
         for l in echo {
             tasks.push(serve(l, tcp_xor));
         }
@@ -147,7 +165,7 @@ impl Targets {
                 let _ = udp.send_to(&xor(&buf[..n]), from).await;
             }
         }));
-        Ok(Targets { echo_port, http_port, udp_seen, tasks })
+        Ok(Targets { echo_port, http_port, after_fin_port, udp_seen, tasks })
     }
 
     /// Whether the UDP echo ever received `payload`.
