@@ -165,10 +165,16 @@ fn every_normative_statement_is_covered_or_explained() {
 fn a_malformed_scenario_names_file_line_and_field() {
     let dir = std::env::temp_dir().join(format!("sockslab-bad-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("rfc1928")).unwrap();
+    std::fs::write(dir.join("requirements.yaml"), "requirements: []\n").unwrap();
     std::fs::write(dir.join("rfc1928/bad.yaml"), "id: x.y\ntitle: t\nrefs: []\nsteps:\n  - send: \"05 zz\"\n").unwrap();
     let out = sockslab(&["list", "--scenarios", dir.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("bad.yaml") && err.contains("steps"), "{err}");
+    // A catalogue without its requirements file cannot be graded: that is an error too.
+    std::fs::remove_file(dir.join("requirements.yaml")).unwrap();
+    let out = sockslab(&["list", "--scenarios", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requirements.yaml"), "{}", summary(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }

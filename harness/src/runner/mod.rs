@@ -163,6 +163,20 @@ impl Default for RunOptions {
     }
 }
 
+/// How long one schedule of `scn` may take: [`SCENARIO_TIMEOUT`], plus twice each declared
+/// server timeout the scenario waits for (a BIND accept timeout can be minutes).
+pub fn scenario_limit(scn: &Scenario, c: &Claims) -> Duration {
+    let n = &scn.needs;
+    let waits = [
+        (n.handshake_timeout, c.handshake_timeout_ms),
+        (n.connect_timeout, c.connect_timeout_ms),
+        (n.bind_timeout, c.bind_timeout_ms),
+        (n.udp_idle_timeout, c.udp_idle_timeout_ms),
+    ];
+    let extra: u64 = waits.iter().filter(|(needed, _)| *needed).filter_map(|(_, ms)| *ms).sum();
+    SCENARIO_TIMEOUT + Duration::from_millis(extra * 2)
+}
+
 /// Plays one scenario under each schedule against `sut` and decides its verdict.
 pub async fn run_scenario(scn: &Scenario, sut: &Sut, opts: &RunOptions, expected: &Expectations) -> ScenarioResult {
     let started = Instant::now();
@@ -177,12 +191,13 @@ pub async fn run_scenario(scn: &Scenario, sut: &Sut, opts: &RunOptions, expected
         .flatten();
     let scn = login.as_ref().unwrap_or(scn);
     let schedules: Vec<Schedule> = scn.schedules().into_iter().filter(|s| opts.schedules.contains(s)).collect();
+    let limit = scenario_limit(scn, &sut.claims);
     for s in &schedules {
-        let outcome = match tokio::time::timeout(SCENARIO_TIMEOUT, client::play(scn, *s, sut)).await {
+        let outcome = match tokio::time::timeout(limit, client::play(scn, *s, sut)).await {
             Ok(r) => r,
             Err(_) => Err(Failure {
                 step: None,
-                message: format!("gave up after {SCENARIO_TIMEOUT:?}"),
+                message: format!("gave up after {limit:?}"),
                 transcript: Transcript::default(),
             }),
         };

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 
 use anyhow::Result;
 use sockslab::runner::{Claims, Sut};
-use sockslab::scenario::{Command, Extension, Feature, Method, Version};
+use sockslab::scenario::{Command, Extension, Feature as Refused, Method, Version};
 
 use super::backend::{Launcher, Running};
 use crate::peers::{Feature, PeerId};
@@ -181,7 +181,7 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
             };
             let commands = set(&cmds);
             let mut disabled = BTreeSet::new();
-            for (c, f) in [(Command::Bind, Feature::Bind), (Command::Udp, Feature::Udp)] {
+            for (c, f) in [(Command::Bind, Refused::Bind), (Command::Udp, Refused::Udp)] {
                 if !commands.contains(&c) {
                     disabled.insert(f);
                 }
@@ -260,13 +260,18 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
                     Method::Noauth,
                 ),
             };
+            let commands = set(&cmds);
+            // gost's MBIND and UDP-TUN are served wherever its bind/udp are on.
+            let gost = commands.contains(&Command::Bind) || commands.contains(&Command::Udp);
             let claims = Claims {
                 versions: set(&versions),
-                commands: set(&cmds),
+                commands,
                 method,
                 handshake_timeout_ms: Some(2000),
                 ipv6: true,
                 domain: true,
+                extensions: if gost { [Extension::Gost].into() } else { BTreeSet::new() },
+                ..Claims::default()
             };
             (args, Vec::new(), claims)
         }
