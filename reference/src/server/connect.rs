@@ -91,7 +91,7 @@ pub(crate) fn reply_for(e: &io::Error) -> Reply {
 /// checked here is: IP destinations against the policy, names for well-formedness.
 pub(crate) fn check_for_upstream(target: &crate::proto::Address, shared: &Shared) -> Result<(), Reply> {
     match target.socket_addr() {
-        Some(sa) => shared.config.check_destination(sa, &shared.listeners),
+        Some(sa) => shared.config.check_destination(sa),
         None => match &target.host {
             crate::proto::Host::Domain(d) if super::resolve::valid_hostname(d).is_some() => Ok(()),
             _ => Err(Reply::HOST_UNREACHABLE),

@@ -38,13 +38,14 @@ pub(crate) async fn run(
     let socket = if !allowed {
         Err(Reply::NOT_ALLOWED)
     } else if bind_mode {
-        bind_socket(&request.target, shared).await.map(Outbound::Direct)
+        bind_socket(&request.target, control.local_addr()?.ip(), shared).await.map(Outbound::Direct)
     } else {
         relay_socket(control.local_addr()?.ip(), shared).await
     };
     let outbound = match socket {
         Ok(s) => s,
         Err(rep) => {
+            debug!(%peer, target = %request.target, reply = %rep, bind_mode, "udp-tun refused");
             return fail(control, request, rep).await;
         }
     };
@@ -77,15 +78,20 @@ async fn relay_socket(local_ip: IpAddr, shared: &Shared) -> Result<Outbound, Rep
     UdpSocket::bind(SocketAddr::new(any, 0)).await.map_err(|_| Reply::GENERAL_FAILURE).map(Outbound::Direct)
 }
 
-/// Bind mode: a socket on exactly the requested address, as gost does (`rudp://:5353` asks for
-/// `0.0.0.0:5353`). Privileged ports are refused like BIND's; names are not bound to.
-/// Through an upstream chain this would expose our own address instead of the chain's, so it is
-/// refused there.
-async fn bind_socket(target: &Address, shared: &Shared) -> Result<UdpSocket, Reply> {
+/// Bind mode: a socket on the requested port of the address the control connection came in on,
+/// as BIND does (D-07); gost binds exactly the requested address, so `rudp://:5353` (a request
+/// for `0.0.0.0:5353`) would open the port on every interface. Privileged ports are refused like
+/// BIND's; names are not bound to. Through an upstream chain this would expose our own
+/// address instead of the chain's, so it is refused there.
+async fn bind_socket(target: &Address, local: IpAddr, shared: &Shared) -> Result<UdpSocket, Reply> {
     if shared.config.chain().is_some() {
         return Err(Reply::COMMAND_NOT_SUPPORTED);
     }
     let Host::Ip(ip) = target.host else { return Err(Reply::ADDR_TYPE_NOT_SUPPORTED) };
+    let ip = crate::policy::listen_address(ip, local).map_err(|why| {
+        debug!(%target, reason = why, "udp-tun bind refused");
+        Reply::NOT_ALLOWED
+    })?;
     if target.port < 1024 {
         return Err(Reply::NOT_ALLOWED);
     }
