@@ -88,6 +88,10 @@ pub(crate) async fn run(
         info!(%peer, %remote_addr, "bind peer is not the expected host");
         return fail(control, request, Reply::NOT_ALLOWED).await;
     }
+    if let Err(rep) = cfg.check_peer(remote_addr) {
+        info!(%peer, %remote_addr, "bind peer denied by the allow/deny rules");
+        return fail(control, request, rep).await; // V-08
+    }
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &Address::from(remote_addr))).await?;
     let _ = remote.set_nodelay(true);
     if !held.is_empty() {

@@ -54,7 +54,9 @@ pub(crate) async fn run(
                 tokio::spawn(async move {
                     let _ = conn.set_nodelay(true);
                     let mut conn = conn;
-                    let r = crate::relay::relay(&mut stream, &mut conn, Some(idle)).await;
+                    // The smux stream ends with its session; the peer's socket is watched.
+                    let watch: Vec<_> = crate::relay::HangupWatch::new(&conn).into_iter().collect();
+                    let r = crate::relay::relay_watched(&mut stream, &mut conn, Some(idle), &watch).await;
                     debug!(%from, ok = r.is_ok(), "mbind stream closed");
                 });
             }

@@ -40,7 +40,7 @@ pub(crate) async fn run(
     } else if bind_mode {
         bind_socket(&request.target, control.local_addr()?.ip(), shared).await.map(Outbound::Direct)
     } else {
-        relay_socket(control.local_addr()?.ip(), shared).await
+        relay_socket(shared).await
     };
     let outbound = match socket {
         Ok(s) => s,
@@ -64,9 +64,10 @@ pub(crate) async fn run(
     r
 }
 
-/// Relay mode: an unconnected socket of the control connection's family on an ephemeral port,
-/// or an association at the upstream chain's last hop.
-async fn relay_socket(local_ip: IpAddr, shared: &Shared) -> Result<Outbound, Reply> {
+/// Relay mode: an unconnected dual-stack socket on an ephemeral port, so frames reach IPv4 and
+/// IPv6 destinations whatever the control connection's family, or an association at the
+/// upstream chain's last hop.
+async fn relay_socket(shared: &Shared) -> Result<Outbound, Reply> {
     if let Some(chain) = shared.config.chain() {
         return match tokio::time::timeout(shared.config.connect_timeout, chain.udp_associate()).await {
             Ok(Ok(a)) => Ok(Outbound::Chain(a)),
@@ -74,8 +75,7 @@ async fn relay_socket(local_ip: IpAddr, shared: &Shared) -> Result<Outbound, Rep
             Err(_) => Err(Reply::HOST_UNREACHABLE),
         };
     }
-    let any: IpAddr = if local_ip.is_ipv4() { [0, 0, 0, 0].into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
-    UdpSocket::bind(SocketAddr::new(any, 0)).await.map_err(|_| Reply::GENERAL_FAILURE).map(Outbound::Direct)
+    super::udp::direct_socket().map_err(|_| Reply::GENERAL_FAILURE).map(Outbound::Direct)
 }
 
 /// Bind mode: a socket on the requested port of the address the control connection came in on,
@@ -149,6 +149,12 @@ impl Tunnel<'_> {
                     if !self.bind_mode && !cfg.udp_full_cone && !self.remotes.contains(&src) {
                         Stats::bump(&cfg.stats.udp_dropped_unsolicited);
                         continue; // D-16
+                    }
+                    // Bind mode relays whoever sends to the socket: the allow/deny rules decide
+                    // which senders may (V-08).
+                    if self.bind_mode && src.socket_addr().is_some_and(|a| cfg.check_peer(a).is_err()) {
+                        Stats::bump(&cfg.stats.udp_dropped_policy);
+                        continue;
                     }
                     frame.clear();
                     if TunFrame::encode(&src, &from_remote[..n], &mut frame).is_ok() {
