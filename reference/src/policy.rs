@@ -264,6 +264,15 @@ pub struct LocalListeners {
     addrs: RwLock<Vec<(Transport, SocketAddr)>>,
 }
 
+/// Two sets are equal when they record the same sockets (for chains compared in tests).
+impl PartialEq for LocalListeners {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other) || self.snapshot() == other.snapshot()
+    }
+}
+
+impl Eq for LocalListeners {}
+
 impl LocalListeners {
     /// Records a listening socket.
     pub fn add(&self, transport: Transport, addr: SocketAddr) {
