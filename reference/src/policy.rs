@@ -182,10 +182,12 @@ impl ServerConfig {
             return Err((Reply::NOT_ALLOWED, "port 0 or unspecified address"));
         }
         if self.local_listeners.contains(transport, SocketAddr::new(ip, dest.port())) {
-            return Err((Reply::NOT_ALLOWED, "destination is one of this process's listeners")); // V-22
+            return Err((Reply::NOT_ALLOWED, "destination is one of this process's listeners"));
+            // V-22
         }
         if self.deny_private && is_internal(ip) {
-            return Err((Reply::NOT_ALLOWED, "internal address and denyPrivate is set"));
+            return Err((Reply::NOT_ALLOWED, "internal address and denyPrivate is set"));
+            //
         }
         if !self.rules.permits(SocketAddr::new(ip, dest.port())) {
             return Err((Reply::NOT_ALLOWED, "denied by the allow/deny rules")); // V-08

@@ -223,7 +223,8 @@ fn loops_through_our_own_listeners_are_refused_at_start() {
         vec!["-L".into(), format!("socks5://127.0.0.1:{p}"), "-L".into(), format!("tcp://127.0.0.1:{q}/127.0.0.1:{p}")],
     ];
     for args in cases {
-        let out = Command::new(env!("CARGO_BIN_EXE_socksref")).args(&args).args(["--log-level", "info"]).output().unwrap();
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_socksref")).args(&args).args(["--log-level", "info"]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains("own listeners: that is a loop"), "{args:?}: {err}");

@@ -397,3 +397,23 @@ async fn rules_refuse_a_bind_peer_they_deny_v08() {
     let _peer = peer.connect(SocketAddr::from(([127, 0, 0, 1], port_of(&first)))).await.unwrap();
     assert_eq!(read_n(&mut s, 10).await, hex("05 02 00 01 00000000 0000"));
 }
+
+#[tokio::test]
+async fn rules_check_names_sent_on_through_a_chain_v08() {
+    let denied = xor_echo().await;
+    let last = start(cfg()).await;
+    let chain = Arc::new(Chain::new(vec![Hop::new(Version::V5, last.addr.into())]));
+    let config = ServerConfig { upstream: Some(chain), ..ruled("", &format!("*:{}", denied.port())) };
+    let server = start(config).await;
+    // The last hop would resolve the name; the rules here see its local answers first.
+    let name = [&hex("03 09")[..], b"localhost", &denied.port().to_be_bytes()].concat();
+    let (_s, reply) = request(server.addr, 0x01, &name).await;
+    assert_eq!(reply, hex("05 02 00 01 00000000 0000"));
+    // Control: another port of the same name goes through the chain.
+    let allowed = xor_echo().await;
+    let name = [&hex("03 09")[..], b"localhost", &allowed.port().to_be_bytes()].concat();
+    let (mut s, reply) = request(server.addr, 0x01, &name).await;
+    assert_eq!(&reply[..2], &hex("05 00"));
+    s.write_all(b"ok").await.unwrap();
+    assert_eq!(read_n(&mut s, 2).await, b"ok".map(|b| b ^ 0x5a));
+}

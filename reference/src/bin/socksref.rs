@@ -300,7 +300,10 @@ impl Service {
         c.udp_full_cone = url.bool_param("udpFullCone", false)?;
         c.udp_allow_foreign_client_addr = url.bool_param("udpAllowForeignClientAddr", false)?;
         let rules = |key: &str| -> Result<Vec<_>, UrlError> {
-            url.params.get(key).map(|v| DestRules::parse_list(v).map_err(|m| url.param_error(key, m))).unwrap_or(Ok(vec![]))
+            url.params
+                .get(key)
+                .map(|v| DestRules::parse_list(v).map_err(|m| url.param_error(key, m)))
+                .unwrap_or(Ok(vec![]))
         };
         c.rules = DestRules { allow: rules("allow")?, deny: rules("deny")? };
         for key in ["udpBufferSize", "udp.bufferSize"] {
@@ -338,7 +341,10 @@ impl Service {
         }
         if let Some(v) = url.params.get("maxHandshakes") {
             c.max_handshakes = Some(
-                v.parse().ok().filter(|n| *n > 0).ok_or_else(|| url.param_error("maxHandshakes", "not a positive number"))?,
+                v.parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| url.param_error("maxHandshakes", "not a positive number"))?,
             );
         }
         // an exposed listener needs authentication, unless the operator says it is meant

@@ -260,8 +260,7 @@ impl Chain {
 
     pub(crate) async fn reach(&self, upto: usize) -> Result<Stream, Error> {
         let first = &self.hops[0];
-        let mut stream =
-            Stream::Tcp(self.dial_first(&first.proxy).await.map_err(|e| e.at_hop(0, &first.proxy))?);
+        let mut stream = Stream::Tcp(self.dial_first(&first.proxy).await.map_err(|e| e.at_hop(0, &first.proxy))?);
         for i in 0..upto {
             let next = self.hops[i + 1].proxy.clone();
             stream = self.negotiate(stream, i, Command::CONNECT, &next).await?.0;

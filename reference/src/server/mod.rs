@@ -24,8 +24,8 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-pub use crate::policy::{Credential, ServerConfig, Stats};
 use crate::policy::Transport;
+pub use crate::policy::{Credential, ServerConfig, Stats};
 use crate::proto::server::{HandshakeConfig, ProxyRequest, ServerEvent, ServerHandshake};
 use crate::proto::{encode_reply, Address, Command, Reply};
 use crate::tls::Stream;

@@ -180,9 +180,10 @@ impl Outbound {
     /// match the destinations the client named and go back to it as ATYP 01.
     pub(super) async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
         match self {
-            Outbound::Direct(s) => {
-                s.recv_from(buf).await.map(|(n, a)| (n, Address::from(SocketAddr::new(a.ip().to_canonical(), a.port()))))
-            }
+            Outbound::Direct(s) => s
+                .recv_from(buf)
+                .await
+                .map(|(n, a)| (n, Address::from(SocketAddr::new(a.ip().to_canonical(), a.port())))),
             Outbound::Chain(a) => a.recv_from(buf).await.map_err(|e| io::Error::other(e.to_string())),
         }
     }
@@ -258,7 +259,7 @@ impl Association<'_> {
     /// Through an upstream chain, names go on unresolved for the last hop to resolve (C-01).
     async fn destination(&mut self, addr: &Address) -> Option<Address> {
         if self.shared.config.chain().is_some() {
-            return super::connect::check_for_upstream(addr, self.shared).ok().map(|()| addr.clone());
+            return super::connect::check_for_upstream(addr, self.shared).await.ok().map(|()| addr.clone());
         }
         self.names.resolve(addr, self.shared).await.map(Address::from)
     }

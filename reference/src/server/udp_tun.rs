@@ -177,7 +177,7 @@ impl Tunnel<'_> {
             return; // RSV = 0: nothing to send
         }
         let dest = if self.shared.config.chain().is_some() {
-            super::connect::check_for_upstream(dest, self.shared).ok().map(|()| dest.clone())
+            super::connect::check_for_upstream(dest, self.shared).await.ok().map(|()| dest.clone())
         } else {
             self.names.resolve(dest, self.shared).await.map(Address::from)
         };
