@@ -417,3 +417,59 @@ async fn rules_check_names_sent_on_through_a_chain_v08() {
     s.write_all(b"ok").await.unwrap();
     assert_eq!(read_n(&mut s, 2).await, b"ok".map(|b| b ^ 0x5a));
 }
+
+/// A child process killed (by pid, through `Child`) when dropped.
+struct Killed(tokio::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+#[tokio::test]
+async fn v2ray_4_udp_through_the_reference() {
+    let v2ray = "/usr/bin/v2ray";
+    if !std::path::Path::new(v2ray).exists() {
+        eprintln!("SKIPPED: Debian's v2ray is not installed");
+        return;
+    }
+    let server = start(cfg()).await;
+    let echo = udp_echo_on("127.0.0.1:0").await;
+    let entry = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // dokodemo-door on UDP `entry` -> the echo target, through the reference as SOCKS5 outbound.
+    let config = format!(
+        r#"{{"log":{{"loglevel":"warning"}},
+            "inbounds":[{{"listen":"127.0.0.1","port":{entry},"protocol":"dokodemo-door",
+                          "settings":{{"address":"127.0.0.1","port":{},"network":"udp"}}}}],
+            "outbounds":[{{"protocol":"socks","settings":{{"servers":[{{"address":"127.0.0.1","port":{}}}]}}}}]}}"#,
+        echo.port(),
+        server.addr.port()
+    );
+    let dir = std::env::temp_dir().join(format!("socksref-v2ray-{}-{entry}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.json");
+    std::fs::write(&path, config).unwrap();
+    let _v2ray = Killed(
+        tokio::process::Command::new(v2ray)
+            .arg("-config")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap(),
+    );
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 64];
+    let mut answer = None;
+    // V2Ray starts in the background: resend until it listens (bounded).
+    for _ in 0..50 {
+        client.send_to(b"v2ray", ("127.0.0.1", entry)).await.unwrap();
+        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(200), client.recv_from(&mut buf)).await {
+            answer = Some(buf[..n].to_vec());
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(answer.expect("an answer through V2Ray and the reference"), b"v2ray".map(|b| b ^ 0x5a));
+}

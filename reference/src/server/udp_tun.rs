@@ -50,11 +50,17 @@ pub(crate) async fn run(
         }
     };
     // BND: the UDP socket's own address (gost sends it verbatim too); a chain has none of ours.
-    // In relay mode the socket is dual-stack on `[::]`; its port with the address the client
-    // reached us on says the same in the client's own family.
+    // In relay mode the socket is dual-stack on `[::]`; gost shows its unspecified address, so
+    // we show the unspecified address of the client's own family with the socket's port.
     let local = match &outbound {
         Outbound::Direct(s) if bind_mode => s.local_addr()?,
-        Outbound::Direct(s) => SocketAddr::new(control.local_addr()?.ip(), s.local_addr()?.port()),
+        Outbound::Direct(s) => {
+            let any: IpAddr = match control.local_addr()?.ip().to_canonical() {
+                IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            };
+            SocketAddr::new(any, s.local_addr()?.port())
+        }
         Outbound::Chain(_) => SocketAddr::new(control.local_addr()?.ip(), 0),
     };
     // Its own write and flush (its own TLS record): gost's reply reader over-reads (§8.1).
