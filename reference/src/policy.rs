@@ -266,6 +266,20 @@ pub struct LocalListeners {
     addrs: RwLock<Vec<(Transport, SocketAddr)>>,
 }
 
+/// A listening socket's record in a [`LocalListeners`] set; dropping it removes the record.
+#[derive(Debug)]
+pub struct ListenerRecord {
+    set: Arc<LocalListeners>,
+    transport: Transport,
+    addr: SocketAddr,
+}
+
+impl Drop for ListenerRecord {
+    fn drop(&mut self) {
+        self.set.remove(self.transport, self.addr);
+    }
+}
+
 /// Two sets are equal when they record the same sockets (for chains compared in tests).
 impl PartialEq for LocalListeners {
     fn eq(&self, other: &Self) -> bool {
@@ -280,6 +294,13 @@ impl LocalListeners {
     pub fn add(&self, transport: Transport, addr: SocketAddr) {
         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         self.addrs.write().unwrap_or_else(|e| e.into_inner()).push((transport, addr));
+    }
+
+    /// Records a listening socket until the returned guard is dropped, so a service whose task
+    /// is cancelled leaves no stale record behind.
+    pub fn register(self: &Arc<Self>, transport: Transport, addr: SocketAddr) -> ListenerRecord {
+        self.add(transport, addr);
+        ListenerRecord { set: self.clone(), transport, addr }
     }
 
     /// Forgets one record of a listening socket (when its service stops).

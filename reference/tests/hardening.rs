@@ -473,3 +473,12 @@ async fn v2ray_4_udp_through_the_reference() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(answer.expect("an answer through V2Ray and the reference"), b"v2ray".map(|b| b ^ 0x5a));
 }
+
+#[tokio::test]
+async fn a_stopped_service_leaves_no_listener_record() {
+    let own = Arc::new(LocalListeners::default());
+    let server = start(ServerConfig { local_listeners: own.clone(), ..cfg() }).await;
+    until("listener recorded", || own.snapshot().len() == 1).await;
+    drop(server); // stops serve()
+    until("record removed", || own.snapshot().is_empty()).await;
+}

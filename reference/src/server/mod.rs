@@ -76,7 +76,7 @@ fn enter_handshake(all: &Arc<Mutex<Handshaking>>, cap: usize, stats: &Stats) -> 
 /// so that no service of the process can be asked to connect to it (V-22).
 pub async fn serve(listener: TcpListener, config: ServerConfig, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     let local = listener.local_addr()?;
-    config.local_listeners.add(Transport::Tcp, local);
+    let _record = config.local_listeners.register(Transport::Tcp, local);
     let shared = Arc::new(Shared { config });
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
     let handshake_cap = shared.config.handshake_cap();
@@ -113,7 +113,6 @@ pub async fn serve(listener: TcpListener, config: ServerConfig, shutdown: impl F
         });
     }
     tasks.abort_all();
-    shared.config.local_listeners.remove(Transport::Tcp, local);
     info!(%local, "socks server stopped");
     Ok(())
 }
