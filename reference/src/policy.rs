@@ -3,10 +3,16 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::proto::{Method, Reply};
+
+mod rules;
+mod udp;
+
+pub use rules::{DestRule, DestRules};
+pub use udp::{UdpClientLock, UdpDeclared};
 
 /// One username/password pair (RFC 1929). Octets, not strings: RFC 1929 allows any octet.
 #[derive(Clone, PartialEq, Eq)]
@@ -72,6 +78,17 @@ pub struct ServerConfig {
     pub timeout_reply_ttl_expired: bool,
     /// Concurrent connections; more are closed at once.
     pub max_connections: usize,
+    /// Concurrent connections still in the handshake (R-85's pre-auth cap); `None` derives it
+    /// from `max_connections` (see [`ServerConfig::handshake_cap`]). When a new connection would
+    /// exceed it, the oldest connection still handshaking is closed, so idlers cannot crowd out
+    /// clients that complete their handshake promptly.
+    pub max_handshakes: Option<usize>,
+    /// Destination rules (`allow=`/`deny=`, V-08): checked for every endpoint the server talks to
+    /// on a client's behalf, after name resolution.
+    pub rules: DestRules,
+    /// Every listening socket of this process (all services and forwarders), for the
+    /// self-connect check (V-22, R-74). Services started together share one set.
+    pub local_listeners: Arc<LocalListeners>,
     /// Replace BND in success replies with zeros to hide egress addresses.
     pub hide_bnd: bool,
     /// Upstream proxies for outbound traffic (`-F`); `None` connects directly.
@@ -105,7 +122,10 @@ impl Default for ServerConfig {
             udp_idle_timeout: Duration::from_secs(300),
             udp_buffer_size: 65_535,
             timeout_reply_ttl_expired: false,
-            max_connections: 10_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_handshakes: None,
+            rules: DestRules::default(),
+            local_listeners: Arc::default(),
             hide_bnd: false,
             upstream: None,
             tls: None,
@@ -167,23 +187,171 @@ impl ServerConfig {
         ok
     }
 
-    /// Whether a connection to `dest` is allowed; `listeners` are the server's own sockets.
-    /// The answer is the REP to send on refusal.
-    pub fn check_destination(&self, dest: SocketAddr, listeners: &[SocketAddr]) -> Result<(), Reply> {
+    /// Whether a TCP connection to `dest` is allowed. The answer is the REP to send on refusal
+    /// (REP 02, which the SOCKS4 encoder turns into 0x5B).
+    pub fn check_destination(&self, dest: SocketAddr) -> Result<(), Reply> {
+        self.check_destination_via(dest, Transport::Tcp).map_err(|(rep, _)| rep)
+    }
+
+    /// Like [`ServerConfig::check_destination`] for a UDP datagram's destination, with the
+    /// reason for the debug log.
+    pub fn check_datagram_destination(&self, dest: SocketAddr) -> Result<(), (Reply, &'static str)> {
+        self.check_destination_via(dest, Transport::Udp)
+    }
+
+    /// The destination check for either transport, with a reason for the debug log.
+    pub fn check_destination_via(&self, dest: SocketAddr, transport: Transport) -> Result<(), (Reply, &'static str)> {
         let ip = dest.ip().to_canonical();
         if dest.port() == 0 || is_unspecified_net(ip) {
-            return Err(Reply::NOT_ALLOWED);
+            return Err((Reply::NOT_ALLOWED, "port 0 or unspecified address"));
         }
-        let is_self = listeners.iter().any(|l| {
-            l.port() == dest.port() && (l.ip().to_canonical() == ip || l.ip().is_unspecified() || ip.is_loopback())
-        });
-        if is_self {
-            return Err(Reply::NOT_ALLOWED); // V-22
+        if self.local_listeners.contains(transport, SocketAddr::new(ip, dest.port())) {
+            return Err((Reply::NOT_ALLOWED, "destination is one of this process's listeners"));
+            // V-22
         }
         if self.deny_private && is_internal(ip) {
-            return Err(Reply::NOT_ALLOWED);
+            return Err((Reply::NOT_ALLOWED, "internal address and denyPrivate is set"));
+            //
+        }
+        if !self.rules.permits(SocketAddr::new(ip, dest.port())) {
+            return Err((Reply::NOT_ALLOWED, "denied by the allow/deny rules")); // V-08
         }
         Ok(())
+    }
+
+    /// Whether a remote peer of a listening command (BIND's connecting host, an MBIND peer, a
+    /// UDP-TUN bind-mode sender) may be relayed: the allow/deny rules only, since the peer came
+    /// to us and the SSRF and self-connect checks are about where we go.
+    pub fn check_peer(&self, peer: SocketAddr) -> Result<(), Reply> {
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        if self.rules.permits(peer) {
+            Ok(())
+        } else {
+            Err(Reply::NOT_ALLOWED)
+        }
+    }
+
+    /// The cap on connections still in the handshake: `max_handshakes`, or a quarter of
+    /// `max_connections` but at most 256 (the pre-auth figure of the catalog's F-07); never more
+    /// than `max_connections`, and at least one.
+    pub fn handshake_cap(&self) -> usize {
+        let derived = (self.max_connections / 4).clamp(1, 256);
+        self.max_handshakes.unwrap_or(derived).clamp(1, self.max_connections.max(1))
+    }
+}
+
+/// Where a listening command (BIND, gost's MBIND and UDP-TUN bind mode) listens: always on the
+/// address the control connection came in on (D-07, R-46), so a client of a loopback-only server
+/// cannot open listeners on other interfaces. A requested unspecified address (gost's `rtcp://:port`
+/// asks for `0.0.0.0`) means "wherever the server listens" and gets that address; a request for
+/// any other address than that one is refused with the reason, as the REP 02 goes out.
+pub fn listen_address(requested: IpAddr, control_local: IpAddr) -> Result<IpAddr, &'static str> {
+    let local = control_local.to_canonical();
+    let requested = requested.to_canonical();
+    if requested.is_unspecified() || requested == local {
+        Ok(local)
+    } else {
+        Err("a listening command may only listen on the address the client connected to")
+    }
+}
+
+/// The connection cap when nothing else limits it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Descriptors one relaying tunnel can hold: the client socket, the outbound socket and, while
+/// spliced, a pipe (two descriptors) per direction.
+pub const FDS_PER_TUNNEL: u64 = 6;
+
+/// Descriptors kept back from the tunnel budget for listeners, the runtime, logging and the
+/// accept that has to happen before a connection over the cap can be closed.
+pub const FD_RESERVE: u64 = 64;
+
+/// The default connection cap for each of `services` services sharing a process whose
+/// descriptor limit is `nofile`: as many tunnels as fit at [`FDS_PER_TUNNEL`] each, at most
+/// [`DEFAULT_MAX_CONNECTIONS`], at least one.
+pub fn max_connections_for_fds(nofile: u64, services: usize) -> usize {
+    let per_service = nofile.saturating_sub(FD_RESERVE) / FDS_PER_TUNNEL / services.max(1) as u64;
+    usize::try_from(per_service).unwrap_or(usize::MAX).clamp(1, DEFAULT_MAX_CONNECTIONS)
+}
+
+/// The transport of a listening socket: a TCP destination can only loop into a TCP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A TCP listener (SOCKS services, tcp:// forwarders).
+    Tcp,
+    /// A UDP socket that relays what it receives (udp:// forwarders).
+    Udp,
+}
+
+/// The listening sockets of the process, shared by every service so that none of them can be
+/// made to connect to another (V-22, R-74) and no forwarder can be pointed at one.
+#[derive(Debug, Default)]
+pub struct LocalListeners {
+    addrs: RwLock<Vec<(Transport, SocketAddr)>>,
+}
+
+/// A listening socket's record in a [`LocalListeners`] set; dropping it removes the record.
+#[derive(Debug)]
+pub struct ListenerRecord {
+    set: Arc<LocalListeners>,
+    transport: Transport,
+    addr: SocketAddr,
+}
+
+impl Drop for ListenerRecord {
+    fn drop(&mut self) {
+        self.set.remove(self.transport, self.addr);
+    }
+}
+
+/// Two sets are equal when they record the same sockets (for chains compared in tests).
+impl PartialEq for LocalListeners {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other) || self.snapshot() == other.snapshot()
+    }
+}
+
+impl Eq for LocalListeners {}
+
+impl LocalListeners {
+    /// Records a listening socket.
+    pub fn add(&self, transport: Transport, addr: SocketAddr) {
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        self.addrs.write().unwrap_or_else(|e| e.into_inner()).push((transport, addr));
+    }
+
+    /// Records a listening socket until the returned guard is dropped, so a service whose task
+    /// is cancelled leaves no stale record behind.
+    pub fn register(self: &Arc<Self>, transport: Transport, addr: SocketAddr) -> ListenerRecord {
+        self.add(transport, addr);
+        ListenerRecord { set: self.clone(), transport, addr }
+    }
+
+    /// Forgets one record of a listening socket (when its service stops).
+    pub fn remove(&self, transport: Transport, addr: SocketAddr) {
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        let mut v = self.addrs.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = v.iter().position(|x| *x == (transport, addr)) {
+            v.remove(i);
+        }
+    }
+
+    /// Whether connecting to `dest` would reach one of the recorded sockets. A listener on the
+    /// unspecified address is reached through any local address, and every loopback address
+    /// reaches a loopback listener's port; both are treated as self to stay on the safe side.
+    pub fn contains(&self, transport: Transport, dest: SocketAddr) -> bool {
+        let ip = dest.ip().to_canonical();
+        let v = self.addrs.read().unwrap_or_else(|e| e.into_inner());
+        v.iter().any(|(t, l)| {
+            *t == transport
+                && l.port() == dest.port()
+                && (l.ip() == ip || l.ip().is_unspecified() || (ip.is_loopback() && l.ip().is_loopback()))
+        })
+    }
+
+    /// Every recorded socket, for start-up checks and logs.
+    pub fn snapshot(&self) -> Vec<(Transport, SocketAddr)> {
+        self.addrs.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -259,7 +427,7 @@ pub struct Stats {
     pub udp_dropped_foreign: AtomicU64,
     /// Datagrams dropped for FRAG≠0 (D-12, R-57).
     pub udp_dropped_frag: AtomicU64,
-    /// Datagrams dropped for a malformed header.
+    /// Datagrams dropped for a malformed header or RSV≠0 (D-14).
     pub udp_dropped_malformed: AtomicU64,
     /// Datagrams dropped by destination policy.
     pub udp_dropped_policy: AtomicU64,
@@ -269,6 +437,8 @@ pub struct Stats {
     pub udp_relayed_out: AtomicU64,
     /// Datagrams relayed remote → client.
     pub udp_relayed_in: AtomicU64,
+    /// Connections closed while still handshaking to make room under the handshake cap.
+    pub handshakes_shed: AtomicU64,
 }
 
 impl Stats {
@@ -328,8 +498,8 @@ mod tests {
     #[test]
     fn destinations() {
         let c = ServerConfig::default();
-        let me: SocketAddr = "127.0.0.1:1080".parse().unwrap();
-        let ok = |s: &str| c.check_destination(s.parse().unwrap(), &[me]);
+        c.local_listeners.add(Transport::Tcp, "127.0.0.1:1080".parse().unwrap());
+        let ok = |s: &str| c.check_destination(s.parse().unwrap());
         assert_eq!(ok("127.0.0.1:80"), Ok(()));
         assert_eq!(ok("127.0.0.1:0"), Err(Reply::NOT_ALLOWED));
         assert_eq!(ok("0.0.0.0:80"), Err(Reply::NOT_ALLOWED));
@@ -338,6 +508,13 @@ mod tests {
         assert_eq!(ok("127.0.0.1:1080"), Err(Reply::NOT_ALLOWED));
         assert_eq!(ok("127.0.0.2:1080"), Err(Reply::NOT_ALLOWED));
         assert_eq!(ok("[::ffff:127.0.0.1]:1080"), Err(Reply::NOT_ALLOWED));
+        // A TCP listener is not reached by a datagram, and vice versa.
+        assert_eq!(c.check_datagram_destination("127.0.0.1:1080".parse().unwrap()), Ok(()));
+        c.local_listeners.add(Transport::Udp, "0.0.0.0:5353".parse().unwrap());
+        assert!(c.check_datagram_destination("10.1.1.1:5353".parse().unwrap()).is_err());
+        assert_eq!(ok("10.1.1.1:5353"), Ok(()));
+        c.local_listeners.remove(Transport::Tcp, "127.0.0.1:1080".parse().unwrap());
+        assert_eq!(ok("127.0.0.1:1080"), Ok(()));
         let strict = ServerConfig { deny_private: true, ..Default::default() };
         for s in [
             "127.0.0.1:80",
@@ -348,8 +525,44 @@ mod tests {
             "[fe80::1]:80",
             "[64:ff9b::a00:1]:80",
         ] {
-            assert_eq!(strict.check_destination(s.parse().unwrap(), &[]), Err(Reply::NOT_ALLOWED), "{s}");
+            assert_eq!(strict.check_destination(s.parse().unwrap()), Err(Reply::NOT_ALLOWED), "{s}");
         }
-        assert_eq!(strict.check_destination("93.184.216.34:80".parse().unwrap(), &[]), Ok(()));
+        assert_eq!(strict.check_destination("93.184.216.34:80".parse().unwrap()), Ok(()));
+    }
+
+    #[test]
+    fn rules_apply_to_destinations_and_peers_v08() {
+        let c = ServerConfig {
+            rules: DestRules { allow: DestRules::parse_list("127.0.0.0/8").unwrap(), deny: vec![] },
+            ..Default::default()
+        };
+        assert_eq!(c.check_destination("127.0.0.1:80".parse().unwrap()), Ok(()));
+        assert_eq!(c.check_destination("[::1]:80".parse().unwrap()), Err(Reply::NOT_ALLOWED));
+        assert!(c.check_datagram_destination("10.0.0.1:53".parse().unwrap()).is_err());
+        assert_eq!(c.check_peer("[::ffff:127.0.0.9]:4000".parse().unwrap()), Ok(()));
+        assert_eq!(c.check_peer("10.0.0.1:4000".parse().unwrap()), Err(Reply::NOT_ALLOWED));
+    }
+
+    #[test]
+    fn listeners_stay_on_the_control_connections_address_d07() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(listen_address("0.0.0.0".parse().unwrap(), lo), Ok(lo));
+        assert_eq!(listen_address("::".parse().unwrap(), lo), Ok(lo));
+        assert_eq!(listen_address(lo, "::ffff:127.0.0.1".parse().unwrap()), Ok(lo));
+        assert!(listen_address("10.0.0.1".parse().unwrap(), lo).is_err());
+        assert!(listen_address("127.0.0.2".parse().unwrap(), lo).is_err());
+    }
+
+    #[test]
+    fn caps_fit_the_descriptor_budget() {
+        assert_eq!(max_connections_for_fds(1024, 1), (1024 - 64) / 6);
+        assert_eq!(max_connections_for_fds(1024, 2), (1024 - 64) / 6 / 2);
+        assert_eq!(max_connections_for_fds(1 << 20, 1), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(max_connections_for_fds(10, 1), 1);
+        let c = ServerConfig { max_connections: 1000, ..Default::default() };
+        assert_eq!(c.handshake_cap(), 250);
+        assert_eq!(ServerConfig::default().handshake_cap(), 256);
+        let tiny = ServerConfig { max_connections: 2, max_handshakes: Some(50), ..Default::default() };
+        assert_eq!(tiny.handshake_cap(), 2, "never above the connection cap");
     }
 }

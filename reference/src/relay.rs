@@ -1,12 +1,84 @@
 //! The one copy loop every tunnel uses.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Tunnel directions, since the process started, that could not get a splice pipe (descriptors
+/// exhausted) and were relayed by copying instead. For operators and tests.
+pub static SPLICE_FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// Notices a fatal error on a TCP socket — a reset from the peer, a keepalive timeout — even
+/// while the relay neither reads nor writes that socket. Without it, a client that resets
+/// while the target is not reading leaves the tunnel, its descriptors and its connection slot in
+/// place until the idle timeout: the direction towards the target is parked on a full target,
+/// and the other direction waits for target data.
+///
+/// The copy relay cannot borrow the socket it is also writing, so the watch holds a duplicate
+/// descriptor registered for error events only.
+#[derive(Debug)]
+pub struct HangupWatch {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl HangupWatch {
+    /// Watches `socket` until the watch is dropped. Fails when no descriptor is left for the
+    /// duplicate; relays then run unwatched, as before.
+    pub fn new(socket: &TcpStream) -> std::io::Result<Self> {
+        let dup = socket.as_fd().try_clone_to_owned()?;
+        // SAFETY: an OwnedFd is a valid open descriptor that only its owner closes, and the
+        // AsyncFd owns it for its whole life; as_raw_fd always returns that same descriptor.
+        let fd = unsafe { AsyncFd::register_with_interest(dup, Interest::ERROR) }.map_err(std::io::Error::from)?;
+        Ok(Self { fd })
+    }
+
+    /// Completes with the socket's pending error once it has one.
+    async fn fired(&self) -> std::io::Error {
+        match self.fd.ready(Interest::ERROR).await {
+            Ok(_) => socket_error(socket2::SockRef::from(self.fd.get_ref())),
+            Err(e) => e,
+        }
+    }
+}
+
+/// The error a socket reports through SO_ERROR, or a reset when it was already consumed.
+fn socket_error(sock: socket2::SockRef<'_>) -> std::io::Error {
+    match sock.take_error() {
+        Ok(Some(e)) => e,
+        Ok(None) => std::io::ErrorKind::ConnectionReset.into(),
+        Err(e) => e,
+    }
+}
+
+/// Completes when any of `watches` fires; never when there are none.
+async fn any_hangup(watches: &[HangupWatch]) -> std::io::Error {
+    match watches {
+        [] => std::future::pending().await,
+        [one] => one.fired().await,
+        [first, rest @ ..] => {
+            tokio::select! {
+                e = first.fired() => e,
+                e = Box::pin(any_hangup(rest)) => e,
+            }
+        }
+    }
+}
+
+/// Completes with `socket`'s error once it has one, for relays that hold the socket by
+/// shared reference.
+async fn hangup(socket: &TcpStream) -> std::io::Error {
+    match socket.ready(Interest::ERROR).await {
+        Ok(_) => socket_error(socket2::SockRef::from(socket)),
+        Err(e) => e,
+    }
+}
 
 /// Per-direction buffer. 64 KiB lets one read drain a loopback burst, which matters more for
 /// throughput than any other knob here; the memory is bounded per tunnel.
@@ -32,17 +104,35 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let Some(limit) = idle else {
-        let (a_to_b, b_to_a) = tokio::io::copy_bidirectional_with_sizes(a, b, BUFFER, BUFFER).await?;
-        return Ok(Transferred { a_to_b, b_to_a });
-    };
+    relay_watched(a, b, idle, &[]).await
+}
+
+/// [`relay`], also ending both directions as soon as one of `watches` reports an error on its
+/// socket, which the copy loop would not see while it waits on the other side.
+pub async fn relay_watched<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Option<Duration>,
+    watches: &[HangupWatch],
+) -> std::io::Result<Transferred>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
     let progress = Arc::new(AtomicU64::new(0));
     let mut ta = Tracked { inner: a, progress: progress.clone() };
     let mut tb = Tracked { inner: b, progress: progress.clone() };
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut ta, &mut tb, BUFFER, BUFFER);
+    let idle = async {
+        match idle {
+            Some(limit) => watchdog(&progress, limit).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = copy => { let (a_to_b, b_to_a) = r?; Ok(Transferred { a_to_b, b_to_a }) }
-        () = watchdog(&progress, limit) => Err(idle_error()),
+        () = idle => Err(idle_error()),
+        e = any_hangup(watches) => Err(e),
     }
 }
 
@@ -53,19 +143,18 @@ where
 /// direction's pipe is created when it first carries data. This is what lets one tunnel run
 /// close to direct loopback speed and thousands of idle tunnels cost a few KiB each. Semantics
 /// are those of [`relay`]: half-close passes through, an error ends both directions, and `idle`
-/// bounds silence in both directions together.
-pub async fn relay_tcp(
-    a: &mut tokio::net::TcpStream,
-    b: &mut tokio::net::TcpStream,
-    idle: Option<Duration>,
-) -> std::io::Result<Transferred> {
+/// bounds silence in both directions together. A reset on either socket ends the tunnel at once
+/// even while neither direction is reading it. When no pipe can be made (descriptors
+/// exhausted), that direction is copied through a buffer instead of failing the tunnel.
+pub async fn relay_tcp(a: &mut TcpStream, b: &mut TcpStream, idle: Option<Duration>) -> std::io::Result<Transferred> {
     #[cfg(target_os = "linux")]
     {
         splice::relay(a, b, idle).await
     }
     #[cfg(not(target_os = "linux"))]
     {
-        relay(a, b, idle).await
+        let watches: Vec<HangupWatch> = [&*a, &*b].into_iter().filter_map(|s| HangupWatch::new(s).ok()).collect();
+        relay_watched(a, b, idle, &watches).await
     }
 }
 
@@ -104,7 +193,7 @@ mod splice {
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
-    use super::{idle_error, watchdog, Transferred};
+    use super::{hangup, idle_error, watchdog, Transferred, BUFFER, SPLICE_FALLBACKS};
 
     /// Pipe capacity requested per direction; larger pipes mean fewer syscalls per megabyte.
     /// The kernel allocates the pages only as data passes, and caps the size at
@@ -117,12 +206,19 @@ mod splice {
             let (a_to_b, b_to_a) = tokio::try_join!(one_way(a, b, &progress), one_way(b, a, &progress))?;
             Ok(Transferred { a_to_b, b_to_a })
         };
-        match idle {
-            None => both.await,
-            Some(limit) => tokio::select! {
-                r = both => r,
-                () = watchdog(&progress, limit) => Err(idle_error()),
-            },
+        let idle = async {
+            match idle {
+                Some(limit) => watchdog(&progress, limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = both => r,
+            () = idle => Err(idle_error()),
+            // a direction parked on a full peer does not read its source, so a reset
+            // there would go unnoticed until the idle timeout.
+            e = hangup(a) => Err(e),
+            e = hangup(b) => Err(e),
         }
     }
 
@@ -188,7 +284,16 @@ mod splice {
                             let _ = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write);
                             return Ok(total);
                         }
-                        Ok(_) => pipe.insert(Pipe::new()?),
+                        Ok(_) => match Pipe::new() {
+                            Ok(p) => pipe.insert(p),
+                            Err(e) => {
+                                // EMFILE/ENFILE: a tunnel that is already up must not die for
+                                // want of a pipe. Copy through memory instead; that needs none.
+                                SPLICE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(error = %e, "no pipe for splice; copying instead");
+                                return copy_way(src, dst, progress, total).await;
+                            }
+                        },
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(e) => return Err(e),
                     }
@@ -212,6 +317,35 @@ mod splice {
                 dst.writable().await?;
                 match dst.try_io(Interest::WRITABLE, || splice(p.read.as_raw_fd(), dst.as_raw_fd(), left)) {
                     Ok(m) => left -= m,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            total += n as u64;
+        }
+    }
+
+    /// Moves `src` → `dst` through a buffer until EOF, then half-closes `dst`; `total` is what
+    /// has already been moved. The fallback of [`one_way`] when no pipe can be made.
+    async fn copy_way(src: &TcpStream, dst: &TcpStream, progress: &AtomicU64, mut total: u64) -> io::Result<u64> {
+        let mut buf = vec![0u8; BUFFER];
+        loop {
+            src.readable().await?;
+            let n = match src.try_read(&mut buf) {
+                Ok(0) => {
+                    let _ = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write);
+                    return Ok(total);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            progress.fetch_add(1, Ordering::Relaxed);
+            let mut done = 0;
+            while done < n {
+                dst.writable().await?;
+                match dst.try_write(&buf[done..n]) {
+                    Ok(m) => done += m,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }

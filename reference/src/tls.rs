@@ -263,7 +263,12 @@ pub async fn relay(
 ) -> io::Result<crate::relay::Transferred> {
     match (a, b) {
         (Stream::Tcp(a), Stream::Tcp(b)) => crate::relay::relay_tcp(a, b, idle).await,
-        (a, b) => crate::relay::relay(a, b, idle).await,
+        (a, b) => {
+            // R-41 for the copy relay: watch both sockets beneath any TLS layer.
+            let watches: Vec<crate::relay::HangupWatch> =
+                [a.tcp(), b.tcp()].into_iter().filter_map(|s| crate::relay::HangupWatch::new(s).ok()).collect();
+            crate::relay::relay_watched(a, b, idle, &watches).await
+        }
     }
 }
 

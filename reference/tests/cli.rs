@@ -265,6 +265,9 @@ fn malformed_urls_get_one_line_naming_the_bad_part_and_exit_2() {
         (vec!["-L", "socks5://0.0.0.0:1080"], "host"),
         (vec!["-L", "socks5://:1080", "-F", "http://127.0.0.1:3128"], "scheme"),
         (vec!["-L", "socks5://:1080", "-F", "socks5://:1081"], "host"),
+        (vec!["-L", "socks5://:1080?allow=10.0.0.1/8"], "query allow"),
+        (vec!["-L", "socks5://:1080?deny=*:70000"], "query deny"),
+        (vec!["-L", "socks5://:1080?maxHandshakes=0"], "query maxHandshakes"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_socksref")).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -272,6 +275,36 @@ fn malformed_urls_get_one_line_naming_the_bad_part_and_exit_2() {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(&format!(": {part}: ")), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn loops_through_our_own_listeners_are_refused_at_start() {
+    let (p, q) = (free_port(), free_port());
+    let cases: Vec<Vec<String>> = vec![
+        vec!["-L".into(), format!("tcp://127.0.0.1:{p}/127.0.0.1:{p}")],
+        vec!["-L".into(), format!("tcp://127.0.0.1:{p}/localhost:{p}")],
+        vec!["-L".into(), format!("udp://127.0.0.1:{p}/127.0.0.1:{p}")],
+        vec!["-L".into(), format!("socks5://127.0.0.1:{p}"), "-F".into(), format!("socks5://127.0.0.1:{p}")],
+        vec!["-L".into(), format!("socks5://127.0.0.1:{p}"), "-L".into(), format!("tcp://127.0.0.1:{q}/127.0.0.1:{p}")],
+    ];
+    for args in cases {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_socksref")).args(&args).args(["--log-level", "info"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("own listeners: that is a loop"), "{args:?}: {err}");
+    }
+    // Not a loop: a forwarder to something else starts (and logs the caps of socks services).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_socksref"))
+        .args(["-L", &format!("socks5://127.0.0.1:{p}"), "-L", &format!("tcp://127.0.0.1:{q}/127.0.0.1:9")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(q);
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connection caps") && err.contains("max_conns="), "{err}");
 }
 
 #[test]

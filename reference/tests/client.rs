@@ -110,7 +110,7 @@ fn one_hop(version: Version, proxy: SocketAddr) -> Chain {
 }
 
 fn quick(hops: Vec<Hop>) -> Chain {
-    Chain { hops, handshake_timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(2) }
+    Chain { handshake_timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(2), ..Chain::new(hops) }
 }
 
 fn name(n: &str, port: u16) -> Address {

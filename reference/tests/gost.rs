@@ -26,7 +26,7 @@ fn alice() -> Vec<Credential> {
 }
 
 fn quick(hops: Vec<Hop>) -> Chain {
-    Chain { hops, handshake_timeout: Duration::from_secs(3), connect_timeout: Duration::from_secs(3) }
+    Chain { handshake_timeout: Duration::from_secs(3), connect_timeout: Duration::from_secs(3), ..Chain::new(hops) }
 }
 
 fn tls_hop(proxy: SocketAddr) -> Hop {

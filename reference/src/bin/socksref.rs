@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use socksref::client::{Chain, Hop, HopTls};
 use socksref::forward::UdpVia;
+use socksref::policy::{DestRules, LocalListeners, Transport};
 use socksref::proto::{Address, Version};
 use socksref::server::{Credential, ServerConfig};
 use socksref::url::{ProxyUrl, UrlError};
@@ -61,8 +62,14 @@ fn main() -> ExitCode {
         eprintln!("socksref: --log-level: {e}");
         return ExitCode::from(2);
     }
+    // Every listener of the process, shared by all services and the chain: none of them may be
+    // made to connect to another (V-22), and no forwarder or hop may point at one.
+    let own = Arc::new(LocalListeners::default());
     let chain = match parse_chain(&args.forward) {
-        Ok(c) => Arc::new(c),
+        Ok(mut c) => {
+            c.own_listeners = Some(own.clone());
+            Arc::new(c)
+        }
         Err(e) => {
             eprintln!("socksref: bad -F {e}");
             return ExitCode::from(2);
@@ -75,14 +82,33 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let services = match args.listen.iter().map(|l| Service::from_url(l, &chain, via)).collect::<Result<Vec<_>, _>>() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("socksref: bad -L {e}");
-            return ExitCode::from(2);
+    let mut services =
+        match args.listen.iter().map(|l| Service::from_url(l, &chain, via, &own)).collect::<Result<Vec<_>, _>>() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("socksref: bad -L {e}");
+                return ExitCode::from(2);
+            }
+        };
+    let nofile = raise_fd_limit();
+    // The default connection cap follows the descriptor budget, so the cap is reached before
+    // EMFILE is (an explicit maxConns is the operator's choice and kept).
+    let socks_services = services.iter().filter(|s| matches!(s, Service::Socks { .. })).count();
+    for service in &mut services {
+        if let Service::Socks { url, config, max_conns_given } = service {
+            if !*max_conns_given {
+                config.max_connections = socksref::policy::max_connections_for_fds(nofile, socks_services);
+            }
+            tracing::info!(
+                service = %url,
+                nofile,
+                max_conns = config.max_connections,
+                max_handshakes = config.handshake_cap(),
+                fds_per_tunnel = socksref::policy::FDS_PER_TUNNEL,
+                "connection caps"
+            );
         }
-    };
-    raise_fd_limit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -90,7 +116,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(services)) {
+    match runtime.block_on(run(services, own, chain)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("socksref: {e:#}");
@@ -101,15 +127,22 @@ fn main() -> ExitCode {
 
 /// Every tunnel costs two descriptors and a spliced one up to four more; the soft limit (often
 /// 1024) would cap a busy server long before memory does, so raise it to the hard limit.
-fn raise_fd_limit() {
+/// Returns the soft limit in force afterwards.
+fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024; // the common default, when the limit cannot even be read
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
         }
     }
+    lim.rlim_cur
 }
 
 fn init_logging(level: &str) -> anyhow::Result<()> {
@@ -194,7 +227,7 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
 /// One `-L` service, validated before anything is bound.
 #[derive(Debug)]
 enum Service {
-    Socks { url: ProxyUrl, config: Box<ServerConfig> },
+    Socks { url: ProxyUrl, config: Box<ServerConfig>, max_conns_given: bool },
     Forward { url: ProxyUrl, target: Address, chain: Arc<Chain>, via: UdpVia },
 }
 
@@ -220,10 +253,14 @@ const SOCKS_KEYS: &[&str] = &[
     "notls",
     "udpBufferSize",
     "udp.bufferSize",
+    "maxHandshakes",
+    "allow",
+    "deny",
+    "udpAllowForeignClientAddr",
 ];
 
 impl Service {
-    fn from_url(s: &str, chain: &Arc<Chain>, via: UdpVia) -> Result<Self, UrlError> {
+    fn from_url(s: &str, chain: &Arc<Chain>, via: UdpVia, own: &Arc<LocalListeners>) -> Result<Self, UrlError> {
         let url = ProxyUrl::parse(s)?;
         if matches!(url.scheme.as_str(), "tcp" | "udp" | "rtcp" | "rudp") {
             return Self::forward(url, chain, via);
@@ -252,7 +289,7 @@ impl Service {
                 message: "a socks service takes no forward target".into(),
             });
         }
-        let mut c = ServerConfig { socks4, socks5, ..Default::default() };
+        let mut c = ServerConfig { socks4, socks5, local_listeners: own.clone(), ..Default::default() };
         match &url.auth {
             // `socks4://admin@…`: as gost, serve only SOCKS4 requests whose USERID is `admin` and
             // answer the rest 00 5D. (A password cannot be checked over SOCKS4; with one the
@@ -268,6 +305,14 @@ impl Service {
         c.hide_bnd = url.bool_param("hideBnd", false)?;
         c.udp_allow_port_change = url.bool_param("udpAllowPortChange", false)?;
         c.udp_full_cone = url.bool_param("udpFullCone", false)?;
+        c.udp_allow_foreign_client_addr = url.bool_param("udpAllowForeignClientAddr", false)?;
+        let rules = |key: &str| -> Result<Vec<_>, UrlError> {
+            url.params
+                .get(key)
+                .map(|v| DestRules::parse_list(v).map_err(|m| url.param_error(key, m)))
+                .unwrap_or(Ok(vec![]))
+        };
+        c.rules = DestRules { allow: rules("allow")?, deny: rules("deny")? };
         for key in ["udpBufferSize", "udp.bufferSize"] {
             if let Some(v) = url.params.get(key) {
                 c.udp_buffer_size = v
@@ -293,12 +338,21 @@ impl Service {
         set(&mut c.idle_timeout, "idleTimeout")?;
         set(&mut c.udp_idle_timeout, "udpIdleTimeout")?;
         set(&mut c.bind_accept_timeout, "bindTimeout")?;
+        let max_conns_given = url.params.contains_key("maxConns");
         if let Some(v) = url.params.get("maxConns") {
             c.max_connections = v
                 .parse()
                 .ok()
                 .filter(|n| *n > 0)
                 .ok_or_else(|| url.param_error("maxConns", "not a positive number"))?;
+        }
+        if let Some(v) = url.params.get("maxHandshakes") {
+            c.max_handshakes = Some(
+                v.parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| url.param_error("maxHandshakes", "not a positive number"))?,
+            );
         }
         // an exposed listener needs authentication, unless the operator says it is meant
         // to be open.
@@ -317,7 +371,7 @@ impl Service {
         if !chain.hops.is_empty() {
             c.upstream = Some(chain.clone());
         }
-        Ok(Service::Socks { url, config: Box::new(c) })
+        Ok(Service::Socks { url, config: Box::new(c), max_conns_given })
     }
 
     fn forward(url: ProxyUrl, chain: &Arc<Chain>, via: UdpVia) -> Result<Self, UrlError> {
@@ -340,19 +394,24 @@ impl Service {
     }
 }
 
-async fn run(services: Vec<Service>) -> anyhow::Result<()> {
+async fn run(services: Vec<Service>, own: Arc<LocalListeners>, chain: Arc<Chain>) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    // Forwarders dialling their target straight from here, checked once all listeners are up.
+    let mut direct_targets = Vec::new();
     for service in services {
         let mut stop = stop_rx.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
         match service {
-            Service::Socks { url, config } => {
+            Service::Socks { url, config, .. } => {
                 let addr = url.host_port("127.0.0.1");
                 let listener =
                     TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} for {url}"))?;
+                // Recorded now (serve records it again while it runs) so the start-up loop
+                // check below sees every listener.
+                own.add(Transport::Tcp, listener.local_addr()?);
                 tasks.spawn(async move { socksref::server::serve(listener, *config, shutdown).await });
             }
             Service::Forward { url, target, chain, via } => {
@@ -362,11 +421,19 @@ async fn run(services: Vec<Service>) -> anyhow::Result<()> {
                         let l = TcpListener::bind(&addr)
                             .await
                             .with_context(|| format!("cannot listen on {addr} for {url}"))?;
+                        own.add(Transport::Tcp, l.local_addr()?);
+                        if chain.hops.is_empty() {
+                            direct_targets.push((url.clone(), Transport::Tcp, target.clone()));
+                        }
                         tasks.spawn(socksref::forward::tcp(l, target, chain, shutdown));
                     }
                     "udp" => {
                         let s =
                             UdpSocket::bind(&addr).await.with_context(|| format!("cannot bind {addr} for {url}"))?;
+                        own.add(Transport::Udp, s.local_addr()?);
+                        if chain.hops.is_empty() {
+                            direct_targets.push((url.clone(), Transport::Udp, target.clone()));
+                        }
                         let idle = url.duration_param("ttl")?.unwrap_or(Duration::from_secs(60));
                         tasks.spawn(socksref::forward::udp_via(s, target, chain, idle, via, shutdown));
                     }
@@ -390,6 +457,30 @@ async fn run(services: Vec<Service>) -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+    }
+    // Loops knowable at start (issue: a tcp:// forwarder aimed at itself used up every descriptor
+    // within milliseconds): a forwarder whose direct target, or a chain whose first hop, is one
+    // of our own listeners. Names are resolved for the check; the chain checks again per
+    // connection for what only resolves later.
+    let first_hop = chain.hops.first().map(|h| (Transport::Tcp, h.proxy.clone(), "the first -F hop".to_string()));
+    let forwarders = direct_targets.into_iter().map(|(url, t, target)| (t, target, format!("the target of {url}")));
+    for (transport, target, what) in first_hop.into_iter().chain(forwarders) {
+        let resolved = match (&target.host, target.socket_addr()) {
+            (_, Some(sa)) => vec![sa],
+            (socksref::proto::Host::Domain(name), None) => {
+                let host = format!("{}:{}", String::from_utf8_lossy(name), target.port);
+                let found: Option<Vec<_>> = tokio::net::lookup_host(host).await.ok().map(|a| a.collect());
+                match found {
+                    Some(addrs) => addrs,
+                    None => continue, // unknowable now; refused per connection if it ever resolves to us
+                }
+            }
+            _ => continue,
+        };
+        if resolved.iter().any(|a| own.contains(transport, *a)) {
+            let _ = stop_tx.send(true);
+            anyhow::bail!("{what} ({target}) is one of this process's own listeners: that is a loop");
         }
     }
     let signal = shutdown_signal();

@@ -1,6 +1,7 @@
 //! Chains of proxies: CONNECT through every hop, BIND and UDP ASSOCIATE at the last one.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -82,6 +83,10 @@ pub struct Chain {
     /// Limit for a TCP connect to the first hop (or the target when direct), and for each hop's
     /// reply to a request, since a proxy replies to CONNECT only after its own connect.
     pub connect_timeout: Duration,
+    /// The listening sockets of this process: the chain never dials one of them directly (the
+    /// first hop, or the target of a direct chain), since that is a loop that consumes
+    /// descriptors until none are left. `None` checks nothing (library use without services).
+    pub own_listeners: Option<Arc<crate::policy::LocalListeners>>,
 }
 
 impl Default for Chain {
@@ -98,7 +103,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 impl Chain {
     /// A chain through `hops` with the default timeouts.
     pub fn new(hops: Vec<Hop>) -> Self {
-        Self { hops, handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT, connect_timeout: DEFAULT_CONNECT_TIMEOUT }
+        Self {
+            hops,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            own_listeners: None,
+        }
     }
 
     /// No proxies: connections go straight to the target (a configuration, never a fallback).
@@ -109,7 +119,7 @@ impl Chain {
     /// Opens a stream to `target` through every hop in order.
     pub async fn connect(&self, target: &Address) -> Result<Stream, Error> {
         let Some(last) = self.hops.len().checked_sub(1) else {
-            return dial(target, self.connect_timeout).await.map(Stream::Tcp);
+            return self.dial_first(target).await.map(Stream::Tcp);
         };
         self.preflight(Command::CONNECT, target)?;
         let stream = self.reach(last).await?;
@@ -236,10 +246,21 @@ impl Chain {
 
     /// Dials the first hop and CONNECTs through hops `0..upto` so that the stream talks to hop
     /// `upto`, ready for its greeting.
+    /// Dials what the chain reaches first (hop 0, or the target of a direct chain), refusing
+    /// this process's own listeners when they are known.
+    async fn dial_first(&self, addr: &Address) -> Result<TcpStream, Error> {
+        if let Some(own) = &self.own_listeners {
+            let addrs = within(self.connect_timeout, "name resolution", lookup(addr)).await?;
+            if addrs.iter().any(|sa| own.contains(crate::policy::Transport::Tcp, *sa)) {
+                return Err(Error::Unsupported("refusing to connect to one of this process's own listeners (a loop)"));
+            }
+        }
+        dial(addr, self.connect_timeout).await
+    }
+
     pub(crate) async fn reach(&self, upto: usize) -> Result<Stream, Error> {
         let first = &self.hops[0];
-        let mut stream =
-            Stream::Tcp(dial(&first.proxy, self.connect_timeout).await.map_err(|e| e.at_hop(0, &first.proxy))?);
+        let mut stream = Stream::Tcp(self.dial_first(&first.proxy).await.map_err(|e| e.at_hop(0, &first.proxy))?);
         for i in 0..upto {
             let next = self.hops[i + 1].proxy.clone();
             stream = self.negotiate(stream, i, Command::CONNECT, &next).await?.0;

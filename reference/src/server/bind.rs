@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
 use crate::tls::Stream;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::proto::server::ProxyRequest;
 use crate::proto::{encode_reply, Address, Host, Reply};
@@ -40,6 +40,7 @@ pub(crate) async fn run(
         },
     };
     if expected.is_none() && !cfg.bind_any_peer {
+        debug!(%peer, "bind refused: all-zero DST.ADDR and bindAnyPeer is off");
         return fail(control, request, Reply::NOT_ALLOWED).await;
     }
     // gost's rtcp asks for a specific port through DST.PORT (specs/gost-socks.md §4.4), while the
@@ -47,13 +48,17 @@ pub(crate) async fn run(
     // to listen on, but never a privileged one.
     let port = request.target.port;
     if port != 0 && port < 1024 {
+        debug!(%peer, port, "bind refused: privileged port");
         return fail(control, request, Reply::NOT_ALLOWED).await;
     }
     // Listen on the address the client reached us on: that is an address it can reach.
     let local_ip = control.local_addr()?.ip();
     let listener = match listen(SocketAddr::new(local_ip, port)) {
         Ok(l) => l,
-        Err(_) => return fail(control, request, Reply::GENERAL_FAILURE).await,
+        Err(e) => {
+            debug!(%peer, error = %e, "bind failed: cannot listen");
+            return fail(control, request, Reply::GENERAL_FAILURE).await;
+        }
     };
     let bound = listener.local_addr()?;
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &bnd(cfg, bound))).await?;
@@ -87,6 +92,10 @@ pub(crate) async fn run(
     if expected.is_some_and(|ip| ip != remote_addr.ip()) {
         info!(%peer, %remote_addr, "bind peer is not the expected host");
         return fail(control, request, Reply::NOT_ALLOWED).await;
+    }
+    if let Err(rep) = cfg.check_peer(remote_addr) {
+        info!(%peer, %remote_addr, "bind peer denied by the allow/deny rules");
+        return fail(control, request, rep).await; // V-08
     }
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &Address::from(remote_addr))).await?;
     let _ = remote.set_nodelay(true);

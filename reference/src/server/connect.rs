@@ -51,7 +51,7 @@ pub(crate) async fn run(
 async fn dial(request: &ProxyRequest, shared: &Shared) -> Result<Stream, Reply> {
     let cfg = &shared.config;
     if let Some(chain) = cfg.chain() {
-        check_for_upstream(&request.target, shared)?;
+        check_for_upstream(&request.target, shared).await?;
         return match tokio::time::timeout(cfg.connect_timeout, chain.connect(&request.target)).await {
             Ok(Ok(s)) => Ok(s),
             Ok(Err(e)) => Err(reply_for_chain(&e, chain)),
@@ -87,13 +87,35 @@ pub(crate) fn reply_for(e: &io::Error) -> Reply {
     }
 }
 
-/// With an upstream chain the last hop resolves names (remote DNS, C-01), so only what can be
-/// checked here is: IP destinations against the policy, names for well-formedness.
-pub(crate) fn check_for_upstream(target: &crate::proto::Address, shared: &Shared) -> Result<(), Reply> {
+/// With an upstream chain the last hop resolves names (remote DNS, C-01), so what is checked
+/// here is: IP destinations against the policy, names for well-formedness, and, when allow/deny
+/// rules are configured, the name's local resolution against them: rules that a name could
+/// sidestep would be no rules (every answer must pass, and the name then goes on unresolved).
+pub(crate) async fn check_for_upstream(target: &crate::proto::Address, shared: &Shared) -> Result<(), Reply> {
     match target.socket_addr() {
-        Some(sa) => shared.config.check_destination(sa, &shared.listeners),
+        Some(sa) => shared.config.check_destination(sa),
         None => match &target.host {
-            crate::proto::Host::Domain(d) if super::resolve::valid_hostname(d).is_some() => Ok(()),
+            crate::proto::Host::Domain(d) => {
+                let Some(name) = super::resolve::valid_hostname(d) else { return Err(Reply::HOST_UNREACHABLE) };
+                if shared.config.rules.is_empty() {
+                    return Ok(());
+                }
+                let lookup = tokio::net::lookup_host((name, target.port));
+                let addrs: Vec<SocketAddr> = match tokio::time::timeout(shared.config.connect_timeout, lookup).await {
+                    Ok(Ok(a)) => a.collect(),
+                    _ => return Err(Reply::HOST_UNREACHABLE),
+                };
+                if addrs.is_empty() {
+                    return Err(Reply::HOST_UNREACHABLE);
+                }
+                match addrs.iter().all(|a| shared.config.check_destination(*a).is_ok()) {
+                    true => Ok(()),
+                    false => {
+                        info!(%target, "refused: a local answer for the name is denied by the rules");
+                        Err(Reply::NOT_ALLOWED)
+                    }
+                }
+            }
             _ => Err(Reply::HOST_UNREACHABLE),
         },
     }

@@ -11,18 +11,20 @@ mod resolve;
 mod udp;
 mod udp_tun;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::policy::Transport;
 pub use crate::policy::{Credential, ServerConfig, Stats};
 use crate::proto::server::{HandshakeConfig, ProxyRequest, ServerEvent, ServerHandshake};
 use crate::proto::{encode_reply, Address, Command, Reply};
@@ -31,19 +33,57 @@ use crate::tls::Stream;
 /// What every connection handler shares.
 pub(crate) struct Shared {
     pub config: ServerConfig,
-    /// The listener's own address, for the self-connect check (V-22).
-    pub listeners: Vec<SocketAddr>,
+}
+
+/// Connections still in the handshake, oldest first, each with the means to close it.
+#[derive(Default)]
+struct Handshaking {
+    next_id: u64,
+    open: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+/// A connection's place among the handshaking ones; dropping it (handshake over) leaves.
+struct HandshakeSlot {
+    id: u64,
+    all: Arc<Mutex<Handshaking>>,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.all.lock().unwrap_or_else(|e| e.into_inner()).open.remove(&self.id);
+    }
+}
+
+/// Enters a new connection among the handshaking ones. When `cap` are already handshaking,
+/// the oldest is told to close first: a slowloris client holds its connections longest,
+/// so shedding the oldest removes idlers before a client that is about to finish.
+fn enter_handshake(all: &Arc<Mutex<Handshaking>>, cap: usize, stats: &Stats) -> (HandshakeSlot, oneshot::Receiver<()>) {
+    let mut hs = all.lock().unwrap_or_else(|e| e.into_inner());
+    while hs.open.len() >= cap {
+        let Some((_, shed)) = hs.open.pop_first() else { break };
+        let _ = shed.send(());
+        Stats::bump(&stats.handshakes_shed);
+    }
+    let id = hs.next_id;
+    hs.next_id += 1;
+    let (tx, rx) = oneshot::channel();
+    hs.open.insert(id, tx);
+    (HandshakeSlot { id, all: all.clone() }, rx)
 }
 
 /// Serves SOCKS on `listener` until `shutdown` completes; then stops accepting and aborts the
-/// connections still open.
+/// connections still open. The listener is recorded in `config.local_listeners` while it serves,
+/// so that no service of the process can be asked to connect to it (V-22).
 pub async fn serve(listener: TcpListener, config: ServerConfig, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     let local = listener.local_addr()?;
-    let shared = Arc::new(Shared { listeners: vec![local], config });
+    let _record = config.local_listeners.register(Transport::Tcp, local);
+    let shared = Arc::new(Shared { config });
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    let handshake_cap = shared.config.handshake_cap();
+    let handshaking = Arc::new(Mutex::new(Handshaking::default()));
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
-    info!(%local, "socks server listening");
+    info!(%local, max_conns = shared.config.max_connections, max_handshakes = handshake_cap, "socks server listening");
     loop {
         // Reap finished tasks so the set does not grow with the number of past connections.
         while tasks.try_join_next().is_some() {}
@@ -65,10 +105,11 @@ pub async fn serve(listener: TcpListener, config: ServerConfig, shutdown: impl F
             debug!(%peer, "connection cap reached; closing");
             continue; // dropping the stream closes it at once
         };
+        let (slot, shed) = enter_handshake(&handshaking, handshake_cap, &shared.config.stats);
         let shared = shared.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            handle(stream, peer, shared).await;
+            handle(stream, peer, shared, slot, shed).await;
         });
     }
     tasks.abort_all();
@@ -82,11 +123,27 @@ struct Handshaken {
     early: Vec<u8>,
 }
 
-async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    slot: HandshakeSlot,
+    shed: oneshot::Receiver<()>,
+) {
     let _ = stream.set_nodelay(true);
     let cfg = &shared.config;
-    // The deadline covers gost's method-level TLS handshake too (specs/gost-socks.md §3.5).
-    let hs = tokio::time::timeout(cfg.handshake_timeout, Box::pin(handshake(Stream::Tcp(stream), cfg))).await;
+    // The deadline covers gost's method-level TLS handshake too (gost's TLS methods 80/82).
+    let deadline = tokio::time::timeout(cfg.handshake_timeout, Box::pin(handshake(Stream::Tcp(stream), cfg)));
+    let hs = tokio::select! {
+        r = deadline => r,
+        // Shed to make room for a newer connection: close without a reply, as on the deadline.
+        Ok(()) = shed => {
+            Stats::bump(&cfg.stats.handshake_failures);
+            debug!(%peer, "closed while handshaking: handshake cap reached");
+            return;
+        }
+    };
+    drop(slot);
     let (stream, Handshaken { request, early }) = match hs {
         Ok(Ok((stream, Some(h)))) => (stream, h),
         Ok(Ok((stream, None))) => {

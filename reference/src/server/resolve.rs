@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::policy::Stats;
+use tracing::debug;
+
+use crate::policy::{Stats, Transport};
 use crate::proto::{Address, Host, Reply};
 
 use super::Shared;
@@ -11,15 +13,30 @@ use super::Shared;
 /// Resolves `target` once and returns only addresses that pass the destination policy, so the
 /// server connects to nothing it did not check. The error is the REP to send.
 pub(crate) async fn resolve(target: &Address, shared: &Shared) -> Result<Vec<SocketAddr>, Reply> {
+    resolve_for(target, shared, Transport::Tcp).await
+}
+
+/// [`resolve`] for a destination reached over `transport` (the self-connect check differs).
+pub(crate) async fn resolve_for(
+    target: &Address,
+    shared: &Shared,
+    transport: Transport,
+) -> Result<Vec<SocketAddr>, Reply> {
     let cfg = &shared.config;
     let candidates: Vec<SocketAddr> = match &target.host {
         Host::Ip(ip) => vec![SocketAddr::new(ip.to_canonical(), target.port)],
         Host::Domain(name) => {
-            let name = valid_hostname(name).ok_or(Reply::HOST_UNREACHABLE)?;
+            let Some(name) = valid_hostname(name) else {
+                debug!(name = %name.escape_ascii(), "refused: not a valid host name");
+                return Err(Reply::HOST_UNREACHABLE);
+            };
             let lookup = tokio::net::lookup_host((name, target.port));
             match tokio::time::timeout(cfg.connect_timeout, lookup).await {
                 Ok(Ok(addrs)) => addrs.map(|a| SocketAddr::new(a.ip().to_canonical(), a.port())).collect(),
-                _ => return Err(Reply::HOST_UNREACHABLE), // D-06: NXDOMAIN, SERVFAIL, lookup timeout
+                _ => {
+                    debug!(%name, "refused: name does not resolve");
+                    return Err(Reply::HOST_UNREACHABLE); // D-06: NXDOMAIN, SERVFAIL, lookup timeout
+                }
             }
         }
     };
@@ -29,9 +46,12 @@ pub(crate) async fn resolve(target: &Address, shared: &Shared) -> Result<Vec<Soc
     let mut allowed = Vec::with_capacity(candidates.len());
     let mut denial = None;
     for a in candidates {
-        match cfg.check_destination(a, &shared.listeners) {
+        match cfg.check_destination_via(a, transport) {
             Ok(()) => allowed.push(a),
-            Err(rep) => denial = Some(rep),
+            Err((rep, why)) => {
+                debug!(target = %target, addr = %a, reason = why, "destination refused");
+                denial = Some(rep);
+            }
         }
     }
     match (allowed.is_empty(), denial) {
@@ -69,7 +89,7 @@ impl NameCache {
                 return hit.map(|a| SocketAddr::new(a.ip(), addr.port));
             }
         }
-        let resolved = resolve(addr, shared).await.ok().and_then(|v| v.into_iter().next());
+        let resolved = resolve_for(addr, shared, Transport::Udp).await.ok().and_then(|v| v.into_iter().next());
         if let Host::Domain(name) = &addr.host {
             if self.names.len() < Self::MAX {
                 self.names.insert(name.clone(), resolved);

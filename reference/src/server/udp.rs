@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use crate::tls::Stream;
 use tracing::{debug, info};
 
-use crate::policy::Stats;
+use crate::policy::{Stats, UdpClientLock, UdpDeclared};
 use crate::proto::server::ProxyRequest;
 use crate::proto::udp::UdpHeader;
 use crate::proto::{encode_reply, Address, Host, Reply};
@@ -35,20 +35,26 @@ pub(crate) async fn run(
     shared: &Shared,
 ) -> io::Result<()> {
     let cfg = &shared.config;
-    let client_ip = peer.ip().to_canonical();
-    // D-01: the client's IP is the TCP peer's; a different declared IP is refused.
-    let declared_port = request.target.port;
-    let foreign = match &request.target.host {
-        Host::Ip(ip) => !ip.is_unspecified() && ip.to_canonical() != client_ip,
-        Host::Domain(_) => true,
+    // D-01 and the declared-target rule: the decision is the policy's (policy::udp).
+    let declared = match declared(&request.target, shared).await {
+        Ok(d) => d,
+        Err(why) => {
+            debug!(%peer, dst = %request.target, reason = why, "udp associate refused");
+            return fail(control, request, Reply::NOT_ALLOWED).await;
+        }
     };
-    if foreign && !cfg.udp_allow_foreign_client_addr {
-        return fail(control, request, Reply::NOT_ALLOWED).await;
-    }
+    let lock = match cfg.udp_client_lock(peer.ip(), &declared) {
+        Ok(l) => l,
+        Err(why) => {
+            debug!(%peer, dst = %request.target, reason = why, "udp associate refused");
+            return fail(control, request, Reply::NOT_ALLOWED).await;
+        }
+    };
     let local_ip = control.local_addr()?.ip();
     let (relay, outbound) = match sockets(local_ip, shared).await {
         Ok(v) => v,
         Err(rep) => {
+            debug!(%peer, reply = %rep, "udp associate failed: no relay or outbound socket");
             return fail(control, request, rep).await;
         }
     };
@@ -59,8 +65,7 @@ pub(crate) async fn run(
 
     let mut assoc = Association {
         shared,
-        client_ip,
-        client_port: (declared_port != 0).then_some(declared_port),
+        lock,
         remotes: HashSet::new(),
         names: Default::default(),
         relay: Arc::new(relay),
@@ -92,8 +97,24 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// The relay socket on the control connection's local IP, and the outbound side: a socket of
-/// the same family on an ephemeral port, or an association at the upstream chain's last hop.
+/// Every address the request's DST stands for: the literal, or what the name resolves to.
+/// PySocks sends the name `"0"`, which resolves to `0.0.0.0` ("unspecified", RFC 1928 §6).
+async fn declared(target: &Address, shared: &Shared) -> Result<UdpDeclared, &'static str> {
+    match &target.host {
+        Host::Ip(ip) => Ok(UdpDeclared(vec![SocketAddr::new(*ip, target.port)])),
+        Host::Domain(name) => {
+            let name = super::resolve::valid_hostname(name).ok_or("DST is not a valid host name")?;
+            let lookup = tokio::net::lookup_host((name, target.port));
+            match tokio::time::timeout(shared.config.connect_timeout, lookup).await {
+                Ok(Ok(addrs)) => Ok(UdpDeclared(addrs.collect())),
+                _ => Err("DST name does not resolve"),
+            }
+        }
+    }
+}
+
+/// The relay socket on the control connection's local IP, and the outbound side: a direct
+/// socket (see [`direct_socket`]), or an association at the upstream chain's last hop.
 async fn sockets(local_ip: IpAddr, shared: &Shared) -> Result<(UdpSocket, Outbound), Reply> {
     let relay = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await.map_err(|_| Reply::GENERAL_FAILURE)?;
     let outbound = match shared.config.chain() {
@@ -102,13 +123,33 @@ async fn sockets(local_ip: IpAddr, shared: &Shared) -> Result<(UdpSocket, Outbou
             Ok(Err(e)) => return Err(super::connect::reply_for_chain(&e, chain)),
             Err(_) => return Err(Reply::HOST_UNREACHABLE),
         },
-        None => {
-            let any: IpAddr =
-                if local_ip.is_ipv4() { [0, 0, 0, 0].into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
-            Outbound::Direct(UdpSocket::bind(SocketAddr::new(any, 0)).await.map_err(|_| Reply::GENERAL_FAILURE)?)
-        }
+        None => Outbound::Direct(direct_socket().map_err(|_| Reply::GENERAL_FAILURE)?),
     };
     Ok((relay, outbound))
+}
+
+/// The outbound socket of a direct association or UDP-TUN relay: one dual-stack socket on
+/// `[::]:0`, so datagrams reach IPv4 and IPv6 destinations alike whichever family the client
+/// used for the control connection (an IPv4-only socket cannot send to `[::1]`). Where the host
+/// has no IPv6, an IPv4 socket is used and IPv6 destinations are dropped.
+pub(super) fn direct_socket() -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let dual = || -> io::Result<Socket> {
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_only_v6(false)?;
+        s.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)).into())?;
+        Ok(s)
+    };
+    let socket = match dual() {
+        Ok(s) => s,
+        Err(_) => {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.bind(&SocketAddr::from(([0, 0, 0, 0], 0)).into())?;
+            s
+        }
+    };
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// Where datagrams from the client go (shared with UDP-TUN).
@@ -122,15 +163,27 @@ pub(super) enum Outbound {
 impl Outbound {
     pub(super) async fn send_to(&self, payload: &[u8], dest: &Address) -> bool {
         match (self, dest.socket_addr()) {
-            (Outbound::Direct(s), Some(sa)) => s.send_to(payload, sa).await.is_ok(),
+            (Outbound::Direct(s), Some(sa)) => {
+                // A dual-stack socket reaches IPv4 destinations through their mapped form.
+                let sa = match (s.local_addr().map(|l| l.is_ipv6()), sa.ip()) {
+                    (Ok(true), IpAddr::V4(v4)) => SocketAddr::new(v4.to_ipv6_mapped().into(), sa.port()),
+                    _ => sa,
+                };
+                s.send_to(payload, sa).await.is_ok()
+            }
             (Outbound::Direct(_), None) => false,
             (Outbound::Chain(a), _) => a.send_to(payload, dest).await.is_ok(),
         }
     }
 
+    /// The next datagram and its source, IPv4 sources in their plain form (not mapped), so they
+    /// match the destinations the client named and go back to it as ATYP 01.
     pub(super) async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
         match self {
-            Outbound::Direct(s) => s.recv_from(buf).await.map(|(n, a)| (n, Address::from(a))),
+            Outbound::Direct(s) => s
+                .recv_from(buf)
+                .await
+                .map(|(n, a)| (n, Address::from(SocketAddr::new(a.ip().to_canonical(), a.port())))),
             Outbound::Chain(a) => a.recv_from(buf).await.map_err(|e| io::Error::other(e.to_string())),
         }
     }
@@ -138,8 +191,7 @@ impl Outbound {
 
 struct Association<'a> {
     shared: &'a Shared,
-    client_ip: IpAddr,
-    client_port: Option<u16>,
+    lock: UdpClientLock,
     remotes: HashSet<Address>,
     names: super::resolve::NameCache,
     relay: Arc<UdpSocket>,
@@ -149,27 +201,32 @@ struct Association<'a> {
 impl Association<'_> {
     async fn on_client_datagram(&mut self, datagram: &[u8], src: SocketAddr) {
         let stats = &self.shared.config.stats;
-        let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-        // RFC 1928 §7: only the associated client's IP, and its port once known.
-        let port_ok = match self.client_port {
-            Some(p) => p == src.port() || self.shared.config.udp_allow_port_change,
-            None => true,
-        };
-        if src.ip() != self.client_ip || !port_ok {
+        let decoded = UdpHeader::decode(datagram);
+        let header_dst = decoded.as_ref().ok().and_then(|(h, _)| h.address.socket_addr());
+        // RFC 1928 §7: only the associated client's IP, and its port as the lock says.
+        if !self.lock.admit(src, header_dst) {
             Stats::bump(&stats.udp_dropped_foreign);
             return;
         }
-        if self.client_port.is_none() || self.shared.config.udp_allow_port_change {
-            self.client_port = Some(src.port());
-        }
-        let (header, offset) = match UdpHeader::decode(datagram) {
+        let (header, offset) = match decoded {
             Ok(v) => v,
-            Err(_) => return Stats::bump(&stats.udp_dropped_malformed),
+            Err(e) => {
+                debug!(%src, error = %e, "udp datagram dropped: malformed header");
+                return Stats::bump(&stats.udp_dropped_malformed);
+            }
         };
+        if header.reserved != 0 {
+            // D-14 as for a TCP request: RSV must be zero; a datagram cannot get REP 01, so it
+            // is dropped (and counted) instead of relayed.
+            debug!(%src, rsv = header.reserved, "udp datagram dropped: RSV is not zero");
+            return Stats::bump(&stats.udp_dropped_malformed);
+        }
         if header.frag != 0 {
+            debug!(%src, frag = header.frag, "udp datagram dropped: fragment");
             return Stats::bump(&stats.udp_dropped_frag); // D-12
         }
         let Some(dest) = self.destination(&header.address).await else {
+            debug!(%src, dst = %header.address, "udp datagram dropped: destination refused");
             return Stats::bump(&stats.udp_dropped_policy); // drop, keep the association
         };
         if self.remotes.len() < MAX_REMOTES {
@@ -185,7 +242,7 @@ impl Association<'_> {
         if !self.shared.config.udp_full_cone && !self.remotes.contains(src) {
             return Stats::bump(&stats.udp_dropped_unsolicited); // D-16
         }
-        let Some(port) = self.client_port else { return };
+        let Some(client) = self.lock.client() else { return };
         // the real source address, FRAG 0, RSV 0.
         let header = UdpHeader::new(src.clone());
         let mut out = Vec::with_capacity(header.encoded_len() + payload.len());
@@ -193,7 +250,7 @@ impl Association<'_> {
             return;
         }
         out.extend_from_slice(payload);
-        if self.relay.send_to(&out, SocketAddr::new(self.client_ip, port)).await.is_ok() {
+        if self.relay.send_to(&out, client).await.is_ok() {
             Stats::bump(&stats.udp_relayed_in);
         }
     }
@@ -202,7 +259,7 @@ impl Association<'_> {
     /// Through an upstream chain, names go on unresolved for the last hop to resolve (C-01).
     async fn destination(&mut self, addr: &Address) -> Option<Address> {
         if self.shared.config.chain().is_some() {
-            return super::connect::check_for_upstream(addr, self.shared).ok().map(|()| addr.clone());
+            return super::connect::check_for_upstream(addr, self.shared).await.ok().map(|()| addr.clone());
         }
         self.names.resolve(addr, self.shared).await.map(Address::from)
     }

@@ -38,19 +38,29 @@ pub(crate) async fn run(
     let socket = if !allowed {
         Err(Reply::NOT_ALLOWED)
     } else if bind_mode {
-        bind_socket(&request.target, shared).await.map(Outbound::Direct)
+        bind_socket(&request.target, control.local_addr()?.ip(), shared).await.map(Outbound::Direct)
     } else {
-        relay_socket(control.local_addr()?.ip(), shared).await
+        relay_socket(shared).await
     };
     let outbound = match socket {
         Ok(s) => s,
         Err(rep) => {
+            debug!(%peer, target = %request.target, reply = %rep, bind_mode, "udp-tun refused");
             return fail(control, request, rep).await;
         }
     };
     // BND: the UDP socket's own address (gost sends it verbatim too); a chain has none of ours.
+    // In relay mode the socket is dual-stack on `[::]`; gost shows its unspecified address, so
+    // we show the unspecified address of the client's own family with the socket's port.
     let local = match &outbound {
-        Outbound::Direct(s) => s.local_addr()?,
+        Outbound::Direct(s) if bind_mode => s.local_addr()?,
+        Outbound::Direct(s) => {
+            let any: IpAddr = match control.local_addr()?.ip().to_canonical() {
+                IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            };
+            SocketAddr::new(any, s.local_addr()?.port())
+        }
         Outbound::Chain(_) => SocketAddr::new(control.local_addr()?.ip(), 0),
     };
     // Its own write and flush (its own TLS record): gost's reply reader over-reads (§8.1).
@@ -63,9 +73,10 @@ pub(crate) async fn run(
     r
 }
 
-/// Relay mode: an unconnected socket of the control connection's family on an ephemeral port,
-/// or an association at the upstream chain's last hop.
-async fn relay_socket(local_ip: IpAddr, shared: &Shared) -> Result<Outbound, Reply> {
+/// Relay mode: an unconnected dual-stack socket on an ephemeral port, so frames reach IPv4 and
+/// IPv6 destinations whatever the control connection's family, or an association at the
+/// upstream chain's last hop.
+async fn relay_socket(shared: &Shared) -> Result<Outbound, Reply> {
     if let Some(chain) = shared.config.chain() {
         return match tokio::time::timeout(shared.config.connect_timeout, chain.udp_associate()).await {
             Ok(Ok(a)) => Ok(Outbound::Chain(a)),
@@ -73,19 +84,23 @@ async fn relay_socket(local_ip: IpAddr, shared: &Shared) -> Result<Outbound, Rep
             Err(_) => Err(Reply::HOST_UNREACHABLE),
         };
     }
-    let any: IpAddr = if local_ip.is_ipv4() { [0, 0, 0, 0].into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
-    UdpSocket::bind(SocketAddr::new(any, 0)).await.map_err(|_| Reply::GENERAL_FAILURE).map(Outbound::Direct)
+    super::udp::direct_socket().map_err(|_| Reply::GENERAL_FAILURE).map(Outbound::Direct)
 }
 
-/// Bind mode: a socket on exactly the requested address, as gost does (`rudp://:5353` asks for
-/// `0.0.0.0:5353`). Privileged ports are refused like BIND's; names are not bound to.
-/// Through an upstream chain this would expose our own address instead of the chain's, so it is
-/// refused there.
-async fn bind_socket(target: &Address, shared: &Shared) -> Result<UdpSocket, Reply> {
+/// Bind mode: a socket on the requested port of the address the control connection came in on,
+/// as BIND does (D-07); gost binds exactly the requested address, so `rudp://:5353` (a request
+/// for `0.0.0.0:5353`) would open the port on every interface. Privileged ports are refused like
+/// BIND's; names are not bound to. Through an upstream chain this would expose our own
+/// address instead of the chain's, so it is refused there.
+async fn bind_socket(target: &Address, local: IpAddr, shared: &Shared) -> Result<UdpSocket, Reply> {
     if shared.config.chain().is_some() {
         return Err(Reply::COMMAND_NOT_SUPPORTED);
     }
     let Host::Ip(ip) = target.host else { return Err(Reply::ADDR_TYPE_NOT_SUPPORTED) };
+    let ip = crate::policy::listen_address(ip, local).map_err(|why| {
+        debug!(%target, reason = why, "udp-tun bind refused");
+        Reply::NOT_ALLOWED
+    })?;
     if target.port < 1024 {
         return Err(Reply::NOT_ALLOWED);
     }
@@ -144,6 +159,12 @@ impl Tunnel<'_> {
                         Stats::bump(&cfg.stats.udp_dropped_unsolicited);
                         continue; // D-16
                     }
+                    // Bind mode relays whoever sends to the socket: the allow/deny rules decide
+                    // which senders may (V-08).
+                    if self.bind_mode && src.socket_addr().is_some_and(|a| cfg.check_peer(a).is_err()) {
+                        Stats::bump(&cfg.stats.udp_dropped_policy);
+                        continue;
+                    }
                     frame.clear();
                     if TunFrame::encode(&src, &from_remote[..n], &mut frame).is_ok() {
                         control.write_all(&frame).await?;
@@ -162,7 +183,7 @@ impl Tunnel<'_> {
             return; // RSV = 0: nothing to send
         }
         let dest = if self.shared.config.chain().is_some() {
-            super::connect::check_for_upstream(dest, self.shared).ok().map(|()| dest.clone())
+            super::connect::check_for_upstream(dest, self.shared).await.ok().map(|()| dest.clone())
         } else {
             self.names.resolve(dest, self.shared).await.map(Address::from)
         };
