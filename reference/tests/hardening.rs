@@ -482,3 +482,15 @@ async fn a_stopped_service_leaves_no_listener_record() {
     drop(server); // stops serve()
     until("record removed", || own.snapshot().is_empty()).await;
 }
+
+#[tokio::test]
+async fn v2ray_declaring_a_target_by_name_gets_its_datagrams_relayed() {
+    let server = start(cfg()).await;
+    let echo = udp_echo_on("127.0.0.1:0").await;
+    let by_name = [&hex("03 09")[..], b"localhost", &echo.port().to_be_bytes()].concat();
+    let (_control, relay) = associate_as(server.addr, &by_name).await;
+    let v2ray = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    v2ray.send_to(&[&hex("00 00 00")[..], &by_name, b"name"].concat(), relay).await.unwrap();
+    let back = recv(&v2ray).await;
+    assert_eq!(&back[back.len() - 4..], &b"name".map(|b| b ^ 0x5a), "{back:02x?}");
+}

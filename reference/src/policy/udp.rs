@@ -19,18 +19,32 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::ServerConfig;
+use crate::proto::Address;
 
-/// The DST of an ASSOCIATE request after name resolution: every address it stands for.
+/// The DST of an ASSOCIATE request as sent, and every address it stands for after name
+/// resolution (none when a name does not resolve).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UdpDeclared(pub Vec<SocketAddr>);
+pub struct UdpDeclared {
+    /// DST as in the request.
+    pub dst: Address,
+    /// What it resolves to (the address itself when it is one).
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl UdpDeclared {
+    /// DST given as an address.
+    pub fn addr(a: SocketAddr) -> Self {
+        Self { dst: Address::from(a), addrs: vec![a] }
+    }
+}
 
 /// The source filter of one association (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpClientLock {
     ip: IpAddr,
     port: Option<u16>,
-    /// DST when it named the client's own IP and a port: it may in fact be the target.
-    target_hint: Option<SocketAddr>,
+    /// DST (as sent) when it named the client's own IP and a port: it may in fact be the target.
+    target_hint: Option<Address>,
     /// Whether a datagram has been admitted, after which the port only moves with
     /// `allow_port_change`.
     confirmed: bool,
@@ -50,33 +64,32 @@ impl ServerConfig {
             confirmed: false,
             allow_port_change: self.udp_allow_port_change,
         };
-        if declared.0.is_empty() {
-            return Err("DST does not resolve to any address");
-        }
-        if let Some(a) = declared.0.iter().map(canonical).find(|a| a.ip().is_unspecified()) {
+        if let Some(a) = declared.addrs.iter().map(canonical).find(|a| a.ip().is_unspecified()) {
             lock.port = (a.port() != 0).then_some(a.port());
             return Ok(lock);
         }
-        if let Some(a) = declared.0.iter().map(canonical).find(|a| a.ip() == peer_ip) {
+        if let Some(a) = declared.addrs.iter().map(canonical).find(|a| a.ip() == peer_ip) {
             if a.port() != 0 {
                 lock.port = Some(a.port());
-                lock.target_hint = Some(a);
+                lock.target_hint = Some(declared.dst.clone());
             }
             return Ok(lock);
         }
         if self.udp_allow_foreign_client_addr {
             return Ok(lock); // a declared target: first datagram's port from the peer's IP
         }
+        if declared.addrs.is_empty() {
+            return Err("DST name does not resolve");
+        }
         Err("DST is neither unspecified nor the client's own address (R-55)")
     }
 }
 
 impl UdpClientLock {
-    /// Whether a datagram from `src`, whose header names `header_dst` (when an IP), belongs to
-    /// this association; admitting it may lock or move the port.
-    pub fn admit(&mut self, src: SocketAddr, header_dst: Option<SocketAddr>) -> bool {
+    /// Whether a datagram from `src`, whose header names `header_dst`, belongs to this
+    /// association; admitting it may lock or move the port.
+    pub fn admit(&mut self, src: SocketAddr, header_dst: Option<&Address>) -> bool {
         let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-        let header_dst = header_dst.map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()));
         if src.ip() != self.ip {
             return false;
         }
@@ -84,13 +97,23 @@ impl UdpClientLock {
             None => true,
             Some(p) if p == src.port() => true,
             Some(_) if self.allow_port_change => true,
-            Some(_) => !self.confirmed && self.target_hint.is_some() && header_dst == self.target_hint,
+            Some(_) => !self.confirmed && header_dst.is_some_and(|h| self.is_target_hint(h)),
         };
         if ok {
             self.port = Some(src.port());
             self.confirmed = true;
         }
         ok
+    }
+
+    /// Whether a datagram header's destination is the DST the request declared, name for name
+    /// or address for address (IPv4-mapped IPv6 counting as IPv4).
+    fn is_target_hint(&self, header_dst: &Address) -> bool {
+        let canonical = |a: &Address| a.socket_addr().map(|s| SocketAddr::new(s.ip().to_canonical(), s.port()));
+        match &self.target_hint {
+            None => false,
+            Some(hint) => hint == header_dst || canonical(hint).is_some_and(|h| Some(h) == canonical(header_dst)),
+        }
     }
 
     /// Where replies go: the client's IP and its port once known.
@@ -107,8 +130,12 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn ad(s: &str) -> Address {
+        Address::from(sa(s))
+    }
+
     fn lock(cfg: &ServerConfig, dst: &str) -> Result<UdpClientLock, &'static str> {
-        cfg.udp_client_lock("127.0.0.1".parse().unwrap(), &UdpDeclared(vec![sa(dst)]))
+        cfg.udp_client_lock("127.0.0.1".parse().unwrap(), &UdpDeclared::addr(sa(dst)))
     }
 
     #[test]
@@ -116,18 +143,18 @@ mod tests {
         let cfg = ServerConfig { udp_allow_foreign_client_addr: true, ..Default::default() };
         for dst in ["0.0.0.0:0", "127.0.0.1:5000", "10.9.9.9:53"] {
             let mut l = lock(&cfg, dst).unwrap();
-            assert!(!l.admit(sa("127.0.0.2:5000"), Some(sa("10.9.9.9:53"))), "{dst}");
+            assert!(!l.admit(sa("127.0.0.2:5000"), Some(&ad("10.9.9.9:53"))), "{dst}");
         }
     }
 
     #[test]
     fn declared_port_is_locked_d01() {
         let mut l = lock(&ServerConfig::default(), "127.0.0.1:5000").unwrap();
-        assert!(!l.admit(sa("127.0.0.1:6000"), Some(sa("127.0.0.1:7777"))));
-        assert!(l.admit(sa("127.0.0.1:5000"), Some(sa("127.0.0.1:7777"))));
+        assert!(!l.admit(sa("127.0.0.1:6000"), Some(&ad("127.0.0.1:7777"))));
+        assert!(l.admit(sa("127.0.0.1:5000"), Some(&ad("127.0.0.1:7777"))));
         assert_eq!(l.client(), Some(sa("127.0.0.1:5000")));
         // Once the owner has spoken, even the V2Ray signature no longer moves the port.
-        assert!(!l.admit(sa("127.0.0.1:6000"), Some(sa("127.0.0.1:5000"))));
+        assert!(!l.admit(sa("127.0.0.1:6000"), Some(&ad("127.0.0.1:5000"))));
     }
 
     #[test]
@@ -142,7 +169,7 @@ mod tests {
     #[test]
     fn unspecified_name_with_port_is_the_client_pysocks() {
         let cfg = ServerConfig::default();
-        let declared = UdpDeclared(vec![sa("0.0.0.0:4321")]);
+        let declared = UdpDeclared { dst: Address::parse("0:4321").unwrap(), addrs: vec![sa("0.0.0.0:4321")] };
         let mut l = cfg.udp_client_lock("127.0.0.1".parse().unwrap(), &declared).unwrap();
         assert!(!l.admit(sa("127.0.0.1:1111"), None));
         assert!(l.admit(sa("127.0.0.1:4321"), None));
@@ -152,10 +179,19 @@ mod tests {
     fn target_in_dst_locks_to_its_sender_v2ray() {
         // V2Ray declares the target 127.0.0.1:7777 and sends to it from port 6000.
         let mut l = lock(&ServerConfig::default(), "127.0.0.1:7777").unwrap();
-        assert!(!l.admit(sa("127.0.0.1:6000"), Some(sa("127.0.0.1:8888"))), "not the declared target");
-        assert!(l.admit(sa("127.0.0.1:6000"), Some(sa("127.0.0.1:7777"))));
+        assert!(!l.admit(sa("127.0.0.1:6000"), Some(&ad("127.0.0.1:8888"))), "not the declared target");
+        assert!(l.admit(sa("127.0.0.1:6000"), Some(&ad("127.0.0.1:7777"))));
         assert_eq!(l.client(), Some(sa("127.0.0.1:6000")));
-        assert!(!l.admit(sa("127.0.0.1:6001"), Some(sa("127.0.0.1:7777"))), "locked now");
+        assert!(!l.admit(sa("127.0.0.1:6001"), Some(&ad("127.0.0.1:7777"))), "locked now");
+    }
+
+    #[test]
+    fn a_target_declared_by_name_matches_headers_with_that_name() {
+        let declared =
+            UdpDeclared { dst: Address::parse("localhost:7777").unwrap(), addrs: vec![sa("127.0.0.1:7777")] };
+        let mut l = ServerConfig::default().udp_client_lock("127.0.0.1".parse().unwrap(), &declared).unwrap();
+        assert!(l.admit(sa("127.0.0.1:6000"), Some(&Address::parse("localhost:7777").unwrap())));
+        assert_eq!(l.client(), Some(sa("127.0.0.1:6000")));
     }
 
     #[test]
@@ -163,9 +199,11 @@ mod tests {
         assert!(lock(&ServerConfig::default(), "127.0.0.2:1234").is_err());
         let cfg = ServerConfig { udp_allow_foreign_client_addr: true, ..Default::default() };
         let mut l = lock(&cfg, "10.9.9.9:53").unwrap();
-        assert!(l.admit(sa("127.0.0.1:6000"), Some(sa("10.9.9.9:53"))));
-        assert!(!l.admit(sa("127.0.0.1:6001"), Some(sa("10.9.9.9:53"))));
-        assert!(cfg.udp_client_lock("127.0.0.1".parse().unwrap(), &UdpDeclared(vec![])).is_err());
+        assert!(l.admit(sa("127.0.0.1:6000"), Some(&ad("10.9.9.9:53"))));
+        assert!(!l.admit(sa("127.0.0.1:6001"), Some(&ad("10.9.9.9:53"))));
+        let nowhere = UdpDeclared { dst: Address::parse("nowhere.invalid:53").unwrap(), addrs: vec![] };
+        assert!(ServerConfig::default().udp_client_lock("127.0.0.1".parse().unwrap(), &nowhere).is_err());
+        assert!(cfg.udp_client_lock("127.0.0.1".parse().unwrap(), &nowhere).is_ok(), "a declared target");
     }
 
     #[test]

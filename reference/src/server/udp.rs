@@ -101,14 +101,15 @@ pub(crate) async fn run(
 /// PySocks sends the name `"0"`, which resolves to `0.0.0.0` ("unspecified", RFC 1928 §6).
 async fn declared(target: &Address, shared: &Shared) -> Result<UdpDeclared, &'static str> {
     match &target.host {
-        Host::Ip(ip) => Ok(UdpDeclared(vec![SocketAddr::new(*ip, target.port)])),
+        Host::Ip(ip) => Ok(UdpDeclared::addr(SocketAddr::new(*ip, target.port))),
         Host::Domain(name) => {
             let name = super::resolve::valid_hostname(name).ok_or("DST is not a valid host name")?;
             let lookup = tokio::net::lookup_host((name, target.port));
-            match tokio::time::timeout(shared.config.connect_timeout, lookup).await {
-                Ok(Ok(addrs)) => Ok(UdpDeclared(addrs.collect())),
-                _ => Err("DST name does not resolve"),
-            }
+            let addrs = match tokio::time::timeout(shared.config.connect_timeout, lookup).await {
+                Ok(Ok(addrs)) => addrs.collect(),
+                _ => Vec::new(), // the policy decides what an unresolvable DST means
+            };
+            Ok(UdpDeclared { dst: target.clone(), addrs })
         }
     }
 }
@@ -202,7 +203,7 @@ impl Association<'_> {
     async fn on_client_datagram(&mut self, datagram: &[u8], src: SocketAddr) {
         let stats = &self.shared.config.stats;
         let decoded = UdpHeader::decode(datagram);
-        let header_dst = decoded.as_ref().ok().and_then(|(h, _)| h.address.socket_addr());
+        let header_dst = decoded.as_ref().ok().map(|(h, _)| &h.address);
         // RFC 1928 §7: only the associated client's IP, and its port as the lock says.
         if !self.lock.admit(src, header_dst) {
             Stats::bump(&stats.udp_dropped_foreign);
