@@ -97,7 +97,7 @@ pub enum UdpVia {
     /// UDP ASSOCIATE at the last hop (gost's `relay=udp`, RFC 1928 §7).
     Associate,
     /// gost's UDP-TUN (`F3`) relay mode: datagrams framed inside the SOCKS connection, gost's
-    /// default for `udp://` forwarders (specs/gost-socks.md §4.7).
+    /// default for `udp://` forwarders (docs/gost.md §4.7).
     Tun,
 }
 
@@ -351,7 +351,7 @@ pub async fn rtcp(
 /// local socket that talks to the target for that peer.
 type RudpPeers = Arc<Mutex<HashMap<Address, (u64, Arc<UdpSocket>)>>>;
 
-/// Remote UDP forwarding, as gost's `rudp://` (specs/gost-socks.md §4.7, bind mode): the chain's
+/// Remote UDP forwarding, as gost's `rudp://` (docs/gost.md §4.7, bind mode): the chain's
 /// last hop listens on `listen` through one UDP-TUN connection; every datagram a peer sends there
 /// comes down the tunnel and is sent from here to `target` over a local socket of that peer's
 /// own, and the target's answers go back up to that peer. A peer's socket closes after `idle`
@@ -447,7 +447,7 @@ async fn rudp_answers(
     }
 }
 
-/// Remote TCP forwarding as gost's `rtcp://` does it (specs/gost-socks.md §4.5): one MBIND at
+/// Remote TCP forwarding as gost's `rtcp://` does it (docs/gost.md §4.5): one MBIND at
 /// the chain's last hop carries every inbound connection as an smux stream, each relayed to
 /// `target` from here. When the session dies (proxy gone, keepalive timeout, a bad per-stream
 /// reply) it is bound again with backoff. [`rtcp`] does the same with one BIND per connection,

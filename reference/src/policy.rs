@@ -1,5 +1,6 @@
 //! Every decision the server handlers consult: who may authenticate, where a request may go,
-//! limits and timeouts. Choices on RFC ambiguities follow specs/security-catalog.md §2.0.
+//! limits and timeouts. Choices on RFC ambiguities follow the decisions D-01 … D-17 of
+//! docs/catalogue.md.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,7 +94,7 @@ pub struct ServerConfig {
     pub hide_bnd: bool,
     /// Upstream proxies for outbound traffic (`-F`); `None` connects directly.
     pub upstream: Option<Arc<crate::client::Chain>>,
-    /// gost's method-level TLS (`80`/`82`, specs/gost-socks.md §3.3–§3.4): with a config, those
+    /// gost's method-level TLS (`80`/`82`, docs/gost.md §3.3–§3.4): with a config, those
     /// methods are selected when offered; `None` is gost's `notls=true`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Counters the harness can assert on.
@@ -137,7 +138,7 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// The SOCKS5 methods this server selects, in preference order (D-17).
     ///
-    /// With TLS this is gost HEAD's RFC-compliant rule (specs/gost-socks.md §3.3): `82` before
+    /// With TLS this is gost HEAD's RFC-compliant rule (docs/gost.md §3.3): `82` before
     /// `02` with authentication, `80` before `00` without, each only if offered, else `FF`.
     /// gost REL's rule (answer `00`/`02` even when not offered, `82` when only `80` was) is a
     /// quirk we do not copy: gost clients always offer what they accept, so the offered-only
@@ -232,7 +233,7 @@ impl ServerConfig {
     }
 
     /// The cap on connections still in the handshake: `max_handshakes`, or a quarter of
-    /// `max_connections` but at most 256 (the pre-auth figure of the catalog's F-07); never more
+    /// `max_connections` but at most 256 (the pre-auth figure of F-07 in docs/catalogue.md); never more
     /// than `max_connections`, and at least one.
     pub fn handshake_cap(&self) -> usize {
         let derived = (self.max_connections / 4).clamp(1, 256);

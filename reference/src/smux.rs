@@ -1,5 +1,5 @@
 //! An smux session over any byte stream, wire-compatible with xtaci/smux v1.5.31 (v1 and v2) as
-//! gost uses it for MBIND (specs/gost-socks.md §5). Frames come from [`crate::proto::smux`].
+//! gost uses it for MBIND (docs/gost.md §5). Frames come from [`crate::proto::smux`].
 //!
 //! Each stream is handed out as one end of a [`tokio::io::DuplexStream`]; a small task per
 //! stream turns what the user writes into PSH frames (at most `max_frame` bytes each) and a FIN
@@ -206,7 +206,7 @@ impl Session {
 
     /// Opens a stream whose first bytes are `first`, sent as a PSH frame of their own before
     /// anything the user writes: gost's MBIND per-stream reply must not share a frame with
-    /// data, since gost's reply reader over-reads (specs/gost-socks.md §4.5, §8.1).
+    /// data, since gost's reply reader over-reads (docs/gost.md §4.5, §8.1).
     pub async fn open_with(&self, first: &[u8]) -> std::io::Result<DuplexStream> {
         let sid = self.shared.next_id.fetch_add(2, Ordering::Relaxed).wrapping_add(2);
         let user = self.shared.add_stream(sid);

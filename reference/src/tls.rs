@@ -1,4 +1,4 @@
-//! TLS for gost's method-level TLS (methods `80`/`82`, specs/gost-socks.md §3.4): a self-signed
+//! TLS for gost's method-level TLS (methods `80`/`82`, docs/gost.md §3.4): a self-signed
 //! certificate made at start, the server and client configurations, and the stream type that is
 //! either plain TCP or TLS over another stream.
 //!
@@ -33,7 +33,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A self-signed certificate like the one gost generates when it finds no `cert.pem`
-/// (specs/gost-socks.md §3.4.3): ECDSA P-256, O=`GOST`, CN and DNS SAN `gost.run`, valid for one
+/// (docs/gost.md §3.4.3): ECDSA P-256, O=`GOST`, CN and DNS SAN `gost.run`, valid for one
 /// year, usable for server and client authentication.
 pub fn self_signed() -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
     use rcgen::{DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};

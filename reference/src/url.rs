@@ -1,4 +1,4 @@
-//! gost-style service (`-L`) and node (`-F`) URLs (specs/gost-socks.md §9.1):
+//! gost-style service (`-L`) and node (`-F`) URLs (docs/gost.md §9.1):
 //! `scheme://[user:pass@][host]:port[/target[,target…]][?key=value&…]`.
 //!
 //! Hand-written rather than with the `url` crate: gost URLs allow an empty host (`socks5://:1080`)

@@ -1,4 +1,4 @@
-//! gost's SOCKS5 extensions (specs/gost-socks.md) between our own client and server on loopback,
+//! gost's SOCKS5 extensions (docs/gost.md) between our own client and server on loopback,
 //! plus raw-byte checks of what goes on the wire: the TLS methods `80`/`82` (§3), UDP-TUN `F3`
 //! (§4.7) and the forwarders built on them.
 

@@ -53,7 +53,7 @@ async fn target(t: Target) -> Vec<u8> {
 #[case::refused_v26(0x01, 0x00, Target::Closed, 0x05)]
 #[case::tor_resolve_v27(0xf0, 0x00, Target::Echo, 0x07)]
 // gost's MBIND is served where BIND is enabled, as in gost; listening on the echo target's port
-// (already taken) fails with 01, gost's "listen failure" (specs/gost-socks.md §4.5).
+// (already taken) fails with 01, gost's "listen failure" (docs/gost.md §4.5).
 #[case::gost_mbind_listen_failure(0xf2, 0x00, Target::Echo, 0x01)]
 #[case::unknown_command(0x7e, 0x00, Target::Echo, 0x07)]
 #[case::bad_atyp_d05(0x01, 0x00, Target::Literal("05 7f000001 0050"), 0x08)]

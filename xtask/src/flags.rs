@@ -18,6 +18,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// The interop lab: curl, gost, v2ray 5 and 4.34 and socksref against each other.
     Interop(InteropArgs),
+    /// Check the tree: scenario names, doc comments, catalogue ids, citations, unwraps, README commands.
+    Tidy,
 }
 
 /// How `cargo xtask interop` runs peers.

@@ -1,4 +1,4 @@
-//! `cargo xtask` — orchestration for sockslab: benchmarks and the interop lab.
+//! `cargo xtask` — orchestration for sockslab: benchmarks, the interop lab and tidy checks.
 //!
 //! This file only dispatches; every subcommand lives in its own module and its flags in [`flags`].
 
@@ -6,6 +6,7 @@ mod bench;
 mod flags;
 mod interop;
 mod peers;
+mod tidy;
 
 use clap::Parser;
 
@@ -14,5 +15,6 @@ fn main() -> anyhow::Result<()> {
     match flags.command {
         flags::Command::Bench(args) => bench::run(&args),
         flags::Command::Interop(args) => interop::run(&args),
+        flags::Command::Tidy => tidy::run(),
     }
 }

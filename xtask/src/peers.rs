@@ -121,7 +121,7 @@ impl PeerId {
                     HalfClose,
                 ],
             ),
-            // v2ray-socks.md §2.3: the SOCKS4/4a outbound works from v5.2.0; no BIND anywhere.
+            // docs/v2ray.md §2.3: the SOCKS4/4a outbound works from v5.2.0; no BIND anywhere.
             PeerId::V2ray5 => (
                 &[Socks4, Socks4a, Socks5Connect, Userpass, UdpAssociate],
                 &[Socks4, Socks4a, Socks5Connect, Userpass, UdpAssociate],

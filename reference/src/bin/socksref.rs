@@ -156,7 +156,7 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 const NODE_KEYS: &[&str] = &["disable4a", "timeout", "notls", "secure", "caFile", "relay"];
 
 /// How `udp://` forwarders cross the chain: gost's UDP-TUN unless the last hop says `relay=udp`
-/// (specs/gost-socks.md §4.6, §9.1).
+/// (docs/gost.md §4.6, §9.1).
 fn udp_via(urls: &[String]) -> Result<UdpVia, UrlError> {
     let Some(last) = urls.last() else { return Ok(UdpVia::Tun) };
     let url = ProxyUrl::parse(last)?;
@@ -204,7 +204,7 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
         if let Some(t) = url.duration_param("timeout")? {
             handshake_timeout = Some(t);
         }
-        // Like gost's connector (specs/gost-socks.md §3.2): offer 80/82 unless `notls=true`,
+        // Like gost's connector (docs/gost.md §3.2): offer 80/82 unless `notls=true`,
         // and accept any certificate unless `secure=true` (then `caFile` holds the roots; gost
         // puts `secure` on the dialer, we apply it to the method TLS, the only TLS we have).
         if version == Version::V5 && !url.bool_param("notls", false)? {
@@ -322,7 +322,7 @@ impl Service {
                     .ok_or_else(|| url.param_error(key, "1..65535"))?;
             }
         }
-        // gost's default (specs/gost-socks.md §3.4.3): a fresh self-signed certificate, and the
+        // gost's default (docs/gost.md §3.4.3): a fresh self-signed certificate, and the
         // TLS methods selected when offered, unless `notls=true`.
         if socks5 && !url.bool_param("notls", false)? {
             c.tls = Some(socksref::tls::server_config().map_err(|e| url.param_error("notls", e.to_string()))?);

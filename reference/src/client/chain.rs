@@ -25,11 +25,11 @@ pub struct Hop {
     /// RFC 1929 user and password for SOCKS5, sent only if the proxy selects method 02 (C-08).
     /// For SOCKS4/4a the user part is the USERID and the password is ignored.
     pub credentials: Option<(Vec<u8>, Vec<u8>)>,
-    /// Whether to offer gost's TLS methods `80`/`82` (SOCKS5 only; specs/gost-socks.md §3.2).
+    /// Whether to offer gost's TLS methods `80`/`82` (SOCKS5 only; docs/gost.md §3.2).
     pub tls: HopTls,
 }
 
-/// gost's method-level TLS for one hop (specs/gost-socks.md §3.2, §3.4).
+/// gost's method-level TLS for one hop (docs/gost.md §3.2, §3.4).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum HopTls {
     /// Offer only `00` (and `02` with credentials): gost's `notls=true`.
@@ -180,7 +180,7 @@ impl Chain {
         Ok(UdpAssociation::new(control, socket, relay))
     }
 
-    /// gost's MBIND (`F2`, specs/gost-socks.md §4.5) at the last hop, which must speak SOCKS5:
+    /// gost's MBIND (`F2`, docs/gost.md §4.5) at the last hop, which must speak SOCKS5:
     /// the proxy listens on `listen` and every connection to it arrives as a stream of the
     /// returned [`super::MuxBind`] (smux v1, gost's default).
     pub async fn mbind(&self, listen: &Address) -> Result<super::MuxBind, Error> {
@@ -198,7 +198,7 @@ impl Chain {
         Ok(super::MuxBind::new(bound, session))
     }
 
-    /// Opens gost's UDP-TUN (`F3`, specs/gost-socks.md §4.7) at the last hop, which must speak
+    /// Opens gost's UDP-TUN (`F3`, docs/gost.md §4.7) at the last hop, which must speak
     /// SOCKS5: relay mode with `bind = None` (the request carries `0.0.0.0:0`, as gost's),
     /// bind mode with the address the proxy is to listen on (its port must not be 0, which
     /// would mean relay mode). Earlier hops are traversed with CONNECT; datagrams travel inside

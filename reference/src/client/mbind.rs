@@ -1,4 +1,4 @@
-//! The client end of gost's MBIND (command `F2`, specs/gost-socks.md §4.5): after the reply the
+//! The client end of gost's MBIND (command `F2`, docs/gost.md §4.5): after the reply the
 //! connection is an smux session in which we are the smux *server*; each stream the proxy opens
 //! is one inbound connection at the proxy, starting with a SOCKS5 reply that names the peer.
 

@@ -5,7 +5,7 @@
 //!   WebSocket later).
 //! - [`Chain`]: CONNECT through hops in order, BIND and UDP ASSOCIATE at the last hop.
 //!
-//! The rules of the security catalogue's §2.13 shape it: remote DNS for SOCKS4a/5 targets (C-01),
+//! The client rules of docs/catalogue.md (C-xx) shape it: remote DNS for SOCKS4a/5 targets (C-01),
 //! lengths checked before a byte is sent (C-02, V-28), replies parsed by their own ATYP (C-03),
 //! deadlines and a byte cap (C-05), EOF is an error (C-06), no direct fallback (C-07), local IPv4
 //! resolution for SOCKS4 (C-09), UDP only from the relay and without fragments (C-11).

@@ -1,4 +1,4 @@
-//! The client end of gost's UDP-TUN (command `F3`, specs/gost-socks.md §4.7): datagrams framed on
+//! The client end of gost's UDP-TUN (command `F3`, docs/gost.md §4.7): datagrams framed on
 //! the SOCKS connection.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};

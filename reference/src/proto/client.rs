@@ -2,7 +2,7 @@
 //!
 //! The machine never pipelines: credentials go out only after the server selected 02 (C-08) and
 //! the request only after authentication, so it is safe against servers that over-read (gost,
-//! specs/gost-socks.md §8). All lengths are validated in [`ClientHandshake::new`], before a single
+//! docs/gost.md §8). All lengths are validated in [`ClientHandshake::new`], before a single
 //! byte is produced (C-01, C-02, V-28).
 
 use std::net::IpAddr;

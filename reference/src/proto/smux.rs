@@ -1,4 +1,4 @@
-//! xtaci/smux v1.5.31 frames (specs/gost-socks.md §5.1), as gost's MBIND (`F2`) uses them:
+//! xtaci/smux v1.5.31 frames (docs/gost.md §5.1), as gost's MBIND (`F2`) uses them:
 //! `VER(1) CMD(1) LEN(2, LE) SID(4, LE) payload`.
 //!
 //! Only PSH and UPD carry a payload (LEN bytes, and exactly 8 for UPD); xtaci's reader reads a

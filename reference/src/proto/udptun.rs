@@ -1,4 +1,4 @@
-//! gost's UDP-TUN frames (command `F3`, specs/gost-socks.md §4.7): UDP datagrams carried over the
+//! gost's UDP-TUN frames (command `F3`, docs/gost.md §4.7): UDP datagrams carried over the
 //! SOCKS byte stream after the reply.
 //!
 //! `RSV(2) = payload length, big-endian` · `FRAG(1)` · `ATYP ADDR PORT` · `DATA`.
@@ -11,7 +11,7 @@ use super::ProtoError;
 
 /// FRAG as gost v3 writes it ("UDP tun relay flag"); gost v2 wrote `00`. Readers ignore it, so
 /// we decode any value (a reader that dropped FRAG≠0 as RFC 1928 §7 suggests would drop every
-/// gost v3 frame, §13.3) and write `FF` like gost v3.
+/// gost v3 frame, docs/gost.md §4.7) and write `FF` like gost v3.
 pub const FRAG_TUN: u8 = 0xff;
 
 /// Largest payload one frame can carry (RSV is 16 bits).

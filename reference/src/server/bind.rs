@@ -43,7 +43,7 @@ pub(crate) async fn run(
         debug!(%peer, "bind refused: all-zero DST.ADDR and bindAnyPeer is off");
         return fail(control, request, Reply::NOT_ALLOWED).await;
     }
-    // gost's rtcp asks for a specific port through DST.PORT (specs/gost-socks.md §4.4), while the
+    // gost's rtcp asks for a specific port through DST.PORT (docs/gost.md §4.4), while the
     // RFC leaves DST.PORT of a BIND without a defined use. We honour a non-zero port as the port
     // to listen on, but never a privileged one.
     let port = request.target.port;

@@ -32,7 +32,7 @@ pub(crate) async fn run(
     };
     let _ = upstream.tcp().set_nodelay(true);
     // The reply goes out only now that the outbound connection exists (R-36, V-26), and in a
-    // write of its own so an over-reading client cannot swallow tunnel bytes with it (gost §8).
+    // write of its own so an over-reading client cannot swallow tunnel bytes with it (docs/gost.md §8).
     let local = upstream.local_addr()?;
     client.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &bnd(cfg, local))).await?;
     // Optimistic data the client sent with its request goes to the target first (D-15, R-03).

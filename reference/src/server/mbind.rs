@@ -1,4 +1,4 @@
-//! gost's MBIND (command `F2`, specs/gost-socks.md §4.5): listen, reply, then the connection
+//! gost's MBIND (command `F2`, docs/gost.md §4.5): listen, reply, then the connection
 //! becomes an smux session in which we are the smux *client*: every accepted TCP connection is a
 //! new stream that starts with its own SOCKS5 reply naming the peer.
 

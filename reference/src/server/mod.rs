@@ -170,9 +170,9 @@ async fn handle(
         Command::CONNECT => Box::pin(connect::run(stream, peer, &request, early, &shared)).await,
         Command::BIND if cfg.allow_bind => Box::pin(bind::run(stream, peer, &request, early, &shared)).await,
         Command::UDP_ASSOCIATE if cfg.allow_udp => Box::pin(udp::run(stream, peer, &request, &shared)).await,
-        // gost's UDP-TUN (specs/gost-socks.md §4.7) exists only where UDP or BIND is enabled;
+        // gost's UDP-TUN (docs/gost.md §4.7) exists only where UDP or BIND is enabled;
         // the mode's own gate (relay: udp, bind: bind) answers 02 inside, as gost does.
-        // gost's MBIND (specs/gost-socks.md §4.5) shares BIND's switch, as in gost.
+        // gost's MBIND (docs/gost.md §4.5) shares BIND's switch, as in gost.
         Command::MUX_BIND if request.version == crate::proto::Version::V5 && cfg.allow_bind => {
             Box::pin(mbind::run(stream, peer, &request, &shared)).await
         }
@@ -228,7 +228,7 @@ async fn handshake(mut stream: Stream, cfg: &ServerConfig) -> io::Result<(Stream
                     hs.userid_result(ok);
                 }
                 ServerEvent::MethodSelected(method) => {
-                    // gost's 80/82 (specs/gost-socks.md §3.4): the selection goes out in clear,
+                    // gost's 80/82 (docs/gost.md §3.4): the selection goes out in clear,
                     // then TLS starts on the same connection with the client as TLS client.
                     if let Some(out) = hs.poll_transmit() {
                         stream.write_all(&out).await?;

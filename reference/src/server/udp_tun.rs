@@ -1,4 +1,4 @@
-//! gost's UDP-TUN (command `F3`, specs/gost-socks.md §4.7): UDP datagrams framed on the SOCKS
+//! gost's UDP-TUN (command `F3`, docs/gost.md §4.7): UDP datagrams framed on the SOCKS
 //! connection itself, in relay mode (DST.PORT = 0: we send to any destination the client names)
 //! or bind mode (DST.PORT ≠ 0: we listen on DST and pass on what anyone sends there).
 

@@ -203,7 +203,7 @@ impl Running {
 mod tests {
     use super::*;
 
-    /// The testcontainers smoke test (DESIGN.md §7): pins the request API the lab relies on —
+    /// The testcontainers smoke test (docker/README.md): pins the request API the lab relies on —
     /// a local tag, host networking, the label leftovers are removed by, the bind mount at the
     /// same path, and the program as the command. No daemon needed, so it runs everywhere.
     #[test]

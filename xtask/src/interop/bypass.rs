@@ -1,4 +1,4 @@
-//! The UDP authentication bypass regression (specs/v2ray-socks.md §1.10, §6; V-01): what a
+//! The UDP authentication bypass regression (docs/v2ray.md §1.10, §6; V-01): what a
 //! password-protected server with UDP on does with SOCKS5 UDP datagrams from sources that never
 //! authenticated. V2Ray relays them (v2fly/v2fly-github-io#104); the reference must drop them.
 //!

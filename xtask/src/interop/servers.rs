@@ -80,7 +80,7 @@ impl Config {
     }
 }
 
-/// V2Ray's SOCKS inbound (specs/v2ray-socks.md §3.1 (a)); `handshake` 4 s as in
+/// V2Ray's SOCKS inbound (docs/v2ray.md §3.1 (a)); `handshake` 4 s as in
 /// harness/peers/v2ray so the catalogue's handshake-timeout scenarios apply.
 fn v2ray_server_config(port: u16, auth: bool) -> String {
     let settings = if auth {
