@@ -434,8 +434,20 @@ fn finish(
     json_out: Option<&PathBuf>,
     junit_out: Option<&PathBuf>,
 ) -> Result<i32> {
-    for r in &report.results {
+    // The most serious first: MUST failures and xpasses, then SHOULD, then policy, then the rest.
+    let rank = |v: &Verdict| match v {
+        Verdict::Fail | Verdict::Xpass { .. } => 0,
+        Verdict::Warn => 1,
+        Verdict::Policy => 2,
+        _ => 3,
+    };
+    let mut order: Vec<&ScenarioResult> = report.results.iter().collect();
+    order.sort_by_key(|r| rank(&r.verdict));
+    for r in order {
         print_result(r, verbose);
+    }
+    if let Some(h) = split_delivery_hint(&report.results) {
+        println!("{h}");
     }
     println!("{}: {}", report.target, report.summary);
     if let Some(p) = json_out {
@@ -459,21 +471,65 @@ fn print_result(r: &ScenarioResult, verbose: bool) {
         Verdict::ExpectedFailure { reason } => println!("XFAIL   {}{inst}: {reason}", r.id),
         Verdict::Xpass { reason } => println!("XPASS   {}{inst}: passed, but expected to fail ({reason})", r.id),
         Verdict::Fail | Verdict::Warn | Verdict::Policy => {
-            println!("{label:<7} {}{inst}: {}", r.id, r.title);
+            // One line per scenario: the first failure (its schedules grouped), then the
+            // requirement it breaks; -v adds the other failures and the transcript.
+            let groups = grouped(r);
+            let (first, more) = match groups.split_first() {
+                Some((f, m)) => (Some(f), m),
+                None => (None, &[][..]),
+            };
+            let detail = first
+                .map(|(schedules, f)| {
+                    let step = f.step.map(|s| format!("step {s}: ")).unwrap_or_default();
+                    format!("[{schedules}] {step}{}", f.message)
+                })
+                .unwrap_or_default();
+            let others = if more.is_empty() || verbose {
+                String::new()
+            } else {
+                format!(" (+{} other failure{}, -v shows them)", more.len(), if more.len() == 1 { "" } else { "s" })
+            };
+            println!("{label:<7} {}{inst}: {detail}{others}", r.id);
             if let Some(c) = r.cites.iter().find(|c| sockslab::verdict::Grade::of(c.level) == r.grade) {
                 println!("        {} {}: {}", r.grade.label(), c.id, one_line(&c.text, 150));
             }
-            for (schedules, f) in grouped(r) {
-                let step = f.step.map(|s| format!("step {s}: ")).unwrap_or_default();
-                println!("        [{schedules}] {step}{}", f.message);
-            }
             if verbose {
+                println!("        {}", r.title);
+                for (schedules, f) in more {
+                    let step = f.step.map(|s| format!("step {s}: ")).unwrap_or_default();
+                    println!("        [{schedules}] {step}{}", f.message);
+                }
                 if let Some(f) = r.failures.first() {
                     print!("{}", f.transcript.render("          "));
                 }
             }
         }
     }
+}
+
+/// A hint when many scenarios fail only under the split or pipelined schedules: one cause
+/// (reading each message with a single `recv()`) rather than many deviations.
+fn split_delivery_hint(results: &[ScenarioResult]) -> Option<String> {
+    let only_split = results
+        .iter()
+        .filter(|r| r.verdict.deviated())
+        .filter(|r| {
+            let failed: Vec<Schedule> = r.failures.iter().map(|f| f.schedule).collect();
+            !failed.is_empty() && r.schedules.contains(&Schedule::AsWritten) && {
+                let as_written = r.failures.iter().find(|f| f.schedule == Schedule::AsWritten);
+                let split = r.failures.iter().find(|f| f.schedule != Schedule::AsWritten);
+                // The split schedules fail, and not the same way as the as-written one (if at all).
+                split.is_some_and(|s| as_written.is_none_or(|a| a.step != s.step || a.message != s.message))
+            }
+        })
+        .count();
+    (only_split >= 5).then(|| {
+        format!(
+            "note: {only_split} scenarios fail differently once messages are split or pipelined (one-byte, \
+             field-split, coalesced): the server probably treats each recv() as one whole message (V-23); \
+             --schedule as-written shows the rest"
+        )
+    })
 }
 
 /// Failures with the same step and message, with the schedules they happened under.
