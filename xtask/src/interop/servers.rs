@@ -138,6 +138,9 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
             let claims = Claims {
                 versions: all,
                 commands: set(&[Command::Connect, Command::Udp]),
+                // As harness/peers/v2ray5 declares (one expected-results list for both): V2Ray 5's
+                // refusal of BIND is tested there; harness/peers/v2ray (4.34) does not declare it.
+                disabled: if peer == PeerId::V2ray5 { [Refused::Bind].into() } else { BTreeSet::new() },
                 method: if auth { Method::Userpass } else { Method::Noauth },
                 handshake_timeout_ms: Some(4000),
                 ipv6: true,
@@ -263,9 +266,12 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
             let commands = set(&cmds);
             // gost's MBIND and UDP-TUN are served wherever its bind/udp are on.
             let gost = commands.contains(&Command::Bind) || commands.contains(&Command::Udp);
+            // gost's SOCKS4 handler has no BIND: declared refused, as harness/peers/gost does.
+            let disabled = if versions.contains(&Version::Socks5) { BTreeSet::new() } else { [Refused::Bind].into() };
             let claims = Claims {
                 versions: set(&versions),
                 commands,
+                disabled,
                 method,
                 handshake_timeout_ms: Some(2000),
                 ipv6: true,
