@@ -221,8 +221,10 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
         PeerId::Gost => {
             // gost 3.2.6's handlers (docs/gost-peer.md §3): `socks5` serves SOCKS5
             // only, `socks4` SOCKS4 and 4a (no BIND). `readTimeout` is the handshake deadline
-            // (greeting to parsed request, §3.5), short so the catalogue's timing scenarios stay fast.
-            let t = "readTimeout=2s";
+            // (greeting to parsed request, §3.5) and `dialTimeout` the outgoing connect timeout
+            // (service metadata, default 15 s), short so the catalogue's timing scenarios stay fast;
+            // the same as harness/peers/gost, whose expected results the lab's catalogue uses.
+            let t = "readTimeout=2s&dialTimeout=2s";
             let (args, versions, cmds, method): (Vec<String>, Vec<Version>, Vec<Command>, Method) = match config {
                 Config::Open => {
                     let p4 = add_extra(&[Feature::Socks4, Feature::Socks4a])?;
@@ -274,6 +276,7 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
                 disabled,
                 method,
                 handshake_timeout_ms: Some(2000),
+                connect_timeout_ms: Some(2000),
                 ipv6: true,
                 domain: true,
                 extensions: if gost { [Extension::Gost].into() } else { BTreeSet::new() },
