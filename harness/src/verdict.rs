@@ -264,6 +264,12 @@ pub fn decide(
     expected: Option<&ExpectedFailure>,
 ) -> Verdict {
     let failed: Vec<Schedule> = failures.iter().map(|f| f.schedule).collect();
+    // The coalesced schedule pipelines the client's messages (and its first payload) ahead of the
+    // server's replies. RFC 1928 describes the exchange as request, reply, then data and says
+    // nothing of octets sent early; accepting them is the project's rule (D-15, V-23). So a
+    // scenario that fails only when pipelined is a POLICY deviation whatever its grade.
+    let grade =
+        if !failed.is_empty() && failed.iter().all(|s| *s == Schedule::Coalesced) { Grade::Policy } else { grade };
     match expected {
         None if failed.is_empty() => Verdict::Pass,
         None => Verdict::deviation(grade),
@@ -393,6 +399,15 @@ mod tests {
         let f = [fail(Schedule::AsWritten)];
         assert_eq!(decide(Grade::Should, &all, &f, None), Verdict::Warn);
         assert_eq!(decide(Grade::Policy, &all, &f, None), Verdict::Policy);
+        assert_eq!(
+            decide(Grade::Must, &all, &[fail(Schedule::Coalesced)], None),
+            Verdict::Policy,
+            "a failure only when pipelined is the project's rule (D-15), not the RFC's"
+        );
+        assert_eq!(
+            decide(Grade::Must, &all, &[fail(Schedule::Coalesced), fail(Schedule::OneByte)], None),
+            Verdict::Fail
+        );
         assert_eq!(Grade::of(Level::Spec), Grade::Must);
         assert_eq!(Grade::of(Level::May), Grade::Policy);
         assert_eq!(Grade::of(Level::Project), Grade::Policy);

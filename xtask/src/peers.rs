@@ -662,3 +662,34 @@ pub fn prepare(peer: PeerId, backend: Backend) -> Result<Prepared> {
     };
     Ok(Prepared::Ready { program, image })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The catalogue's expectations against a server have one home, the harness peer's
+    /// `expected.yaml`; a matrix file names it. A dangling or stale pointer would make the lab's
+    /// catalogue run fail every scenario (or hide an xpass), so check it without running the lab.
+    #[test]
+    fn catalogue_expectations_live_with_the_harness_peers_and_name_real_scenarios() {
+        let ids: BTreeSet<String> = sockslab::scenario::load_catalogue(&root().join("scenarios"))
+            .expect("the catalogue loads")
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        let mut pointed = Vec::new();
+        for peer in PeerId::ALL {
+            let path = root().join(peer.expected_file());
+            let doc: serde_yaml::Value =
+                serde_yaml::from_str(&std::fs::read_to_string(&path).expect("matrix file readable")).expect("yaml");
+            let Some(rel) = doc.get("scenarios").and_then(|v| v.as_str()) else { continue };
+            assert!(rel.starts_with("harness/peers/"), "{peer}: `scenarios: {rel}` is outside harness/peers");
+            let exp = sockslab::verdict::Expectations::load(&root().join(rel)).expect("expectations load");
+            for f in &exp.expected_failures {
+                assert!(ids.contains(&f.id), "{rel}: `{}` is not a catalogue scenario", f.id);
+            }
+            pointed.push(peer);
+        }
+        assert_eq!(pointed, [PeerId::Gost, PeerId::V2ray5, PeerId::V2ray4]);
+    }
+}

@@ -52,7 +52,9 @@ pub struct InstanceDef {
     pub name: String,
     /// Process or in-process reference.
     pub kind: Kind,
-    /// Program and arguments; `{port}`, `{dir}`, `{user}`, `{pass}` are substituted.
+    /// Program and arguments; `{port}`, `{dir}`, `{user}`, `{pass}` are substituted, and
+    /// `{env:NAME}` by the environment variable `NAME` (an error when it is unset), so a
+    /// definition can name a binary that is built elsewhere (gost's, by the interop lab).
     #[serde(default)]
     pub command: Vec<String>,
     /// Files written to the instance's private directory before it starts (same substitutions).
@@ -79,7 +81,7 @@ pub struct PeerDef {
     pub name: String,
     /// What it is and where it comes from.
     pub description: String,
-    /// Command printing the installed version (recorded in reports).
+    /// Command printing the installed version (recorded in reports); `{env:NAME}` is substituted.
     #[serde(default)]
     pub version_command: Vec<String>,
     /// Its configurations.
@@ -159,6 +161,33 @@ fn subst(s: &str, port: u16, dir: &Path, user: &str, pass: &str) -> String {
         .replace("{pass}", pass)
 }
 
+/// Replaces every `{env:NAME}` in `s` by the value of the environment variable `NAME`.
+///
+/// A peer whose binary is not on PATH (built by the lab into the target directory) names it
+/// through a variable; an unset one is an error that names the variable, not a spawn failure of
+/// a literal `{env:…}` program.
+pub fn expand_env(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("{env:") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + "{env:".len()..];
+        let end = after.find('}').ok_or_else(|| format!("`{s}`: `{{env:` without a closing `}}`"))?;
+        let name = &after[..end];
+        if name.is_empty() {
+            return Err(format!("`{s}`: `{{env:}}` names no variable"));
+        }
+        let value = std::env::var(name).map_err(|e| match e {
+            std::env::VarError::NotPresent => format!("the environment variable {name} is not set (`{s}` needs it)"),
+            std::env::VarError::NotUnicode(_) => format!("the environment variable {name} is not valid UTF-8"),
+        })?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// Starts one instance on loopback and waits until it accepts TCP connections.
 pub async fn launch(def: &PeerDef, inst: &InstanceDef) -> Result<Running, PeerError> {
     let err = |m: String| PeerError::Start { instance: format!("{}/{}", def.name, inst.name), message: m };
@@ -173,10 +202,15 @@ pub async fn launch(def: &PeerDef, inst: &InstanceDef) -> Result<Running, PeerEr
     let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
     let port = free_port().map_err(|e| err(e.to_string()))?;
     for (name, body) in &inst.files {
-        std::fs::write(dir.path().join(name), subst(body, port, dir.path(), &user, &pass))
-            .map_err(|e| err(e.to_string()))?;
+        let body = expand_env(&subst(body, port, dir.path(), &user, &pass)).map_err(err)?;
+        std::fs::write(dir.path().join(name), body).map_err(|e| err(e.to_string()))?;
     }
-    let argv: Vec<String> = inst.command.iter().map(|a| subst(a, port, dir.path(), &user, &pass)).collect();
+    let argv = inst
+        .command
+        .iter()
+        .map(|a| expand_env(&subst(a, port, dir.path(), &user, &pass)))
+        .collect::<Result<Vec<String>, String>>()
+        .map_err(err)?;
     let log = std::fs::File::create(dir.path().join("output.log")).map_err(|e| err(e.to_string()))?;
     let log2 = log.try_clone().map_err(|e| err(e.to_string()))?;
     let mut child = tokio::process::Command::new(&argv[0])
@@ -216,10 +250,30 @@ pub async fn launch(def: &PeerDef, inst: &InstanceDef) -> Result<Running, PeerEr
     })
 }
 
-/// Runs the version command, if any, and returns its first output line.
+/// Runs the version command, if any, and returns its first output line (none when it cannot
+/// run, e.g. a `{env:NAME}` that is unset: starting the instances reports that).
 pub async fn version(def: &PeerDef) -> Option<String> {
-    let (prog, args) = def.version_command.split_first()?;
+    let argv = def.version_command.iter().map(|a| expand_env(a)).collect::<Result<Vec<_>, _>>().ok()?;
+    let (prog, args) = argv.split_first()?;
     let out = tokio::process::Command::new(prog).args(args).output().await.ok()?;
     let text = if out.stdout.is_empty() { out.stderr } else { out.stdout };
     String::from_utf8_lossy(&text).lines().next().map(|l| l.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_env;
+
+    #[test]
+    fn env_placeholders_are_replaced_and_an_unset_one_is_named() {
+        // PATH is set in every environment cargo test runs in; the other name is made up so that
+        // no environment sets it.
+        let path = std::env::var("PATH").expect("PATH is set");
+        assert_eq!(expand_env("a{env:PATH}b{env:PATH}").unwrap(), format!("a{path}b{path}"));
+        assert_eq!(expand_env("no placeholder {port}").unwrap(), "no placeholder {port}");
+        let e = expand_env("{env:SOCKSLAB_TEST_SURELY_UNSET_7f3a}").unwrap_err();
+        assert!(e.contains("SOCKSLAB_TEST_SURELY_UNSET_7f3a is not set"), "{e}");
+        assert!(expand_env("{env:PATH").unwrap_err().contains("closing"));
+        assert!(expand_env("{env:}").unwrap_err().contains("names no variable"));
+    }
 }

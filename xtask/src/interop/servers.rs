@@ -138,6 +138,9 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
             let claims = Claims {
                 versions: all,
                 commands: set(&[Command::Connect, Command::Udp]),
+                // As harness/peers/v2ray5 declares (one expected-results list for both): V2Ray 5's
+                // refusal of BIND is tested there; harness/peers/v2ray (4.34) does not declare it.
+                disabled: if peer == PeerId::V2ray5 { [Refused::Bind].into() } else { BTreeSet::new() },
                 method: if auth { Method::Userpass } else { Method::Noauth },
                 handshake_timeout_ms: Some(4000),
                 ipv6: true,
@@ -218,8 +221,10 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
         PeerId::Gost => {
             // gost 3.2.6's handlers (docs/gost-peer.md §3): `socks5` serves SOCKS5
             // only, `socks4` SOCKS4 and 4a (no BIND). `readTimeout` is the handshake deadline
-            // (greeting to parsed request, §3.5), short so the catalogue's timing scenarios stay fast.
-            let t = "readTimeout=2s";
+            // (greeting to parsed request, §3.5) and `dialTimeout` the outgoing connect timeout
+            // (service metadata, default 15 s), short so the catalogue's timing scenarios stay fast;
+            // the same as harness/peers/gost, whose expected results the lab's catalogue uses.
+            let t = "readTimeout=2s&dialTimeout=2s";
             let (args, versions, cmds, method): (Vec<String>, Vec<Version>, Vec<Command>, Method) = match config {
                 Config::Open => {
                     let p4 = add_extra(&[Feature::Socks4, Feature::Socks4a])?;
@@ -263,11 +268,15 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
             let commands = set(&cmds);
             // gost's MBIND and UDP-TUN are served wherever its bind/udp are on.
             let gost = commands.contains(&Command::Bind) || commands.contains(&Command::Udp);
+            // gost's SOCKS4 handler has no BIND: declared refused, as harness/peers/gost does.
+            let disabled = if versions.contains(&Version::Socks5) { BTreeSet::new() } else { [Refused::Bind].into() };
             let claims = Claims {
                 versions: set(&versions),
                 commands,
+                disabled,
                 method,
                 handshake_timeout_ms: Some(2000),
+                connect_timeout_ms: Some(2000),
                 ipv6: true,
                 domain: true,
                 extensions: if gost { [Extension::Gost].into() } else { BTreeSet::new() },
