@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 pub const LABEL: &str = "sockslab.interop";
 
 /// A peer of the matrix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PeerId {
     /// Debian's curl 7.88 (client only).
@@ -188,7 +188,7 @@ impl fmt::Display for PeerId {
 }
 
 /// A feature column of the matrix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Feature {
     /// SOCKS4 CONNECT to an IPv4 target.
@@ -268,7 +268,7 @@ pub struct Caps {
 }
 
 /// How peers run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
     /// Containers through testcontainers, host networking.
