@@ -85,16 +85,39 @@ pub struct Report {
     pub udp_bypass: BTreeMap<PeerId, Observations>,
 }
 
+/// The most peer log a cell keeps: its tail. The catalogue gives every failing scenario the whole
+/// server log of its run, so 50 failing scenarios made a 55 MB JSON and a 75 MB HTML page that a
+/// browser can hardly open; the tail is where the failure is, and the reproducer gets the rest.
+pub const LOG_TAIL: usize = 16 * 1024;
+
+/// `logs` cut to its last [`LOG_TAIL`] bytes at a line start, saying how much was cut.
+fn log_tail(logs: String) -> String {
+    if logs.len() <= LOG_TAIL {
+        return logs;
+    }
+    let mut from = logs.len() - LOG_TAIL;
+    while !logs.is_char_boundary(from) {
+        from += 1;
+    }
+    if let Some(nl) = logs[from..].find('\n') {
+        from += nl + 1;
+    }
+    format!("[{from} earlier bytes of the log cut; run the reproducer for all of it]\n{}", &logs[from..])
+}
+
 impl Report {
-    /// Builds the report and its summary.
+    /// Builds the report and its summary, keeping only the tail of each cell's logs.
     pub fn new(
         meta: Meta,
         plan: PlanInfo,
-        cells: Vec<CellResult>,
+        mut cells: Vec<CellResult>,
         behaviour: BTreeMap<PeerId, Vec<Row>>,
         udp_bypass: BTreeMap<PeerId, Observations>,
     ) -> Report {
         let mut s = Summary { total: cells.len(), ..Summary::default() };
+        for c in &mut cells {
+            c.logs = log_tail(std::mem::take(&mut c.logs));
+        }
         for c in &cells {
             match c.status {
                 Status::Pass => s.pass += 1,
@@ -439,6 +462,31 @@ pub fn html(r: &Report) -> String {
     }
     o.push_str("</body></html>\n");
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_logs_keep_their_tail_and_say_what_was_cut() {
+        let mut cells = fixture::cells();
+        let long: String = (0..100_000).map(|i| format!("line {i} é\n")).collect();
+        let at = cells.iter().position(|c| c.status.is_error()).unwrap();
+        cells[at].logs = long.clone();
+        let whole = fixture::report();
+        let r = Report::new(whole.meta, whole.plan, cells, BTreeMap::new(), BTreeMap::new());
+        let kept = &r.cells[at].logs;
+        assert!(kept.len() < LOG_TAIL + 100, "{}", kept.len());
+        assert!(kept.starts_with('[') && kept.contains("earlier bytes of the log cut"), "{}", &kept[..80]);
+        assert!(kept.ends_with("line 99999 é\n"));
+        // Cut at a line start, and the count is right.
+        let cut: usize = kept[1..].split(' ').next().unwrap().parse().unwrap();
+        assert!(long[..cut].ends_with('\n'));
+        assert_eq!(&long[cut..], kept.split_once('\n').unwrap().1);
+        // Short logs are left alone.
+        assert_eq!(log_tail("a\nb".into()), "a\nb");
+    }
 }
 
 /// A small, fixed result set shaped like a real run (every client and server of the matrix, gost's
