@@ -267,6 +267,24 @@ mod tests {
     }
 
     #[test]
+    fn shard_files_on_disk_merge_into_one_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for (i, (_, r)) in split(3).into_iter().enumerate() {
+            let p = dir.path().join(format!("shard-{}.json", i + 1));
+            std::fs::write(&p, serde_json::to_string_pretty(&r).unwrap()).unwrap();
+            paths.push(p);
+        }
+        // Given in any order.
+        paths.reverse();
+        let m = merge(&paths).unwrap();
+        assert_eq!(m.summary.total, fixture::report().summary.total);
+        assert_eq!(m.plan.of, 3);
+        let html = super::super::report::html(&m);
+        assert!(html.contains("Merged from 3 of 3 shards"), "the page says it was merged");
+    }
+
+    #[test]
     fn a_missing_file_or_a_foreign_json_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let e = format!("{:#}", merge(&[dir.path().join("nope.json")]).unwrap_err());
