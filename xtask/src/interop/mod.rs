@@ -429,6 +429,13 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     }
     let lab = Arc::new(Lab { targets: Targets::start().await?, launchers, unavailable, expected, backend });
     let prep_secs = started.elapsed().as_secs_f64();
+    // Wall time per phase, for the report: where a slow run spends its time.
+    let mut phases: Vec<report::Phase> = vec![report::Phase { name: "prepare peers".into(), seconds: prep_secs }];
+    let mut phase_start = Instant::now();
+    let mut phase = |name: String| {
+        phases.push(report::Phase { name, seconds: phase_start.elapsed().as_secs_f64() });
+        phase_start = Instant::now();
+    };
 
     // Decide N/A and unavailable cells up front; the rest run.
     let total = cells.len();
@@ -524,6 +531,8 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         results.push(r);
     }
 
+    phase("feature cells (with their shared servers)".into());
+
     // The behaviour-diff view, against the shared servers (no filter: only on full runs).
     let mut behaviour: BTreeMap<PeerId, Vec<behaviour::Row>> = BTreeMap::new();
     if !behaviour_servers.is_empty() {
@@ -546,6 +555,8 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             s.running.stop().await;
         }
     }
+
+    phase("behaviour diff".into());
 
     // UDP bypass: a fresh password+UDP server per peer, so "before any TCP" really is first.
     // The probes of different servers run at once (payloads are unique per server); the snapshot
@@ -607,6 +618,8 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         results.push(r);
     }
 
+    phase("udp-bypass".into());
+
     // The catalogue against every server peer.
     let mut catalogue_servers = BTreeSet::new();
     for c in to_run.iter().filter(|c| c.kind == Kind::Scenario) {
@@ -620,6 +633,7 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             .collect();
         let scns: Vec<_> = catalogue.iter().filter(|x| wanted.contains(&x.id)).cloned().collect();
         let rs = run_catalogue(&lab, s, &scns, &mut done, total, args.schedules.as_deref()).await;
+        phase(format!("catalogue against {s}"));
         results.extend(rs);
     }
 
@@ -637,10 +651,17 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     let plan_info = report::PlanInfo {
         cells: full.iter().map(|c| c.id.clone()).collect(),
         of: shard.of,
-        shards: vec![report::ShardRun { index: shard.index, seconds: meta.seconds, prepare_seconds: prep_secs }],
+        shards: vec![report::ShardRun {
+            index: shard.index,
+            seconds: meta.seconds,
+            prepare_seconds: prep_secs,
+            phases: phases.clone(),
+        }],
     };
     let rep = report::Report::new(meta, plan_info, results, behaviour, bypass_obs);
     write_reports(&rep, &out)?;
+    let by_phase: Vec<String> = phases.iter().map(|p| format!("{} {:.1} s", p.name, p.seconds)).collect();
+    eprintln!("interop: time by phase: {}", by_phase.join(", "));
     conclude(&rep, &out)
 }
 

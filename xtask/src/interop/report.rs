@@ -66,6 +66,18 @@ pub struct ShardRun {
     pub seconds: f64,
     /// Of which preparing peers.
     pub prepare_seconds: f64,
+    /// Wall time per phase, in run order.
+    #[serde(default)]
+    pub phases: Vec<Phase>,
+}
+
+/// One phase of a run and its wall time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    /// What ran.
+    pub name: String,
+    /// For how long.
+    pub seconds: f64,
 }
 
 /// The whole report.
@@ -280,6 +292,26 @@ pub fn html(r: &Report) -> String {
         let _ = write!(o, "<tr><td>{p}</td><td>{}</td><td>{}</td></tr>", esc(p.version()), esc(&avail));
     }
     o.push_str("</table>");
+
+    // Where the time went, per shard.
+    if r.plan.shards.iter().any(|x| !x.phases.is_empty()) {
+        o.push_str(
+            "<details><summary>Time by phase</summary><table><tr><th>shard</th><th>phase</th><th>seconds</th></tr>",
+        );
+        for x in &r.plan.shards {
+            for p in &x.phases {
+                let _ = write!(
+                    o,
+                    "<tr><td>{}/{}</td><td>{}</td><td>{:.1}</td></tr>",
+                    x.index,
+                    r.plan.of,
+                    esc(&p.name),
+                    p.seconds
+                );
+            }
+        }
+        o.push_str("</table></details>");
+    }
 
     // Pass/fail view: one table per feature, clients down, servers across.
     let by_id: BTreeMap<&str, &CellResult> = r.cells.iter().map(|c| (c.cell.id.as_str(), c)).collect();
@@ -592,7 +624,12 @@ pub(super) mod fixture {
         let plan = PlanInfo {
             cells: cells.iter().map(|c| c.cell.id.clone()).collect(),
             of: 1,
-            shards: vec![ShardRun { index: 1, seconds: 3.5, prepare_seconds: 1.0 }],
+            shards: vec![ShardRun {
+                index: 1,
+                seconds: 3.5,
+                prepare_seconds: 1.0,
+                phases: vec![Phase { name: "prepare peers".into(), seconds: 1.0 }],
+            }],
         };
         Report::new(meta, plan, cells, behaviour, udp_bypass)
     }

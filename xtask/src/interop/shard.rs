@@ -173,7 +173,12 @@ mod tests {
                 let plan = PlanInfo {
                     cells: whole.plan.cells.clone(),
                     of,
-                    shards: vec![ShardRun { index: k, seconds: f64::from(k), prepare_seconds: 0.5 }],
+                    shards: vec![ShardRun {
+                        index: k,
+                        seconds: f64::from(k),
+                        prepare_seconds: 0.5,
+                        phases: Vec::new(),
+                    }],
                 };
                 // Through JSON, as the real merge reads them.
                 let r = Report::new(meta, plan, cells, behaviour, bypass);
