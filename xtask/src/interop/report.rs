@@ -270,7 +270,19 @@ pub fn html(r: &Report) -> String {
          {} cells: <b>{} pass</b>, <b>{} fail</b>, {} expected failures, {} xpass, {} not applicable, {} unavailable.</p>",
         r.meta.backend, r.meta.seconds, r.meta.prepare_seconds, s.total, s.pass, s.fail, s.xfail, s.xpass, s.not_applicable, s.unavailable
     );
-    if r.plan.of > 1 {
+    if let [only] = &r.plan.shards[..] {
+        if r.plan.of > 1 {
+            let _ = write!(
+                o,
+                "<p class=\"small\">Shard {}/{}: {} of the plan's {} cells. <code>cargo xtask interop report --merge</code> \
+                 with the other shards' <code>interop.json</code> gives the whole matrix.</p>",
+                only.index,
+                r.plan.of,
+                r.cells.len(),
+                r.plan.cells.len()
+            );
+        }
+    } else if r.plan.of > 1 {
         let parts: Vec<String> =
             r.plan.shards.iter().map(|x| format!("{}/{} in {:.1} s", x.index, r.plan.of, x.seconds)).collect();
         let _ = write!(

@@ -287,6 +287,8 @@ mod tests {
         assert_eq!(m.plan.of, 3);
         let html = super::super::report::html(&m);
         assert!(html.contains("Merged from 3 of 3 shards"), "the page says it was merged");
+        let one = super::super::report::html(&split(3).remove(1).1);
+        assert!(one.contains("Shard 2/3: ") && !one.contains("Merged"), "a shard's page says it is one part");
     }
 
     #[test]
