@@ -31,9 +31,48 @@ pub enum BackendArg {
     Process,
 }
 
+/// `--shard K/N`: the K-th (1-based) of N disjoint parts of the planned cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// Which part, 1..=`of`.
+    pub index: u32,
+    /// How many parts.
+    pub of: u32,
+}
+
+impl Shard {
+    /// The whole plan as one part.
+    pub const WHOLE: Shard = Shard { index: 1, of: 1 };
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.of)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let bad = || format!("`{s}`: expected K/N with 1 <= K <= N, e.g. 2/4");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, of) = (k.trim().parse::<u32>().map_err(|_| bad())?, n.trim().parse::<u32>().map_err(|_| bad())?);
+        if index == 0 || index > of {
+            return Err(bad());
+        }
+        Ok(Shard { index, of })
+    }
+}
+
 /// Flags of `cargo xtask interop`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct InteropArgs {
+    /// `report --merge`: build one report from shard reports instead of running cells.
+    #[command(subcommand)]
+    pub action: Option<InteropAction>,
+
     /// docker (default when a daemon is usable or can be started) or process.
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
@@ -65,6 +104,30 @@ pub struct InteropArgs {
     /// Catalogue delivery schedules (repeatable; default all four).
     #[arg(long = "schedule", value_name = "NAME")]
     pub schedules: Option<Vec<String>>,
+
+    /// Report directory (default target/interop/report).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+
+    /// Run only the K-th of N parts of the planned cells (1-based), assigned by a hash of each
+    /// cell id, so every machine agrees and a new cell does not move the others.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+}
+
+/// Subcommands of `cargo xtask interop`.
+#[derive(Debug, Subcommand)]
+pub enum InteropAction {
+    /// Work on reports already written.
+    Report(ReportArgs),
+}
+
+/// Flags of `cargo xtask interop report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Shard reports (`interop.json` of `--shard K/N` runs) to merge into one JSON/JUnit/HTML report.
+    #[arg(long, value_name = "JSON", num_args = 1.., required = true)]
+    pub merge: Vec<std::path::PathBuf>,
 
     /// Report directory (default target/interop/report).
     #[arg(long, value_name = "DIR")]

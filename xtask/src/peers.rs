@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 pub const LABEL: &str = "sockslab.interop";
 
 /// A peer of the matrix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PeerId {
     /// Debian's curl 7.88 (client only).
@@ -188,7 +188,7 @@ impl fmt::Display for PeerId {
 }
 
 /// A feature column of the matrix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Feature {
     /// SOCKS4 CONNECT to an IPv4 target.
@@ -268,7 +268,7 @@ pub struct Caps {
 }
 
 /// How peers run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
     /// Containers through testcontainers, host networking.
@@ -351,6 +351,29 @@ fn apt_install(pkg: &str) -> Result<()> {
 /// Ensures a usable Docker daemon: uses a running one, else (as root) installs `docker.io` and
 /// starts `dockerd` without a bridge or iptables (containers use host networking). Returns why
 /// Docker cannot be used otherwise.
+/// Makes `cmd`'s program start with only stdin, stdout and stderr of the descriptors this process
+/// inherited. A daemon outliving the run must not keep what our parent gave us: under
+/// `flock /tmp/interop.lock cargo xtask interop` that is the lock itself, and a dockerd holding it
+/// blocks every later lab run on the machine for as long as the daemon lives.
+fn keep_no_inherited_fds(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the child between fork and exec; it only makes async-signal-safe syscalls
+    // and touches no memory of the parent. Close-on-exec rather than close: std's own pipe that
+    // reports a failed exec must stay open until the exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            if libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+                // Kernels before 5.11: mark them one by one (EBADF for the unused numbers is fine).
+                for fd in 3..4096 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 pub fn ensure_docker() -> Result<()> {
     let info = || {
         Command::new("docker")
@@ -376,7 +399,9 @@ pub fn ensure_docker() -> Result<()> {
     eprintln!("interop: starting dockerd (log: target/interop/dockerd.log)");
     // Detached on purpose: the daemon outlives this run so the next one is warm. No bridge and
     // no iptables because every container uses host networking and the machine may forbid both.
-    let child = Command::new("setsid")
+    let mut daemon = Command::new("setsid");
+    keep_no_inherited_fds(&mut daemon);
+    let child = daemon
         .args(["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false"])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -691,5 +716,26 @@ mod tests {
             pointed.push(peer);
         }
         assert_eq!(pointed, [PeerId::Gost, PeerId::V2ray5, PeerId::V2ray4]);
+    }
+
+    /// Whether a child sees descriptor `fd` open.
+    fn child_sees(fd: i32, strip: bool) -> bool {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("[ -e /proc/self/fd/{fd} ]")]);
+        if strip {
+            keep_no_inherited_fds(&mut cmd);
+        }
+        cmd.status().unwrap().success()
+    }
+
+    #[test]
+    fn a_started_daemon_does_not_inherit_our_descriptors() {
+        let f = tempfile::tempfile().unwrap();
+        // dup() makes a descriptor without close-on-exec, like the lock fd flock(1) hands us.
+        let fd = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&f)) };
+        assert!(fd > 2);
+        assert!(child_sees(fd, false), "the control: an inheritable descriptor reaches a plain child");
+        assert!(!child_sees(fd, true));
+        unsafe { libc::close(fd) };
     }
 }

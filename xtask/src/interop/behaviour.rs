@@ -21,6 +21,20 @@ pub struct Row {
     pub observed: String,
 }
 
+impl<'de> serde::Deserialize<'de> for Row {
+    /// From a saved report (`interop report --merge`); the names become `'static` (see `leak`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Row, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Saved {
+            probe: String,
+            request: String,
+            observed: String,
+        }
+        let s = <Saved as serde::Deserialize>::deserialize(d)?;
+        Ok(Row { probe: super::report::leak(s.probe), request: super::report::leak(s.request), observed: s.observed })
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
 }

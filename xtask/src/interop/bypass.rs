@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -20,7 +20,7 @@ use super::targets::{xor, Targets};
 const PROBE_WAIT: Duration = Duration::from_millis(2000);
 
 /// What happened to one datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fate {
     /// Reached the target and the reply came back to the sender.
@@ -44,12 +44,26 @@ pub struct Probe {
 }
 
 /// All observations against one server.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Observations {
     /// The properly authenticated association's datagram (must be relayed, or the probes mean nothing).
     pub control: Fate,
     /// The unauthenticated probes.
     pub probes: Vec<Probe>,
+}
+
+impl<'de> Deserialize<'de> for Probe {
+    /// From a saved report (`interop report --merge`); the names become `'static` (see `leak`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Probe, D::Error> {
+        #[derive(Deserialize)]
+        struct Saved {
+            probe: String,
+            sent_to: String,
+            fate: Fate,
+        }
+        let s = Saved::deserialize(d)?;
+        Ok(Probe { probe: super::report::leak(s.probe), sent_to: super::report::leak(s.sent_to), fate: s.fate })
+    }
 }
 
 impl Observations {

@@ -7,10 +7,13 @@
 
 mod backend;
 mod behaviour;
+#[cfg(test)]
+mod browser_test;
 mod bypass;
 mod cells;
 mod report;
 mod servers;
+mod shard;
 mod targets;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,8 +22,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
-use crate::flags::{BackendArg, InteropArgs};
+use crate::flags::{BackendArg, InteropAction, InteropArgs, Shard};
 use crate::peers::{self, Backend, Feature, PeerId, Prepared};
 use backend::Launcher;
 use servers::{Config, Server};
@@ -32,7 +36,7 @@ const CLIENTS: [PeerId; 5] = [PeerId::Curl, PeerId::Gost, PeerId::V2ray5, PeerId
 const SERVERS: [PeerId; 4] = [PeerId::Gost, PeerId::V2ray5, PeerId::V2ray4, PeerId::Reference];
 
 /// What kind of check a cell is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// A client peer through a server peer, payload integrity checked.
@@ -45,7 +49,7 @@ pub enum Kind {
 
 /// A cell's status. `Unavailable` is separate from `NotApplicable`: the peer claims the feature,
 /// but could not be obtained on this machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "status")]
 pub enum Status {
     /// Ran and passed.
@@ -97,7 +101,7 @@ impl Status {
 }
 
 /// A planned cell.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cell {
     /// Stable id, used by `--only`.
     pub id: String,
@@ -112,7 +116,7 @@ pub struct Cell {
 }
 
 /// A finished cell.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CellResult {
     /// The cell.
     #[serde(flatten)]
@@ -123,7 +127,7 @@ pub struct CellResult {
     /// What happened, in a line or a few.
     pub detail: String,
     /// Peer logs (failing cells).
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub logs: String,
     /// The command that reruns only this cell.
     pub reproduce: String,
@@ -295,8 +299,45 @@ fn progress(done: usize, total: usize, r: &CellResult) {
     eprintln!("[{done:>4}/{total}] {:<11} {} ({} ms){extra}", r.status.label(), r.cell.id, r.millis);
 }
 
+/// Writes the JSON, JUnit and HTML reports into `out`.
+fn write_reports(rep: &report::Report, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("interop.json"), serde_json::to_string_pretty(rep)?)?;
+    std::fs::write(out.join("interop.xml"), report::junit(rep))?;
+    std::fs::write(out.join("interop.html"), report::html(rep))?;
+    Ok(())
+}
+
+/// Prints the summary line and fails when a cell failed or passed unexpectedly.
+fn conclude(rep: &report::Report, out: &Path) -> Result<()> {
+    let s = &rep.summary;
+    eprintln!(
+        "interop: {} cells in {:.1} s: {} pass, {} fail, {} xfail, {} xpass, {} n/a, {} unavailable — {}",
+        s.total,
+        rep.meta.seconds,
+        s.pass,
+        s.fail,
+        s.xfail,
+        s.xpass,
+        s.not_applicable,
+        s.unavailable,
+        out.join("interop.html").display()
+    );
+    if s.fail + s.xpass > 0 {
+        anyhow::bail!("{} unexpected result(s)", s.fail + s.xpass);
+    }
+    Ok(())
+}
+
 /// Entry point of `cargo xtask interop`.
 pub fn run(args: &InteropArgs) -> Result<()> {
+    if let Some(InteropAction::Report(r)) = &args.action {
+        let rep = shard::merge(&r.merge)?;
+        let out = r.out.clone().unwrap_or_else(|| peers::work_dir().join("report"));
+        write_reports(&rep, &out)?;
+        eprintln!("interop: merged {} report(s) of {} shard(s)", r.merge.len(), rep.plan.of);
+        return conclude(&rep, &out);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run_async(args))
 }
@@ -308,7 +349,23 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     let catalogue: Vec<_> =
         catalogue.into_iter().filter(|s| s.roles.contains(&sockslab::scenario::Role::Client)).collect();
     let ids: Vec<String> = catalogue.iter().map(|s| s.id.clone()).collect();
-    let cells = plan(args, &ids);
+    let shard = args.shard.unwrap_or(Shard::WHOLE);
+    let full = plan(args, &ids);
+    if full.is_empty() {
+        anyhow::bail!("no cell matches the filters (see --list)");
+    }
+    let cells: Vec<Cell> = full.iter().filter(|c| shard::owns(shard, &c.id)).cloned().collect();
+    // The behaviour diff is not a cell: each server's probes go to the shard owning a pseudo id,
+    // for the servers some runnable feature cell of the whole plan targets (unsharded: all of those).
+    let behaviour_servers: BTreeSet<PeerId> = if args.only.is_empty() {
+        full.iter()
+            .filter(|c| c.kind == Kind::Feature && not_applicable(c).is_none())
+            .map(|c| c.server)
+            .filter(|s| shard::owns(shard, &format!("behaviour.{}", s.name())))
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
     if args.list {
         for c in &cells {
             let na = not_applicable(c).map(|r| format!("  (not applicable: {r})")).unwrap_or_default();
@@ -316,8 +373,8 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         }
         return Ok(());
     }
-    if cells.is_empty() {
-        anyhow::bail!("no cell matches the filters (see --list)");
+    if shard.of > 1 {
+        eprintln!("interop: shard {shard}: {} of the {} planned cells", cells.len(), full.len());
     }
 
     // The backend: docker when a daemon is usable (starting one as root), else processes.
@@ -345,6 +402,7 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         .filter(|c| not_applicable(c).is_none())
         .flat_map(|c| [c.client, Some(c.server)])
         .flatten()
+        .chain(behaviour_servers.iter().copied())
         .collect();
     let mut launchers = BTreeMap::new();
     let mut unavailable = BTreeMap::new();
@@ -371,6 +429,13 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     }
     let lab = Arc::new(Lab { targets: Targets::start().await?, launchers, unavailable, expected, backend });
     let prep_secs = started.elapsed().as_secs_f64();
+    // Wall time per phase, for the report: where a slow run spends its time.
+    let mut phases: Vec<report::Phase> = vec![report::Phase { name: "prepare peers".into(), seconds: prep_secs }];
+    let mut phase_start = Instant::now();
+    let mut phase = |name: String| {
+        phases.push(report::Phase { name, seconds: phase_start.elapsed().as_secs_f64() });
+        phase_start = Instant::now();
+    };
 
     // Decide N/A and unavailable cells up front; the rest run.
     let total = cells.len();
@@ -405,8 +470,16 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     let mut shared: BTreeMap<(PeerId, Config), Arc<Server>> = BTreeMap::new();
     let mut server_errors: BTreeMap<(PeerId, Config), String> = BTreeMap::new();
     let feature_cells: Vec<Cell> = to_run.iter().filter(|c| c.kind == Kind::Feature).cloned().collect();
-    let wanted: BTreeSet<(PeerId, Config)> =
-        feature_cells.iter().map(|c| (c.server, server_config(c.feature))).collect();
+    let wanted: BTreeSet<(PeerId, Config)> = feature_cells
+        .iter()
+        .map(|c| (c.server, server_config(c.feature)))
+        .chain(
+            behaviour_servers
+                .iter()
+                .filter(|s| lab.launchers.contains_key(s))
+                .flat_map(|s| [(*s, Config::Open), (*s, Config::Auth)]),
+        )
+        .collect();
     for key in wanted {
         match servers::start(key.0, &lab.launchers[&key.0], key.1).await {
             Ok(s) => {
@@ -458,12 +531,14 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         results.push(r);
     }
 
+    phase("feature cells (with their shared servers)".into());
+
     // The behaviour-diff view, against the shared servers (no filter: only on full runs).
     let mut behaviour: BTreeMap<PeerId, Vec<behaviour::Row>> = BTreeMap::new();
-    if args.only.is_empty() {
+    if !behaviour_servers.is_empty() {
         let closed = servers::free_port()?;
         let mut set = tokio::task::JoinSet::new();
-        for s in SERVERS {
+        for s in behaviour_servers.iter().copied() {
             if let Some(open) = shared.get(&(s, Config::Open)) {
                 let (open, echo) = (open.addr, lab.targets.echo_port);
                 let auth = shared.get(&(s, Config::Auth)).map(|a| a.addr);
@@ -480,6 +555,8 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             s.running.stop().await;
         }
     }
+
+    phase("behaviour diff".into());
 
     // UDP bypass: a fresh password+UDP server per peer, so "before any TCP" really is first.
     // The probes of different servers run at once (payloads are unique per server); the snapshot
@@ -541,6 +618,8 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         results.push(r);
     }
 
+    phase("udp-bypass".into());
+
     // The catalogue against every server peer.
     let mut catalogue_servers = BTreeSet::new();
     for c in to_run.iter().filter(|c| c.kind == Kind::Scenario) {
@@ -554,14 +633,14 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             .collect();
         let scns: Vec<_> = catalogue.iter().filter(|x| wanted.contains(&x.id)).cloned().collect();
         let rs = run_catalogue(&lab, s, &scns, &mut done, total, args.schedules.as_deref()).await;
+        phase(format!("catalogue against {s}"));
         results.extend(rs);
     }
 
     // Reports.
-    let order: BTreeMap<String, usize> = plan(args, &ids).into_iter().enumerate().map(|(i, c)| (c.id, i)).collect();
-    results.sort_by_key(|r| order.get(&r.cell.id).copied().unwrap_or(usize::MAX));
+    let order: BTreeMap<&str, usize> = full.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
+    results.sort_by_key(|r| order.get(r.cell.id.as_str()).copied().unwrap_or(usize::MAX));
     let out = args.out.clone().unwrap_or_else(|| peers::work_dir().join("report"));
-    std::fs::create_dir_all(&out)?;
     let meta = report::Meta {
         backend,
         seconds: started.elapsed().as_secs_f64(),
@@ -569,27 +648,21 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         versions: PeerId::ALL.iter().map(|p| (p.name().to_string(), p.version().to_string())).collect(),
         unavailable: lab.unavailable.iter().map(|(p, r)| (p.name().to_string(), r.clone())).collect(),
     };
-    let rep = report::Report::new(meta, results, behaviour, bypass_obs);
-    std::fs::write(out.join("interop.json"), serde_json::to_string_pretty(&rep)?)?;
-    std::fs::write(out.join("interop.xml"), report::junit(&rep))?;
-    std::fs::write(out.join("interop.html"), report::html(&rep))?;
-    let s = &rep.summary;
-    eprintln!(
-        "interop: {} cells in {:.1} s: {} pass, {} fail, {} xfail, {} xpass, {} n/a, {} unavailable — {}",
-        s.total,
-        rep.meta.seconds,
-        s.pass,
-        s.fail,
-        s.xfail,
-        s.xpass,
-        s.not_applicable,
-        s.unavailable,
-        out.join("interop.html").display()
-    );
-    if s.fail + s.xpass > 0 {
-        anyhow::bail!("{} unexpected result(s)", s.fail + s.xpass);
-    }
-    Ok(())
+    let plan_info = report::PlanInfo {
+        cells: full.iter().map(|c| c.id.clone()).collect(),
+        of: shard.of,
+        shards: vec![report::ShardRun {
+            index: shard.index,
+            seconds: meta.seconds,
+            prepare_seconds: prep_secs,
+            phases: phases.clone(),
+        }],
+    };
+    let rep = report::Report::new(meta, plan_info, results, behaviour, bypass_obs);
+    write_reports(&rep, &out)?;
+    let by_phase: Vec<String> = phases.iter().map(|p| format!("{} {:.1} s", p.name, p.seconds)).collect();
+    eprintln!("interop: time by phase: {}", by_phase.join(", "));
+    conclude(&rep, &out)
 }
 
 /// Starts a fresh password+UDP server and runs the bypass probes; returns them and its logs.
@@ -794,6 +867,50 @@ mod tests {
             jobs: 1,
             schedules: None,
             out: None,
+            shard: None,
+            action: None,
+        }
+    }
+
+    #[test]
+    fn shards_of_the_full_plan_cover_it_exactly_once() {
+        let root = peers::root().join("scenarios");
+        let catalogue = sockslab::scenario::load_catalogue(&root).unwrap();
+        let ids: Vec<String> = catalogue
+            .into_iter()
+            .filter(|s| s.roles.contains(&sockslab::scenario::Role::Client))
+            .map(|s| s.id)
+            .collect();
+        let full = plan(&args(&[]), &ids);
+        assert!(full.len() > 200, "the full plan has the catalogue and the matrix: {}", full.len());
+        let all: BTreeSet<&str> = full.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(all.len(), full.len(), "cell ids are unique, so an id names one shard");
+        for of in 1..=5 {
+            let mut owner: BTreeMap<&str, u32> = BTreeMap::new();
+            for index in 1..=of {
+                let mine: Vec<&Cell> = full.iter().filter(|c| shard::owns(Shard { index, of }, &c.id)).collect();
+                // Roughly even, or sharding would not shorten the slowest job.
+                let fair = full.len() as f64 / f64::from(of);
+                assert!(
+                    (mine.len() as f64) > 0.6 * fair && (mine.len() as f64) < 1.4 * fair,
+                    "{index}/{of}: {}",
+                    mine.len()
+                );
+                for c in mine {
+                    if let Some(k) = owner.insert(c.id.as_str(), index) {
+                        panic!("{} is in shards {k} and {index} of {of}", c.id);
+                    }
+                }
+            }
+            assert_eq!(owner.keys().copied().collect::<BTreeSet<_>>(), all, "{of} shards");
+        }
+    }
+
+    #[test]
+    fn shard_flags_parse_and_reject_nonsense() {
+        assert_eq!("2/4".parse::<Shard>(), Ok(Shard { index: 2, of: 4 }));
+        for bad in ["0/4", "5/4", "2", "a/b", "1/0", "-1/3"] {
+            assert!(bad.parse::<Shard>().unwrap_err().contains("K/N"), "{bad}");
         }
     }
 

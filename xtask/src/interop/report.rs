@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::behaviour::Row;
 use super::bypass::Observations;
@@ -12,7 +12,7 @@ use super::{CellResult, Kind, Status, CLIENTS, SERVERS};
 use crate::peers::{Backend, Feature, PeerId};
 
 /// Facts about the run.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Meta {
     /// Which backend ran the peers.
     pub backend: Backend,
@@ -27,7 +27,7 @@ pub struct Meta {
 }
 
 /// Counts per status.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
     /// All cells.
     pub total: usize,
@@ -45,11 +45,48 @@ pub struct Summary {
     pub unavailable: usize,
 }
 
+/// Which plan a report covers and which parts of it ran, so shard reports can be merged and
+/// checked against each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanInfo {
+    /// Every cell id of the whole (unsharded, filtered) plan, in report order.
+    pub cells: Vec<String>,
+    /// Into how many shards the plan was split (1: not sharded).
+    pub of: u32,
+    /// The shards this report holds, with their own wall times.
+    pub shards: Vec<ShardRun>,
+}
+
+/// One shard's run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRun {
+    /// Which shard (1-based).
+    pub index: u32,
+    /// Its wall time.
+    pub seconds: f64,
+    /// Of which preparing peers.
+    pub prepare_seconds: f64,
+    /// Wall time per phase, in run order.
+    #[serde(default)]
+    pub phases: Vec<Phase>,
+}
+
+/// One phase of a run and its wall time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    /// What ran.
+    pub name: String,
+    /// For how long.
+    pub seconds: f64,
+}
+
 /// The whole report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     /// Run facts.
     pub meta: Meta,
+    /// The plan this report is (a part of).
+    pub plan: PlanInfo,
     /// Counts.
     pub summary: Summary,
     /// Every cell.
@@ -60,15 +97,39 @@ pub struct Report {
     pub udp_bypass: BTreeMap<PeerId, Observations>,
 }
 
+/// The most peer log a cell keeps: its tail. The catalogue gives every failing scenario the whole
+/// server log of its run, so 50 failing scenarios made a 55 MB JSON and a 75 MB HTML page that a
+/// browser can hardly open; the tail is where the failure is, and the reproducer gets the rest.
+pub const LOG_TAIL: usize = 16 * 1024;
+
+/// `logs` cut to its last [`LOG_TAIL`] bytes at a line start, saying how much was cut.
+fn log_tail(logs: String) -> String {
+    if logs.len() <= LOG_TAIL {
+        return logs;
+    }
+    let mut from = logs.len() - LOG_TAIL;
+    while !logs.is_char_boundary(from) {
+        from += 1;
+    }
+    if let Some(nl) = logs[from..].find('\n') {
+        from += nl + 1;
+    }
+    format!("[{from} earlier bytes of the log cut; run the reproducer for all of it]\n{}", &logs[from..])
+}
+
 impl Report {
-    /// Builds the report and its summary.
+    /// Builds the report and its summary, keeping only the tail of each cell's logs.
     pub fn new(
         meta: Meta,
-        cells: Vec<CellResult>,
+        plan: PlanInfo,
+        mut cells: Vec<CellResult>,
         behaviour: BTreeMap<PeerId, Vec<Row>>,
         udp_bypass: BTreeMap<PeerId, Observations>,
     ) -> Report {
         let mut s = Summary { total: cells.len(), ..Summary::default() };
+        for c in &mut cells {
+            c.logs = log_tail(std::mem::take(&mut c.logs));
+        }
         for c in &cells {
             match c.status {
                 Status::Pass => s.pass += 1,
@@ -79,8 +140,15 @@ impl Report {
                 Status::Unavailable { .. } => s.unavailable += 1,
             }
         }
-        Report { meta, summary: s, cells, behaviour, udp_bypass }
+        Report { meta, plan, summary: s, cells, behaviour, udp_bypass }
     }
+}
+
+/// Turns a probe name read from a saved report into the `&'static str` the observation types use
+/// for their fixed names. Only `interop report --merge` reads reports, once per file in a
+/// short-lived process, so the leaked bytes are bounded by the input size.
+pub(super) fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
 }
 
 fn esc(s: &str) -> String {
@@ -188,7 +256,7 @@ th{background:#f0f0f0} td.pass{background:#c8efc8} td.fail,td.xpass{background:#
 td.xfail{background:#f7e3a1} td.na{background:#eee;color:#888} td.unavail{background:#d8d8f0;color:#446}
 td.diff{background:#fff3cd} .small{font-size:12px;color:#555} pre{background:#f7f7f7;padding:8px;overflow:auto;max-height:320px;font-size:12px}
 .grid{display:flex;flex-wrap:wrap;gap:18px} .legend span{display:inline-block;padding:1px 8px;margin-right:6px;border:1px solid #bbb}
-code{background:#f3f3f3;padding:0 3px}
+code{background:#f3f3f3;padding:0 3px} td a{color:inherit}
 "#;
 
 /// The static HTML page.
@@ -202,6 +270,29 @@ pub fn html(r: &Report) -> String {
          {} cells: <b>{} pass</b>, <b>{} fail</b>, {} expected failures, {} xpass, {} not applicable, {} unavailable.</p>",
         r.meta.backend, r.meta.seconds, r.meta.prepare_seconds, s.total, s.pass, s.fail, s.xfail, s.xpass, s.not_applicable, s.unavailable
     );
+    if let [only] = &r.plan.shards[..] {
+        if r.plan.of > 1 {
+            let _ = write!(
+                o,
+                "<p class=\"small\">Shard {}/{}: {} of the plan's {} cells. <code>cargo xtask interop report --merge</code> \
+                 with the other shards' <code>interop.json</code> gives the whole matrix.</p>",
+                only.index,
+                r.plan.of,
+                r.cells.len(),
+                r.plan.cells.len()
+            );
+        }
+    } else if r.plan.of > 1 {
+        let parts: Vec<String> =
+            r.plan.shards.iter().map(|x| format!("{}/{} in {:.1} s", x.index, r.plan.of, x.seconds)).collect();
+        let _ = write!(
+            o,
+            "<p class=\"small\">Merged from {} of {} shards ({}); the time above is the slowest shard's.</p>",
+            r.plan.shards.len(),
+            r.plan.of,
+            esc(&parts.join(", "))
+        );
+    }
     o.push_str(
         "<p class=\"legend\"><span style=\"background:#c8efc8\">PASS</span><span style=\"background:#f5b3b3\">FAIL / XPASS</span>\
          <span style=\"background:#f7e3a1\">XFAIL (expected, with reason)</span><span style=\"background:#eee\">N/A (not claimed)</span>\
@@ -213,6 +304,26 @@ pub fn html(r: &Report) -> String {
         let _ = write!(o, "<tr><td>{p}</td><td>{}</td><td>{}</td></tr>", esc(p.version()), esc(&avail));
     }
     o.push_str("</table>");
+
+    // Where the time went, per shard.
+    if r.plan.shards.iter().any(|x| !x.phases.is_empty()) {
+        o.push_str(
+            "<details><summary>Time by phase</summary><table><tr><th>shard</th><th>phase</th><th>seconds</th></tr>",
+        );
+        for x in &r.plan.shards {
+            for p in &x.phases {
+                let _ = write!(
+                    o,
+                    "<tr><td>{}/{}</td><td>{}</td><td>{:.1}</td></tr>",
+                    x.index,
+                    r.plan.of,
+                    esc(&p.name),
+                    p.seconds
+                );
+            }
+        }
+        o.push_str("</table></details>");
+    }
 
     // Pass/fail view: one table per feature, clients down, servers across.
     let by_id: BTreeMap<&str, &CellResult> = r.cells.iter().map(|c| (c.cell.id.as_str(), c)).collect();
@@ -238,7 +349,13 @@ pub fn html(r: &Report) -> String {
                         } else {
                             c.status.label().to_string()
                         };
-                        let _ = write!(o, "<td class=\"{}\" title=\"{title}\">{label}</td>", class(&c.status));
+                        let _ = write!(
+                            o,
+                            "<td class=\"{}\" data-cell=\"{}\" data-verdict=\"{}\" title=\"{title}\">{label}</td>",
+                            class(&c.status),
+                            esc(&c.cell.id),
+                            c.status.label()
+                        );
                     }
                     None => o.push_str("<td></td>"),
                 }
@@ -290,9 +407,11 @@ pub fn html(r: &Report) -> String {
         for c in r.cells.iter().filter(|c| c.cell.kind == Kind::UdpBypass) {
             let _ = write!(
                 o,
-                "<tr><td>{}</td><td class=\"{}\">{}</td><td>{} {}</td></tr>",
+                "<tr><td>{}</td><td class=\"{}\" data-cell=\"{}\" data-verdict=\"{}\">{}</td><td>{} {}</td></tr>",
                 c.cell.id,
                 class(&c.status),
+                esc(&c.cell.id),
+                c.status.label(),
                 c.status.label(),
                 esc(&c.detail),
                 esc(&reason(&c.status))
@@ -340,19 +459,13 @@ pub fn html(r: &Report) -> String {
             if mine.is_empty() {
                 continue;
             }
-            let n = |k: &str| mine.iter().filter(|c| class(&c.status) == k).count();
-            let _ = write!(
-                o,
-                "<tr><th>{sv}</th><td class=\"pass\">{}</td><td class=\"{}\">{}</td><td class=\"xfail\">{}</td><td class=\"{}\">{}</td><td class=\"na\">{}</td><td class=\"unavail\">{}</td></tr>",
-                n("pass"),
-                if n("fail") > 0 { "fail" } else { "" },
-                n("fail"),
-                n("xfail"),
-                if n("xpass") > 0 { "xpass" } else { "" },
-                n("xpass"),
-                n("na"),
-                n("unavail")
-            );
+            // A count is coloured only when non-zero, so the eye goes to what happened.
+            let _ = write!(o, "<tr><th>{sv}</th>");
+            for k in ["pass", "fail", "xfail", "xpass", "na", "unavail"] {
+                let n = mine.iter().filter(|c| class(&c.status) == k).count();
+                let _ = write!(o, "<td class=\"{}\">{n}</td>", if n > 0 { k } else { "" });
+            }
+            o.push_str("</tr>");
         }
         o.push_str("</table><details><summary>Expected failures of the catalogue (with reasons)</summary><table><tr><th>cell</th><th>reason</th></tr>");
         for c in cat.iter().filter(|c| matches!(c.status, Status::ExpectedFailure { .. })) {
@@ -376,18 +489,160 @@ pub fn html(r: &Report) -> String {
     for c in bad {
         let _ = write!(
             o,
-            "<h3 id=\"{}\">{} — {}</h3><p>{}</p><p>Reproduce: <code>{}</code></p><pre>{}</pre>",
+            "<h3 id=\"{}\">{} — {}</h3><p>{}</p><p>Reproduce: <code class=\"reproduce\" data-cell=\"{}\">{}</code></p>",
             anchor(&c.cell.id),
             esc(&c.cell.id),
             c.status.label(),
             esc(&reason(&c.status)),
+            esc(&c.cell.id),
             esc(&c.reproduce),
-            esc(&c.detail)
         );
+        if !c.detail.is_empty() {
+            let _ = write!(o, "<pre>{}</pre>", esc(&c.detail));
+        }
         if !c.logs.is_empty() {
             let _ = write!(o, "<details><summary>logs</summary><pre>{}</pre></details>", esc(&c.logs));
         }
     }
     o.push_str("</body></html>\n");
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_logs_keep_their_tail_and_say_what_was_cut() {
+        let mut cells = fixture::cells();
+        let long: String = (0..100_000).map(|i| format!("line {i} é\n")).collect();
+        let at = cells.iter().position(|c| c.status.is_error()).unwrap();
+        cells[at].logs = long.clone();
+        let whole = fixture::report();
+        let r = Report::new(whole.meta, whole.plan, cells, BTreeMap::new(), BTreeMap::new());
+        let kept = &r.cells[at].logs;
+        assert!(kept.len() < LOG_TAIL + 100, "{}", kept.len());
+        assert!(kept.starts_with('[') && kept.contains("earlier bytes of the log cut"), "{}", &kept[..80]);
+        assert!(kept.ends_with("line 99999 é\n"));
+        // Cut at a line start, and the count is right.
+        let cut: usize = kept[1..].split(' ').next().unwrap().parse().unwrap();
+        assert!(long[..cut].ends_with('\n'));
+        assert_eq!(&long[cut..], kept.split_once('\n').unwrap().1);
+        // Short logs are left alone.
+        assert_eq!(log_tail("a\nb".into()), "a\nb");
+    }
+}
+
+/// A small, fixed result set shaped like a real run (every client and server of the matrix, gost's
+/// extensions, a failing cell, an expected failure, an unavailable peer, the UDP bypass and
+/// behaviour views and a few catalogue cells), for tests of the report code without the lab.
+#[cfg(test)]
+pub(super) mod fixture {
+    use super::super::bypass::{Fate, Observations, Probe};
+    use super::super::{not_applicable, reproduce, Cell, CellResult, Kind, Status, CLIENTS, SERVERS};
+    use super::*;
+
+    /// The one unexpected failure.
+    pub const FAIL_ID: &str = "mbind.gost.reference";
+    /// The one expected failure of a feature cell.
+    pub const XFAIL_ID: &str = "udp-associate.gost.v2ray5";
+
+    fn result(cell: Cell) -> CellResult {
+        let status = if let Some(reason) = not_applicable(&cell) {
+            Status::NotApplicable { reason }
+        } else if cell.id == FAIL_ID {
+            Status::Fail
+        } else if cell.id == XFAIL_ID {
+            Status::ExpectedFailure {
+                reason: "answers from the wrong port".into(),
+                link: Some("https://example.invalid/issue/1".into()),
+            }
+        } else if cell.client == Some(PeerId::V2ray4) && cell.feature == Some(Feature::Userpass) {
+            Status::Unavailable { reason: "v2ray4: /usr/bin/v2ray missing".into() }
+        } else {
+            Status::Pass
+        };
+        let failing = status.is_error();
+        CellResult {
+            reproduce: reproduce(&cell.id, Backend::Docker),
+            detail: if failing { "MBIND: reply 0x01 <general failure> & closed".into() } else { String::new() },
+            logs: if failing { "server: session 1 reset".into() } else { String::new() },
+            cell,
+            status,
+            millis: 12,
+        }
+    }
+
+    /// The fixture's cells in plan order, each with its verdict.
+    pub fn cells() -> Vec<CellResult> {
+        let mut cells = Vec::new();
+        for f in [Feature::Socks5Connect, Feature::Userpass, Feature::UdpAssociate, Feature::Mbind] {
+            for c in CLIENTS {
+                for s in SERVERS {
+                    cells.push(result(Cell {
+                        id: format!("{}.{}.{}", f.name(), c.name(), s.name()),
+                        kind: Kind::Feature,
+                        client: Some(c),
+                        server: s,
+                        feature: Some(f),
+                    }));
+                }
+            }
+        }
+        for s in SERVERS {
+            let id = format!("udp-bypass.{}", s.name());
+            let mut r = result(Cell { id, kind: Kind::UdpBypass, client: None, server: s, feature: None });
+            if matches!(s, PeerId::V2ray5 | PeerId::V2ray4) {
+                r.status =
+                    Status::ExpectedFailure { reason: "V-01: relays unauthenticated datagrams".into(), link: None };
+            }
+            cells.push(r);
+        }
+        for s in SERVERS {
+            for id in ["rfc1928.connect.ok", "gost.mbind.open"] {
+                let id = format!("scenario.{}.{id}", s.name());
+                cells.push(result(Cell { id, kind: Kind::Scenario, client: None, server: s, feature: None }));
+            }
+        }
+        cells
+    }
+
+    /// The whole fixture as one unsharded report.
+    pub fn report() -> Report {
+        let cells = cells();
+        let bypass = |relayed: bool| Observations {
+            control: Fate::Relayed,
+            probes: vec![Probe {
+                probe: "unauthenticated source",
+                sent_to: "bnd",
+                fate: if relayed { Fate::Relayed } else { Fate::Dropped },
+            }],
+        };
+        let udp_bypass = SERVERS.iter().map(|s| (*s, bypass(matches!(s, PeerId::V2ray5 | PeerId::V2ray4)))).collect();
+        let behaviour = SERVERS
+            .iter()
+            .map(|s| {
+                let observed = if *s == PeerId::Gost { "05 07 00 01 port" } else { "05 07 00 01 0.0.0.0:0" };
+                (*s, vec![Row { probe: "unknown-command", request: "CMD F0", observed: observed.into() }])
+            })
+            .collect();
+        let meta = Meta {
+            backend: Backend::Docker,
+            seconds: 3.5,
+            prepare_seconds: 1.0,
+            versions: PeerId::ALL.iter().map(|p| (p.name().to_string(), p.version().to_string())).collect(),
+            unavailable: BTreeMap::from([("v2ray4".to_string(), "/usr/bin/v2ray missing".to_string())]),
+        };
+        let plan = PlanInfo {
+            cells: cells.iter().map(|c| c.cell.id.clone()).collect(),
+            of: 1,
+            shards: vec![ShardRun {
+                index: 1,
+                seconds: 3.5,
+                prepare_seconds: 1.0,
+                phases: vec![Phase { name: "prepare peers".into(), seconds: 1.0 }],
+            }],
+        };
+        Report::new(meta, plan, cells, behaviour, udp_bypass)
+    }
 }
