@@ -147,6 +147,13 @@ struct ClientArgs {
     /// proxy), or all. Scenarios needing anything else are not applicable. Default: all.
     #[arg(long, value_delimiter = ',')]
     speaks: Vec<String>,
+    /// The command line logs in with {user} and {pass} (RFC 1929): scenarios where the server
+    /// selects USERNAME/PASSWORD apply only then.
+    #[arg(long)]
+    login: bool,
+    /// Expected-results file: scenarios this client is known to fail, each with its reason.
+    #[arg(long)]
+    expected: Option<PathBuf>,
     /// Catalogue directory.
     #[arg(long)]
     scenarios: Option<PathBuf>,
@@ -522,6 +529,10 @@ async fn check_client(a: ClientArgs) -> Result<i32> {
             _ => bail!("--speaks {v:?}: use socks4, socks4a, socks5, socks5h or all"),
         }
     }
+    let expected = match &a.expected {
+        Some(p) => Expectations::load(p)?,
+        None => Expectations::default(),
+    };
     let mut results = Vec::new();
     for s in &selected {
         let t0 = std::time::Instant::now();
@@ -532,19 +543,39 @@ async fn check_client(a: ClientArgs) -> Result<i32> {
             results.push(ScenarioResult::new(s, None, Verdict::NotApplicable { reason }));
             continue;
         }
+        if s.needs.method == Method::Userpass && !a.login {
+            let reason = "the server selects USERNAME/PASSWORD; the client is not declared to log in (--login)".into();
+            results.push(ScenarioResult::new(s, None, Verdict::NotApplicable { reason }));
+            continue;
+        }
+        if let Err(why) = runner::server::playable(s) {
+            // A catalogue error, not the client's: say so instead of grading it.
+            results.push(ScenarioResult::new(s, None, Verdict::Unavailable { reason: why }));
+            continue;
+        }
         let mut failures = Vec::new();
         let ran: Vec<Schedule> = s.schedules().into_iter().filter(|x| scheds.contains(x)).collect();
         for sch in &ran {
-            if let Err(f) = runner::server::play(s, *sch, &a.command, &a.user, &a.pass).await {
-                failures.push(sockslab::verdict::ScheduleFailure {
-                    schedule: *sch,
-                    step: f.step,
-                    message: f.message,
-                    transcript: f.transcript,
-                });
+            match runner::server::play(s, *sch, &a.command, &a.user, &a.pass).await {
+                Ok(t) => {
+                    // The client's exit line, for the text log of passing runs too.
+                    if let Some(e) = t.entries.iter().rev().find(|e| e.line.starts_with("client exit ")) {
+                        eprintln!("{} [{}]: {}", s.id, sch.name(), e.line);
+                    }
+                }
+                Err(f) => {
+                    eprintln!("{} [{}]: {}", s.id, sch.name(), f.message);
+                    failures.push(sockslab::verdict::ScheduleFailure {
+                        schedule: *sch,
+                        step: f.step,
+                        message: f.message,
+                        transcript: f.transcript,
+                    })
+                }
             }
         }
-        let mut r = ScenarioResult::new(s, None, sockslab::verdict::decide(s.grade, &ran, &failures, None));
+        let exp = expected.expected_failures.iter().find(|e| e.id == s.id);
+        let mut r = ScenarioResult::new(s, None, sockslab::verdict::decide(s.grade, &ran, &failures, exp));
         r.schedules = ran;
         r.failures = failures;
         r.millis = t0.elapsed().as_millis() as u64;
