@@ -33,7 +33,7 @@ enum Sub {
     /// Check a SOCKS client: the runner plays the server for a command line such as
     /// `curl -sS --socks5 {proxy} http://{target}/`. Placeholders: {proxy} (127.0.0.1:PORT),
     /// {proxy.host}, {proxy.port}, {target} (127.0.0.1:PORT), {target.host} (localhost),
-    /// {target.port}, {user}, {pass}.
+    /// {target.port}, {user}, {pass}, {port} (a free port for the command's own forwarder).
     CheckClient(ClientArgs),
     /// Every normative statement of the covered specs, with the scenarios that test it.
     Coverage {
@@ -127,7 +127,10 @@ struct CheckArgs {
 struct ClientArgs {
     /// The client command line. Placeholders: {proxy} (the runner's listener, 127.0.0.1:PORT),
     /// {proxy.host}, {proxy.port}, {target} (the target fixture, 127.0.0.1:PORT), {target.host}
-    /// (localhost, so name-sending modes send a name), {target.port}, {user}, {pass}.
+    /// (localhost, so name-sending modes send a name), {target.port}, {user}, {pass}, {port} (a
+    /// free loopback port for the command's own use, e.g. a local forwarder; new every run). The
+    /// command carries its own timeout (curl -m 3): scenarios where the server stays silent wait
+    /// up to 12 s for the client to give up.
     #[arg(long)]
     command: String,
     /// Only these scenario ids.

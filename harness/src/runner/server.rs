@@ -73,11 +73,13 @@ pub const PLACEHOLDERS: &[(&str, &str)] = &[
     ("{target.port}", "the target's port"),
     ("{user}", "the username (--user)"),
     ("{pass}", "the password (--pass)"),
+    ("{port}", "a free loopback port for the command's own use (a local forwarder's listener), new for every run"),
 ];
 
 /// Substitutes the [`PLACEHOLDERS`] in a client command line.
-pub fn render_command(cmd: &str, proxy: SocketAddr, target: SocketAddr, user: &str, pass: &str) -> String {
-    cmd.replace("{proxy.host}", &proxy.ip().to_string())
+pub fn render_command(cmd: &str, proxy: SocketAddr, target: SocketAddr, user: &str, pass: &str, port: u16) -> String {
+    cmd.replace("{port}", &port.to_string())
+        .replace("{proxy.host}", &proxy.ip().to_string())
         .replace("{proxy.port}", &proxy.port().to_string())
         .replace("{proxy}", &proxy.to_string())
         .replace("{target.host}", "localhost")
@@ -85,6 +87,27 @@ pub fn render_command(cmd: &str, proxy: SocketAddr, target: SocketAddr, user: &s
         .replace("{target}", &target.to_string())
         .replace("{user}", user)
         .replace("{pass}", pass)
+}
+
+/// A loopback port nothing listens on right now, for the `{port}` placeholder.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The process group of a client command (its leader's pid), ended as a whole.
+struct Group(Option<u32>);
+
+impl Group {
+    /// Sends SIGKILL to every process of the group; a group that is gone already is fine.
+    fn kill(&self) {
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) takes plain integers; a negative pid names the group this runner
+            // created for the command, so nothing else is signalled.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 /// Reads a child's pipe to its end in the background.
@@ -128,7 +151,8 @@ pub async fn play(
     let fixture = Fixture::start(scn.target).await.map_err(|e| fail(None, format!("fixture: {e}"), &rec))?;
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| fail(None, e.to_string(), &rec))?;
     let proxy = listener.local_addr().map_err(|e| fail(None, e.to_string(), &rec))?;
-    let line = render_command(command, proxy, fixture.addr, user, pass);
+    let spare = free_port().map_err(|e| fail(None, format!("no free port for {{port}}: {e}"), &rec))?;
+    let line = render_command(command, proxy, fixture.addr, user, pass, spare);
     let argv = shlex::split(&line).ok_or_else(|| fail(None, format!("cannot split command line `{line}`"), &rec))?;
     let Some((prog, args)) = argv.split_first() else {
         return Err(fail(None, "empty client command".into(), &rec));
@@ -139,12 +163,16 @@ pub async fn play(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // Its own process group, so whatever the command line starts (a shell's forwarder) is
+        // ended with it: a leftover would hold ports and answer the next run's connections.
+        .process_group(0)
         .spawn()
         .map_err(|e| fail(None, format!("cannot start `{prog}`: {e}"), &rec))?;
     // Both pipes are drained from the start, so a chatty client can never block on a full pipe
     // while the runner waits for it to speak.
     let stdout_task = drain(child.stdout.take());
     let stderr_task = drain(child.stderr.take());
+    let group = Group(child.id());
     let sut = Sut {
         addr: proxy,
         user: user.as_bytes().to_vec(),
@@ -210,6 +238,7 @@ pub async fn play(
                     tokio::spawn(refuse_late(s, name(opened), rec.clone()));
                 },
                 _ = tokio::time::sleep_until(exit_by) => {
+                    group.kill();
                     let _ = child.start_kill();
                     let _ = child.wait().await;
                     break Err(());
@@ -218,6 +247,9 @@ pub async fn play(
         },
     };
     conns.abort_all();
+    // The command has exited (or was killed); what it left running goes too, which also closes
+    // the pipes the drains wait on.
+    group.kill();
     let stdout = stdout_task.await.unwrap_or_default();
     let stderr = stderr_task.await.unwrap_or_default();
     let client = match code {
