@@ -146,7 +146,8 @@ pub async fn play(
 ) -> Result<Transcript, Failure> {
     let rec: SharedRec = Arc::new(Mutex::new(Recorder::default()));
     let snapshot = |rec: &SharedRec| rec.lock().unwrap_or_else(|e| e.into_inner()).transcript.clone();
-    let fail = |step: Option<usize>, message: String, rec: &SharedRec| Failure { step, message, transcript: snapshot(rec) };
+    let fail =
+        |step: Option<usize>, message: String, rec: &SharedRec| Failure { step, message, transcript: snapshot(rec) };
     playable(scn).map_err(|m| fail(None, m, &rec))?;
     let fixture = Fixture::start(scn.target).await.map_err(|e| fail(None, format!("fixture: {e}"), &rec))?;
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| fail(None, e.to_string(), &rec))?;
@@ -253,7 +254,9 @@ pub async fn play(
     let stdout = stdout_task.await.unwrap_or_default();
     let stderr = stderr_task.await.unwrap_or_default();
     let client = match code {
-        Ok(c) => format!("client exit {}; stderr: {}", c.map_or("by a signal".to_string(), |c| c.to_string()), tail(&stderr)),
+        Ok(c) => {
+            format!("client exit {}; stderr: {}", c.map_or("by a signal".to_string(), |c| c.to_string()), tail(&stderr))
+        }
         Err(()) => format!(
             "client still running {} s after the conversation: killed; stderr: {}",
             CLIENT_DEADLINE.as_secs(),
@@ -330,7 +333,9 @@ fn parse_connect(b: &[u8]) -> Request {
                 _ => return Request::Not,
             };
             match tail {
-                [hi, lo, ..] => Request::Connect { version: Version::Socks5, host, port: u16::from_be_bytes([*hi, *lo]) },
+                [hi, lo, ..] => {
+                    Request::Connect { version: Version::Socks5, host, port: u16::from_be_bytes([*hi, *lo]) }
+                }
                 _ => Request::Incomplete,
             }
         }
@@ -376,7 +381,9 @@ fn refusal_for(version: Version) -> &'static [u8] {
 /// The transcript shared by every connection of one run, so entries keep one clock and one order.
 type SharedRec = Arc<Mutex<Recorder>>;
 
+/// Records one entry; lines of connections other than the first say which connection they are on.
 fn push(rec: &SharedRec, on: &str, dir: Direction, octets: &[u8], line: String) {
+    let line = if on == "main" || on == "client" { line } else { format!("{on}: {line}") };
     rec.lock().unwrap_or_else(|e| e.into_inner()).push(on, dir, octets, line);
 }
 
@@ -423,7 +430,7 @@ async fn converse(ctx: Arc<Ctx>, mut s: TcpStream, on: String) -> ConnEnd {
                                             Direction::Event,
                                             r,
                                             format!(
-                                                "{on}: a CONNECT to {host}:{port}, not the target: refused with [{}] and not graded",
+                                                "a CONNECT to {host}:{port}, not the target: refused with [{}] and not graded",
                                                 hex_spaced(r, 16)
                                             ),
                                         );
@@ -486,7 +493,7 @@ async fn converse(ctx: Arc<Ctx>, mut s: TcpStream, on: String) -> ConnEnd {
             StepKind::ExpectSilence(ms) => {
                 // The runner says nothing for `ms`; a client that gives up (its own timeout)
                 // closes, which ends the silence early. What it sends meanwhile is kept for the
-                // next step.
+                // next step. As the last step, the silence must end that way.
                 let end = Instant::now() + Duration::from_millis(*ms);
                 let started = Instant::now();
                 let mut tmp = [0u8; 4096];
@@ -502,6 +509,13 @@ async fn converse(ctx: Arc<Ctx>, mut s: TcpStream, on: String) -> ConnEnd {
                     }
                 }
                 push(rec, &on, Direction::Event, &[], format!("S→C <silence {ms} ms>"));
+                if i + 1 == ctx.scn.steps.len() {
+                    // A scenario that ends in silence is about a server that never answers: the
+                    // client must have given up by its own deadline by now, not wait forever.
+                    return fail(format!(
+                        "the client was still waiting after {ms} ms of silence: it must give up by its own deadline"
+                    ));
+                }
             }
             StepKind::HalfClose | StepKind::Close => {
                 let mut tmp = [0u8; 4096];
@@ -561,7 +575,7 @@ async fn refuse_late(mut s: TcpStream, on: String, rec: SharedRec) {
         &on,
         Direction::Event,
         reply,
-        format!("{on}: a connection after the graded one: refused with [{}] and not graded", hex_spaced(reply, 16)),
+        format!("a connection after the graded one: refused with [{}] and not graded", hex_spaced(reply, 16)),
     );
 }
 
