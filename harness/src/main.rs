@@ -154,6 +154,10 @@ struct ClientArgs {
     /// selects USERNAME/PASSWORD apply only then.
     #[arg(long)]
     login: bool,
+    /// The SOCKS command the command line makes: connect (default), bind or udp. Scenarios about
+    /// another command are not applicable.
+    #[arg(long, default_value = "connect")]
+    request: String,
     /// Expected-results file: scenarios this client is known to fail, each with its reason.
     #[arg(long)]
     expected: Option<PathBuf>,
@@ -536,9 +540,22 @@ async fn check_client(a: ClientArgs) -> Result<i32> {
         Some(p) => Expectations::load(p)?,
         None => Expectations::default(),
     };
+    let request = match a.request.as_str() {
+        "connect" => Cmd::Connect,
+        "bind" => Cmd::Bind,
+        "udp" => Cmd::Udp,
+        other => bail!("--request {other:?}: use connect, bind or udp"),
+    };
     let mut results = Vec::new();
     for s in &selected {
         let t0 = std::time::Instant::now();
+        if s.needs.command != request {
+            let reason =
+                format!("the scenario is about {:?}, the client makes {:?} requests", s.needs.command, request)
+                    .to_lowercase();
+            results.push(ScenarioResult::new(s, None, Verdict::NotApplicable { reason }));
+            continue;
+        }
         if !speaks.is_empty() && !speaks.contains(&(s.needs.version, s.needs.domain)) {
             // Decided before running: the client does not claim this protocol and addressing.
             let how = if s.needs.domain { "names" } else { "addresses" };

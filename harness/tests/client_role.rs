@@ -242,3 +242,17 @@ fn a_client_that_never_exits_is_killed_with_its_children_and_fails() {
     let msg = results[0]["failures"][0]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("did not exit") && msg.contains("killed"), "{msg}");
 }
+
+#[test]
+fn socksref_client_passes_the_bind_scenarios() {
+    if !installed("python3") {
+        return;
+    }
+    let bin = socksref_bin();
+    let script = manifest().join("clients/socksref/rtcp.sh");
+    let command = format!("sh {} {} {{port}} socks5://{{proxy}}", script.display(), bin.display());
+    let args = ["check-client", "--request", "bind", "--speaks", "socks5", "--command", &command];
+    let (out, results) = run_json("socksref-bind", &args);
+    // The success scenario, a failed second reply and a refused first reply.
+    assert_all_applicable_pass(&out, &results, 3);
+}

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -192,7 +193,14 @@ pub async fn play(
     // What the runner reports as BND when a scenario's reply pattern captures it.
     let bnd = encode_socks5_addr(proxy);
     vars.insert("bnd".into(), Value { bytes: bnd, label: Some("{bnd=ipv4 127.0.0.1:PORT}".into()), addr: Some(proxy) });
-    let ctx = Arc::new(Ctx { scn: scn.clone(), schedule, target: fixture.addr, vars, rec: rec.clone() });
+    let ctx = Arc::new(Ctx {
+        scn: scn.clone(),
+        schedule,
+        target: fixture.addr,
+        vars,
+        rec: rec.clone(),
+        claimed: AtomicBool::new(false),
+    });
 
     // Accept and play connections until one is graded, the client exits, or it never connects.
     let mut conns: JoinSet<ConnEnd> = JoinSet::new();
@@ -365,6 +373,17 @@ fn parse_connect(b: &[u8]) -> Request {
     }
 }
 
+/// Whether `b`, octets a `send` step matched, is a SOCKS request (not a greeting or a login):
+/// SOCKS5 `05 CMD 00 ATYP …` (at least 7 octets, where a greeting offering CMD methods has at
+/// most 5), or SOCKS4 `04 CMD PORT IP USERID 00`.
+fn is_request(b: &[u8]) -> bool {
+    match b {
+        [5, 1..=3, 0, _, ..] => b.len() >= 7,
+        [4, 1..=2, ..] => b.len() >= 9,
+        _ => false,
+    }
+}
+
 /// Whether a request for `host:port` is one for the target fixture at `target`.
 fn is_target(host: &str, port: u16, target: SocketAddr) -> bool {
     port == target.port() && (host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
@@ -394,6 +413,8 @@ struct Ctx {
     target: SocketAddr,
     vars: Vars,
     rec: SharedRec,
+    /// Set by the first connection whose request is graded; later requests are refused.
+    claimed: AtomicBool,
 }
 
 /// Plays the scenario on one accepted connection, named `on` in the transcript.
@@ -452,6 +473,23 @@ async fn converse(ctx: Arc<Ctx>, mut s: TcpStream, on: String) -> ConnEnd {
                 };
                 let got: Vec<u8> = buf.drain(..m.consumed).collect();
                 push(rec, &on, Direction::ClientToServer, &got, format!("C→S {}", m.shown));
+                if is_request(&got) && ctx.claimed.swap(true, Ordering::SeqCst) {
+                    // Another connection's request is already being graded (a client that opens
+                    // its next BIND while the first is still open): refuse this one.
+                    let r = refusal_for(if got[0] == 5 { Version::Socks5 } else { Version::Socks4 });
+                    let _ = s.write_all(r).await;
+                    push(
+                        rec,
+                        &on,
+                        Direction::Event,
+                        r,
+                        format!(
+                            "a request while another is graded: refused with [{}] and not graded",
+                            hex_spaced(r, 16)
+                        ),
+                    );
+                    return ConnEnd::Background;
+                }
             }
             StepKind::Expect(t) | StepKind::ExpectOptional { pattern: t, .. } => {
                 let fields = match t.render_pattern(vars) {
