@@ -33,7 +33,7 @@ enum Sub {
     /// Check a SOCKS client: the runner plays the server for a command line such as
     /// `curl -sS --socks5 {proxy} http://{target}/`. Placeholders: {proxy} (127.0.0.1:PORT),
     /// {proxy.host}, {proxy.port}, {target} (127.0.0.1:PORT), {target.host} (localhost),
-    /// {target.port}, {user}, {pass}.
+    /// {target.port}, {user}, {pass}, {port} (a free port for the command's own forwarder).
     CheckClient(ClientArgs),
     /// Every normative statement of the covered specs, with the scenarios that test it.
     Coverage {
@@ -127,7 +127,10 @@ struct CheckArgs {
 struct ClientArgs {
     /// The client command line. Placeholders: {proxy} (the runner's listener, 127.0.0.1:PORT),
     /// {proxy.host}, {proxy.port}, {target} (the target fixture, 127.0.0.1:PORT), {target.host}
-    /// (localhost, so name-sending modes send a name), {target.port}, {user}, {pass}.
+    /// (localhost, so name-sending modes send a name), {target.port}, {user}, {pass}, {port} (a
+    /// free loopback port for the command's own use, e.g. a local forwarder; new every run). The
+    /// command carries its own timeout (curl -m 3): scenarios where the server stays silent wait
+    /// up to 12 s for the client to give up.
     #[arg(long)]
     command: String,
     /// Only these scenario ids.
@@ -147,6 +150,17 @@ struct ClientArgs {
     /// proxy), or all. Scenarios needing anything else are not applicable. Default: all.
     #[arg(long, value_delimiter = ',')]
     speaks: Vec<String>,
+    /// The command line logs in with {user} and {pass} (RFC 1929): scenarios where the server
+    /// selects USERNAME/PASSWORD apply only then.
+    #[arg(long)]
+    login: bool,
+    /// The SOCKS command the command line makes: connect (default), bind or udp. Scenarios about
+    /// another command are not applicable.
+    #[arg(long, default_value = "connect")]
+    request: String,
+    /// Expected-results file: scenarios this client is known to fail, each with its reason.
+    #[arg(long)]
+    expected: Option<PathBuf>,
     /// Catalogue directory.
     #[arg(long)]
     scenarios: Option<PathBuf>,
@@ -578,9 +592,26 @@ async fn check_client(a: ClientArgs) -> Result<i32> {
             _ => bail!("--speaks {v:?}: use socks4, socks4a, socks5, socks5h or all"),
         }
     }
+    let expected = match &a.expected {
+        Some(p) => Expectations::load(p)?,
+        None => Expectations::default(),
+    };
+    let request = match a.request.as_str() {
+        "connect" => Cmd::Connect,
+        "bind" => Cmd::Bind,
+        "udp" => Cmd::Udp,
+        other => bail!("--request {other:?}: use connect, bind or udp"),
+    };
     let mut results = Vec::new();
     for s in &selected {
         let t0 = std::time::Instant::now();
+        if s.needs.command != request {
+            let reason =
+                format!("the scenario is about {:?}, the client makes {:?} requests", s.needs.command, request)
+                    .to_lowercase();
+            results.push(ScenarioResult::new(s, None, Verdict::NotApplicable { reason }));
+            continue;
+        }
         if !speaks.is_empty() && !speaks.contains(&(s.needs.version, s.needs.domain)) {
             // Decided before running: the client does not claim this protocol and addressing.
             let how = if s.needs.domain { "names" } else { "addresses" };
@@ -588,19 +619,39 @@ async fn check_client(a: ClientArgs) -> Result<i32> {
             results.push(ScenarioResult::new(s, None, Verdict::NotApplicable { reason }));
             continue;
         }
+        if s.needs.method == Method::Userpass && !a.login {
+            let reason = "the server selects USERNAME/PASSWORD; the client is not declared to log in (--login)".into();
+            results.push(ScenarioResult::new(s, None, Verdict::NotApplicable { reason }));
+            continue;
+        }
+        if let Err(why) = runner::server::playable(s) {
+            // A catalogue error, not the client's: say so instead of grading it.
+            results.push(ScenarioResult::new(s, None, Verdict::Unavailable { reason: why }));
+            continue;
+        }
         let mut failures = Vec::new();
         let ran: Vec<Schedule> = s.schedules().into_iter().filter(|x| scheds.contains(x)).collect();
         for sch in &ran {
-            if let Err(f) = runner::server::play(s, *sch, &a.command, &a.user, &a.pass).await {
-                failures.push(sockslab::verdict::ScheduleFailure {
-                    schedule: *sch,
-                    step: f.step,
-                    message: f.message,
-                    transcript: f.transcript,
-                });
+            match runner::server::play(s, *sch, &a.command, &a.user, &a.pass).await {
+                Ok(t) => {
+                    // The client's exit line, for the text log of passing runs too.
+                    if let Some(e) = t.entries.iter().rev().find(|e| e.line.starts_with("client exit ")) {
+                        eprintln!("{} [{}]: {}", s.id, sch.name(), e.line);
+                    }
+                }
+                Err(f) => {
+                    eprintln!("{} [{}]: {}", s.id, sch.name(), f.message);
+                    failures.push(sockslab::verdict::ScheduleFailure {
+                        schedule: *sch,
+                        step: f.step,
+                        message: f.message,
+                        transcript: f.transcript,
+                    })
+                }
             }
         }
-        let mut r = ScenarioResult::new(s, None, sockslab::verdict::decide(s.grade, &ran, &failures, None));
+        let exp = expected.expected_failures.iter().find(|e| e.id == s.id);
+        let mut r = ScenarioResult::new(s, None, sockslab::verdict::decide(s.grade, &ran, &failures, exp));
         r.schedules = ran;
         r.failures = failures;
         r.millis = t0.elapsed().as_millis() as u64;

@@ -7,21 +7,27 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::schedule::{plan, MAX_PAUSED_WRITES, SPLIT_PAUSE};
 use super::{client::base_vars, Claims, Failure, Sut};
 use crate::fixtures::Fixture;
-use crate::scenario::template::{encode_socks5_addr, hex_spaced, Value};
+use crate::scenario::template::{encode_socks5_addr, hex_spaced, Value, Vars};
 use crate::scenario::{Command, Method, Role, Scenario, Schedule, StepKind, Version};
 use crate::transcript::{Direction, Recorder, Transcript};
 
 /// How long the client under test may take to connect, and to finish after the conversation.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long one step waits for the client to send or close.
+const STEP_WAIT: Duration = Duration::from_secs(3);
 
 /// Whether a scenario can be played in the server role.
 pub fn playable(scn: &Scenario) -> Result<(), String> {
@@ -29,7 +35,7 @@ pub fn playable(scn: &Scenario) -> Result<(), String> {
         return Err("the scenario does not declare the server role".into());
     }
     for (i, s) in scn.steps.iter().enumerate() {
-        match s.kind {
+        match &s.kind {
             StepKind::Send(_)
             | StepKind::Expect(_)
             | StepKind::ExpectOptional { .. }
@@ -41,10 +47,18 @@ pub fn playable(scn: &Scenario) -> Result<(), String> {
             | StepKind::Close
             | StepKind::Sleep(_)
             | StepKind::Tunnel => {}
-            _ => return Err(format!("steps[{i}] cannot be played in the server role")),
+            other => {
+                return Err(format!(
+                    "steps[{i}]: a `{}` step cannot be played in the server role (it plays only send, expect*, close, half_close, sleep_ms and tunnel)",
+                    step_name(other)
+                ))
+            }
         }
         if s.conn != "main" {
-            return Err(format!("steps[{i}] uses a second connection, which the server role cannot play"));
+            return Err(format!(
+                "steps[{i}] is on connection `{}`: the server role plays one connection (`main`) per scenario",
+                s.conn
+            ));
         }
     }
     Ok(())
@@ -60,11 +74,13 @@ pub const PLACEHOLDERS: &[(&str, &str)] = &[
     ("{target.port}", "the target's port"),
     ("{user}", "the username (--user)"),
     ("{pass}", "the password (--pass)"),
+    ("{port}", "a free loopback port for the command's own use (a local forwarder's listener), new for every run"),
 ];
 
 /// Substitutes the [`PLACEHOLDERS`] in a client command line.
-pub fn render_command(cmd: &str, proxy: SocketAddr, target: SocketAddr, user: &str, pass: &str) -> String {
-    cmd.replace("{proxy.host}", &proxy.ip().to_string())
+pub fn render_command(cmd: &str, proxy: SocketAddr, target: SocketAddr, user: &str, pass: &str, port: u16) -> String {
+    cmd.replace("{port}", &port.to_string())
+        .replace("{proxy.host}", &proxy.ip().to_string())
         .replace("{proxy.port}", &proxy.port().to_string())
         .replace("{proxy}", &proxy.to_string())
         .replace("{target.host}", "localhost")
@@ -72,6 +88,27 @@ pub fn render_command(cmd: &str, proxy: SocketAddr, target: SocketAddr, user: &s
         .replace("{target}", &target.to_string())
         .replace("{user}", user)
         .replace("{pass}", pass)
+}
+
+/// A loopback port nothing listens on right now, for the `{port}` placeholder.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The process group of a client command (its leader's pid), ended as a whole.
+struct Group(Option<u32>);
+
+impl Group {
+    /// Sends SIGKILL to every process of the group; a group that is gone already is fine.
+    fn kill(&self) {
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) takes plain integers; a negative pid names the group this runner
+            // created for the command, so nothing else is signalled.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 /// Reads a child's pipe to its end in the background.
@@ -95,6 +132,12 @@ fn tail(b: &[u8]) -> String {
 }
 
 /// Plays `scn` as the server; `command` is the client under test.
+///
+/// Every connection the client opens is accepted. Each is played as the scenario until its request
+/// shows where it goes: a CONNECT for another destination (a browser's background connection) is
+/// refused and recorded, not graded; the first connection that finishes otherwise is the graded
+/// one. Connections after it are refused. The client's exit code and the tail of its stderr end
+/// the transcript, and failure messages carry them.
 pub async fn play(
     scn: &Scenario,
     schedule: Schedule,
@@ -102,17 +145,16 @@ pub async fn play(
     user: &str,
     pass: &str,
 ) -> Result<Transcript, Failure> {
-    let fail = |step: Option<usize>, message: String, rec: &Recorder| Failure {
-        step,
-        message,
-        transcript: rec.transcript.clone(),
-    };
-    let mut rec = Recorder::default();
+    let rec: SharedRec = Arc::new(Mutex::new(Recorder::default()));
+    let snapshot = |rec: &SharedRec| rec.lock().unwrap_or_else(|e| e.into_inner()).transcript.clone();
+    let fail =
+        |step: Option<usize>, message: String, rec: &SharedRec| Failure { step, message, transcript: snapshot(rec) };
     playable(scn).map_err(|m| fail(None, m, &rec))?;
     let fixture = Fixture::start(scn.target).await.map_err(|e| fail(None, format!("fixture: {e}"), &rec))?;
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| fail(None, e.to_string(), &rec))?;
     let proxy = listener.local_addr().map_err(|e| fail(None, e.to_string(), &rec))?;
-    let line = render_command(command, proxy, fixture.addr, user, pass);
+    let spare = free_port().map_err(|e| fail(None, format!("no free port for {{port}}: {e}"), &rec))?;
+    let line = render_command(command, proxy, fixture.addr, user, pass, spare);
     let argv = shlex::split(&line).ok_or_else(|| fail(None, format!("cannot split command line `{line}`"), &rec))?;
     let Some((prog, args)) = argv.split_first() else {
         return Err(fail(None, "empty client command".into(), &rec));
@@ -123,26 +165,16 @@ pub async fn play(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // Its own process group, so whatever the command line starts (a shell's forwarder) is
+        // ended with it: a leftover would hold ports and answer the next run's connections.
+        .process_group(0)
         .spawn()
         .map_err(|e| fail(None, format!("cannot start `{prog}`: {e}"), &rec))?;
     // Both pipes are drained from the start, so a chatty client can never block on a full pipe
     // while the runner waits for it to speak.
     let stdout_task = drain(child.stdout.take());
     let stderr_task = drain(child.stderr.take());
-    let (mut s, _) = match tokio::time::timeout(CLIENT_DEADLINE, listener.accept()).await {
-        Ok(Ok(c)) => c,
-        outcome => {
-            let _ = child.start_kill();
-            let status = child.wait().await.ok().and_then(|s| s.code());
-            let err = stderr_task.await.unwrap_or_default();
-            let why = match outcome {
-                Ok(Err(e)) => e.to_string(),
-                _ => "the client never connected".into(),
-            };
-            return Err(fail(None, format!("{why} (exit {status:?}; stderr: {})", tail(&err)), &rec));
-        }
-    };
-    let _ = s.set_nodelay(true);
+    let group = Group(child.id());
     let sut = Sut {
         addr: proxy,
         user: user.as_bytes().to_vec(),
@@ -161,153 +193,448 @@ pub async fn play(
     // What the runner reports as BND when a scenario's reply pattern captures it.
     let bnd = encode_socks5_addr(proxy);
     vars.insert("bnd".into(), Value { bytes: bnd, label: Some("{bnd=ipv4 127.0.0.1:PORT}".into()), addr: Some(proxy) });
-    let mut buf: Vec<u8> = Vec::new();
-    let mut tunneled = false;
-    for (i, step) in scn.steps.iter().enumerate() {
-        let until = Instant::now() + Duration::from_secs(3);
-        match &step.kind {
-            StepKind::Send(t) => {
-                // The client must send exactly this.
-                let m = loop {
-                    match t.match_prefix(&buf, &vars) {
-                        Ok(Some(m)) => break m,
-                        Ok(None) => {
-                            let mut tmp = [0u8; 4096];
-                            match tokio::time::timeout_at(until, s.read(&mut tmp)).await {
-                                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&tmp[..n]),
-                                Ok(_) => {
-                                    return Err(fail(
-                                        Some(i),
-                                        format!("the client closed after [{}]", hex_spaced(&buf, 64)),
-                                        &rec,
-                                    ))
-                                }
-                                Err(_) => {
-                                    return Err(fail(
-                                        Some(i),
-                                        format!("the client sent only [{}]", hex_spaced(&buf, 64)),
-                                        &rec,
-                                    ))
-                                }
-                            }
-                        }
-                        Err(mm) => {
-                            return Err(fail(
-                                Some(i),
-                                format!(
-                                    "the client sent [{}]: at offset {}, field {}: {}",
-                                    hex_spaced(&buf, 64),
-                                    mm.offset,
-                                    mm.expected,
-                                    mm.why
-                                ),
-                                &rec,
-                            ))
-                        }
-                    }
-                };
-                let got: Vec<u8> = buf.drain(..m.consumed).collect();
-                rec.push("main", Direction::ClientToServer, &got, format!("C→S {}", m.shown));
-            }
-            StepKind::Expect(t) | StepKind::ExpectOptional { pattern: t, .. } => {
-                let fields = t.render_pattern(&vars).map_err(|e| fail(Some(i), e.to_string(), &rec))?;
-                let writes = plan(&fields, schedule);
-                for (k, w) in writes.iter().enumerate() {
-                    if s.write_all(w).await.is_err() {
-                        break;
-                    }
-                    if schedule != Schedule::AsWritten && k + 1 < writes.len() && k < MAX_PAUSED_WRITES {
-                        tokio::time::sleep(SPLIT_PAUSE).await;
-                    }
+    let ctx = Arc::new(Ctx {
+        scn: scn.clone(),
+        schedule,
+        target: fixture.addr,
+        vars,
+        rec: rec.clone(),
+        claimed: AtomicBool::new(false),
+    });
+
+    // Accept and play connections until one is graded, the client exits, or it never connects.
+    let mut conns: JoinSet<ConnEnd> = JoinSet::new();
+    let mut opened = 0usize;
+    let mut exited = None;
+    let first_deadline = Instant::now() + CLIENT_DEADLINE;
+    let name = |n: usize| if n == 1 { "main".to_string() } else { format!("conn{n}") };
+    let graded: Result<(), (Option<usize>, String)> = loop {
+        tokio::select! {
+            a = listener.accept() => match a {
+                Ok((s, _)) => {
+                    opened += 1;
+                    conns.spawn(converse(ctx.clone(), s, name(opened)));
                 }
-                let octets: Vec<u8> = writes.concat();
-                let shown = fields.iter().map(|f| f.shown.as_str()).collect::<Vec<_>>().join(" ");
-                rec.push("main", Direction::ServerToClient, &octets, format!("S→C {shown}"));
-            }
-            StepKind::ExpectRefusal { .. } => {
-                // The runner refuses in the canonical form for the scenario's version, then closes.
-                let reply: &[u8] = match scn.needs.version {
-                    Version::Socks5 => &[0x05, 0x01, 0x00, 0x01, 0, 0, 0, 0, 0, 0],
-                    Version::Socks4 | Version::Socks4a => &[0x00, 0x5b, 0, 0, 0, 0, 0, 0],
-                };
-                let _ = s.write_all(reply).await;
-                rec.push("main", Direction::ServerToClient, reply, format!("S→C {} <close>", hex_spaced(reply, 16)));
-                break;
-            }
-            StepKind::ExpectClose => {
-                rec.push("main", Direction::Event, &[], "S→C <close>".into());
-                break;
-            }
-            StepKind::ExpectHalfClose => {
-                let _ = s.shutdown().await;
-                rec.push("main", Direction::Event, &[], "S→C <half-close>".into());
-            }
-            StepKind::ExpectSilence(ms) | StepKind::Sleep(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
-            StepKind::HalfClose | StepKind::Close => {
-                let mut tmp = [0u8; 4096];
-                match tokio::time::timeout_at(until, s.read(&mut tmp)).await {
-                    Ok(Ok(0)) | Ok(Err(_)) => rec.push("main", Direction::Event, &[], "C→S <close>".into()),
-                    Ok(Ok(n)) => {
-                        return Err(fail(
-                            Some(i),
-                            format!("expected the client to close, it sent [{}]", hex_spaced(&tmp[..n], 64)),
-                            &rec,
-                        ))
-                    }
-                    Err(_) => return Err(fail(Some(i), "the client did not close".into(), &rec)),
+                Err(e) => break Err((None, format!("accept: {e}"))),
+            },
+            Some(done) = conns.join_next() => match done {
+                Ok(ConnEnd::Graded(r)) => break r,
+                Ok(ConnEnd::Background) => {}
+                Err(e) => break Err((None, format!("connection handler: {e}"))),
+            },
+            st = child.wait(), if exited.is_none() => {
+                exited = Some(st.ok().and_then(|s| s.code()));
+                if conns.is_empty() {
+                    let why = if opened == 0 { "the client exited without connecting" } else { "the client exited after only background connections" };
+                    break Err((None, why.into()));
                 }
+            },
+            _ = tokio::time::sleep_until(first_deadline), if opened == 0 => {
+                break Err((None, format!("the client never connected within {} s", CLIENT_DEADLINE.as_secs())));
             }
-            StepKind::Tunnel => {
-                rec.push("main", Direction::Event, &[], "--- tunnel ---".into());
-                let mut up =
-                    TcpStream::connect(fixture.addr).await.map_err(|e| fail(Some(i), format!("target: {e}"), &rec))?;
-                if !buf.is_empty() {
-                    let _ = up.write_all(&buf).await;
-                    buf.clear();
-                }
-                let _ = tokio::time::timeout(CLIENT_DEADLINE, tokio::io::copy_bidirectional(&mut s, &mut up)).await;
-                tunneled = true;
-                break;
-            }
-            _ => return Err(fail(Some(i), "step not playable in the server role".into(), &rec)),
-        }
-    }
-    if !tunneled {
-        drop(s);
-    }
-    let status = match tokio::time::timeout(CLIENT_DEADLINE, child.wait()).await {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = child.start_kill();
-            return Err(fail(None, "the client did not exit".into(), &rec));
         }
     };
+
+    // Until the client exits, later connections are refused (and recorded), never graded.
+    let exit_by = Instant::now() + CLIENT_DEADLINE;
+    let code = match exited {
+        Some(c) => Ok(c),
+        None => loop {
+            tokio::select! {
+                st = child.wait() => break Ok(st.ok().and_then(|s| s.code())),
+                a = listener.accept() => if let Ok((s, _)) = a {
+                    opened += 1;
+                    tokio::spawn(refuse_late(s, name(opened), rec.clone()));
+                },
+                _ = tokio::time::sleep_until(exit_by) => {
+                    group.kill();
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    break Err(());
+                }
+            }
+        },
+    };
+    conns.abort_all();
+    // The command has exited (or was killed); what it left running goes too, which also closes
+    // the pipes the drains wait on.
+    group.kill();
     let stdout = stdout_task.await.unwrap_or_default();
     let stderr = stderr_task.await.unwrap_or_default();
-    let code = status.ok().and_then(|s| s.code());
-    rec.push("client", Direction::Event, &[], format!("client exit {code:?}; stderr: {}", tail(&stderr)));
+    let client = match code {
+        Ok(c) => {
+            format!("client exit {}; stderr: {}", c.map_or("by a signal".to_string(), |c| c.to_string()), tail(&stderr))
+        }
+        Err(()) => format!(
+            "client still running {} s after the conversation: killed; stderr: {}",
+            CLIENT_DEADLINE.as_secs(),
+            tail(&stderr)
+        ),
+    };
+    push(&rec, "client", Direction::Event, &[], client.clone());
+    if let Err((step, message)) = graded {
+        return Err(fail(step, format!("{message} ({client})"), &rec));
+    }
+    let Ok(code) = code else {
+        return Err(fail(None, format!("the client did not exit ({client})"), &rec));
+    };
     if let Some(want) = &scn.client {
         if want.success && code != Some(0) {
-            return Err(fail(
-                None,
-                format!("the client exited with {code:?}, expected success; stderr: {}", tail(&stderr)),
-                &rec,
-            ));
+            return Err(fail(None, format!("expected the client to succeed ({client})"), &rec));
         }
         if !want.success && code == Some(0) {
-            return Err(fail(None, "the client exited 0, expected an error".into(), &rec));
+            return Err(fail(None, format!("the client exited 0, expected an error ({client})"), &rec));
         }
         if let Some(text) = &want.stdout_contains {
             if !String::from_utf8_lossy(&stdout).contains(text.as_str()) {
-                return Err(fail(None, format!("the client's output lacks `{text}`"), &rec));
+                return Err(fail(None, format!("the client's output lacks `{text}` ({client})"), &rec));
             }
         }
-        rec.push(
+        push(
+            &rec,
             "client",
             Direction::Event,
             &[],
             format!("client exit: {}", if code == Some(0) { "success" } else { "error" }),
         );
     }
-    Ok(rec.transcript)
+    Ok(snapshot(&rec))
+}
+
+/// What one accepted connection turned out to be.
+enum ConnEnd {
+    /// The connection the scenario grades: `Err` holds the failing step and what went wrong.
+    Graded(Result<(), (Option<usize>, String)>),
+    /// A CONNECT to a destination other than the target fixture: refused, recorded, not graded.
+    Background,
+}
+
+/// What a client's buffered octets say about the request it is making.
+#[derive(Debug, PartialEq, Eq)]
+enum Request {
+    /// Not a SOCKS CONNECT request (or not one the runner can read).
+    Not,
+    /// The start of a CONNECT request; more octets are needed.
+    Incomplete,
+    /// A complete CONNECT request for this host and port.
+    Connect { version: Version, host: String, port: u16 },
+}
+
+/// Reads a SOCKS5 or SOCKS4/4a CONNECT request from the start of `b`.
+fn parse_connect(b: &[u8]) -> Request {
+    match b {
+        [] => Request::Incomplete,
+        [5] | [5, 1] => Request::Incomplete,
+        [5, 1, 0, rest @ ..] => {
+            let (host, tail) = match rest {
+                [] => return Request::Incomplete,
+                [1, r @ ..] if r.len() >= 4 => (std::net::Ipv4Addr::new(r[0], r[1], r[2], r[3]).to_string(), &r[4..]),
+                [4, r @ ..] if r.len() >= 16 => {
+                    let mut o = [0u8; 16];
+                    o.copy_from_slice(&r[..16]);
+                    (std::net::Ipv6Addr::from(o).to_string(), &r[16..])
+                }
+                [3, n, r @ ..] if r.len() >= *n as usize => {
+                    (String::from_utf8_lossy(&r[..*n as usize]).into_owned(), &r[*n as usize..])
+                }
+                [1 | 3 | 4, ..] => return Request::Incomplete,
+                _ => return Request::Not,
+            };
+            match tail {
+                [hi, lo, ..] => {
+                    Request::Connect { version: Version::Socks5, host, port: u16::from_be_bytes([*hi, *lo]) }
+                }
+                _ => Request::Incomplete,
+            }
+        }
+        [4] => Request::Incomplete,
+        [4, 1, rest @ ..] => {
+            if rest.len() < 6 {
+                return Request::Incomplete;
+            }
+            let port = u16::from_be_bytes([rest[0], rest[1]]);
+            let ip = std::net::Ipv4Addr::new(rest[2], rest[3], rest[4], rest[5]);
+            let Some(uid_end) = rest[6..].iter().position(|&c| c == 0) else {
+                return Request::Incomplete;
+            };
+            let o = ip.octets();
+            if o[0] == 0 && o[1] == 0 && o[2] == 0 && o[3] != 0 {
+                // SOCKS4a: the name follows the USERID.
+                let name = &rest[6 + uid_end + 1..];
+                let Some(end) = name.iter().position(|&c| c == 0) else {
+                    return Request::Incomplete;
+                };
+                let host = String::from_utf8_lossy(&name[..end]).into_owned();
+                return Request::Connect { version: Version::Socks4a, host, port };
+            }
+            Request::Connect { version: Version::Socks4, host: ip.to_string(), port }
+        }
+        _ => Request::Not,
+    }
+}
+
+/// Whether `b`, octets a `send` step matched, is a SOCKS request (not a greeting or a login):
+/// SOCKS5 `05 CMD 00 ATYP …` (at least 7 octets, where a greeting offering CMD methods has at
+/// most 5), or SOCKS4 `04 CMD PORT IP USERID 00`.
+fn is_request(b: &[u8]) -> bool {
+    match b {
+        [5, 1..=3, 0, _, ..] => b.len() >= 7,
+        [4, 1..=2, ..] => b.len() >= 9,
+        _ => false,
+    }
+}
+
+/// Whether a request for `host:port` is one for the target fixture at `target`.
+fn is_target(host: &str, port: u16, target: SocketAddr) -> bool {
+    port == target.port() && (host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+}
+
+/// The refusal a connection that is not graded gets: REP 02 (not allowed by ruleset) or CD 5B.
+fn refusal_for(version: Version) -> &'static [u8] {
+    match version {
+        Version::Socks5 => &[0x05, 0x02, 0x00, 0x01, 0, 0, 0, 0, 0, 0],
+        Version::Socks4 | Version::Socks4a => &[0x00, 0x5b, 0, 0, 0, 0, 0, 0],
+    }
+}
+
+/// The transcript shared by every connection of one run, so entries keep one clock and one order.
+type SharedRec = Arc<Mutex<Recorder>>;
+
+/// Records one entry; lines of connections other than the first say which connection they are on.
+fn push(rec: &SharedRec, on: &str, dir: Direction, octets: &[u8], line: String) {
+    let line = if on == "main" || on == "client" { line } else { format!("{on}: {line}") };
+    rec.lock().unwrap_or_else(|e| e.into_inner()).push(on, dir, octets, line);
+}
+
+/// What every connection handler needs.
+struct Ctx {
+    scn: Scenario,
+    schedule: Schedule,
+    target: SocketAddr,
+    vars: Vars,
+    rec: SharedRec,
+    /// Set by the first connection whose request is graded; later requests are refused.
+    claimed: AtomicBool,
+}
+
+/// Plays the scenario on one accepted connection, named `on` in the transcript.
+async fn converse(ctx: Arc<Ctx>, mut s: TcpStream, on: String) -> ConnEnd {
+    let _ = s.set_nodelay(true);
+    let rec = &ctx.rec;
+    let vars = &ctx.vars;
+    let mut buf: Vec<u8> = Vec::new();
+    for (i, step) in ctx.scn.steps.iter().enumerate() {
+        let until = Instant::now() + STEP_WAIT;
+        let fail = |m: String| ConnEnd::Graded(Err((Some(i), m)));
+        match &step.kind {
+            StepKind::Send(t) => {
+                // The client must send exactly this.
+                let m = loop {
+                    match t.match_prefix(&buf, vars) {
+                        Ok(Some(m)) => break m,
+                        Ok(None) => match read_more(&mut s, &mut buf, until).await {
+                            Ok(()) => {}
+                            Err(why) => return fail(format!("{why} [{}]", hex_spaced(&buf, 64))),
+                        },
+                        Err(mm) => {
+                            // A CONNECT for another destination is a background connection (a
+                            // browser's, an update check): refuse it and keep waiting for the one
+                            // the scenario is about. Read on until the request is complete.
+                            loop {
+                                match parse_connect(&buf) {
+                                    Request::Connect { version, host, port } if !is_target(&host, port, ctx.target) => {
+                                        let r = refusal_for(version);
+                                        let _ = s.write_all(r).await;
+                                        push(
+                                            rec,
+                                            &on,
+                                            Direction::Event,
+                                            r,
+                                            format!(
+                                                "a CONNECT to {host}:{port}, not the target: refused with [{}] and not graded",
+                                                hex_spaced(r, 16)
+                                            ),
+                                        );
+                                        return ConnEnd::Background;
+                                    }
+                                    Request::Incomplete if read_more(&mut s, &mut buf, until).await.is_ok() => {}
+                                    _ => break,
+                                }
+                            }
+                            return fail(format!(
+                                "the client sent [{}]: at offset {}, field {}: {}",
+                                hex_spaced(&buf, 64),
+                                mm.offset,
+                                mm.expected,
+                                mm.why
+                            ));
+                        }
+                    }
+                };
+                let got: Vec<u8> = buf.drain(..m.consumed).collect();
+                push(rec, &on, Direction::ClientToServer, &got, format!("C→S {}", m.shown));
+                if is_request(&got) && ctx.claimed.swap(true, Ordering::SeqCst) {
+                    // Another connection's request is already being graded (a client that opens
+                    // its next BIND while the first is still open): refuse this one.
+                    let r = refusal_for(if got[0] == 5 { Version::Socks5 } else { Version::Socks4 });
+                    let _ = s.write_all(r).await;
+                    push(
+                        rec,
+                        &on,
+                        Direction::Event,
+                        r,
+                        format!(
+                            "a request while another is graded: refused with [{}] and not graded",
+                            hex_spaced(r, 16)
+                        ),
+                    );
+                    return ConnEnd::Background;
+                }
+            }
+            StepKind::Expect(t) | StepKind::ExpectOptional { pattern: t, .. } => {
+                let fields = match t.render_pattern(vars) {
+                    Ok(f) => f,
+                    Err(e) => return fail(e.to_string()),
+                };
+                let writes = plan(&fields, ctx.schedule);
+                for (k, w) in writes.iter().enumerate() {
+                    if s.write_all(w).await.is_err() {
+                        break;
+                    }
+                    if ctx.schedule != Schedule::AsWritten && k + 1 < writes.len() && k < MAX_PAUSED_WRITES {
+                        tokio::time::sleep(SPLIT_PAUSE).await;
+                    }
+                }
+                let octets: Vec<u8> = writes.concat();
+                let shown = fields.iter().map(|f| f.shown.as_str()).collect::<Vec<_>>().join(" ");
+                push(rec, &on, Direction::ServerToClient, &octets, format!("S→C {shown}"));
+            }
+            StepKind::ExpectRefusal { .. } => {
+                // The runner refuses in the canonical form for the scenario's version, then closes.
+                let reply: &[u8] = match ctx.scn.needs.version {
+                    Version::Socks5 => &[0x05, 0x01, 0x00, 0x01, 0, 0, 0, 0, 0, 0],
+                    Version::Socks4 | Version::Socks4a => &[0x00, 0x5b, 0, 0, 0, 0, 0, 0],
+                };
+                let _ = s.write_all(reply).await;
+                push(rec, &on, Direction::ServerToClient, reply, format!("S→C {} <close>", hex_spaced(reply, 16)));
+                break;
+            }
+            StepKind::ExpectClose => {
+                push(rec, &on, Direction::Event, &[], "S→C <close>".into());
+                break;
+            }
+            StepKind::ExpectHalfClose => {
+                let _ = s.shutdown().await;
+                push(rec, &on, Direction::Event, &[], "S→C <half-close>".into());
+            }
+            StepKind::Sleep(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+            StepKind::ExpectSilence(ms) => {
+                // The runner says nothing for `ms`; a client that gives up (its own timeout)
+                // closes, which ends the silence early. What it sends meanwhile is kept for the
+                // next step. As the last step, the silence must end that way.
+                let end = Instant::now() + Duration::from_millis(*ms);
+                let started = Instant::now();
+                let mut tmp = [0u8; 4096];
+                loop {
+                    match tokio::time::timeout_at(end, s.read(&mut tmp)).await {
+                        Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&tmp[..n]),
+                        Ok(_) => {
+                            let waited = started.elapsed().as_millis();
+                            push(rec, &on, Direction::Event, &[], format!("C→S <close> after {waited} ms of silence"));
+                            return ConnEnd::Graded(Ok(()));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                push(rec, &on, Direction::Event, &[], format!("S→C <silence {ms} ms>"));
+                if i + 1 == ctx.scn.steps.len() {
+                    // A scenario that ends in silence is about a server that never answers: the
+                    // client must have given up by its own deadline by now, not wait forever.
+                    return fail(format!(
+                        "the client was still waiting after {ms} ms of silence: it must give up by its own deadline"
+                    ));
+                }
+            }
+            StepKind::HalfClose | StepKind::Close => {
+                let mut tmp = [0u8; 4096];
+                match tokio::time::timeout_at(until, s.read(&mut tmp)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => push(rec, &on, Direction::Event, &[], "C→S <close>".into()),
+                    Ok(Ok(n)) => {
+                        return fail(format!("expected the client to close, it sent [{}]", hex_spaced(&tmp[..n], 64)))
+                    }
+                    Err(_) => return fail(format!("the client did not close within {} s", STEP_WAIT.as_secs())),
+                }
+            }
+            StepKind::Tunnel => {
+                push(rec, &on, Direction::Event, &[], "--- tunnel ---".into());
+                let mut up = match TcpStream::connect(ctx.target).await {
+                    Ok(u) => u,
+                    Err(e) => return fail(format!("target: {e}")),
+                };
+                if !buf.is_empty() {
+                    let _ = up.write_all(&buf).await;
+                    buf.clear();
+                }
+                let _ = tokio::time::timeout(CLIENT_DEADLINE, tokio::io::copy_bidirectional(&mut s, &mut up)).await;
+                break;
+            }
+            other => return fail(format!("a `{}` step cannot be played in the server role", step_name(other))),
+        }
+    }
+    ConnEnd::Graded(Ok(()))
+}
+
+/// Reads what the client sends next into `buf`; an error says why nothing came.
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>, until: Instant) -> Result<(), &'static str> {
+    let mut tmp = [0u8; 4096];
+    match tokio::time::timeout_at(until, s.read(&mut tmp)).await {
+        Ok(Ok(n)) if n > 0 => {
+            buf.extend_from_slice(&tmp[..n]);
+            Ok(())
+        }
+        Ok(_) => Err("the client closed after"),
+        Err(_) => Err("the client stopped sending after"),
+    }
+}
+
+/// Refuses a connection that arrives after the graded one: the first octet says which version
+/// to refuse in (SOCKS5: `05 FF`, no acceptable method; SOCKS4: CD 5B).
+async fn refuse_late(mut s: TcpStream, on: String, rec: SharedRec) {
+    let mut first = [0u8; 1];
+    let got = tokio::time::timeout(STEP_WAIT, s.read(&mut first)).await;
+    let reply: &[u8] = match got {
+        Ok(Ok(1)) if first[0] == 5 => &[0x05, 0xff],
+        Ok(Ok(1)) => refusal_for(Version::Socks4),
+        _ => &[],
+    };
+    let _ = s.write_all(reply).await;
+    push(
+        &rec,
+        &on,
+        Direction::Event,
+        reply,
+        format!("a connection after the graded one: refused with [{}] and not graded", hex_spaced(reply, 16)),
+    );
+}
+
+/// The YAML key of a step kind, for errors.
+fn step_name(k: &StepKind) -> &'static str {
+    match k {
+        StepKind::Send(_) => "send",
+        StepKind::Expect(_) => "expect",
+        StepKind::ExpectOptional { .. } => "expect_optional",
+        StepKind::ExpectRefusal { .. } => "expect_refusal",
+        StepKind::ExpectClose => "expect_close",
+        StepKind::ExpectHalfClose => "expect_half_close",
+        StepKind::ExpectSilence(_) => "expect_silence",
+        StepKind::HalfClose => "half_close",
+        StepKind::Close => "close",
+        StepKind::Open { .. } => "open",
+        StepKind::Sleep(_) => "sleep_ms",
+        StepKind::UdpSend { .. } => "udp_send",
+        StepKind::UdpExpect(_) => "udp_expect",
+        StepKind::UdpExpectNone(_) => "udp_expect_none",
+        StepKind::TargetReceived(_) => "target_received",
+        StepKind::Tunnel => "tunnel",
+    }
 }
