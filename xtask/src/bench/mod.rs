@@ -7,8 +7,8 @@
 //! back to back.
 //!
 //! ```text
-//! cargo xtask bench                       # full run, 3 s windows, 2000 idle tunnels (~3 min)
-//! cargo xtask bench --quick               # smoke test (~1 min)
+//! cargo xtask bench                       # full run, 3 s windows, 2000 idle tunnels (~4 min + builds)
+//! cargo xtask bench --quick               # smoke test (~1.5 min + builds)
 //! cargo xtask bench --peer socksref --peer danted --duration 5 --no-install
 //! ```
 
