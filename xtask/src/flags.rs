@@ -14,7 +14,7 @@ pub struct Xtask {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Benchmark socksref against microsocks, danted and direct loopback.
+    /// Benchmark socksref against microsocks, danted, gost and V2Ray 5 and direct loopback.
     Bench(BenchArgs),
     /// The interop lab: curl, gost, v2ray 5 and 4.34 and socksref against each other.
     Interop(InteropArgs),
@@ -167,11 +167,16 @@ pub enum ServerName {
     Microsocks,
     /// Dante (Debian `dante-server`): SOCKS4 and SOCKS5 with UDP ASSOCIATE.
     Danted,
+    /// gost 3.2.6 (the interop lab's build, docker/gost): SOCKS5 with UDP, SOCKS4 on a second port.
+    Gost,
+    /// V2Ray 5.52.0 (the interop lab's build): a SOCKS inbound (4, 4a, 5) with UDP.
+    V2ray5,
 }
 
 impl ServerName {
     /// Every known server, in the column order of the report.
-    pub const ALL: [ServerName; 3] = [ServerName::Socksref, ServerName::Microsocks, ServerName::Danted];
+    pub const ALL: [ServerName; 5] =
+        [ServerName::Socksref, ServerName::Microsocks, ServerName::Danted, ServerName::Gost, ServerName::V2ray5];
 
     /// The name used on the command line, in progress lines and in the report.
     pub fn as_str(self) -> &'static str {
@@ -179,6 +184,8 @@ impl ServerName {
             ServerName::Socksref => "socksref",
             ServerName::Microsocks => "microsocks",
             ServerName::Danted => "danted",
+            ServerName::Gost => "gost",
+            ServerName::V2ray5 => "v2ray5",
         }
     }
 }

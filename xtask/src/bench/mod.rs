@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: socksref side by side with microsocks and danted on loopback.
+//! `cargo xtask bench`: socksref side by side with microsocks, danted, gost and V2Ray 5 on loopback.
 //!
 //! One run starts the targets ([`targets`]) and every selected server ([`servers`]), then
 //! measures each row ([`load`]) for direct loopback and through each server in turn, and
@@ -7,8 +7,8 @@
 //! back to back.
 //!
 //! ```text
-//! cargo xtask bench                       # full run, 3 s windows, 2000 idle tunnels (~3 min)
-//! cargo xtask bench --quick               # smoke test (~1 min)
+//! cargo xtask bench                       # full run, 3 s windows, 2000 idle tunnels (~4 min + builds)
+//! cargo xtask bench --quick               # smoke test (~1.5 min + builds)
 //! cargo xtask bench --peer socksref --peer danted --duration 5 --no-install
 //! ```
 
@@ -115,15 +115,24 @@ impl Measure {
 enum Subject {
     /// No proxy: the loopback baseline.
     Direct,
-    /// A running server: its name, SOCKS address and pid.
-    Server(ServerName, SocketAddr, u32),
+    /// A running server.
+    Server {
+        /// Which server.
+        name: ServerName,
+        /// Its SOCKS5 address.
+        socks5: SocketAddr,
+        /// Its SOCKS4 address (gost's is a second listener).
+        socks4: SocketAddr,
+        /// Its pid, for the memory rows.
+        pid: u32,
+    },
 }
 
 impl Subject {
     fn name(self) -> &'static str {
         match self {
             Subject::Direct => "direct",
-            Subject::Server(name, ..) => name.as_str(),
+            Subject::Server { name, .. } => name.as_str(),
         }
     }
 }
@@ -154,11 +163,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let executables: Vec<(ServerName, Result<PathBuf, String>)> = selected
         .iter()
         .map(|&name| {
-            let found = match name {
-                ServerName::Socksref => servers::build_socksref().map(Some),
-                peer => servers::find_or_install_peer(peer, !args.no_install),
-            };
-            let found = match found {
+            let found = match servers::obtain(name, !args.no_install) {
                 Ok(Some(path)) => Ok(path),
                 Ok(None) => Err("not installed".to_owned()),
                 Err(e) => Err(format!("{e:#}")),
@@ -219,7 +224,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 Ok(process) => match process.check_alive() {
                     Err(e) => Outcome::Failed { error: format!("{e:#}") },
                     Ok(()) => {
-                        let subject = Subject::Server(*name, process.addr, process.pid());
+                        let subject = Subject::Server {
+                            name: *name,
+                            socks5: process.addr,
+                            socks4: process.socks4_addr,
+                            pid: process.pid(),
+                        };
                         measure(&runtime, &targets.info, subject, m, window)
                     }
                 },
@@ -270,8 +280,8 @@ fn measure(runtime: &Runtime, targets: &TargetInfo, subject: Subject, m: Measure
     let spec = m.spec();
     let result: Option<Result<Sample>> = match (subject, m) {
         (Subject::Direct, Measure::IdleRss(_)) => None,
-        (Subject::Server(name, ..), Measure::Handshakes { socks4: true, .. }) if !name.capabilities().socks4 => None,
-        (Subject::Server(name, ..), Measure::UdpPps) if !name.capabilities().udp => None,
+        (Subject::Server { name, .. }, Measure::Handshakes { socks4: true, .. }) if !name.capabilities().socks4 => None,
+        (Subject::Server { name, .. }, Measure::UdpPps) if !name.capabilities().udp => None,
         (subject, m) => Some(runtime.block_on(run_measure(targets, subject, m, window))),
     };
     let outcome = match result {
@@ -298,7 +308,7 @@ fn measure(runtime: &Runtime, targets: &TargetInfo, subject: Subject, m: Measure
 async fn run_measure(targets: &TargetInfo, subject: Subject, m: Measure, window: Duration) -> Result<Sample> {
     let (socks5, socks4) = match subject {
         Subject::Direct => (Route::Direct, Route::Direct),
-        Subject::Server(_, addr, _) => (Route::Socks5(addr), Route::Socks4(addr)),
+        Subject::Server { socks5, socks4, .. } => (Route::Socks5(socks5), Route::Socks4(socks4)),
     };
     match m {
         Measure::Throughput(direction, streams) => load::throughput(socks5, targets, direction, streams, window).await,
@@ -308,7 +318,7 @@ async fn run_measure(targets: &TargetInfo, subject: Subject, m: Measure, window:
         }
         Measure::UdpPps => load::udp_pps(socks5, targets, window).await,
         Measure::IdleRss(n) => match subject {
-            Subject::Server(_, addr, pid) => load::idle_rss(addr, pid, targets.sink, n).await,
+            Subject::Server { socks5, pid, .. } => load::idle_rss(socks5, pid, targets.sink, n).await,
             Subject::Direct => bail!("idle RSS needs a server process"),
         },
     }

@@ -1,7 +1,7 @@
 //! Turning outcomes into the side-by-side table and `bench.json`.
 //!
 //! Every row is shown as absolute values, each server's ratio to direct loopback, and socksref's
-//! ratio to the best comparison peer (the better of microsocks and danted for that row).
+//! ratio to the best comparison peer (the best of the other servers for that row).
 
 use std::fmt::Write as _;
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::flags::ServerName;
+use crate::peers::{self, Backend, PeerId, Prepared};
 
 /// How long a server may take to accept connections after it was spawned.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,22 +31,43 @@ pub struct Capabilities {
 }
 
 impl ServerName {
-    /// What this server supports; microsocks is SOCKS5 CONNECT only.
+    /// What this server supports; microsocks is SOCKS5 CONNECT only. gost serves SOCKS4 from a
+    /// second listener (see [`ServerProcess::start`]); V2Ray's SOCKS inbound answers 4, 4a and 5.
     pub fn capabilities(self) -> Capabilities {
         match self {
-            ServerName::Socksref | ServerName::Danted => Capabilities { socks4: true, udp: true },
+            ServerName::Socksref | ServerName::Danted | ServerName::Gost | ServerName::V2ray5 => {
+                Capabilities { socks4: true, udp: true }
+            }
             ServerName::Microsocks => Capabilities { socks4: false, udp: false },
         }
     }
 
-    /// The executable's file name and the Debian package that ships it (none for socksref).
-    fn program(self) -> (&'static str, Option<&'static str>) {
+    /// Where the executable comes from.
+    fn origin(self) -> Origin {
         match self {
-            ServerName::Socksref => ("socksref", None),
-            ServerName::Microsocks => ("microsocks", Some("microsocks")),
-            ServerName::Danted => ("danted", Some("dante-server")),
+            ServerName::Socksref => Origin::Workspace,
+            ServerName::Microsocks => Origin::Debian { program: "microsocks", package: "microsocks" },
+            ServerName::Danted => Origin::Debian { program: "danted", package: "dante-server" },
+            ServerName::Gost => Origin::InteropLab(PeerId::Gost),
+            ServerName::V2ray5 => Origin::InteropLab(PeerId::V2ray5),
         }
     }
+}
+
+/// How a server's executable is obtained.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// Built from this workspace ([`build_socksref`]).
+    Workspace,
+    /// A Debian package, installed with apt-get when missing and allowed.
+    Debian {
+        /// The executable's file name.
+        program: &'static str,
+        /// The package that ships it.
+        package: &'static str,
+    },
+    /// Built by the interop lab (Go, from the module proxy), so both measure the same binary.
+    InteropLab(PeerId),
 }
 
 /// The workspace's `target/` directory, honouring `CARGO_TARGET_DIR` like cargo does.
@@ -85,14 +107,30 @@ fn find_program(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// Finds a comparison peer's executable, installing its Debian package first when it is
-/// missing, we are root and installing is allowed. `Ok(None)` means "not available, skip it".
-pub fn find_or_install_peer(name: ServerName, allow_install: bool) -> Result<Option<PathBuf>> {
-    let (program, package) = name.program();
+/// Finds, builds or installs server `name`'s executable. socksref is built with cargo; gost and
+/// V2Ray come from the interop lab's Go builds (cached under `<target>/interop/bin`, built on
+/// first use); the Debian peers are installed with apt-get when missing, we are root and
+/// `allow_install`. `Ok(None)` means "not available, skip it".
+pub fn obtain(name: ServerName, allow_install: bool) -> Result<Option<PathBuf>> {
+    match name.origin() {
+        Origin::Workspace => build_socksref().map(Some),
+        Origin::Debian { program, package } => find_or_install_peer(program, package, allow_install),
+        Origin::InteropLab(peer) => {
+            eprintln!("[bench] {}: the interop lab's binary (built once with Go if missing)", name.as_str());
+            match peers::prepare(peer, Backend::Process)? {
+                Prepared::Ready { program, .. } => Ok(Some(program)),
+                Prepared::Unavailable(reason) => bail!("{reason}"),
+            }
+        }
+    }
+}
+
+/// Finds a Debian peer's executable, installing its package first when it is missing, we are
+/// root and installing is allowed. `Ok(None)` means "not available, skip it".
+fn find_or_install_peer(program: &str, package: &str, allow_install: bool) -> Result<Option<PathBuf>> {
     if let Some(found) = find_program(program) {
         return Ok(Some(found));
     }
-    let Some(package) = package else { return Ok(None) };
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     if !allow_install || !root {
@@ -128,7 +166,7 @@ fn apt_get(args: &[&str]) -> Result<bool> {
 }
 
 /// Builds the `socksref` release binary with the workspace's cargo and returns its path.
-pub fn build_socksref() -> Result<PathBuf> {
+fn build_socksref() -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("[bench] building socksref (cargo build --release -p socksref)");
     let status = Command::new(cargo)
@@ -158,11 +196,14 @@ fn free_port() -> Result<u16> {
 pub struct ServerProcess {
     /// Which server this is.
     pub name: ServerName,
-    /// Its SOCKS listening address on 127.0.0.1.
+    /// Its SOCKS (SOCKS5, and SOCKS4 unless [`Self::socks4_addr`] differs) address on 127.0.0.1.
     pub addr: SocketAddr,
+    /// Where SOCKS4 requests go: [`Self::addr`], except for gost, whose SOCKS4 handler is a
+    /// service of its own on a second port of the same process.
+    pub socks4_addr: SocketAddr,
     child: Child,
     log: PathBuf,
-    /// A scratch directory (danted's config) to remove after the server stopped.
+    /// A scratch directory (danted's or V2Ray's config) to remove after the server stopped.
     scratch: Option<PathBuf>,
 }
 
@@ -173,8 +214,15 @@ impl ServerProcess {
         fs::create_dir_all(logs_dir).with_context(|| format!("creating {}", logs_dir.display()))?;
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut socks4_addr = addr;
         let mut scratch = None;
         let mut cmd = Command::new(bin);
+        // One scratch directory per server: each removes its own when it stops.
+        let scratch_dir = || -> Result<PathBuf> {
+            let dir = std::env::temp_dir().join(format!("sockslab-bench-{}-{}", std::process::id(), name.as_str()));
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Ok(dir)
+        };
         match name {
             ServerName::Socksref => {
                 cmd.arg("-L").arg(format!("socks://127.0.0.1:{port}?udp=true")).args(["--log-level", "warn"]);
@@ -183,13 +231,33 @@ impl ServerProcess {
                 cmd.args(["-i", "127.0.0.1", "-p"]).arg(port.to_string());
             }
             ServerName::Danted => {
-                let dir = std::env::temp_dir().join(format!("sockslab-bench-{}", std::process::id()));
-                fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                let dir = scratch_dir()?;
                 let conf = dir.join("danted.conf");
                 fs::write(&conf, danted_config(port)).context("writing danted.conf")?;
                 // -N 1: one "mother" process is enough on loopback; -p keeps the pid file out
                 // of /var/run so a system danted is never disturbed.
                 cmd.arg("-f").arg(&conf).args(["-N", "1", "-p"]).arg(dir.join("danted.pid"));
+                scratch = Some(dir);
+            }
+            ServerName::Gost => {
+                let p4 = free_port()?;
+                socks4_addr = SocketAddr::from(([127, 0, 0, 1], p4));
+                cmd.arg("-L")
+                    .arg(format!("socks5://127.0.0.1:{port}?udp=true"))
+                    .arg("-L")
+                    .arg(format!("socks4://127.0.0.1:{p4}"))
+                    // gost logs every connection at its default level (info); the other servers
+                    // run with warnings only, and writing those lines would be measured too.
+                    .env("GOST_LOGGER_LEVEL", "warn");
+            }
+            ServerName::V2ray5 => {
+                let dir = scratch_dir()?;
+                let conf = dir.join("config.json");
+                // The lab's configuration, but closing a tunnel as soon as one side is done:
+                // V2Ray's default 1 s linger would otherwise be what the handshake rows time.
+                let config = peers::v2ray_socks_server_config(port, None, true);
+                fs::write(&conf, config).context("writing V2Ray's config")?;
+                cmd.args(["run", "-c"]).arg(&conf);
                 scratch = Some(dir);
             }
         }
@@ -201,7 +269,7 @@ impl ServerProcess {
             .stderr(out)
             .spawn()
             .with_context(|| format!("spawning {}", bin.display()))?;
-        let mut server = ServerProcess { name, addr, child, log, scratch };
+        let mut server = ServerProcess { name, addr, socks4_addr, child, log, scratch };
         server.wait_ready()?;
         Ok(server)
     }
@@ -211,26 +279,33 @@ impl ServerProcess {
         self.child.id()
     }
 
-    /// Retries connecting until the server accepts, it exits, or [`READY_TIMEOUT`] passes.
+    /// Retries connecting until the server accepts on every listener, it exits, or
+    /// [`READY_TIMEOUT`] passes.
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("{} exited during startup ({status}); {}", self.name.as_str(), self.log_tail());
-            }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{} did not accept on {} within {READY_TIMEOUT:?}; {}",
-                    self.name.as_str(),
-                    self.addr,
-                    self.log_tail()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
+        let mut listeners = vec![self.addr];
+        if self.socks4_addr != self.addr {
+            listeners.push(self.socks4_addr);
         }
+        for addr in listeners {
+            loop {
+                if let Some(status) = self.child.try_wait()? {
+                    bail!("{} exited during startup ({status}); {}", self.name.as_str(), self.log_tail());
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!(
+                        "{} did not accept on {addr} within {READY_TIMEOUT:?}; {}",
+                        self.name.as_str(),
+                        self.log_tail()
+                    );
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
     }
 
     /// The last lines of the server's log, for error messages.
@@ -390,6 +465,14 @@ mod tests {
     fn proc_stat_survives_parentheses_in_the_name() {
         let stat = "6815 (danted: (x) y) S 6812 6812 1 0 -1 4194624 95 0 0 0 0 0 0 0 20 0 1 0 123456 1 2 3";
         assert_eq!(parse_proc_stat(stat), Some(ProcStat { ppid: 6812, start_time: 123456 }));
+    }
+
+    #[test]
+    fn server_names_on_the_command_line_match_the_report() {
+        use clap::ValueEnum;
+        for name in ServerName::ALL {
+            assert_eq!(ServerName::from_str(name.as_str(), false), Ok(name));
+        }
     }
 
     #[test]

@@ -80,24 +80,6 @@ impl Config {
     }
 }
 
-/// V2Ray's SOCKS inbound (docs/v2ray.md §3.1 (a)); `handshake` 4 s as in
-/// harness/peers/v2ray so the catalogue's handshake-timeout scenarios apply.
-fn v2ray_server_config(port: u16, auth: bool) -> String {
-    let settings = if auth {
-        format!(
-            r#"{{"auth": "password", "accounts": [{{"user": "{USER}", "pass": "{PASS}"}}], "udp": true, "ip": "127.0.0.1"}}"#
-        )
-    } else {
-        r#"{"auth": "noauth", "udp": true, "ip": "127.0.0.1"}"#.to_string()
-    };
-    format!(
-        r#"{{"log": {{"loglevel": "warning"}},
- "policy": {{"levels": {{"0": {{"handshake": 4}}}}}},
- "inbounds": [{{"tag": "socks-in", "listen": "127.0.0.1", "port": {port}, "protocol": "socks", "settings": {settings}}}],
- "outbounds": [{{"tag": "direct", "protocol": "freedom", "settings": {{}}}}]}}"#
-    )
-}
-
 fn set<T: Ord + Copy>(items: &[T]) -> BTreeSet<T> {
     items.iter().copied().collect()
 }
@@ -147,7 +129,8 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
                 domain: true,
                 ..Claims::default()
             };
-            (args, vec![("config.json", v2ray_server_config(port, auth))], claims)
+            let json = crate::peers::v2ray_socks_server_config(port, auth.then_some((USER, PASS)), false);
+            (args, vec![("config.json", json)], claims)
         }
         PeerId::Reference => {
             // The same short timeouts as the harness's in-process reference (harness/peers/socksref),
