@@ -255,6 +255,19 @@ impl Expectations {
     }
 }
 
+/// The grade a run's failures are judged at. The coalesced schedule pipelines the client's
+/// messages (and its first payload) ahead of the server's replies; RFC 1928 describes the
+/// exchange as request, reply, then data and says nothing of octets sent early, and accepting
+/// them is the project's rule (D-15, V-23). So a scenario that fails only when pipelined is a
+/// POLICY deviation whatever its grade.
+pub fn effective_grade(grade: Grade, failures: &[ScheduleFailure]) -> Grade {
+    if !failures.is_empty() && failures.iter().all(|f| f.schedule == Schedule::Coalesced) {
+        Grade::Policy
+    } else {
+        grade
+    }
+}
+
 /// Decides the verdict of a scenario of `grade` that ran, from its per-schedule failures and the
 /// expectation.
 pub fn decide(

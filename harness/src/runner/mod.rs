@@ -211,6 +211,7 @@ pub async fn run_scenario(scn: &Scenario, sut: &Sut, opts: &RunOptions, expected
         }
     }
     result.verdict = decide(scn.grade, &schedules, &result.failures, expected.get(&scn.id));
+    result.grade = crate::verdict::effective_grade(scn.grade, &result.failures);
     result.schedules = schedules;
     result.millis = started.elapsed().as_millis() as u64;
     result
