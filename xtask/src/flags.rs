@@ -20,6 +20,8 @@ pub enum Command {
     Interop(InteropArgs),
     /// Check the tree: scenario names, doc comments, catalogue ids, citations, unwraps, README commands.
     Tidy,
+    /// Run the libFuzzer targets of fuzz/ (all in turn by default), or reseed their corpora.
+    Fuzz(FuzzArgs),
 }
 
 /// How `cargo xtask interop` runs peers.
@@ -118,4 +120,19 @@ impl ServerName {
             ServerName::Danted => "danted",
         }
     }
+}
+
+/// Flags of `cargo xtask fuzz`.
+#[derive(Debug, Args)]
+pub struct FuzzArgs {
+    /// Seconds per target.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+
+    /// Rewrite fuzz/corpus/<target>/ from the scenario catalogue instead of fuzzing.
+    #[arg(long)]
+    pub seed: bool,
+
+    /// Only this target (default: every target in turn).
+    pub target: Option<String>,
 }

@@ -4,6 +4,7 @@
 
 mod bench;
 mod flags;
+mod fuzz;
 mod interop;
 mod peers;
 mod tidy;
@@ -16,5 +17,6 @@ fn main() -> anyhow::Result<()> {
         flags::Command::Bench(args) => bench::run(&args),
         flags::Command::Interop(args) => interop::run(&args),
         flags::Command::Tidy => tidy::run(),
+        flags::Command::Fuzz(args) => fuzz::run(&args),
     }
 }
