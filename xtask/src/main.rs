@@ -7,6 +7,7 @@ mod flags;
 mod fuzz;
 mod interop;
 mod peers;
+mod soak;
 mod tidy;
 
 use clap::Parser;
@@ -18,5 +19,6 @@ fn main() -> anyhow::Result<()> {
         flags::Command::Interop(args) => interop::run(&args),
         flags::Command::Tidy => tidy::run(),
         flags::Command::Fuzz(args) => fuzz::run(&args),
+        flags::Command::Soak(args) => soak::run(&args),
     }
 }
