@@ -83,11 +83,11 @@ pub fn check(data: &[u8]) {
         for step in &scn.steps {
             match &step.kind {
                 StepKind::Send(t) | StepKind::UdpSend { data: t, .. } => check_template(t, &vars),
-                StepKind::Expect(p) | StepKind::UdpExpect(p) | StepKind::ExpectOptional { pattern: p, .. } => {
-                    if p.min_len(&vars) <= MAX_RENDER {
-                        let _ = p.render_pattern(&vars);
-                        let _ = p.match_prefix(&[0x05, 0x00, 0x00, 0x01, 127, 0, 0, 1, 0, 7], &vars);
-                    }
+                StepKind::Expect(p) | StepKind::UdpExpect(p) | StepKind::ExpectOptional { pattern: p, .. }
+                    if p.min_len(&vars) <= MAX_RENDER =>
+                {
+                    let _ = p.render_pattern(&vars);
+                    let _ = p.match_prefix(&[0x05, 0x00, 0x00, 0x01, 127, 0, 0, 1, 0, 7], &vars);
                 }
                 _ => {}
             }
