@@ -147,7 +147,9 @@ pub fn split_host_port(s: &str) -> Result<(String, u16), (&'static str, String)>
     } else {
         s.rsplit_once(':').ok_or(("port", format!("{s:?} has no :port")))?
     };
-    if host.contains(['/', '@', '?', ' ']) {
+    // Brackets belong around an IPv6 literal only, and control characters are never part of a
+    // host: a host holding either prints as a URL that no longer parses (found by fuzzing).
+    if host.contains(['/', '@', '?', ' ', '[', ']']) || host.chars().any(char::is_control) {
         return Err(("host", format!("{host:?} is not a host name")));
     }
     let port = port.parse::<u16>().map_err(|_| ("port", format!("{port:?} is not a port number (0-65535)")))?;
@@ -229,6 +231,15 @@ mod tests {
             ProxyUrl::parse("socks5://:1?readTimeout=3x").unwrap().duration_param("readTimeout").unwrap_err().part,
             "query readTimeout"
         );
+    }
+
+    #[test]
+    fn hosts_with_stray_brackets_or_control_characters_are_refused() {
+        // The fuzz target's round trip: such a host printed as `[host]:port` and failed to re-parse.
+        assert_eq!(ProxyUrl::parse("tcp://127.0.0.1[::1]V:81").unwrap_err().part, "host");
+        assert_eq!(ProxyUrl::parse("tcp://a\u{17}b:81").unwrap_err().part, "host");
+        assert_eq!(ProxyUrl::parse("tcp://:80/x]:1").unwrap_err().part, "target \"x]:1\" host");
+        assert_eq!(ProxyUrl::parse("tcp://[::1]:81").unwrap().host, "::1");
     }
 
     #[test]

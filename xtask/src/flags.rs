@@ -20,6 +20,10 @@ pub enum Command {
     Interop(InteropArgs),
     /// Check the tree: scenario names, doc comments, catalogue ids, citations, unwraps, README commands.
     Tidy,
+    /// Run the libFuzzer targets of fuzz/ (all in turn by default), or reseed their corpora.
+    Fuzz(FuzzArgs),
+    /// Soak socksref on loopback: thousands of tunnels, slowloris, resets, backpressure, fd exhaustion, SIGTERM.
+    Soak(SoakArgs),
 }
 
 /// How `cargo xtask interop` runs peers.
@@ -188,4 +192,39 @@ impl ServerName {
             ServerName::V2ray5 => "v2ray5",
         }
     }
+}
+
+/// Flags of `cargo xtask fuzz`.
+#[derive(Debug, Args)]
+pub struct FuzzArgs {
+    /// Seconds per target.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+
+    /// Rewrite fuzz/corpus/<target>/ from the scenario catalogue instead of fuzzing.
+    #[arg(long)]
+    pub seed: bool,
+
+    /// Only this target (default: every target in turn).
+    pub target: Option<String>,
+}
+
+/// Flags of `cargo xtask soak`.
+#[derive(Debug, Args)]
+pub struct SoakArgs {
+    /// Smoke mode: 200 tunnels.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Concurrent tunnels (default 10000, capped by the descriptor limit at 2 per tunnel).
+    #[arg(long, value_name = "N")]
+    pub tunnels: Option<usize>,
+
+    /// Give up (and fail) once this many seconds have passed before the last phase.
+    #[arg(long, default_value_t = 600)]
+    pub max_seconds: u64,
+
+    /// Internal: run as the soak's target process (echo, sink, reset listeners).
+    #[arg(long, hide = true)]
+    pub targets_child: bool,
 }

@@ -4,8 +4,10 @@
 
 mod bench;
 mod flags;
+mod fuzz;
 mod interop;
 mod peers;
+mod soak;
 mod tidy;
 
 use clap::Parser;
@@ -16,5 +18,7 @@ fn main() -> anyhow::Result<()> {
         flags::Command::Bench(args) => bench::run(&args),
         flags::Command::Interop(args) => interop::run(&args),
         flags::Command::Tidy => tidy::run(),
+        flags::Command::Fuzz(args) => fuzz::run(&args),
+        flags::Command::Soak(args) => soak::run(&args),
     }
 }

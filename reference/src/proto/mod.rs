@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod enums;
+pub mod fuzzing;
 pub mod server;
 pub mod smux;
 pub mod udp;

@@ -269,7 +269,8 @@ fn udp_header_ipv6_overhead_is_22_bytes_d11() {
 
 #[test]
 fn decoders_never_panic_on_arbitrary_bytes() {
-    // A cheap deterministic sweep; the fuzz targets go further.
+    // A cheap deterministic sweep; the libFuzzer targets in fuzz/ (checks in proto::fuzzing,
+    // run with `cargo xtask fuzz`) go further.
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for _ in 0..20_000 {
         seed ^= seed << 13;

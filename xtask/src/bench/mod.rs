@@ -14,7 +14,7 @@
 
 mod load;
 mod report;
-mod servers;
+pub(crate) mod servers;
 mod socks;
 mod targets;
 
