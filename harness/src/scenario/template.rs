@@ -608,6 +608,11 @@ fn parse_token(raw: &str) -> Result<Token, TemplateError> {
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    // Byte-offset slicing below is only sound on ASCII; anything else is not hex anyway (the
+    // fuzzer found `iÏ:` splitting a UTF-8 character).
+    if !s.is_ascii() {
+        return Err("not hex".into());
+    }
     if s.len() % 2 != 0 {
         return Err("odd number of hex digits".into());
     }

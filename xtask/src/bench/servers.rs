@@ -166,7 +166,7 @@ fn apt_get(args: &[&str]) -> Result<bool> {
 }
 
 /// Builds the `socksref` release binary with the workspace's cargo and returns its path.
-fn build_socksref() -> Result<PathBuf> {
+pub fn build_socksref() -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("[bench] building socksref (cargo build --release -p socksref)");
     let status = Command::new(cargo)
