@@ -215,20 +215,6 @@ async fn a_chain_refuses_to_dial_its_own_listener_per_connection() {
 
 // ---- UDP ----
 
-/// A UDP echo on `bind` that XORs payloads with 0x5a.
-async fn udp_echo_on(bind: &str) -> SocketAddr {
-    let s = UdpSocket::bind(bind).await.unwrap();
-    let addr = s.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, from)) = s.recv_from(&mut buf).await {
-            buf[..n].iter_mut().for_each(|b| *b ^= 0x5a);
-            let _ = s.send_to(&buf[..n], from).await;
-        }
-    });
-    addr
-}
-
 /// Associates with `dst` as the request's address bytes; returns control stream and relay.
 async fn associate_as(server: SocketAddr, dst: &[u8]) -> (TcpStream, SocketAddr) {
     let (s, reply) = request(server, 0x03, dst).await;
@@ -256,7 +242,7 @@ async fn udp_datagrams_with_nonzero_rsv_are_dropped_like_tcp_requests_d14() {
     let config = cfg();
     let stats = config.stats.clone();
     let server = start(config).await;
-    let echo = udp_echo_on("127.0.0.1:0").await;
+    let echo = udp_xor_echo_on("127.0.0.1:0").await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (_control, relay) = associate_as(server.addr, &addr_bytes(client.local_addr().unwrap())).await;
     client.send_to(&[&hex("00 01 00")[..], &addr_bytes(echo), b"bad"].concat(), relay).await.unwrap();
@@ -270,8 +256,8 @@ async fn udp_datagrams_with_nonzero_rsv_are_dropped_like_tcp_requests_d14() {
 #[tokio::test]
 async fn udp_reaches_ipv6_targets_over_an_ipv4_association() {
     let server = start(cfg()).await;
-    let echo6 = udp_echo_on("[::1]:0").await;
-    let echo4 = udp_echo_on("127.0.0.1:0").await;
+    let echo6 = udp_xor_echo_on("[::1]:0").await;
+    let echo4 = udp_xor_echo_on("127.0.0.1:0").await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (_control, relay) = associate_as(server.addr, &addr_bytes(client.local_addr().unwrap())).await;
     for echo in [echo6, echo4] {
@@ -285,7 +271,7 @@ async fn udp_reaches_ipv6_targets_over_an_ipv4_association() {
 #[tokio::test]
 async fn associate_with_the_name_0_is_accepted_as_pysocks_sends_it() {
     let server = start(cfg()).await;
-    let echo = udp_echo_on("127.0.0.1:0").await;
+    let echo = udp_xor_echo_on("127.0.0.1:0").await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = client.local_addr().unwrap().port().to_be_bytes();
     // PySocks 1.7: DOMAINNAME "0" and the UDP socket's own port.
@@ -308,7 +294,7 @@ async fn pysocks_udp_through_the_reference() {
         return;
     }
     let server = start(cfg()).await;
-    let echo = udp_echo_on("127.0.0.1:0").await;
+    let echo = udp_xor_echo_on("127.0.0.1:0").await;
     let script = format!(
         "import socket, socks\n\
          s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)\n\
@@ -331,7 +317,7 @@ async fn v2ray_declaring_the_target_gets_its_datagrams_relayed_and_nobody_else_v
     let config = cfg();
     let stats = config.stats.clone();
     let server = start(config).await;
-    let echo = udp_echo_on("127.0.0.1:0").await;
+    let echo = udp_xor_echo_on("127.0.0.1:0").await;
     // V2Ray puts the target in DST, then sends every datagram to it from a port of its own.
     let (_control, relay) = associate_as(server.addr, &addr_bytes(echo)).await;
     let v2ray = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -375,8 +361,8 @@ async fn rules_refuse_connect_with_rep_02_and_socks4_with_5b_v08() {
 
 #[tokio::test]
 async fn rules_are_checked_per_datagram_v08() {
-    let t1 = udp_echo_on("127.0.0.1:0").await;
-    let t2 = udp_echo_on("127.0.0.1:0").await;
+    let t1 = udp_xor_echo_on("127.0.0.1:0").await;
+    let t2 = udp_xor_echo_on("127.0.0.1:0").await;
     let config = ruled("", &format!("127.0.0.1:{}", t2.port()));
     let stats = config.stats.clone();
     let server = start(config).await;
@@ -438,7 +424,7 @@ async fn v2ray_4_udp_through_the_reference() {
         return;
     }
     let server = start(cfg()).await;
-    let echo = udp_echo_on("127.0.0.1:0").await;
+    let echo = udp_xor_echo_on("127.0.0.1:0").await;
     let entry = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // dokodemo-door on UDP `entry` -> the echo target, through the reference as SOCKS5 outbound.
     let config = format!(
@@ -489,7 +475,7 @@ async fn a_stopped_service_leaves_no_listener_record() {
 #[tokio::test]
 async fn v2ray_declaring_a_target_by_name_gets_its_datagrams_relayed() {
     let server = start(cfg()).await;
-    let echo = udp_echo_on("127.0.0.1:0").await;
+    let echo = udp_xor_echo_on("127.0.0.1:0").await;
     let by_name = [&hex("03 09")[..], b"localhost", &echo.port().to_be_bytes()].concat();
     let (_control, relay) = associate_as(server.addr, &by_name).await;
     let v2ray = UdpSocket::bind("127.0.0.1:0").await.unwrap();

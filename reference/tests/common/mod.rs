@@ -109,7 +109,12 @@ pub async fn blackhole() -> SocketAddr {
 
 /// A UDP echo target that XORs payloads with 0x5a.
 pub async fn udp_xor_echo() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp_xor_echo_on("127.0.0.1:0").await
+}
+
+/// [`udp_xor_echo`] bound to `bind` (an IPv6 target, say).
+pub async fn udp_xor_echo_on(bind: &str) -> SocketAddr {
+    let s = UdpSocket::bind(bind).await.unwrap();
     let addr = s.local_addr().unwrap();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65_536];
