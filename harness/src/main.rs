@@ -44,6 +44,14 @@ enum Sub {
         #[arg(long)]
         strict: bool,
     },
+    /// Decode every SOCKS conversation of a pcap/pcapng capture, one line per message.
+    Dissect {
+        /// The capture file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List scenarios (optionally those a profile selects) and profiles.
     List {
         /// Catalogue directory.
@@ -183,6 +191,7 @@ async fn main() {
         Sub::CheckClient(a) => check_client(a).await,
         Sub::Coverage { scenarios, strict } => coverage(scenarios, strict),
         Sub::List { scenarios, profile } => list(scenarios, profile),
+        Sub::Dissect { file, json } => dissect(&file, json),
     };
     // Errors are the user's to read, not a developer's: one line (with its causes), exit 2, and
     // never a backtrace whatever RUST_BACKTRACE says.
@@ -191,6 +200,16 @@ async fn main() {
         2
     });
     std::process::exit(code);
+}
+
+fn dissect(file: &std::path::Path, json: bool) -> Result<i32> {
+    let d = sockslab::pcap::dissect_file(file)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        print!("{}", d.to_text());
+    }
+    Ok(0)
 }
 
 fn catalogue(dir: Option<PathBuf>) -> Result<(PathBuf, Vec<Scenario>)> {
