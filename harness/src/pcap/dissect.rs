@@ -145,16 +145,23 @@ pub fn dissect(flows: &Flows, packets: usize, origin: Duration) -> Dissection {
     let socks_ports: BTreeSet<SocketAddr> = conversations.iter().map(|c| c.server).collect();
     let mut unmatched = Vec::new();
     for (i, dg) in flows.udp.iter().enumerate() {
-        if used_udp.contains(&i) || !socks_ports.iter().any(|s| same_endpoint(*s, dg.dst)) {
+        if used_udp.contains(&i) {
             continue;
         }
+        let what = if socks_ports.iter().any(|s| same_endpoint(*s, dg.dst)) {
+            "udp datagram to a SOCKS port with no association (UDP ASSOCIATE bypass)"
+        } else if socks_ports.iter().any(|s| same_endpoint(*s, dg.src)) {
+            "udp datagram from a SOCKS port with no association (answer to a bypass datagram)"
+        } else {
+            continue;
+        };
         let mut fields = vec![("from".into(), dg.src.to_string()), ("to".into(), dg.dst.to_string())];
         fields.extend(udp_fields(&dg.payload));
         unmatched.push(Event {
             time: rel(dg.time, origin),
             packet: dg.packet,
             dir: Dir::Anomaly,
-            what: "udp datagram to a SOCKS port with no association (UDP ASSOCIATE bypass)".into(),
+            what: what.into(),
             fields,
         });
     }

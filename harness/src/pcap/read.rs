@@ -152,6 +152,23 @@ impl Builder {
     }
 }
 
+/// Decodes one frame of link type `link` as packet `number`: `None` when it is not TCP/UDP.
+pub fn decode_one(
+    link: DataLink,
+    time: Duration,
+    data: &[u8],
+    orig_len: u32,
+    number: usize,
+) -> Result<Option<Packet>, CaptureError> {
+    check_link(link)?;
+    let cut = (orig_len as usize).saturating_sub(data.len());
+    match decode_packet(link, data, cut) {
+        Ok(Some((src, dst, transport))) => Ok(Some(Packet { number, time, src, dst, transport })),
+        Ok(None) => Ok(None),
+        Err(what) => Err(CaptureError::Packet { packet: number, what }),
+    }
+}
+
 fn read_pcap(bytes: &[u8]) -> Result<Capture, CaptureError> {
     let (mut rest, parser) = PcapParser::new(bytes).map_err(|e| CaptureError::Header(e.to_string()))?;
     let link = parser.header().datalink;

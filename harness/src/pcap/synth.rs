@@ -281,3 +281,47 @@ impl Script {
         self
     }
 }
+
+/// Rewrites a classic pcap file (what tcpdump writes) as pcapng with the same link type, packets
+/// and timestamps (nanosecond resolution, so nothing is rounded).
+pub fn pcap_to_pcapng(bytes: &[u8]) -> Result<Vec<u8>, super::CaptureError> {
+    pcap_to_pcapng_filtered(bytes, |_| true)
+}
+
+/// [`pcap_to_pcapng`] keeping only the TCP/UDP packets `keep` accepts (and dropping the rest,
+/// including non-IP frames): a capture made with a broad filter on a shared loopback keeps only
+/// the conversation it was made for.
+pub fn pcap_to_pcapng_filtered(
+    bytes: &[u8],
+    keep: impl Fn(&super::read::Packet) -> bool,
+) -> Result<Vec<u8>, super::CaptureError> {
+    use super::CaptureError;
+    let (mut rest, parser) =
+        pcap_file::pcap::PcapParser::new(bytes).map_err(|e| CaptureError::Header(e.to_string()))?;
+    let err = |packet: usize, e: &dyn std::fmt::Display| CaptureError::Packet { packet, what: e.to_string() };
+    let mut w = PcapNgWriter::new(Vec::new()).map_err(|e| err(0, &e))?;
+    let header = parser.header();
+    let mut idb = InterfaceDescriptionBlock::new(header.datalink, header.snaplen);
+    idb.options.push(InterfaceDescriptionOption::IfTsResol(InterfaceTsResolution::NANO));
+    w.write_pcapng_block(idb).map_err(|e| err(0, &e))?;
+    let mut n = 0;
+    while !rest.is_empty() {
+        n += 1;
+        let (r, p) = parser.next_packet(rest).map_err(|e| err(n, &e))?;
+        rest = r;
+        match super::read::decode_one(header.datalink, p.timestamp(), p.data(), p.orig_len(), n) {
+            Ok(Some(packet)) if keep(&packet) => {}
+            Ok(_) => continue,
+            Err(e) => return Err(e),
+        }
+        let epb = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: p.timestamp(),
+            original_len: p.orig_len(),
+            data: Cow::Owned(p.data().to_vec()),
+            options: vec![],
+        };
+        w.write_pcapng_block(epb).map_err(|e| err(n, &e))?;
+    }
+    Ok(w.into_inner())
+}

@@ -330,3 +330,14 @@ fn socks4_bind_userpass_tls_mbind_and_udptun_are_decoded() {
         }
     }
 }
+
+#[test]
+fn tcpdump_pcap_converts_to_pcapng_with_the_same_packets() {
+    let segs = connect_script("127.0.0.1:40000", "127.0.0.1:1080").segs;
+    let classic = pcap(Link::Ethernet, &segs);
+    let ng = super::synth::pcap_to_pcapng(&classic).unwrap();
+    let (a, b) = (read_capture(&classic).unwrap(), read_capture(&ng).unwrap());
+    assert_eq!(b.format, Format::PcapNg);
+    assert_eq!(a.packets, b.packets);
+    assert!(super::synth::pcap_to_pcapng(&classic[..classic.len() - 2]).is_err());
+}
