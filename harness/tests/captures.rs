@@ -79,3 +79,42 @@ fn the_json_form_carries_the_same_events() {
     let last = convs[3]["events"].as_array().unwrap();
     assert!(last.iter().any(|e| e["what"] == "socks4 reply" && e["fields"][1][1] == "REJECTED(0x5b)"), "{last:?}");
 }
+
+/// Every capture's conversations, replayed against the in-process reference (one reference per
+/// scenario, configured for what the scenario needs). The verdict of each is in a snapshot: a
+/// capture that stops replaying as it did fails the test with the diff, and a difference between
+/// a captured peer and the reference is visible there with its first failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_capture_replays_against_the_reference() {
+    use sockslab::reference::{self, RefOptions};
+    use sockslab::runner::{run_scenario, RunOptions};
+    use sockslab::verdict::{Expectations, Verdict};
+    let scenarios_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut lines = Vec::new();
+    let mut replayed = 0;
+    for f in capture_files() {
+        let name = snapshot_name(&f);
+        let scns = sockslab::pcap::replay::scenarios(&f, &scenarios_dir, None).unwrap_or_else(|e| panic!("{e:#}"));
+        for scn in scns {
+            let server = reference::start(&RefOptions::for_needs(&scn.needs), None).await.expect("reference starts");
+            let r = run_scenario(&scn, &server.sut, &RunOptions::default(), &Expectations::default()).await;
+            // The message without the received bytes, which hold ports that differ every run.
+            let first = r
+                .failures
+                .first()
+                .map(|fl| {
+                    let m = fl.message.split_once("]: ").map_or(fl.message.as_str(), |(_, rest)| rest);
+                    format!(": step {}: {m}", fl.step.map_or("-".to_string(), |s| s.to_string()))
+                })
+                .unwrap_or_default();
+            let conv = scn.id.rsplit('.').next().unwrap_or_default().to_string();
+            lines.push(format!("{name} #{conv} {}{first}", r.verdict.label()));
+            if r.verdict == Verdict::Pass {
+                replayed += 1;
+            }
+        }
+    }
+    // Most of the library replays cleanly: the reference is what every peer was checked against.
+    assert!(replayed * 4 >= lines.len() * 3, "only {replayed} of {} pass:\n{}", lines.len(), lines.join("\n"));
+    insta::assert_snapshot!("replay_against_reference", lines.join("\n"));
+}

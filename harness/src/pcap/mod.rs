@@ -4,6 +4,8 @@
 pub mod dissect;
 pub mod read;
 pub mod reassembly;
+pub mod replay;
+pub mod scenario;
 pub mod synth;
 
 use std::path::Path;
