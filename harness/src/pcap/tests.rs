@@ -341,3 +341,62 @@ fn tcpdump_pcap_converts_to_pcapng_with_the_same_packets() {
     assert_eq!(a.packets, b.packets);
     assert!(super::synth::pcap_to_pcapng(&classic[..classic.len() - 2]).is_err());
 }
+
+#[test]
+fn a_conversation_becomes_a_scenario_that_loads_with_templated_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let reqs = crate::coverage::Requirements::load(&scenarios.join("requirements.yaml")).unwrap();
+    let cases: Vec<(Script, &[&str], &[&str])> = vec![
+        (
+            connect_script("127.0.0.1:40000", "127.0.0.1:1080"),
+            // "ping" and "pong" are not an XOR echo of each other: the data is left out.
+            &["send: \"05 01 00 01 {target.addr} {target.port}\"", "expect: \"05 00 00 {bnd:addr}\""],
+            &["ping", "70696e67"],
+        ),
+        (
+            Script::new(addr("127.0.0.1:40000"), addr("127.0.0.1:1080"), 1, 2)
+                .handshake()
+                .client(&[5, 1, 2])
+                .server(&[5, 2])
+                .client(&[1, 1, b'a', 1, b'b'])
+                .server(&[1, 0])
+                .client(&[5, 1, 0, 3, 1, b'h', 0, 80])
+                .server(REPLY)
+                .client(b"hi")
+                .server(&[b'h' ^ 0xa5, b'i' ^ 0xa5]),
+            &[
+                "send: \"01 {user.len} {user} {pass.len} {pass}\"",
+                "send: \"05 01 00 03 {target.name.len} {target.name} {target.port}\"",
+                "expect: \"xor(6869)\"",
+                "method: userpass",
+            ],
+            &[],
+        ),
+        (
+            Script::new(addr("127.0.0.1:40000"), addr("127.0.0.1:1080"), 1, 2)
+                .handshake()
+                .client(&[5, 1, 2])
+                .server(&[5, 2])
+                .client(&[1, 1, b'a', 1, b'b'])
+                .server(&[1, 1])
+                .fin(false),
+            // Refused credentials stay as captured, and the close after the failure is expected.
+            &["send: \"0101610162\"", "expect: \"0101\"", "expect_close: {}"],
+            &["{user}"],
+        ),
+    ];
+    for (i, (script, wants, absent)) in cases.into_iter().enumerate() {
+        let d = dissect_bytes(&pcap(Link::Raw, &script.segs)).unwrap();
+        let imp = super::scenario::to_scenario(&d.conversations[0], &format!("captured.test.{i}"), "test").unwrap();
+        for w in wants {
+            assert!(imp.yaml.contains(w), "case {i}: missing {w:?} in\n{}", imp.yaml);
+        }
+        for a in absent {
+            assert!(!imp.yaml.contains(a), "case {i}: unexpected {a:?} in\n{}", imp.yaml);
+        }
+        let path = dir.path().join(format!("{i}.yaml"));
+        std::fs::write(&path, &imp.yaml).unwrap();
+        crate::scenario::Scenario::load_with(&path, &reqs).unwrap_or_else(|e| panic!("case {i}: {e}\n{}", imp.yaml));
+    }
+}
