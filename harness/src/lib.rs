@@ -9,6 +9,7 @@
 
 pub mod coverage;
 pub mod fixtures;
+pub mod pcap;
 pub mod peers;
 pub mod preflight;
 pub mod profile;

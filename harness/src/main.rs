@@ -44,6 +44,29 @@ enum Sub {
         #[arg(long)]
         strict: bool,
     },
+    /// Decode every SOCKS conversation of a pcap/pcapng capture, one line per message.
+    Dissect {
+        /// The capture file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Play the client side of each SOCKS conversation of a capture against a live server and
+    /// compare its answers with the captured ones (varying fields templated), with `check`'s
+    /// verdicts and reports.
+    Replay(ReplayArgs),
+    /// Turn a captured conversation into a catalogue scenario (e.g. scenarios/captured/NAME.yaml).
+    Import {
+        /// The capture file.
+        file: PathBuf,
+        /// Where to write the scenario.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Which conversation (the `#N` of `sockslab dissect`).
+        #[arg(long, default_value_t = 1)]
+        conversation: usize,
+    },
     /// List scenarios (optionally those a profile selects) and profiles.
     List {
         /// Catalogue directory.
@@ -124,6 +147,33 @@ struct CheckArgs {
 }
 
 #[derive(clap::Args)]
+struct ReplayArgs {
+    /// The capture file.
+    file: PathBuf,
+    /// The server to replay against: socks5://[user:pass@]127.0.0.1:PORT (socks4://, socks4a://, socks://).
+    #[arg(long)]
+    against: String,
+    /// Only this conversation (the `#N` of `sockslab dissect`).
+    #[arg(long)]
+    conversation: Option<usize>,
+    /// Capabilities the server has besides CONNECT (comma-separated): bind, udp, gost.
+    #[arg(long, value_delimiter = ',')]
+    claims: Vec<String>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Catalogue directory (for its requirements.yaml).
+    #[arg(long)]
+    scenarios: Option<PathBuf>,
+    /// Print passing scenarios and the transcript of each failure.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(clap::Args)]
 struct ClientArgs {
     /// The client command line. Placeholders: {proxy} (the runner's listener, 127.0.0.1:PORT),
     /// {proxy.host}, {proxy.port}, {target} (the target fixture, 127.0.0.1:PORT), {target.host}
@@ -183,6 +233,9 @@ async fn main() {
         Sub::CheckClient(a) => check_client(a).await,
         Sub::Coverage { scenarios, strict } => coverage(scenarios, strict),
         Sub::List { scenarios, profile } => list(scenarios, profile),
+        Sub::Dissect { file, json } => dissect(&file, json),
+        Sub::Replay(a) => replay(a).await,
+        Sub::Import { file, output, conversation } => import(&file, &output, conversation),
     };
     // Errors are the user's to read, not a developer's: one line (with its causes), exit 2, and
     // never a backtrace whatever RUST_BACKTRACE says.
@@ -191,6 +244,79 @@ async fn main() {
         2
     });
     std::process::exit(code);
+}
+
+fn dissect(file: &std::path::Path, json: bool) -> Result<i32> {
+    let d = sockslab::pcap::dissect_file(file)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        print!("{}", d.to_text());
+    }
+    Ok(0)
+}
+
+async fn replay(a: ReplayArgs) -> Result<i32> {
+    let t = parse_url(&a.against)?;
+    let method = if t.user.is_some() { Method::Userpass } else { Method::Noauth };
+    let mut claims = Claims { versions: t.versions.clone(), method, ipv6: true, domain: true, ..Claims::default() };
+    for c in &a.claims {
+        match c.as_str() {
+            "bind" => claims.commands.insert(Cmd::Bind),
+            "udp" => claims.commands.insert(Cmd::Udp),
+            "gost" => claims.extensions.insert(Extension::Gost),
+            other => bail!("--claims {other}: use bind, udp or gost"),
+        };
+    }
+    let sut = Sut {
+        addr: t.addr,
+        user: t.user.unwrap_or_default().into_bytes(),
+        pass: t.pass.unwrap_or_default().into_bytes(),
+        claims,
+        instance: None,
+    };
+    let dir = a.scenarios.clone().unwrap_or_else(sockslab::default_scenarios_dir);
+    let results = sockslab::pcap::replay::replay(&a.file, &dir, a.conversation, &sut).await?;
+    for r in &results {
+        print_result(r, a.verbose);
+    }
+    let report = Report::new(a.against.clone(), results);
+    let s = &report.summary;
+    println!(
+        "{} replayed: {} pass, {} fail or warn, {} n/a",
+        report.results.len(),
+        s.passed,
+        s.failed + s.warned + s.policy,
+        s.not_applicable
+    );
+    if let Some(p) = &a.json {
+        std::fs::write(p, json::render(&report)).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.junit {
+        std::fs::write(p, junit::render(&report)).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(i32::from(s.failed > 0))
+}
+
+fn import(file: &std::path::Path, output: &std::path::Path, conversation: usize) -> Result<i32> {
+    let d = sockslab::pcap::dissect_file(file)?;
+    let conv = d.conversations.iter().find(|c| c.index == conversation).with_context(|| {
+        format!("{}: no conversation #{conversation} ({} found)", file.display(), d.conversations.len())
+    })?;
+    let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).context("output needs a file name")?;
+    let imp = sockslab::pcap::scenario::to_scenario(conv, &format!("captured.{stem}"), &file.display().to_string())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(parent) = output.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(output, &imp.yaml).with_context(|| format!("writing {}", output.display()))?;
+    // The scenario must load as the catalogue would load it.
+    Scenario::load(output).with_context(|| format!("{} does not load", output.display()))?;
+    print!("{}", imp.yaml);
+    for n in &imp.notes {
+        eprintln!("note: {n}");
+    }
+    Ok(0)
 }
 
 fn catalogue(dir: Option<PathBuf>) -> Result<(PathBuf, Vec<Scenario>)> {

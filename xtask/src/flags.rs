@@ -18,6 +18,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// The interop lab: curl, gost, v2ray 5 and 4.34 and socksref against each other.
     Interop(InteropArgs),
+    /// Record the lab's green cells with tcpdump into captures/<family>/<client>-<server>.pcapng
+    /// (the same as `interop --capture`; by default every feature cell and the UDP bypass).
+    Capture(InteropArgs),
     /// Check the tree: scenario names, doc comments, catalogue ids, citations, unwraps, README commands.
     Tidy,
     /// Run the libFuzzer targets of fuzz/ (all in turn by default), or reseed their corpora.
@@ -117,6 +120,12 @@ pub struct InteropArgs {
     /// cell id, so every machine agrees and a new cell does not move the others.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
+
+    /// Record each green feature cell (and the UDP bypass probe) with tcpdump into
+    /// `captures/<family>/<client>-<server>.pcapng` plus a YAML sidecar; cells then run one at a
+    /// time with short payloads, and the behaviour diff is skipped.
+    #[arg(long)]
+    pub capture: bool,
 }
 
 /// Subcommands of `cargo xtask interop`.

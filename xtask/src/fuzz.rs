@@ -188,6 +188,9 @@ fn seed(root: &Path) -> Result<()> {
     ] {
         add("scenario", t.as_bytes().to_vec());
     }
+    for b in pcap_seeds() {
+        add("pcap_reader", b);
+    }
     let corpus_root = root.join("fuzz").join("corpus");
     for t in TARGETS {
         let dir = corpus_root.join(t);
@@ -205,6 +208,45 @@ fn seed(root: &Path) -> Result<()> {
         println!("{t:<18} {} seeds", set.len());
     }
     Ok(())
+}
+
+/// Small synthetic captures: a SOCKS5 CONNECT in every link type, pcap and pcapng, over IPv4 and
+/// IPv6, and a UDP ASSOCIATE with its datagrams, so the engine starts inside the dissector.
+fn pcap_seeds() -> Vec<Vec<u8>> {
+    use sockslab::pcap::synth::{pcap, pcapng, Link, Script};
+    let mut out = Vec::new();
+    for (c, s) in [("127.0.0.1:40000", "127.0.0.1:1080"), ("[::1]:40000", "[::1]:1080")] {
+        let (Ok(c), Ok(s)) = (c.parse(), s.parse()) else { continue };
+        let script = Script::new(c, s, 1000, 5000)
+            .handshake()
+            .client(&[5, 2, 0, 2])
+            .server(&[5, 0])
+            .client(&[5, 1, 0, 3, 9, b'l', b'o', b'c', b'a', b'l', b'h', b'o', b's', b't', 0, 80])
+            .server(&[5, 0, 0, 1, 127, 0, 0, 1, 0xc3, 0x50])
+            .client(b"GET /")
+            .fin(true);
+        for link in Link::ALL {
+            out.push(pcap(link, &script.segs));
+            out.push(pcapng(link, &script.segs, link == Link::Raw));
+        }
+    }
+    let (Ok(c), Ok(s), Ok(u), Ok(r)) =
+        ("127.0.0.1:40000".parse(), "127.0.0.1:1080".parse(), "127.0.0.1:45000".parse(), "127.0.0.1:1081".parse())
+    else {
+        return out;
+    };
+    let udp = Script::new(c, s, 1, 2)
+        .handshake()
+        .client(&[5, 1, 0])
+        .server(&[5, 0])
+        .client(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
+        .server(&[5, 0, 0, 1, 127, 0, 0, 1, 0x04, 0x39])
+        .udp(u, r, &[0, 0, 0, 1, 127, 0, 0, 1, 0, 53, b'q'])
+        .udp(r, u, &[0, 0, 0, 1, 127, 0, 0, 1, 0, 53, b'a'])
+        .rst(false);
+    out.push(pcap(Link::Ethernet, &udp.segs));
+    out.push(pcapng(Link::Sll2, &udp.segs, true));
+    out
 }
 
 fn render_pattern(p: &Template, vars: &sockslab::scenario::template::Vars) -> Option<Vec<u8>> {

@@ -17,6 +17,14 @@ fn main() -> anyhow::Result<()> {
     match flags.command {
         flags::Command::Bench(args) => bench::run(&args),
         flags::Command::Interop(args) => interop::run(&args),
+        flags::Command::Capture(mut args) => {
+            args.capture = true;
+            if args.features.is_empty() && args.only.is_empty() {
+                // Every feature family and the bypass; the catalogue cells are not captured.
+                args.features = interop::CAPTURE_FEATURES.iter().map(|f| f.to_string()).collect();
+            }
+            interop::run(&args)
+        }
         flags::Command::Tidy => tidy::run(),
         flags::Command::Fuzz(args) => fuzz::run(&args),
         flags::Command::Soak(args) => soak::run(&args),

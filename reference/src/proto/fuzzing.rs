@@ -32,7 +32,7 @@ use super::{Method, ProtoError};
 const MAX_INPUT: usize = 2048;
 
 /// The names of every target, in the order `cargo xtask fuzz` runs them. The `scenario` target
-/// lives in the harness (`fuzz/src/scenario_check.rs`), the rest here.
+/// and `pcap_reader` targets live in the harness (`fuzz/src/*_check.rs`), the rest here.
 pub const TARGETS: &[&str] = &[
     "socks4_request",
     "socks4_reply",
@@ -48,7 +48,11 @@ pub const TARGETS: &[&str] = &[
     "proxy_url",
     "server_handshake",
     "scenario",
+    "pcap_reader",
 ];
+
+/// The targets whose checks live in the harness (`fuzz/src/`), not in this crate.
+pub const HARNESS_TARGETS: &[&str] = &["scenario", "pcap_reader"];
 
 /// Runs the check of the reference target `name` on `data`; `false` when there is no such target
 /// in this crate (the replay test uses this to route corpus files).

@@ -16,6 +16,23 @@ use crate::peers::{Feature, PeerId};
 /// Bytes pushed through each TCP cell: big enough to cross several relay buffers.
 const TCP_PAYLOAD: usize = 256 * 1024;
 
+/// Set while the lab records captures (`--capture`): cells push a few bytes instead, so each
+/// capture file stays small enough to commit.
+pub static SMALL_PAYLOADS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn small() -> bool {
+    SMALL_PAYLOADS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The TCP payload length of a cell.
+fn tcp_len() -> usize {
+    if small() {
+        super::capture::TCP_PAYLOAD
+    } else {
+        TCP_PAYLOAD
+    }
+}
+
 /// Deterministic, non-repeating-looking payload (no RNG needed for reproducibility).
 fn payload(len: usize, seed: u8) -> Vec<u8> {
     let mut x: u32 = 0x9E37_79B9 ^ u32::from(seed);
@@ -39,7 +56,7 @@ pub struct Outcome {
 
 /// Sends a payload over TCP to `addr` and checks the XORed echo, within 20 s.
 async fn tcp_exchange(addr: SocketAddr, seed: u8) -> Result<usize> {
-    let data = payload(TCP_PAYLOAD, seed);
+    let data = payload(tcp_len(), seed);
     let want = xor(&data);
     let run = async {
         let s = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
@@ -84,7 +101,7 @@ async fn udp_exchange(addr: SocketAddr) -> Result<usize> {
     let sock = UdpSocket::bind("127.0.0.1:0").await?;
     let mut total = 0;
     for i in 0..3u8 {
-        let data = payload(700, 100 + i);
+        let data = payload(if small() { super::capture::UDP_PAYLOAD } else { 700 }, 100 + i);
         let want = xor(&data);
         let mut ok = false;
         'tries: for _ in 0..8 {
@@ -145,7 +162,7 @@ pub async fn run(
     match client {
         PeerId::Curl => {
             let dir = tempfile::Builder::new().prefix("sockslab-interop-curl-").tempdir()?;
-            let data = payload(TCP_PAYLOAD, 7);
+            let data = payload(tcp_len(), 7);
             std::fs::write(dir.path().join("in"), &data)?;
             let proxy = format!("{}:{}", server.ip(), server.port());
             let mut args: Vec<String> = match feature {
@@ -219,7 +236,7 @@ pub async fn run(
 /// Sends `payload`, half-closes, and reads until EOF; the reply-after-FIN target answers only
 /// once it has seen that FIN, so a tunnel that does not carry it returns nothing.
 async fn half_close_exchange(addr: SocketAddr, seed: u8) -> Result<usize> {
-    let data = payload(64 * 1024, seed);
+    let data = payload(if small() { tcp_len() } else { 64 * 1024 }, seed);
     let want = xor(&data);
     let run = async {
         let mut s = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;

@@ -10,6 +10,7 @@ mod behaviour;
 #[cfg(test)]
 mod browser_test;
 mod bypass;
+mod capture;
 mod cells;
 mod report;
 mod servers;
@@ -329,6 +330,24 @@ fn conclude(rep: &report::Report, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The features `cargo xtask capture` records by default: every feature family and the bypass.
+pub const CAPTURE_FEATURES: &[&str] = &[
+    "socks4",
+    "socks4a",
+    "socks4-userid",
+    "socks5-connect",
+    "userpass",
+    "bind",
+    "udp-associate",
+    "mbind",
+    "udp-tun",
+    "rudp-tun",
+    "tls-methods",
+    "tls-auth",
+    "half-close",
+    "udp-bypass",
+];
+
 /// Entry point of `cargo xtask interop`.
 pub fn run(args: &InteropArgs) -> Result<()> {
     if let Some(InteropAction::Report(r)) = &args.action {
@@ -355,9 +374,12 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         anyhow::bail!("no cell matches the filters (see --list)");
     }
     let cells: Vec<Cell> = full.iter().filter(|c| shard::owns(shard, &c.id)).cloned().collect();
+    if args.capture {
+        cells::SMALL_PAYLOADS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     // The behaviour diff is not a cell: each server's probes go to the shard owning a pseudo id,
     // for the servers some runnable feature cell of the whole plan targets (unsharded: all of those).
-    let behaviour_servers: BTreeSet<PeerId> = if args.only.is_empty() {
+    let behaviour_servers: BTreeSet<PeerId> = if args.only.is_empty() && !args.capture {
         full.iter()
             .filter(|c| c.kind == Kind::Feature && not_applicable(c).is_none())
             .map(|c| c.server)
@@ -492,12 +514,16 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     }
 
     // Feature cells, a few at once (2 cores; containers start in parallel fine).
-    let sem = Arc::new(tokio::sync::Semaphore::new(args.jobs.max(1)));
+    // While capturing, one cell at a time: each capture's filter must see only its own cell.
+    let jobs = if args.capture { 1 } else { args.jobs.max(1) };
+    let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
+    let capture = args.capture;
     let mut set = tokio::task::JoinSet::new();
     for c in feature_cells {
         let key = (c.server, server_config(c.feature));
         let server = shared.get(&key).map(|s| s.addr_for(c.feature.unwrap_or(Feature::Socks5Connect)));
         let server_err = server_errors.get(&key).cloned();
+        let server_command = shared.get(&key).map(|s| s.command.clone()).unwrap_or_default();
         let lab = lab.clone();
         let sem = sem.clone();
         set.spawn(async move {
@@ -505,14 +531,23 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             let t = Instant::now();
             let client = c.client.expect("feature cells have a client");
             let feature = c.feature.expect("feature cells have a feature");
+            let recorder = match (capture, server) {
+                (true, Some(addr)) => Some(capture::Recorder::start(&capture::filter(&[addr.port()])).await),
+                _ => None,
+            };
             let r = match (server, server_err) {
                 (Some(addr), _) => cells::run(client, &lab.launchers[&client], addr, feature, &lab.targets).await,
                 (None, e) => Err(anyhow::anyhow!("server {} did not start: {}", c.server, e.unwrap_or_default())),
             };
-            let (status, detail, logs) = match r {
+            let (status, mut detail, logs) = match r {
                 Ok(o) => (lab.decide(&c, true), o.detail, o.logs),
                 Err(e) => (lab.decide(&c, false), format!("{e:#}"), String::new()),
             };
+            if let (Some(rec), Some(addr)) = (recorder, server) {
+                let note =
+                    record_cell(&c, rec, addr.port(), status == Status::Pass, &detail, &logs, server_command).await;
+                detail = format!("{detail}; {note}");
+            }
             let logs = if status == Status::Pass { String::new() } else { logs };
             CellResult {
                 reproduce: reproduce(&c.id, lab.backend),
@@ -567,7 +602,7 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         let (lab, c) = (lab.clone(), c.clone());
         probes.spawn(async move {
             let t = Instant::now();
-            let r = observe_bypass(&lab, c.server).await;
+            let r = observe_bypass(&lab, c.server, capture).await;
             (c, t, r)
         });
     }
@@ -666,14 +701,95 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
 }
 
 /// Starts a fresh password+UDP server and runs the bypass probes; returns them and its logs.
-async fn observe_bypass(lab: &Lab, peer: PeerId) -> Result<(bypass::Observations, String)> {
+async fn observe_bypass(lab: &Lab, peer: PeerId, capture: bool) -> Result<(bypass::Observations, String)> {
     let server = servers::start(peer, &lab.launchers[&peer], Config::Auth).await?;
     let tag = format!("{}-{}-{}", peer.name(), std::process::id(), server.addr.port());
+    // Only the server's own port: bypass probes of several servers run at once.
+    let recorder =
+        if capture { Some(capture::Recorder::start(&format!("port {}", server.addr.port())).await) } else { None };
     let obs = bypass::observe(server.addr, &lab.targets, &tag).await;
     let logs = server.running.logs().await;
     server.running.stop().await;
+    let mut logs = logs;
+    if let Some(rec) = recorder {
+        let cell = Cell {
+            id: format!("udp-bypass.{}", peer.name()),
+            kind: Kind::UdpBypass,
+            client: None,
+            server: peer,
+            feature: None,
+        };
+        let shows = "RFC 1929 server with UDP on: probe datagrams sent straight to the SOCKS port with no TCP \
+                     handshake and no UDP ASSOCIATE (the dissector lists them as unmatched), and what came back";
+        let note = record_cell(&cell, rec, server.addr.port(), obs.is_ok(), shows, "", server.command.clone()).await;
+        logs = format!("{note}\n{logs}");
+    }
     let obs = obs.with_context(|| format!("server log:\n{logs}"))?;
     Ok((obs, logs))
+}
+
+/// Stops a cell's capture and, for a green cell, keeps it under `captures/` with its sidecar.
+/// Returns a note for the cell's detail line.
+async fn record_cell(
+    c: &Cell,
+    rec: Result<capture::Recorder>,
+    port: u16,
+    green: bool,
+    detail: &str,
+    client_logs: &str,
+    server_command: String,
+) -> String {
+    let rec = match rec {
+        Ok(r) => r,
+        Err(e) => return format!("not captured: {e:#}"),
+    };
+    let tcpdump = rec.command.clone();
+    let raw = match rec.stop().await {
+        Ok(r) => r,
+        Err(e) => return format!("not captured: {e:#}"),
+    };
+    if !green {
+        return "not captured (the cell is not green)".into();
+    }
+    let family = match c.feature {
+        Some(f) => capture::family(f).to_string(),
+        None => "udp-bypass".to_string(),
+    };
+    let (name, client) = match c.client {
+        Some(p) => {
+            // The first log line is the client's command line (curl and the forwarders print it).
+            let cmd = match p {
+                PeerId::V2ray4 | PeerId::V2ray5 => {
+                    "v2ray with a dokodemo-door inbound and a socks outbound to the server (xtask/src/interop/cells.rs)"
+                        .to_string()
+                }
+                _ => client_logs.lines().next().unwrap_or_default().to_string(),
+            };
+            (format!("{}-{}", p.name(), c.server.name()), capture::Peer::new(p, cmd))
+        }
+        None => (
+            format!("probe-{}", c.server.name()),
+            capture::Peer {
+                name: "probe".into(),
+                version: "xtask/src/interop/bypass.rs".into(),
+                command: String::new(),
+            },
+        ),
+    };
+    let sidecar = capture::Sidecar {
+        cell: c.id.clone(),
+        family,
+        date: capture::now(),
+        client,
+        server: capture::Peer::new(c.server, server_command),
+        tcpdump,
+        shows: detail.to_string(),
+        dissection: Vec::new(),
+    };
+    match capture::save(&peers::root(), &name, &raw, &[port], sidecar) {
+        Ok(f) => format!("captured to {}", f.strip_prefix(peers::root()).unwrap_or(&f).display()),
+        Err(e) => format!("not captured: {e:#}"),
+    }
 }
 
 /// Compares the observations with `xtask/src/interop/snapshots/udp_bypass_<peer>.snap`; returns
@@ -868,6 +984,7 @@ mod tests {
             schedules: None,
             out: None,
             shard: None,
+            capture: false,
             action: None,
         }
     }

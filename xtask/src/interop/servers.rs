@@ -45,6 +45,8 @@ pub struct Server {
     pub running: Running,
     /// What the catalogue may assume about it.
     pub claims: Claims,
+    /// The command line it was started with (for capture sidecars).
+    pub command: String,
     /// Further listeners of the same process for features the main one does not serve (gost's
     /// SOCKS4 handler is a separate service from its SOCKS5 one; USERID and TLS-method variants).
     pub extra: BTreeMap<Feature, SocketAddr>,
@@ -269,6 +271,7 @@ async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result
         }
         PeerId::Curl => anyhow::bail!("{peer} has no server adapter"),
     };
+    let command = format!("{} {}", peer.name(), args.join(" "));
     let running = launcher.start(&args, &files, Some(addr)).await?;
-    Ok(Server { config, addr, running, claims, extra })
+    Ok(Server { config, addr, running, claims, extra, command })
 }
