@@ -230,6 +230,11 @@ impl Session {
         let _ = done.wait_for(|d| *d).await;
     }
 
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        *self.done.borrow()
+    }
+
     /// Ends the session now: every stream sees EOF.
     pub fn close(&self) {
         self.driver.abort();
