@@ -169,12 +169,10 @@ impl BlockCrypt {
     /// The self-inverse ciphers.
     fn xor_stream(&self, buf: &mut [u8]) {
         match &self.engine {
-            Engine::Salsa20(key) => {
-                if buf.len() > 8 {
-                    let (nonce, rest) = buf.split_at_mut(8);
-                    let mut c = salsa20::Salsa20::new(key.into(), (&*nonce).into());
-                    c.apply_keystream(rest);
-                }
+            Engine::Salsa20(key) if buf.len() > 8 => {
+                let (nonce, rest) = buf.split_at_mut(8);
+                let mut c = salsa20::Salsa20::new(key.into(), (&*nonce).into());
+                c.apply_keystream(rest);
             }
             Engine::Xor(table) => {
                 // kcp-go XORs the datagram with the table's first len bytes; datagrams are
