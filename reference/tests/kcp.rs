@@ -484,3 +484,28 @@ async fn gost_kcp_client_through_our_listener_and_reference_socks_server_64_mib_
     assert_eq!(want, got, "64 MiB through gost -F socks5+kcp → our listener → reference SOCKS → echo");
     println!("gost socks5+kcp client → socksref kcp listener: {rate:.1} MiB/s each way");
 }
+
+/// Every cipher we implement, and nocomp, against kcptun-server (a kcp-go that has them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcptun_server_agrees_on_every_cipher_and_nocomp() {
+    let Some(server) = which("kcptun-server") else {
+        println!("SKIP: kcptun-server not installed (apt-get install kcptun)");
+        return;
+    };
+    let target = tcp_echo_server().await;
+    for (crypt, nocomp) in
+        [("aes-128", false), ("aes-192", false), ("salsa20", false), ("xor", false), ("none", false), ("aes", true)]
+    {
+        let mut cfg = kcptun_cfg();
+        cfg.crypt = kcp::Cipher::parse(crypt).unwrap();
+        cfg.nocomp = nocomp;
+        let kaddr: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
+        let mut args = vec!["-l".into(), kaddr.to_string(), "-t".into(), target.to_string()];
+        args.extend(kcptun_flags(&cfg, crypt));
+        let _peer = spawn(&server, &args);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let d = kcp::dial(kaddr, &cfg).await.unwrap();
+        let (want, got, _) = echo_roundtrip(d.open().await.unwrap(), MIB).await;
+        assert_eq!(want, got, "crypt {crypt} nocomp {nocomp}");
+    }
+}
