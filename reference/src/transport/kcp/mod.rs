@@ -202,6 +202,8 @@ async fn serve(sock: Arc<UdpSocket>, cfg: Arc<Config>, accept_tx: mpsc::Sender<(
             debug!(peer = %from, "kcp: accept backlog full, new session refused");
             continue;
         }
+        // Forget sessions that have ended, so the map does not grow with past peers.
+        peers.retain(|_, p| !p.tx.is_closed());
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let _ = tx.try_send(payload.to_vec());
         debug!(peer = %from, conv, "kcp: new session");
