@@ -6,7 +6,7 @@
 //!
 //! Sans-IO: [`BlockCrypt::seal`] and [`BlockCrypt::open`] work on byte buffers.
 
-use aes::cipher::{BlockCipher, BlockEncryptMut, InnerIvInit, KeyInit, KeyIvInit, StreamCipher};
+use aes::cipher::{AsyncStreamCipher, BlockCipher, BlockEncryptMut, InnerIvInit, KeyInit, KeyIvInit, StreamCipher};
 use rand::RngCore;
 
 /// Nonce bytes at the start of every datagram.
@@ -116,7 +116,9 @@ fn cfb_encrypt<
     cipher: &C,
     buf: &mut [u8],
 ) {
-    cfb_mode::BufEncryptor::<C>::inner_iv_init(cipher.clone(), &IV.into()).encrypt(buf);
+    // Whole-block CFB with the tail XORed with the next keystream block (plain CFB, as
+    // kcp-go); the block-level decryptor runs AES-NI on several blocks at once.
+    cfb_mode::Encryptor::<C>::inner_iv_init(cipher.clone(), &IV.into()).encrypt(buf);
 }
 
 fn cfb_decrypt<
@@ -125,7 +127,7 @@ fn cfb_decrypt<
     cipher: &C,
     buf: &mut [u8],
 ) {
-    cfb_mode::BufDecryptor::<C>::inner_iv_init(cipher.clone(), &IV.into()).decrypt(buf);
+    cfb_mode::Decryptor::<C>::inner_iv_init(cipher.clone(), &IV.into()).decrypt(buf);
 }
 
 impl BlockCrypt {
