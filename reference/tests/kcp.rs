@@ -493,9 +493,19 @@ async fn kcptun_server_agrees_on_every_cipher_and_nocomp() {
         return;
     };
     let target = tcp_echo_server().await;
-    for (crypt, nocomp) in
-        [("aes-128", false), ("aes-192", false), ("salsa20", false), ("xor", false), ("none", false), ("aes", true)]
-    {
+    for (crypt, nocomp) in [
+        ("aes-128", false),
+        ("aes-192", false),
+        ("salsa20", false),
+        ("xor", false),
+        ("sm4", false),
+        ("twofish", false),
+        ("blowfish", false),
+        ("cast5", false),
+        ("3des", false),
+        ("none", false),
+        ("aes", true),
+    ] {
         let mut cfg = kcptun_cfg();
         cfg.crypt = kcp::Cipher::parse(crypt).unwrap();
         cfg.nocomp = nocomp;

@@ -255,7 +255,7 @@ mod tests {
         assert!(Config::from_query("kcp.mode=warp").unwrap_err().contains("mode"));
         assert!(Config::from_query("kcp.sndwnd=x").unwrap_err().contains("sndwnd"));
         assert!(Config::from_query("kcp.tcp=true").is_err());
-        assert!(Config::from_query("kcp.crypt=tea").is_err());
+        assert!(Config::from_query("kcp.crypt=xtea").is_err());
         assert!(Config::from_query("kcp.datashard=200&kcp.parityshard=100").is_err());
     }
 }

@@ -46,14 +46,24 @@ pub enum Cipher {
     Salsa20,
     /// kcp-go's XOR with a PBKDF2-derived 1500-byte table.
     Xor,
+    /// SM4 (first 16 key bytes).
+    Sm4,
+    /// Twofish (32 key bytes).
+    Twofish,
+    /// Blowfish (32 key bytes; 8-byte blocks).
+    Blowfish,
+    /// CAST5 (first 16 key bytes; 8-byte blocks).
+    Cast5,
+    /// Triple DES, EDE3 (first 24 key bytes; 8-byte blocks).
+    TripleDes,
     /// No encryption; the nonce+CRC header is still present.
     None,
 }
 
 impl Cipher {
-    /// Maps gost's `kcp.crypt` value. gost treats `""` and unknown names as `aes`; the 8-byte
-    /// block ciphers and sm4/twofish are refused here with an error rather than silently
-    /// talking AES to a peer that expects something else.
+    /// Maps gost's `kcp.crypt` value. gost treats `""` and unknown names as `aes`; `tea` and
+    /// `xtea` (no maintained crate) are refused with an error rather than silently talking
+    /// AES to a peer that expects something else.
     pub fn parse(name: &str) -> Result<Self, String> {
         Ok(match name {
             "" | "aes" => Cipher::Aes256,
@@ -62,10 +72,13 @@ impl Cipher {
             "salsa20" => Cipher::Salsa20,
             "xor" => Cipher::Xor,
             "none" => Cipher::None,
-            "sm4" | "tea" | "xtea" | "blowfish" | "twofish" | "cast5" | "3des" => {
-                return Err(format!(
-                    "kcp crypt {name:?} is not implemented (use aes, aes-128, aes-192, salsa20, xor or none)"
-                ))
+            "sm4" => Cipher::Sm4,
+            "twofish" => Cipher::Twofish,
+            "blowfish" => Cipher::Blowfish,
+            "cast5" => Cipher::Cast5,
+            "3des" => Cipher::TripleDes,
+            "tea" | "xtea" => {
+                return Err(format!("kcp crypt {name:?} is not implemented (every other kcp-go cipher is)"))
             }
             // gost's `default:` branch: anything unknown is AES-256.
             _ => Cipher::Aes256,
@@ -87,6 +100,12 @@ enum Engine {
     Aes256(aes::Aes256),
     Salsa20([u8; 32]),
     Xor(Box<[u8; XOR_TABLE_LEN]>),
+    Sm4(sm4::Sm4),
+    // Boxed: their key schedules are kilobytes.
+    Twofish(Box<twofish::Twofish>),
+    Blowfish(Box<blowfish::Blowfish>),
+    Cast5(cast5::Cast5),
+    TripleDes(Box<des::TdesEde3>),
     None,
 }
 
@@ -104,30 +123,29 @@ impl std::fmt::Debug for BlockCrypt {
             Engine::Aes256(_) => "aes",
             Engine::Salsa20(_) => "salsa20",
             Engine::Xor(_) => "xor",
+            Engine::Sm4(_) => "sm4",
+            Engine::Twofish(_) => "twofish",
+            Engine::Blowfish(_) => "blowfish",
+            Engine::Cast5(_) => "cast5",
+            Engine::TripleDes(_) => "3des",
             Engine::None => "none",
         };
         f.debug_struct("BlockCrypt").field("cipher", &name).finish()
     }
 }
 
-fn cfb_encrypt<
-    C: BlockEncryptMut + BlockCipher + Clone + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
->(
-    cipher: &C,
-    buf: &mut [u8],
-) {
-    // Whole-block CFB with the tail XORed with the next keystream block (plain CFB, as
-    // kcp-go); the block-level decryptor runs AES-NI on several blocks at once.
-    cfb_mode::Encryptor::<C>::inner_iv_init(cipher.clone(), &IV.into()).encrypt(buf);
+/// CFB with full-block feedback over the whole datagram, the tail XORed with the next
+/// keystream block (plain CFB, as kcp-go); the IV is kcp-go's, cut to the block size (its
+/// 8-byte ciphers encrypt the IV's first 8 bytes). The block-level decryptor runs several
+/// blocks at once where the cipher can (AES-NI).
+fn cfb_encrypt<C: BlockEncryptMut + BlockCipher + Clone>(cipher: &C, buf: &mut [u8]) {
+    let iv = aes::cipher::generic_array::GenericArray::from_slice(&IV[..C::block_size()]);
+    cfb_mode::Encryptor::<C>::inner_iv_init(cipher.clone(), iv).encrypt(buf);
 }
 
-fn cfb_decrypt<
-    C: BlockEncryptMut + BlockCipher + Clone + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
->(
-    cipher: &C,
-    buf: &mut [u8],
-) {
-    cfb_mode::Decryptor::<C>::inner_iv_init(cipher.clone(), &IV.into()).decrypt(buf);
+fn cfb_decrypt<C: BlockEncryptMut + BlockCipher + Clone>(cipher: &C, buf: &mut [u8]) {
+    let iv = aes::cipher::generic_array::GenericArray::from_slice(&IV[..C::block_size()]);
+    cfb_mode::Decryptor::<C>::inner_iv_init(cipher.clone(), iv).decrypt(buf);
 }
 
 impl BlockCrypt {
@@ -145,6 +163,18 @@ impl BlockCrypt {
                 pbkdf2::pbkdf2_hmac::<sha1::Sha1>(&pass, XOR_SALT, 32, &mut table[..]);
                 Engine::Xor(table)
             }
+            // Fixed-size slices of the 32 bytes are valid keys for each of these.
+            Cipher::Sm4 => Engine::Sm4(sm4::Sm4::new(pass[..16].into())),
+            Cipher::Twofish => Engine::Twofish(Box::new(twofish::Twofish::new(&pass.into()))),
+            Cipher::Blowfish => match blowfish::Blowfish::new_from_slice(&pass) {
+                Ok(c) => Engine::Blowfish(Box::new(c)),
+                Err(_) => unreachable!("blowfish takes 4..=56 key bytes"),
+            },
+            Cipher::Cast5 => match cast5::Cast5::new_from_slice(&pass[..16]) {
+                Ok(c) => Engine::Cast5(c),
+                Err(_) => unreachable!("cast5 takes 5..=16 key bytes"),
+            },
+            Cipher::TripleDes => Engine::TripleDes(Box::new(des::TdesEde3::new(pass[..24].into()))),
             Cipher::None => Engine::None,
         };
         Self { engine }
@@ -155,6 +185,11 @@ impl BlockCrypt {
             Engine::Aes128(c) => cfb_encrypt(c, buf),
             Engine::Aes192(c) => cfb_encrypt(c, buf),
             Engine::Aes256(c) => cfb_encrypt(c, buf),
+            Engine::Sm4(c) => cfb_encrypt(c, buf),
+            Engine::Twofish(c) => cfb_encrypt(&**c, buf),
+            Engine::Blowfish(c) => cfb_encrypt(&**c, buf),
+            Engine::Cast5(c) => cfb_encrypt(c, buf),
+            Engine::TripleDes(c) => cfb_encrypt(&**c, buf),
             Engine::Salsa20(_) | Engine::Xor(_) | Engine::None => self.xor_stream(buf),
         }
     }
@@ -164,6 +199,11 @@ impl BlockCrypt {
             Engine::Aes128(c) => cfb_decrypt(c, buf),
             Engine::Aes192(c) => cfb_decrypt(c, buf),
             Engine::Aes256(c) => cfb_decrypt(c, buf),
+            Engine::Sm4(c) => cfb_decrypt(c, buf),
+            Engine::Twofish(c) => cfb_decrypt(&**c, buf),
+            Engine::Blowfish(c) => cfb_decrypt(&**c, buf),
+            Engine::Cast5(c) => cfb_decrypt(c, buf),
+            Engine::TripleDes(c) => cfb_decrypt(&**c, buf),
             Engine::Salsa20(_) | Engine::Xor(_) | Engine::None => self.xor_stream(buf),
         }
     }
@@ -259,7 +299,19 @@ mod tests {
 
     #[test]
     fn every_cipher_round_trips_and_rejects_a_wrong_key() {
-        for c in [Cipher::Aes256, Cipher::Aes128, Cipher::Aes192, Cipher::Salsa20, Cipher::Xor, Cipher::None] {
+        for c in [
+            Cipher::Aes256,
+            Cipher::Aes128,
+            Cipher::Aes192,
+            Cipher::Salsa20,
+            Cipher::Xor,
+            Cipher::Sm4,
+            Cipher::Twofish,
+            Cipher::Blowfish,
+            Cipher::Cast5,
+            Cipher::TripleDes,
+            Cipher::None,
+        ] {
             let a = BlockCrypt::new(c, "right");
             let mut d = vec![0u8; HEADER_LEN];
             d.extend_from_slice(b"some kcp segment bytes, 37 of them!!");
@@ -286,6 +338,7 @@ mod tests {
         assert_eq!(Cipher::parse("").unwrap(), Cipher::Aes256);
         assert_eq!(Cipher::parse("whatever").unwrap(), Cipher::Aes256);
         assert_eq!(Cipher::parse("aes-192").unwrap(), Cipher::Aes192);
-        assert!(Cipher::parse("blowfish").is_err());
+        assert!(Cipher::parse("tea").is_err());
+        assert_eq!(Cipher::parse("3des").unwrap(), Cipher::TripleDes);
     }
 }
