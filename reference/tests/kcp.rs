@@ -258,6 +258,12 @@ async fn our_dialer_to_kcptun_server_64_mib_each_way() {
 
 /// A UDP relay in front of `upstream` that records every datagram coming from the client.
 async fn capturing_relay(upstream: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+    relay(upstream, 0).await
+}
+
+/// A UDP relay in front of `upstream` that records every datagram coming from the client and,
+/// when `drop_every` is not 0, drops every `drop_every`-th datagram in each direction.
+async fn relay(upstream: SocketAddr, drop_every: usize) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
     let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     back.connect(upstream).await.unwrap();
@@ -268,16 +274,25 @@ async fn capturing_relay(upstream: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<Vec
         let (front, back, seen, client) = (front.clone(), back.clone(), seen.clone(), client.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
+            let mut count = 0usize;
             while let Ok((n, from)) = front.recv_from(&mut buf).await {
                 *client.lock().unwrap() = Some(from);
                 seen.lock().unwrap().push(buf[..n].to_vec());
-                let _ = back.send(&buf[..n]).await;
+                count += 1;
+                if drop_every == 0 || count % drop_every != 0 {
+                    let _ = back.send(&buf[..n]).await;
+                }
             }
         });
     }
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
+        let mut count = 0usize;
         while let Ok(n) = back.recv(&mut buf).await {
+            count += 1;
+            if drop_every != 0 && count % drop_every == 0 {
+                continue;
+            }
             let to = *client.lock().unwrap();
             if let Some(to) = to {
                 let _ = front.send_to(&buf[..n], to).await;
@@ -518,4 +533,29 @@ async fn kcptun_server_agrees_on_every_cipher_and_nocomp() {
         let (want, got, _) = echo_roundtrip(d.open().await.unwrap(), MIB).await;
         assert_eq!(want, got, "crypt {crypt} nocomp {nocomp}");
     }
+}
+
+/// With every 7th datagram lost in each direction (FEC recovers some, the ARQ resends the
+/// rest), kcptun and our listener still move 8 MiB each way intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcptun_client_through_a_lossy_link_to_our_listener() {
+    let Some(client) = which("kcptun-client") else {
+        println!("SKIP: kcptun-client not installed (apt-get install kcptun)");
+        return;
+    };
+    let cfg = kcptun_cfg();
+    let ln = kcp::Listener::bind("127.0.0.1:0".parse().unwrap(), &cfg).await.unwrap();
+    let (lossy, _) = relay(ln.local_addr(), 7).await;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = ln.accept().await {
+            tokio::spawn(echo(s));
+        }
+    });
+    let local: SocketAddr = format!("127.0.0.1:{}", free_tcp()).parse().unwrap();
+    let mut args = vec!["-l".into(), local.to_string(), "-r".into(), lossy.to_string()];
+    args.extend(kcptun_flags(&cfg, "aes"));
+    let _peer = spawn(&client, &args);
+    let (want, got, rate) = echo_roundtrip(connect_retry(local).await, 8 * MIB).await;
+    assert_eq!(want, got, "8 MiB over a link losing 1 datagram in 7");
+    println!("kcptun-client → lossy link → socksref kcp listener: {rate:.1} MiB/s each way");
 }

@@ -109,6 +109,8 @@ fn conv_of(payload: &[u8]) -> Option<(u32, u32)> {
 }
 
 /// A kcp listener: one UDP socket, one KCP+smux session per peer address, streams out.
+/// Dropping it stops taking datagrams; sessions already running then end on their own once
+/// their peer is silent (they hold the socket until then, so their last bytes still go out).
 #[derive(Debug)]
 pub struct Listener {
     local: SocketAddr,
