@@ -230,9 +230,10 @@ impl Session {
         let _ = done.wait_for(|d| *d).await;
     }
 
-    /// Whether the session has ended.
+    /// Whether the session has ended (a dialer then starts a new one instead of opening a stream).
     pub fn is_closed(&self) -> bool {
-        *self.done.borrow()
+        // The driver sends `true` when it ends; an aborted driver drops the sender instead.
+        *self.done.borrow() || self.done.has_changed().is_err()
     }
 
     /// Ends the session now: every stream sees EOF.
