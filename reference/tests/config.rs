@@ -1,0 +1,288 @@
+//! `-C` (gost YAML/JSON), `-O yaml|json` and the one model behind them and `-L`/`-F`: round trips
+//! of every README command line, one-line errors with positions, per-service chains.
+
+mod common;
+
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A `socksref` process killed (by pid, through `Child`) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_socksref")).args(args).stdin(Stdio::null()).output().expect("run socksref")
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_socksref"))
+        .args(args)
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn socksref");
+    Proc(child)
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A scratch directory for this test process.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("socksref-config-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The `socksref -L …` command lines of README.md, as argument lists (shell quotes and trailing
+/// comments removed).
+fn readme_examples() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let mut out = Vec::new();
+    for line in readme.lines() {
+        let line = line.trim();
+        let rest = if let Some(r) = line.strip_prefix("socksref ") {
+            r
+        } else if let Some(i) = line.find("-p socksref -- ") {
+            &line[i + "-p socksref -- ".len()..]
+        } else {
+            continue;
+        };
+        let rest = rest.split(" #").next().unwrap().trim_end_matches('&').trim();
+        if !rest.contains("-L ") {
+            continue;
+        }
+        out.push(rest.split_whitespace().map(|w| w.trim_matches('\'').to_string()).collect());
+    }
+    out
+}
+
+#[test]
+fn every_readme_command_line_round_trips_through_o_yaml_and_c() {
+    let examples = readme_examples();
+    assert!(examples.len() >= 7, "README examples not found: {examples:?}");
+    let dir = scratch("readme");
+    for (i, args) in examples.iter().enumerate() {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let yaml = run(&[&args[..], &["-O", "yaml"]].concat());
+        assert!(yaml.status.success(), "{args:?}: {}", String::from_utf8_lossy(&yaml.stderr));
+        let yaml = String::from_utf8(yaml.stdout).unwrap();
+        assert!(yaml.contains("services:") && yaml.contains("handler:"), "{yaml}");
+        let file = write(&dir, &format!("ex{i}.yaml"), &yaml);
+        let again = run(&["-C", file.to_str().unwrap(), "-O", "yaml"]);
+        assert!(again.status.success(), "{args:?}: {}", String::from_utf8_lossy(&again.stderr));
+        assert_eq!(String::from_utf8(again.stdout).unwrap(), yaml, "{args:?}: -C of -O yaml is not the same model");
+        // The JSON spelling is the same model too.
+        let json = run(&[&args[..], &["-O", "json"]].concat());
+        assert!(json.status.success());
+        let file = write(&dir, &format!("ex{i}.json"), &String::from_utf8(json.stdout).unwrap());
+        let from_json = run(&["-C", file.to_str().unwrap(), "-O", "yaml"]);
+        assert_eq!(String::from_utf8(from_json.stdout).unwrap(), yaml, "{args:?}: JSON differs");
+    }
+}
+
+#[test]
+fn the_cli_mapping_is_gosts() {
+    // The shape `gost -L … -F … -O yaml` prints (gost 3.2.6): query keys on handler, listener and
+    // service; the chain on the listener for rtcp, on the handler otherwise; the dialer's TLS
+    // server name is the node's host.
+    let out = run(&[
+        "-L",
+        "socks5://u:p@127.0.0.1:1080?udp=true&handler.bind=true",
+        "-L",
+        "rtcp://:2222/127.0.0.1:22",
+        "-F",
+        "socks5://127.0.0.1:1081?relay=udp",
+        "-O",
+        "json",
+    ]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s0 = &v["services"][0];
+    assert_eq!(s0["name"], "service-0");
+    assert_eq!(s0["handler"]["type"], "socks5");
+    assert_eq!(s0["handler"]["chain"], "chain-0");
+    assert_eq!(s0["handler"]["auth"]["username"], "u");
+    assert_eq!(s0["handler"]["metadata"]["udp"], "true");
+    assert_eq!(s0["handler"]["metadata"]["bind"], "true");
+    assert_eq!(s0["listener"]["metadata"]["udp"], "true");
+    assert!(s0["listener"]["metadata"].get("bind").is_none(), "handler. prefix: handler only");
+    assert_eq!(s0["metadata"]["udp"], "true");
+    let s1 = &v["services"][1];
+    assert_eq!(s1["handler"]["type"], "rtcp");
+    assert!(s1["handler"].get("chain").is_none());
+    assert_eq!(s1["listener"]["chain"], "chain-0");
+    assert_eq!(s1["forwarder"]["nodes"][0]["addr"], "127.0.0.1:22");
+    let node = &v["chains"][0]["hops"][0]["nodes"][0];
+    assert_eq!(node["connector"]["metadata"]["relay"], "udp");
+    assert_eq!(node["dialer"]["tls"]["serverName"], "127.0.0.1");
+    assert_eq!(v["chains"][0]["hops"][0]["metadata"]["relay"], "udp");
+}
+
+/// Runs `-C` on `text` and returns the one stderr line (asserting exit 2 and one line).
+fn config_error(dir: &Path, name: &str, text: &str) -> String {
+    let file = write(dir, name, text);
+    let out = run(&["-C", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+    assert_eq!(err.lines().count(), 1, "{name}: {err}");
+    err
+}
+
+#[test]
+fn bad_files_get_one_line_with_file_position_and_key() {
+    let dir = scratch("errors");
+    let head = "services:\n- name: s\n  addr: 127.0.0.1:1\n";
+    let cases: &[(&str, String, &str, &[&str])] = &[
+        ("unknown-key.yaml", format!("{head}  handler:\n    type: socks5\n    tpye: x\n"), ":6:5:", &["tpye"]),
+        ("wrong-type.yaml", format!("{head}  handler:\n    type: socks5\n    metadata:\n      udp: [1]\n"), ":7:", &["metadata.udp", "sequence"]),
+        ("missing.yaml", "services:\n- name: s\n  handler: {type: socks5}\n".into(), ":2:3:", &["missing field `addr`"]),
+        ("handler.yaml", format!("{head}  handler:\n    type: http\n"), ":5:", &["\"http\" is not supported"]),
+        ("listener.yaml", format!("{head}  handler: {{type: socks5}}\n  listener:\n    type: quic\n"), ":6:", &["listener type \"quic\" is not supported"]),
+        ("connector.yaml", format!("{head}  handler: {{type: socks5}}\nchains:\n- name: c\n  hops:\n  - name: h\n    nodes:\n    - name: n\n      addr: 127.0.0.1:2\n      connector: {{type: http}}\n"), ":12:", &["connector type \"http\""]),
+        ("metadata-key.yaml", format!("{head}  handler:\n    type: socks5\n    metadata:\n      bnd: true\n"), ":7:", &["services[0].handler.metadata.bnd", "unknown key"]),
+        ("metadata-value.yaml", format!("{head}  handler:\n    type: socks5\n    metadata:\n      udp: maybe\n"), ":7:", &["services[0].handler.metadata.udp", "not true/false"]),
+        ("chain-ref.yaml", format!("{head}  handler: {{type: socks5, chain: nowhere}}\n"), ":4:", &["services[0].handler.chain", "no chain named \"nowhere\""]),
+        ("node-key.yaml", format!("{head}  handler: {{type: socks5, chain: c}}\nchains:\n- name: c\n  hops:\n  - name: h\n    nodes:\n    - name: n\n      addr: 127.0.0.1:2\n      connector:\n        type: socks5\n        metadata: {{relay: tcp}}\n"), ":14:", &["chains[0].hops[0].nodes[0].connector.metadata.relay"]),
+        ("json.json", "{\"services\": [{\"name\": \"s\", \"addr\": \":1\", \"handler\": {\"type\": \"socks5\", \"chain\": 3}}]}".into(), ":1:", &["invalid type: integer `3`"]),
+        ("syntax.yaml", "services: [\n".into(), ":2:1:", &["expected"]),
+    ];
+    for (name, text, pos, needles) in cases {
+        let err = config_error(&dir, name, text);
+        let file = dir.join(name);
+        assert!(err.starts_with(&format!("socksref: {}{pos}", file.display())), "{name}: {err}");
+        for n in *needles {
+            assert!(err.contains(n), "{name}: {err:?} lacks {n:?}");
+        }
+    }
+    // -C with -L is one or the other.
+    let out = run(&["-C", "x.yaml", "-L", "socks5://:1"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_uses_its_own_chain() {
+    // Two upstreams: `open` relays to 127.0.0.1, `closed` refuses every loopback destination.
+    // A front with one service per chain must reach the target through the first only; with
+    // one global chain both services would behave alike.
+    let target = http("chain one").await;
+    let (open, closed, s1, s2) = (free_port(), free_port(), free_port(), free_port());
+    let _open = spawn(&["-L", &format!("socks5://127.0.0.1:{open}?notls=true")]);
+    let _closed = spawn(&["-L", &format!("socks5://127.0.0.1:{closed}?notls=true&deny=127.0.0.0/8")]);
+    let dir = scratch("chains");
+    let file = write(
+        &dir,
+        "two-chains.yaml",
+        &format!(
+            "services:
+- name: via-open
+  addr: 127.0.0.1:{s1}
+  handler: {{type: socks5, chain: to-open}}
+- name: via-closed
+  addr: 127.0.0.1:{s2}
+  handler: {{type: socks5, chain: to-closed}}
+chains:
+- name: to-open
+  hops:
+  - name: hop-0
+    nodes:
+    - name: open
+      addr: 127.0.0.1:{open}
+      connector: {{type: socks5, metadata: {{notls: true}}}}
+- name: to-closed
+  hops:
+  - name: hop-0
+    nodes:
+    - name: closed
+      addr: 127.0.0.1:{closed}
+      connector: {{type: socks5, metadata: {{notls: true}}}}
+log:
+  level: warn
+"
+        ),
+    );
+    let _front = spawn(&["-C", file.to_str().unwrap()]);
+    for p in [open, closed, s1, s2] {
+        wait_ready(p);
+    }
+    let url = format!("http://{target}/");
+    let curl = |port: u16| {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "10", "--socks5-hostname", &format!("127.0.0.1:{port}"), &url])
+            .output()
+            .expect("curl is required for these tests");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok1, body1) = tokio::task::block_in_place(|| curl(s1));
+    assert!(ok1 && body1 == "chain one", "{ok1} {body1}");
+    let (ok2, _) = tokio::task::block_in_place(|| curl(s2));
+    assert!(!ok2, "the second service went through the first service's chain");
+}
+
+#[test]
+fn authers_add_users_and_log_level_is_read() {
+    let dir = scratch("authers");
+    let port = free_port();
+    let file = write(
+        &dir,
+        "authers.yaml",
+        &format!(
+            "services:
+- name: s
+  addr: 127.0.0.1:{port}
+  handler: {{type: socks5, auther: users, metadata: {{notls: true}}}}
+authers:
+- name: users
+  auths:
+  - {{username: alice, password: a1}}
+  - {{username: bob, password: b2}}
+log: {{level: nonsense}}
+"
+        ),
+    );
+    let out = run(&["-C", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log.level"));
+    let text = std::fs::read_to_string(&file).unwrap().replace("nonsense", "error");
+    let file = write(&dir, "authers.yaml", &text);
+    let _p = spawn(&["-C", file.to_str().unwrap()]);
+    wait_ready(port);
+    // Both users of the auther authenticate (RFC 1929), a third does not.
+    for (user, pass, ok) in [("alice", "a1", true), ("bob", "b2", true), ("eve", "x", false)] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(&hex("05 01 02")).unwrap();
+        let mut r = [0u8; 2];
+        s.read_exact(&mut r).unwrap();
+        assert_eq!(r, [5, 2]);
+        let msg = [&[1u8, user.len() as u8][..], user.as_bytes(), &[pass.len() as u8], pass.as_bytes()].concat();
+        s.write_all(&msg).unwrap();
+        s.read_exact(&mut r).unwrap();
+        assert_eq!(r[1] == 0, ok, "{user}");
+    }
+}
