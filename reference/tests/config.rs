@@ -286,3 +286,137 @@ log: {{level: nonsense}}
         assert_eq!(r[1] == 0, ok, "{user}");
     }
 }
+
+fn configs_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docker/configs"))
+}
+
+#[test]
+fn every_example_config_file_loads_and_gost_ones_round_trip() {
+    let mut seen = (0, 0);
+    let dir = scratch("examples");
+    for entry in std::fs::read_dir(configs_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let p = path.to_str().unwrap();
+        if name.starts_with("gost-") {
+            seen.0 += 1;
+            let out = run(&["-C", p, "-O", "yaml"]);
+            assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+            let yaml = String::from_utf8(out.stdout).unwrap();
+            let file = write(&dir, &name, &yaml);
+            let again = run(&["-C", file.to_str().unwrap(), "-O", "yaml"]);
+            assert_eq!(String::from_utf8(again.stdout).unwrap(), yaml, "{name}");
+        } else if name.starts_with("v2ray") {
+            seen.1 += 1;
+            let out = run(&["--v2ray", p, "-O", "yaml"]);
+            assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+            let yaml = String::from_utf8(out.stdout).unwrap();
+            // The translation is an ordinary gost config: -C runs it too.
+            let file = write(&dir, &format!("{name}.yaml"), &yaml);
+            let again = run(&["-C", file.to_str().unwrap(), "-O", "yaml"]);
+            assert_eq!(String::from_utf8(again.stdout).unwrap(), yaml, "{name}");
+        }
+    }
+    assert!(seen.0 >= 8 && seen.1 >= 6, "{seen:?}");
+}
+
+/// A copy of docker/configs/`name` with every `from` port replaced by `to`.
+fn example_on(name: &str, ports: &[(u16, u16)], dir: &Path) -> PathBuf {
+    let mut text = std::fs::read_to_string(configs_dir().join(name)).unwrap();
+    for (from, to) in ports {
+        text = text
+            .replace(&format!(":{from}"), &format!(":{to}"))
+            .replace(&format!("\"port\": {from}"), &format!("\"port\": {to}"));
+    }
+    write(dir, name, &text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2ray_socks_inbound_with_password_and_a_chain_through_it() {
+    let target = http("v2ray says hi").await;
+    let (server, front) = (free_port(), free_port());
+    let dir = scratch("v2ray");
+    let s = example_on("v2ray4-socks-server.json", &[(1080, server)], &dir);
+    let f = example_on("v2ray4-socks-chain.json", &[(1080, server), (2080, front)], &dir);
+    let _s = spawn(&["--v2ray", s.to_str().unwrap()]);
+    let _f = spawn(&["--v2ray", f.to_str().unwrap()]);
+    wait_ready(server);
+    wait_ready(front);
+    let url = format!("http://{target}/");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl").args(["-s", "-m", "10"]).args(args).arg(&url).output().expect("curl");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let srv = format!("127.0.0.1:{server}");
+    let (ok, body) = tokio::task::block_in_place(|| curl(&["--socks5-hostname", &srv, "-U", "alice:s3cret"]));
+    assert!(ok && body == "v2ray says hi", "{ok} {body}");
+    let (ok, _) = tokio::task::block_in_place(|| curl(&["--socks5-hostname", &srv, "-U", "alice:wrong"]));
+    assert!(!ok, "a wrong password was accepted");
+    let (ok, _) = tokio::task::block_in_place(|| curl(&["--socks5-hostname", &srv]));
+    assert!(!ok, "no authentication was accepted by a password inbound");
+    // The noauth front routes to the socks outbound, which logs in as alice.
+    let (ok, body) = tokio::task::block_in_place(|| curl(&["--socks5-hostname", &format!("127.0.0.1:{front}")]));
+    assert!(ok && body == "v2ray says hi", "{ok} {body}");
+    let (ok, body) = tokio::task::block_in_place(|| curl(&["--socks4a", &format!("127.0.0.1:{front}")]));
+    assert!(ok && body == "v2ray says hi", "SOCKS4a on a noauth socks inbound: {ok} {body}");
+}
+
+#[test]
+fn v2ray_leftovers_are_listed_and_bad_settings_named_by_json_path() {
+    let dir = scratch("v2ray-errors");
+    let file = write(
+        &dir,
+        "extra.json",
+        r#"{
+  "policy": {"levels": {"0": {"handshake": 4}}},
+  "inbounds": [
+    {"tag": "in", "listen": "127.0.0.1", "port": 1, "protocol": "socks",
+     "settings": {"auth": "noauth", "udp": false, "foo": 1},
+     "streamSettings": {"network": "tcp"}},
+    {"tag": "web", "listen": "127.0.0.1", "port": 2, "protocol": "http", "settings": {}}
+  ],
+  "outbounds": [{"tag": "direct", "protocol": "freedom"}]
+}"#,
+    );
+    let out = run(&["--v2ray", file.to_str().unwrap(), "-O", "json"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for path in ["$.policy", "inbounds[0].settings.foo", "inbounds[0].streamSettings", "inbounds[1]: ignored"] {
+        assert_eq!(err.matches(path).count(), 1, "{path} not reported once: {err}");
+    }
+    let cases = [
+        (
+            "auth.json",
+            r#"{"inbounds": [{"port": 1, "listen": "127.0.0.1", "protocol": "socks", "settings": {"auth": "pasword"}}]}"#,
+            "inbounds[0].settings.auth",
+        ),
+        (
+            "route.json",
+            r#"{"inbounds": [{"tag": "a", "port": 1, "listen": "127.0.0.1", "protocol": "socks"}], "outbounds": [{"tag": "x", "protocol": "blackhole"}]}"#,
+            "inbounds[0]",
+        ),
+        ("port.json", r#"{"inbounds": [{"port": "1000-2000", "protocol": "socks"}]}"#, "inbounds[0].port"),
+        (
+            "rule.json",
+            r#"{"inbounds": [], "routing": {"rules": [{"type": "field", "inboundTag": ["a"], "outboundTag": "nowhere"}]}}"#,
+            "routing.rules[0].outboundTag",
+        ),
+        (
+            "v4pass.json",
+            r#"{"outbounds": [{"protocol": "socks", "settings": {"version": "4", "servers": [{"address": "127.0.0.1", "port": 1, "users": [{"user": "u", "pass": "p"}]}]}}]}"#,
+            "outbounds[0].settings.servers[0].users[0].pass",
+        ),
+    ];
+    for (name, text, path) in cases {
+        let file = write(&dir, name, text);
+        let out = run(&["--v2ray", file.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+        assert!(
+            err.contains(&format!(": {path}: ")) && err.contains(&format!("{}:1:", file.display())),
+            "{name}: {err}"
+        );
+    }
+}

@@ -51,7 +51,7 @@ EXAMPLES:
   socksref -L tcp://:8080/127.0.0.1:80 -F socks5://127.0.0.1:1080")]
 struct Args {
     /// A service to run, as a URL (see SERVICES below).
-    #[arg(short = 'L', value_name = "URL", required_unless_present = "config")]
+    #[arg(short = 'L', value_name = "URL", required_unless_present_any = ["config", "v2ray"])]
     listen: Vec<String>,
     /// An upstream proxy hop, as a URL; repeat for a chain, first hop first.
     #[arg(short = 'F', value_name = "URL")]
@@ -59,6 +59,10 @@ struct Args {
     /// A gost config file (YAML, or JSON when it starts with `{`) instead of -L/-F.
     #[arg(short = 'C', value_name = "FILE", conflicts_with_all = ["listen", "forward"])]
     config: Option<std::path::PathBuf>,
+    /// A V2Ray config (v4 JSON or jsonv5) whose socks/dokodemo-door inbounds and socks/freedom
+    /// outbounds are run; what is not translated is listed on stderr.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "forward", "config"])]
+    v2ray: Option<std::path::PathBuf>,
     /// Print the configuration (from -L/-F or -C) as yaml or json, and exit.
     #[arg(short = 'O', value_name = "FORMAT", value_parser = ["yaml", "json"])]
     output: Option<String>,
@@ -73,6 +77,13 @@ enum Source {
     Cli,
     /// A config file and its text (to find the line of a key an error is about).
     File(std::path::PathBuf, String),
+    /// A V2Ray file, its text, and the JSON path each service and chain was made from.
+    V2ray {
+        file: std::path::PathBuf,
+        text: String,
+        services: Vec<String>,
+        chains: Vec<String>,
+    },
 }
 
 impl Source {
@@ -81,13 +92,27 @@ impl Source {
         match self {
             Source::Cli => format!("bad {flag} {e}"),
             Source::File(f, text) => config::error_at(f, text, &origin.path_of(&e.part), &e.message),
+            Source::V2ray { .. } => self.v2ray_error(&origin.path, &e.message),
         }
+    }
+
+    /// An error about the translated model's `path`, told at the inbound/outbound it came from.
+    fn v2ray_error(&self, path: &str, message: &str) -> String {
+        let Source::V2ray { file, text, services, chains } = self else { return format!("{path}: {message}") };
+        let index = |prefix: &str| path.strip_prefix(prefix)?.split(']').next()?.parse::<usize>().ok();
+        let origin = index("services[")
+            .and_then(|i| services.get(i))
+            .or_else(|| index("chains[").and_then(|i| chains.get(i)))
+            .cloned()
+            .unwrap_or_else(|| "$".into());
+        config::error_at(file, text, &origin, &format!("{message} (as socksref's {path})"))
     }
 
     fn plan_error(&self, e: &config::plan::PlanError) -> String {
         match self {
             Source::Cli => format!("bad -L/-F: {e}"),
             Source::File(f, text) => config::error_at(f, text, &e.path, &e.message),
+            Source::V2ray { .. } => self.v2ray_error(&e.path, &e.message),
         }
     }
 }
@@ -95,8 +120,36 @@ impl Source {
 fn main() -> ExitCode {
     let args = Args::parse();
     // One model for every spelling: -L/-F URLs map into it as gost's command line does, -C reads it.
-    let (model, source) = match &args.config {
-        Some(path) => match std::fs::read_to_string(path) {
+    let (model, source) = match (&args.config, &args.v2ray) {
+        (_, Some(path)) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("socksref: --v2ray {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match config::v2ray::translate(path, &text) {
+                Ok(t) => {
+                    // Never silent about what the translation leaves out.
+                    for note in &t.notes {
+                        eprintln!("socksref: {}: {note}", path.display());
+                    }
+                    let source = Source::V2ray {
+                        file: path.clone(),
+                        text,
+                        services: t.service_origins,
+                        chains: t.chain_origins,
+                    };
+                    (t.config, source)
+                }
+                Err(e) => {
+                    eprintln!("socksref: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (Some(path), None) => match std::fs::read_to_string(path) {
             Ok(text) => match config::Config::parse(path, &text) {
                 Ok(m) => (m, Source::File(path.clone(), text)),
                 Err(e) => {
@@ -109,7 +162,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => match config::cli::from_urls(&args.listen, &args.forward) {
+        (None, None) => match config::cli::from_urls(&args.listen, &args.forward) {
             Ok(m) => (m, Source::Cli),
             Err(e) => {
                 let flag = if args.listen.iter().any(|l| ProxyUrl::parse(l).is_err()) { "-L" } else { "-F" };
@@ -339,8 +392,8 @@ enum Service {
     Forward { url: ProxyUrl, target: Address, chain: Arc<Chain>, via: UdpVia },
 }
 
-/// Query keys a forwarder understands (`mbind` only for `rtcp`).
-const FORWARD_KEYS: &[&str] = &["ttl", "mbind"];
+/// Query keys a forwarder understands (`mbind` only for `rtcp`; `keepalive` only `true`).
+const FORWARD_KEYS: &[&str] = &["ttl", "mbind", "keepalive"];
 
 /// Query keys a socks service understands (`notls`: never select gost's TLS methods 80/82).
 const SOCKS_KEYS: &[&str] = &[
@@ -485,6 +538,11 @@ impl Service {
     fn forward(url: ProxyUrl, chain: &Arc<Chain>, via: UdpVia) -> Result<Self, UrlError> {
         if let Some(k) = url.params.keys().find(|k| !FORWARD_KEYS.contains(&k.as_str())) {
             return Err(url.param_error(k, format!("unknown key (known: {})", FORWARD_KEYS.join(", "))));
+        }
+        // gost's udp listener ends a session after one reply unless `keepalive=true`; ours keeps
+        // every session until `ttl` of silence, which is gost's keepalive behaviour.
+        if !url.bool_param("keepalive", true)? {
+            return Err(url.param_error("keepalive", "only keepalive=true (sessions last until ttl) is supported"));
         }
         if url.scheme != "rtcp" && url.params.contains_key("mbind") {
             return Err(url.param_error("mbind", "only rtcp:// chooses between MBIND and BIND"));

@@ -6,7 +6,7 @@
 //! - `-L`/`-F` URLs ([`cli::from_urls`]), mapped the way gost's command line maps them, so
 //!   `socksref -L … -O yaml` prints what `gost -L … -O yaml` prints for the same flags;
 //! - a gost YAML or JSON file (`-C`, [`load`]);
-//! - a V2Ray JSON file (`--v2ray`), translated into the same model.
+//! - a V2Ray JSON file (`--v2ray`, [`v2ray::load`]), translated into the same model.
 //!
 //! [`plan::plan`] then turns the model into the service and node URLs the binary runs, so each
 //! spelling ends in the same code path.
@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod locate;
 pub mod plan;
+pub mod v2ray;
 
 pub mod yaml;
 
