@@ -11,6 +11,7 @@ mod behaviour;
 mod browser_test;
 mod bypass;
 mod cells;
+mod configs;
 mod report;
 mod servers;
 mod shard;
@@ -396,6 +397,10 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         peers::remove_leftovers()?;
     }
 
+    if args.configs {
+        return run_configs(args, backend).await;
+    }
+
     // Prepare only the peers some runnable cell needs.
     let needed: BTreeSet<PeerId> = cells
         .iter()
@@ -666,6 +671,28 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
 }
 
 /// Starts a fresh password+UDP server and runs the bypass probes; returns them and its logs.
+/// `--configs`: the config-file section (configs.rs), with its own peers.
+async fn run_configs(args: &InteropArgs, backend: Backend) -> Result<()> {
+    let mut launchers = BTreeMap::new();
+    let mut unavailable = BTreeMap::new();
+    for p in [PeerId::Curl, PeerId::Reference, PeerId::Gost, PeerId::V2ray4, PeerId::V2ray5] {
+        match peers::prepare(p, backend).with_context(|| format!("preparing {p}"))? {
+            Prepared::Ready { program, image } => {
+                launchers.insert(p, Launcher { peer: p, program, image });
+            }
+            Prepared::Unavailable(reason) => {
+                unavailable.insert(p, reason);
+            }
+        }
+    }
+    let out = args.out.clone().unwrap_or_else(|| peers::work_dir().join("report"));
+    if configs::run(&launchers, &unavailable, &out).await? {
+        Ok(())
+    } else {
+        anyhow::bail!("configs: a verdict differs between a real program and socksref (see the table)")
+    }
+}
+
 async fn observe_bypass(lab: &Lab, peer: PeerId) -> Result<(bypass::Observations, String)> {
     let server = servers::start(peer, &lab.launchers[&peer], Config::Auth).await?;
     let tag = format!("{}-{}-{}", peer.name(), std::process::id(), server.addr.port());
@@ -868,6 +895,7 @@ mod tests {
             schedules: None,
             out: None,
             shard: None,
+            configs: false,
             action: None,
         }
     }
