@@ -24,10 +24,8 @@ pub const CLI_CHAIN: &str = "chain-0";
 /// Builds the model for `socksref -L … -F …`.
 pub fn from_urls(listen: &[String], forward: &[String]) -> Result<Config, UrlError> {
     let mut config = Config::default();
-    if !forward.is_empty() {
-        let hops = forward.iter().enumerate().map(|(i, f)| hop(i, f)).collect::<Result<Vec<_>, _>>()?;
-        config.chains.push(ChainConfig { name: CLI_CHAIN.into(), hops });
-    }
+    // Services first: the binary names the flag of an error by whether some -L fails to parse.
+    let mut services = Vec::with_capacity(listen.len());
     for (i, l) in listen.iter().enumerate() {
         let mut service = service(l)?;
         service.name = format!("service-{i}");
@@ -39,8 +37,13 @@ pub fn from_urls(listen: &[String], forward: &[String]) -> Result<Config, UrlErr
                 service.handler.chain = Some(CLI_CHAIN.into());
             }
         }
-        config.services.push(service);
+        services.push(service);
     }
+    if !forward.is_empty() {
+        let hops = forward.iter().enumerate().map(|(i, f)| hop(i, f)).collect::<Result<Vec<_>, _>>()?;
+        config.chains.push(ChainConfig { name: CLI_CHAIN.into(), hops });
+    }
+    config.services = services;
     Ok(config)
 }
 
