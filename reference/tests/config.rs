@@ -313,6 +313,21 @@ fn every_example_config_file_loads_and_gost_ones_round_trip() {
             let file = write(&dir, &name, &yaml);
             let again = run(&["-C", file.to_str().unwrap(), "-O", "yaml"]);
             assert_eq!(String::from_utf8(again.stdout).unwrap(), yaml, "{name}");
+            // And it runs: every key is understood (the run fails later only on a busy port).
+            let mut child = Command::new(env!("CARGO_BIN_EXE_socksref"))
+                .args(["-C", p, "--log-level", "error"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = child.wait_with_output().unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(status.code() != Some(2) && err.contains("cannot listen"), "{name}: {err}");
+            } else {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         } else if name.starts_with("v2ray") {
             seen.1 += 1;
             let out = run(&["--v2ray", p, "-O", "yaml"]);

@@ -314,7 +314,8 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 }
 
 /// Query keys a node (`-F`) understands.
-const NODE_KEYS: &[&str] = &["disable4a", "timeout", "notls", "secure", "caFile", "relay"];
+const NODE_KEYS: &[&str] =
+    &["disable4a", "timeout", "notls", "secure", "caFile", "relay", "udpBufferSize", "udp.bufferSize"];
 
 /// How `udp://` forwarders cross the chain: gost's UDP-TUN unless the last hop says `relay=udp`
 /// (docs/gost.md §4.6, §9.1).
@@ -364,6 +365,16 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
         }
         if let Some(t) = url.duration_param("timeout")? {
             handshake_timeout = Some(t);
+        }
+        // gost's connector reads relayed datagrams into a buffer of this size; ours always reads
+        // up to the UDP maximum, so any valid size relays the same (datagrams up to that size).
+        for key in ["udpBufferSize", "udp.bufferSize"] {
+            if let Some(v) = url.params.get(key) {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=65_535).contains(n))
+                    .ok_or_else(|| url.param_error(key, "1..65535"))?;
+            }
         }
         // Like gost's connector (docs/gost.md §3.2): offer 80/82 unless `notls=true`,
         // and accept any certificate unless `secure=true` (then `caFile` holds the roots; gost

@@ -382,7 +382,10 @@ pub async fn run(
                 for r in running {
                     r.stop().await;
                 }
-                drop(dokodemo_udp);
+                if let Some(h) = dokodemo_udp {
+                    h.abort();
+                    let _ = h.await;
+                }
             }
             for (k, (name, _)) in suite.checks.iter().enumerate() {
                 let (a, b) = (results[0][k], results[1][k]);
