@@ -5,11 +5,13 @@
 //! - [`client`]: the tokio client: chains of hops, CONNECT, BIND, UDP ASSOCIATE.
 //! - [`forward`]: port forwarders through a chain (tcp, udp, rtcp).
 //! - [`url`]: gost-style `-L`/`-F` URLs.
+//! - [`config`]: the one configuration model behind `-L`/`-F`, `-C` (gost YAML/JSON) and `--v2ray`.
 //! - [`relay`]: the copy loop every tunnel uses.
 //! - [`tls`]: gost's method-level TLS (`80`/`82`): certificates, configs, the stream type.
 //! - [`transport`]: the layers below SOCKS (tls, ws, wss, mtls, mws, mwss), docs/transports.md.
 
 pub mod client;
+pub mod config;
 pub mod forward;
 pub mod policy;
 pub mod proto;

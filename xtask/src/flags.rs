@@ -116,6 +116,11 @@ pub struct InteropArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,
 
+    /// Run the config-file section instead of the matrix: every docker/configs/ file by its real
+    /// program and by socksref -C/--v2ray, the same client checks, verdicts compared.
+    #[arg(long)]
+    pub configs: bool,
+
     /// Run only the K-th of N parts of the planned cells (1-based), assigned by a hash of each
     /// cell id, so every machine agrees and a new cell does not move the others.
     #[arg(long, value_name = "K/N")]

@@ -9,6 +9,7 @@ use clap::Parser;
 use std::sync::Arc;
 
 use socksref::client::{Chain, Hop, HopTls};
+use socksref::config;
 use socksref::forward::UdpVia;
 use socksref::policy::{DestRules, LocalListeners, Transport};
 use socksref::proto::{Address, Version};
@@ -40,56 +41,216 @@ CHAIN (-F, repeatable, in order): socks5://[user:pass@]host:port, socks4://…, 
 Hop keys: timeout, disable4a, notls (as gost, socks5 hops offer 80/82 and accept any certificate;
 notls=true offers only 00/02), secure=true&caFile=ca.pem (verify the server certificate).
 
+CONFIG FILES: -C gost.yaml runs a gost v3 YAML (or JSON) config: services[], chains[] (one node
+per hop), authers[], log (docs/config.md). -O yaml|json prints the config that -L/-F (or -C)
+amount to, as gost -O does, and exits.
+
 EXAMPLES:
   socksref -L socks5://:1080
   socksref -L 'socks5://alice:secret@127.0.0.1:1080?udp=true&bind=true'
   socksref -L tcp://:8080/127.0.0.1:80 -F socks5://127.0.0.1:1080")]
 struct Args {
     /// A service to run, as a URL (see SERVICES below).
-    #[arg(short = 'L', value_name = "URL", required = true)]
+    #[arg(short = 'L', value_name = "URL", required_unless_present_any = ["config", "v2ray"])]
     listen: Vec<String>,
     /// An upstream proxy hop, as a URL; repeat for a chain, first hop first.
     #[arg(short = 'F', value_name = "URL")]
     forward: Vec<String>,
-    /// Log filter: error, warn, info, debug, trace (or a tracing directive).
-    #[arg(long, default_value = "info", value_name = "LEVEL")]
-    log_level: String,
+    /// A gost config file (YAML, or JSON when it starts with `{`) instead of -L/-F.
+    #[arg(short = 'C', value_name = "FILE", conflicts_with_all = ["listen", "forward"])]
+    config: Option<std::path::PathBuf>,
+    /// A V2Ray config (v4 JSON or jsonv5) whose socks/dokodemo-door inbounds and socks/freedom
+    /// outbounds are run; what is not translated is listed on stderr.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "forward", "config"])]
+    v2ray: Option<std::path::PathBuf>,
+    /// Print the configuration (from -L/-F or -C) as yaml or json, and exit.
+    #[arg(short = 'O', value_name = "FORMAT", value_parser = ["yaml", "json"])]
+    output: Option<String>,
+    /// Log filter: error, warn, info, debug, trace (or a tracing directive); default: the
+    /// config file's log.level, else info.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+/// Where the configuration came from, for error messages in the user's own terms.
+enum Source {
+    Cli,
+    /// A config file and its text (to find the line of a key an error is about).
+    File(std::path::PathBuf, String),
+    /// A V2Ray file, its text, and the JSON path each service and chain was made from.
+    V2ray {
+        file: std::path::PathBuf,
+        text: String,
+        services: Vec<String>,
+        chains: Vec<String>,
+    },
+}
+
+impl Source {
+    /// One line for a URL error of a planned service or node (`flag` is `-L` or `-F`).
+    fn url_error(&self, flag: &str, origin: &config::plan::Origin, e: &UrlError) -> String {
+        match self {
+            Source::Cli => format!("bad {flag} {e}"),
+            Source::File(f, text) => config::error_at(f, text, &origin.path_of(&e.part), &e.message),
+            Source::V2ray { .. } => self.v2ray_error(&origin.path, &e.message),
+        }
+    }
+
+    /// An error about the translated model's `path`, told at the inbound/outbound it came from.
+    fn v2ray_error(&self, path: &str, message: &str) -> String {
+        let Source::V2ray { file, text, services, chains } = self else { return format!("{path}: {message}") };
+        let index = |prefix: &str| path.strip_prefix(prefix)?.split(']').next()?.parse::<usize>().ok();
+        let origin = index("services[")
+            .and_then(|i| services.get(i))
+            .or_else(|| index("chains[").and_then(|i| chains.get(i)))
+            .cloned()
+            .unwrap_or_else(|| "$".into());
+        config::error_at(file, text, &origin, &format!("{message} (as socksref's {path})"))
+    }
+
+    fn plan_error(&self, e: &config::plan::PlanError) -> String {
+        match self {
+            Source::Cli => format!("bad -L/-F: {e}"),
+            Source::File(f, text) => config::error_at(f, text, &e.path, &e.message),
+            Source::V2ray { .. } => self.v2ray_error(&e.path, &e.message),
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = init_logging(&args.log_level) {
+    // One model for every spelling: -L/-F URLs map into it as gost's command line does, -C reads it.
+    let (model, source) = match (&args.config, &args.v2ray) {
+        (_, Some(path)) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("socksref: --v2ray {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match config::v2ray::translate(path, &text) {
+                Ok(t) => {
+                    // Never silent about what the translation leaves out.
+                    for note in &t.notes {
+                        eprintln!("socksref: {}: {note}", path.display());
+                    }
+                    let source = Source::V2ray {
+                        file: path.clone(),
+                        text,
+                        services: t.service_origins,
+                        chains: t.chain_origins,
+                    };
+                    (t.config, source)
+                }
+                Err(e) => {
+                    eprintln!("socksref: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (Some(path), None) => match std::fs::read_to_string(path) {
+            Ok(text) => match config::Config::parse(path, &text) {
+                Ok(m) => (m, Source::File(path.clone(), text)),
+                Err(e) => {
+                    eprintln!("socksref: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            Err(e) => {
+                eprintln!("socksref: -C {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => match config::cli::from_urls(&args.listen, &args.forward) {
+            Ok(m) => (m, Source::Cli),
+            Err(e) => {
+                let flag = if args.listen.iter().any(|l| ProxyUrl::parse(l).is_err()) { "-L" } else { "-F" };
+                eprintln!("socksref: bad {flag} {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if let Some(format) = &args.output {
+        let format = if format == "json" { config::Format::Json } else { config::Format::Yaml };
+        return match model.print(format) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("socksref: -O: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let plan = match config::plan::plan(&model) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("socksref: {}", source.plan_error(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let level = args.log_level.clone().or(plan.log_level.clone()).unwrap_or_else(|| "info".into());
+    if let Err(e) = init_logging(&level) {
         eprintln!("socksref: --log-level: {e}");
         return ExitCode::from(2);
     }
-    // Every listener of the process, shared by all services and the chain: none of them may be
+    // Every listener of the process, shared by all services and chains: none of them may be
     // made to connect to another (V-22), and no forwarder or hop may point at one.
     let own = Arc::new(LocalListeners::default());
-    let chain = match parse_chain(&args.forward) {
-        Ok(mut c) => {
-            c.own_listeners = Some(own.clone());
-            Arc::new(c)
-        }
-        Err(e) => {
-            eprintln!("socksref: bad -F {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let via = match udp_via(&args.forward) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("socksref: bad -F {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut services =
-        match args.listen.iter().map(|l| Service::from_url(l, &chain, via, &own)).collect::<Result<Vec<_>, _>>() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("socksref: bad -L {e}");
+    let mut chains = Vec::with_capacity(plan.chains.len());
+    for planned in &plan.chains {
+        let urls: Vec<String> = planned.hops.iter().map(|h| h.url.clone()).collect();
+        // Each hop alone first, so an error names the hop it is about.
+        for hop in &planned.hops {
+            if let Err(e) = parse_chain(std::slice::from_ref(&hop.url)) {
+                eprintln!("socksref: {}", source.url_error("-F", hop, &e));
                 return ExitCode::from(2);
             }
-        };
+        }
+        let last = planned.hops.last().expect("plan refuses empty chains");
+        let built = parse_chain(&urls).and_then(|c| Ok((c, udp_via(&urls)?)));
+        match built {
+            Ok((mut c, via)) => {
+                c.own_listeners = Some(own.clone());
+                chains.push((Arc::new(c), via));
+            }
+            Err(e) => {
+                eprintln!("socksref: {}", source.url_error("-F", last, &e));
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let direct = {
+        let mut c = Chain::new(Vec::new());
+        c.own_listeners = Some(own.clone());
+        Arc::new(c)
+    };
+    let mut services = Vec::with_capacity(plan.services.len());
+    for planned in &plan.services {
+        let (chain, via) = planned.chain.map_or((&direct, UdpVia::Tun), |i| (&chains[i].0, chains[i].1));
+        match Service::from_url(&planned.url.url, chain, via, &own) {
+            Ok(mut service) => {
+                if let Service::Socks { config, .. } = &mut service {
+                    for (u, p) in &planned.extra_users {
+                        // As for the URL's user: a bare name on a SOCKS4-only service is a USERID.
+                        if !config.socks5 && p.is_empty() {
+                            config.socks4_userids.push(u.as_bytes().to_vec());
+                        } else {
+                            config.users.push(Credential { user: u.as_bytes().to_vec(), pass: p.as_bytes().to_vec() });
+                        }
+                    }
+                }
+                services.push(service);
+            }
+            Err(e) => {
+                eprintln!("socksref: {}", source.url_error("-L", &planned.url, &e));
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let chains: Vec<Arc<Chain>> = chains.into_iter().map(|(c, _)| c).collect();
     let nofile = raise_fd_limit();
     let pipes = socksref::policy::splice_pipe_budget(nofile);
     socksref::relay::set_splice_pipe_budget(usize::try_from(pipes).unwrap_or(usize::MAX));
@@ -119,7 +280,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(services, own, chain)) {
+    match runtime.block_on(run(services, own, chains)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("socksref: {e:#}");
@@ -156,7 +317,8 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 }
 
 /// Query keys a node (`-F`) understands.
-const NODE_KEYS: &[&str] = &["disable4a", "timeout", "notls", "secure", "caFile", "relay"];
+const NODE_KEYS: &[&str] =
+    &["disable4a", "timeout", "notls", "secure", "caFile", "relay", "udpBufferSize", "udp.bufferSize"];
 
 /// How `udp://` forwarders cross the chain: gost's UDP-TUN unless the last hop says `relay=udp`
 /// (docs/gost.md §4.6, §9.1).
@@ -207,6 +369,16 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
         if let Some(t) = url.duration_param("timeout")? {
             handshake_timeout = Some(t);
         }
+        // gost's connector reads relayed datagrams into a buffer of this size; ours always reads
+        // up to the UDP maximum, so any valid size relays the same (datagrams up to that size).
+        for key in ["udpBufferSize", "udp.bufferSize"] {
+            if let Some(v) = url.params.get(key) {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=65_535).contains(n))
+                    .ok_or_else(|| url.param_error(key, "1..65535"))?;
+            }
+        }
         // Like gost's connector (docs/gost.md §3.2): offer 80/82 unless `notls=true`,
         // and accept any certificate unless `secure=true` (then `caFile` holds the roots; gost
         // puts `secure` on the dialer, we apply it to the method TLS, the only TLS we have).
@@ -234,8 +406,8 @@ enum Service {
     Forward { url: ProxyUrl, target: Address, chain: Arc<Chain>, via: UdpVia },
 }
 
-/// Query keys a forwarder understands (`mbind` only for `rtcp`).
-const FORWARD_KEYS: &[&str] = &["ttl", "mbind"];
+/// Query keys a forwarder understands (`mbind` only for `rtcp`; `keepalive` only `true`).
+const FORWARD_KEYS: &[&str] = &["ttl", "mbind", "keepalive"];
 
 /// Query keys a socks service understands (`notls`: never select gost's TLS methods 80/82).
 const SOCKS_KEYS: &[&str] = &[
@@ -381,6 +553,11 @@ impl Service {
         if let Some(k) = url.params.keys().find(|k| !FORWARD_KEYS.contains(&k.as_str())) {
             return Err(url.param_error(k, format!("unknown key (known: {})", FORWARD_KEYS.join(", "))));
         }
+        // gost's udp listener ends a session after one reply unless `keepalive=true`; ours keeps
+        // every session until `ttl` of silence, which is gost's keepalive behaviour.
+        if !url.bool_param("keepalive", true)? {
+            return Err(url.param_error("keepalive", "only keepalive=true (sessions last until ttl) is supported"));
+        }
         if url.scheme != "rtcp" && url.params.contains_key("mbind") {
             return Err(url.param_error("mbind", "only rtcp:// chooses between MBIND and BIND"));
         }
@@ -397,7 +574,7 @@ impl Service {
     }
 }
 
-async fn run(services: Vec<Service>, own: Arc<LocalListeners>, chain: Arc<Chain>) -> anyhow::Result<()> {
+async fn run(services: Vec<Service>, own: Arc<LocalListeners>, chains: Vec<Arc<Chain>>) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     // Forwarders dialling their target straight from here, checked once all listeners are up.
@@ -466,9 +643,12 @@ async fn run(services: Vec<Service>, own: Arc<LocalListeners>, chain: Arc<Chain>
     // within milliseconds): a forwarder whose direct target, or a chain whose first hop, is one
     // of our own listeners. Names are resolved for the check; the chain checks again per
     // connection for what only resolves later.
-    let first_hop = chain.hops.first().map(|h| (Transport::Tcp, h.proxy.clone(), "the first -F hop".to_string()));
+    let first_hop = chains
+        .iter()
+        .filter_map(|c| c.hops.first())
+        .map(|h| (Transport::Tcp, h.proxy.clone(), "the first -F hop".to_string()));
     let forwarders = direct_targets.into_iter().map(|(url, t, target)| (t, target, format!("the target of {url}")));
-    for (transport, target, what) in first_hop.into_iter().chain(forwarders) {
+    for (transport, target, what) in first_hop.chain(forwarders) {
         let resolved = match (&target.host, target.socket_addr()) {
             (_, Some(sa)) => vec![sa],
             (socksref::proto::Host::Domain(name), None) => {

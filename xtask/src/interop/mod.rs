@@ -12,6 +12,7 @@ mod browser_test;
 mod bypass;
 mod capture;
 mod cells;
+mod configs;
 mod report;
 mod servers;
 mod shard;
@@ -418,6 +419,10 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         peers::remove_leftovers()?;
     }
 
+    if args.configs {
+        return run_configs(args, backend).await;
+    }
+
     // Prepare only the peers some runnable cell needs.
     let needed: BTreeSet<PeerId> = cells
         .iter()
@@ -698,6 +703,28 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     let by_phase: Vec<String> = phases.iter().map(|p| format!("{} {:.1} s", p.name, p.seconds)).collect();
     eprintln!("interop: time by phase: {}", by_phase.join(", "));
     conclude(&rep, &out)
+}
+
+/// `--configs`: the config-file section (configs.rs), with its own peers.
+async fn run_configs(args: &InteropArgs, backend: Backend) -> Result<()> {
+    let mut launchers = BTreeMap::new();
+    let mut unavailable = BTreeMap::new();
+    for p in [PeerId::Curl, PeerId::Reference, PeerId::Gost, PeerId::V2ray4, PeerId::V2ray5] {
+        match peers::prepare(p, backend).with_context(|| format!("preparing {p}"))? {
+            Prepared::Ready { program, image } => {
+                launchers.insert(p, Launcher { peer: p, program, image });
+            }
+            Prepared::Unavailable(reason) => {
+                unavailable.insert(p, reason);
+            }
+        }
+    }
+    let out = args.out.clone().unwrap_or_else(|| peers::work_dir().join("report"));
+    if configs::run(&launchers, &unavailable, &out).await? {
+        Ok(())
+    } else {
+        anyhow::bail!("configs: a verdict differs between a real program and socksref (see the table)")
+    }
 }
 
 /// Starts a fresh password+UDP server and runs the bypass probes; returns them and its logs.
@@ -985,6 +1012,7 @@ mod tests {
             out: None,
             shard: None,
             capture: false,
+            configs: false,
             action: None,
         }
     }
