@@ -7,6 +7,7 @@
 //! - [`url`]: gost-style `-L`/`-F` URLs.
 //! - [`relay`]: the copy loop every tunnel uses.
 //! - [`tls`]: gost's method-level TLS (`80`/`82`): certificates, configs, the stream type.
+//! - [`transport`]: the layers below SOCKS (tls, ws, wss, mtls, mws, mwss), docs/transports.md.
 
 pub mod client;
 pub mod forward;
@@ -16,4 +17,5 @@ pub mod relay;
 pub mod server;
 pub mod smux;
 pub mod tls;
+pub mod transport;
 pub mod url;

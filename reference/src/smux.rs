@@ -230,6 +230,12 @@ impl Session {
         let _ = done.wait_for(|d| *d).await;
     }
 
+    /// Whether the session has ended (a dialer then starts a new one instead of opening a stream).
+    pub fn is_closed(&self) -> bool {
+        // The driver sends `true` when it ends; an aborted driver drops the sender instead.
+        *self.done.borrow() || self.done.has_changed().is_err()
+    }
+
     /// Ends the session now: every stream sees EOF.
     pub fn close(&self) {
         self.driver.abort();
