@@ -117,6 +117,11 @@ pub struct InteropArgs {
     /// cell id, so every machine agrees and a new cell does not move the others.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
+    /// Run the transport family instead of the matrix: {reference, gost} × {reference, gost} ×
+    /// these transports × {connect, udp-tun, mbind}, 64 MiB each way (docs/transports.md).
+    #[arg(long = "transport", value_name = "LIST", value_delimiter = ',',
+          value_parser = ["tcp", "tls", "ws", "wss", "mtls", "mws", "mwss"])]
+    pub transports: Vec<String>,
 }
 
 /// Subcommands of `cargo xtask interop`.

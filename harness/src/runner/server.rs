@@ -188,6 +188,7 @@ pub async fn play(
             ..Claims::default()
         },
         instance: None,
+        transport: Default::default(),
     };
     let mut vars = base_vars(&fixture, &sut);
     // What the runner reports as BND when a scenario's reply pattern captures it.

@@ -1,4 +1,5 @@
-//! Transports: the layers a SOCKS conversation travels in (docs/transports.md).
+//! Transports: the layers a SOCKS conversation travels in; docs/transports.md describes them,
+//! their URL keys and what was proven against gost.
 //!
 //! A transport is a [`Listener`] (server side) and a [`Dialer`] (client side) that both yield the
 //! one stream type the SOCKS code uses, [`crate::tls::Stream`]; the SOCKS handler and the client

@@ -15,6 +15,7 @@ mod report;
 mod servers;
 mod shard;
 mod targets;
+mod transport;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -45,6 +46,9 @@ pub enum Kind {
     Scenario,
     /// The UDP authentication bypass probes against a server peer (snapshot).
     UdpBypass,
+    /// A client peer through a server peer over one transport, 64 MiB each way
+    /// (`--transport`, docs/transports.md).
+    Transport,
 }
 
 /// A cell's status. `Unavailable` is separate from `NotApplicable`: the peer claims the feature,
@@ -111,8 +115,11 @@ pub struct Cell {
     pub client: Option<PeerId>,
     /// Server peer.
     pub server: PeerId,
-    /// Feature (feature cells).
+    /// Feature (feature and transport cells).
     pub feature: Option<Feature>,
+    /// Transport (transport cells): `tcp`, `tls`, `ws`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 /// A finished cell.
@@ -182,6 +189,19 @@ fn glob(pattern: &str, s: &str) -> bool {
 }
 
 fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Vec<Cell> {
+    if !args.transports.is_empty() {
+        // `--transport`: the transport family alone (it is long: 64 MiB each way per cell).
+        let mut cells = transport::plan(&args.transports);
+        cells.retain(|c| {
+            let peer_ok = args.peers.is_empty()
+                || args.peers.iter().any(|p| Some(p.as_str()) == c.client.map(PeerId::name) || p == c.server.name());
+            let feature_ok = args.features.is_empty()
+                || args.features.iter().any(|f| Some(f.as_str()) == c.feature.map(Feature::name));
+            let only_ok = args.only.is_empty() || args.only.iter().any(|o| glob(o, &c.id));
+            peer_ok && feature_ok && only_ok
+        });
+        return cells;
+    }
     let mut cells = Vec::new();
     for f in Feature::ALL {
         for c in CLIENTS {
@@ -192,6 +212,7 @@ fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Vec<Cell> {
                     client: Some(c),
                     server: s,
                     feature: Some(f),
+                    transport: None,
                 });
             }
         }
@@ -203,6 +224,7 @@ fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Vec<Cell> {
             client: None,
             server: s,
             feature: None,
+            transport: None,
         });
     }
     for s in SERVERS {
@@ -213,6 +235,7 @@ fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Vec<Cell> {
                 client: None,
                 server: s,
                 feature: None,
+                transport: None,
             });
         }
     }
@@ -224,6 +247,7 @@ fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Vec<Cell> {
                 Kind::Feature => Some(f.as_str()) == c.feature.map(Feature::name),
                 Kind::UdpBypass => f == "udp-bypass",
                 Kind::Scenario => f == "scenarios",
+                Kind::Transport => false,
             });
         let only_ok = args.only.is_empty() || args.only.iter().any(|o| glob(o, &c.id));
         peer_ok && feature_ok && only_ok
@@ -233,6 +257,10 @@ fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Vec<Cell> {
 
 /// Why a cell does not apply, decided from claims alone.
 fn not_applicable(c: &Cell) -> Option<String> {
+    if c.kind == Kind::Transport {
+        // Both peers of the family serve and use every transport and feature in it.
+        return None;
+    }
     let f = c.feature?;
     let client = c.client?;
     if !client.caps().client.contains(&f) {
@@ -620,6 +648,13 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
 
     phase("udp-bypass".into());
 
+    // The transport family, one server per (peer, transport).
+    let transport_cells: Vec<Cell> = to_run.iter().filter(|c| c.kind == Kind::Transport).cloned().collect();
+    if !transport_cells.is_empty() {
+        results.extend(transport::run(&lab, transport_cells, &mut done, total).await?);
+        phase("transport cells".into());
+    }
+
     // The catalogue against every server peer.
     let mut catalogue_servers = BTreeSet::new();
     for c in to_run.iter().filter(|c| c.kind == Kind::Scenario) {
@@ -740,6 +775,7 @@ async fn run_catalogue(
         client: None,
         server: peer,
         feature: None,
+        transport: None,
     };
     // gost-extension scenarios need only `command: udp` etc. in their `needs`, which every UDP
     // server claims; the peer's own capabilities decide them here instead (not applicable when
@@ -869,6 +905,7 @@ mod tests {
             out: None,
             shard: None,
             action: None,
+            transports: Vec::new(),
         }
     }
 
