@@ -165,6 +165,10 @@ pub struct BenchArgs {
     /// Idle tunnels for the RSS measurement (default 2000, or 200 with --quick).
     #[arg(long, value_name = "N")]
     pub tunnels: Option<usize>,
+
+    /// Only the transport rows (tls and wss throughput and handshakes/s, socksref vs gost).
+    #[arg(long)]
+    pub transports_only: bool,
 }
 
 /// A SOCKS server the benchmark knows how to start.
