@@ -256,3 +256,18 @@ fn socksref_client_passes_the_bind_scenarios() {
     // The success scenario, a failed second reply and a refused first reply.
     assert_all_applicable_pass(&out, &results, 3);
 }
+
+#[test]
+fn socksref_client_passes_the_udp_associate_scenarios() {
+    if !installed("python3") {
+        return;
+    }
+    let bin = socksref_bin();
+    let script = manifest().join("clients/socksref/udp.sh");
+    let command =
+        format!("sh {} {} {{port}} {{target}} 'socks5://{{proxy}}?relay=udp'", script.display(), bin.display());
+    let args = ["check-client", "--request", "udp", "--speaks", "socks5", "--command", &command];
+    let (out, results) = run_json("socksref-udp", &args);
+    // The round trip, a fragment that must be dropped and a refused association.
+    assert_all_applicable_pass(&out, &results, 3);
+}

@@ -259,19 +259,31 @@ pub fn listen_address(requested: IpAddr, control_local: IpAddr) -> Result<IpAddr
 /// The connection cap when nothing else limits it.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
-/// Descriptors one relaying tunnel can hold: the client socket, the outbound socket and, while
-/// spliced, a pipe (two descriptors) per direction.
-pub const FDS_PER_TUNNEL: u64 = 6;
+/// Descriptors one tunnel holds: the client socket and the outbound socket. Splice pipes are
+/// not per tunnel: a direction borrows one from a shared pool only while a chunk passes
+/// ([`SPLICE_PIPES`]).
+pub const FDS_PER_TUNNEL: u64 = 2;
 
 /// Descriptors kept back from the tunnel budget for listeners, the runtime, logging and the
 /// accept that has to happen before a connection over the cap can be closed.
 pub const FD_RESERVE: u64 = 64;
 
+/// Most splice pipes the relay holds at once (two descriptors each), shared by every tunnel: a
+/// chunk in flight per pipe is far more concurrency than two cores can use.
+pub const SPLICE_PIPES: u64 = 128;
+
+/// The splice pipe budget of a process whose descriptor limit is `nofile`: [`SPLICE_PIPES`],
+/// or an eighth of what is left after [`FD_RESERVE`] on a small limit.
+pub fn splice_pipe_budget(nofile: u64) -> u64 {
+    SPLICE_PIPES.min(nofile.saturating_sub(FD_RESERVE) / 8)
+}
+
 /// The default connection cap for each of `services` services sharing a process whose
-/// descriptor limit is `nofile`: as many tunnels as fit at [`FDS_PER_TUNNEL`] each, at most
-/// [`DEFAULT_MAX_CONNECTIONS`], at least one.
+/// descriptor limit is `nofile`: as many tunnels as fit at [`FDS_PER_TUNNEL`] each once the
+/// reserve and the splice pipes are set aside, at most [`DEFAULT_MAX_CONNECTIONS`], at least one.
 pub fn max_connections_for_fds(nofile: u64, services: usize) -> usize {
-    let per_service = nofile.saturating_sub(FD_RESERVE) / FDS_PER_TUNNEL / services.max(1) as u64;
+    let for_tunnels = nofile.saturating_sub(FD_RESERVE).saturating_sub(2 * splice_pipe_budget(nofile));
+    let per_service = for_tunnels / FDS_PER_TUNNEL / services.max(1) as u64;
     usize::try_from(per_service).unwrap_or(usize::MAX).clamp(1, DEFAULT_MAX_CONNECTIONS)
 }
 
@@ -556,8 +568,13 @@ mod tests {
 
     #[test]
     fn caps_fit_the_descriptor_budget() {
-        assert_eq!(max_connections_for_fds(1024, 1), (1024 - 64) / 6);
-        assert_eq!(max_connections_for_fds(1024, 2), (1024 - 64) / 6 / 2);
+        // 1024: 120 pipes (240 fds) and (1024 - 64 - 240) / 2 tunnels.
+        assert_eq!(splice_pipe_budget(1024), 120);
+        assert_eq!(max_connections_for_fds(1024, 1), 360);
+        assert_eq!(max_connections_for_fds(1024, 2), 180);
+        // The hard limit of these machines: 128 pipes, and 9,840 tunnels at two fds each.
+        assert_eq!(splice_pipe_budget(20_000), SPLICE_PIPES);
+        assert_eq!(max_connections_for_fds(20_000, 1), 9_840);
         assert_eq!(max_connections_for_fds(1 << 20, 1), DEFAULT_MAX_CONNECTIONS);
         assert_eq!(max_connections_for_fds(10, 1), 1);
         let c = ServerConfig { max_connections: 1000, ..Default::default() };

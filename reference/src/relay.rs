@@ -11,9 +11,22 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Tunnel directions, since the process started, that could not get a splice pipe (descriptors
-/// exhausted) and were relayed by copying instead. For operators and tests.
+/// Chunks, since the process started, that found no splice pipe free (the shared budget in use,
+/// or descriptors exhausted) and were relayed by copying through a buffer instead. For operators
+/// and tests.
 pub static SPLICE_FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// How many splice pipes the process may hold at once, shared by every tunnel (two descriptors
+/// each). A pipe is lent to a direction only while a chunk passes through it, so idle tunnels
+/// hold none and a tunnel costs two descriptors, not six; past the budget a chunk is copied
+/// through a buffer instead. Set once at start from the descriptor limit
+/// ([`crate::policy::splice_pipe_budget`]).
+pub fn set_splice_pipe_budget(pipes: usize) {
+    #[cfg(target_os = "linux")]
+    splice::BUDGET.store(pipes, Ordering::Relaxed);
+    #[cfg(not(target_os = "linux"))]
+    let _ = pipes;
+}
 
 /// Notices a fatal error on a TCP socket — a reset from the peer, a keepalive timeout — even
 /// while the relay neither reads nor writes that socket. Without it, a client that resets
@@ -139,13 +152,15 @@ where
 /// Relays between two TCP sockets; on Linux without any userspace buffer.
 ///
 /// Bytes move socket → pipe → socket with `splice(2)`, so the kernel hands pages over instead
-/// of copying them through our memory twice, and an idle tunnel holds no buffer at all: a
-/// direction's pipe is created when it first carries data. This is what lets one tunnel run
-/// close to direct loopback speed and thousands of idle tunnels cost a few KiB each. Semantics
-/// are those of [`relay`]: half-close passes through, an error ends both directions, and `idle`
-/// bounds silence in both directions together. A reset on either socket ends the tunnel at once
-/// even while neither direction is reading it. When no pipe can be made (descriptors
-/// exhausted), that direction is copied through a buffer instead of failing the tunnel.
+/// of copying them through our memory twice, and an idle tunnel holds no buffer and no pipe: a
+/// direction borrows a pipe from a process-wide pool for each chunk and gives it back once the
+/// chunk has been written. This is what lets one tunnel run close to direct loopback speed and
+/// ten thousand idle tunnels cost two descriptors and a few KiB each. Semantics are those of
+/// [`relay`]: half-close passes through, an error ends both directions, and `idle` bounds
+/// silence in both directions together. A reset on either socket ends the tunnel at once even
+/// while neither direction is reading it. When no pipe is free (the budget of
+/// [`set_splice_pipe_budget`] in use, or descriptors exhausted), the chunk is copied through a
+/// buffer instead of failing the tunnel.
 pub async fn relay_tcp(a: &mut TcpStream, b: &mut TcpStream, idle: Option<Duration>) -> std::io::Result<Transferred> {
     #[cfg(target_os = "linux")]
     {
@@ -187,7 +202,8 @@ fn idle_error() -> std::io::Error {
 mod splice {
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Mutex;
     use std::time::Duration;
 
     use tokio::io::Interest;
@@ -201,6 +217,7 @@ mod splice {
     const PIPE_SIZE: libc::c_int = 1 << 20;
 
     pub(super) async fn relay(a: &TcpStream, b: &TcpStream, idle: Option<Duration>) -> io::Result<Transferred> {
+        let _running = Running::start();
         let progress = AtomicU64::new(0);
         let both = async {
             let (a_to_b, b_to_a) = tokio::try_join!(one_way(a, b, &progress), one_way(b, a, &progress))?;
@@ -222,14 +239,88 @@ mod splice {
         }
     }
 
-    /// A pipe's two ends.
+    /// Pipes the process may hold at once; see [`super::set_splice_pipe_budget`].
+    pub(super) static BUDGET: AtomicUsize = AtomicUsize::new(crate::policy::SPLICE_PIPES as usize);
+    /// Pipes that exist now, lent or idle.
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+    /// Empty pipes waiting to be lent again.
+    static IDLE: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
+    /// Spliced tunnels running now.
+    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    /// Idle pipes kept for reuse, at most one per running tunnel: more are closed, so a burst
+    /// does not pin descriptors, and with no tunnel left the process is back to its baseline.
+    const KEEP_IDLE: usize = 64;
+
+    /// How many idle pipes may stay while `active` tunnels run.
+    fn keep(active: usize) -> usize {
+        KEEP_IDLE.min(active)
+    }
+
+    /// Counts a running tunnel; when it ends, idle pipes beyond what the rest can use are closed.
+    struct Running;
+
+    impl Running {
+        fn start() -> Running {
+            ACTIVE.fetch_add(1, Ordering::Relaxed);
+            Running
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let left = ACTIVE.fetch_sub(1, Ordering::Relaxed) - 1;
+            let surplus: Vec<Pipe> = {
+                let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+                let k = keep(left);
+                if idle.len() > k {
+                    idle.split_off(k)
+                } else {
+                    Vec::new()
+                }
+            };
+            drop(surplus);
+        }
+    }
+
+    /// A pipe's two ends. Dropping one (a chunk cut short by an error or a cancelled tunnel)
+    /// closes it and frees its place in the budget.
     struct Pipe {
         read: OwnedFd,
         write: OwnedFd,
     }
 
     impl Pipe {
-        fn new() -> io::Result<Self> {
+        /// An empty pipe from the pool, a new one while the budget allows, or `None`.
+        fn take() -> Option<Pipe> {
+            if let Some(p) = IDLE.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+                return Some(p);
+            }
+            let budget = BUDGET.load(Ordering::Relaxed);
+            if LIVE.fetch_add(1, Ordering::Relaxed) >= budget {
+                LIVE.fetch_sub(1, Ordering::Relaxed);
+                return None;
+            }
+            match Self::create() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    // EMFILE/ENFILE: a tunnel that is already up must not die for want of a
+                    // pipe; the caller copies instead.
+                    LIVE.fetch_sub(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "no pipe for splice; copying instead");
+                    None
+                }
+            }
+        }
+
+        /// Gives an emptied pipe back to the pool.
+        fn give(self) {
+            let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < keep(ACTIVE.load(Ordering::Relaxed)) {
+                idle.push(self);
+            }
+        }
+
+        fn create() -> io::Result<Self> {
             let mut fds = [0 as RawFd; 2];
             // SAFETY: `fds` is a valid out-array of two ints, as pipe2 requires.
             if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
@@ -241,6 +332,12 @@ mod splice {
             // SAFETY: plain fcntl on a descriptor we own.
             unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
             Ok(Self { read, write })
+        }
+    }
+
+    impl Drop for Pipe {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -256,102 +353,98 @@ mod splice {
         }
     }
 
-    /// Whether data (> 0) or EOF (0) is waiting, without consuming it.
-    fn peek(fd: RawFd) -> io::Result<usize> {
-        let mut byte = 0u8;
-        // SAFETY: a one-byte buffer we own; MSG_PEEK leaves the data in the socket.
-        let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+    /// What one chunk did.
+    enum Chunk {
+        /// This many octets moved.
+        Moved(usize),
+        /// The source reached EOF.
+        Eof,
+        /// The readiness was spurious; wait again.
+        Again,
     }
 
     /// Moves `src` → `dst` until EOF, then half-closes `dst`.
     async fn one_way(src: &TcpStream, dst: &TcpStream, progress: &AtomicU64) -> io::Result<u64> {
-        let mut pipe: Option<Pipe> = None;
         let mut total = 0u64;
         loop {
             src.readable().await?;
-            let p = match &pipe {
-                Some(p) => p,
+            let chunk = match Pipe::take() {
+                Some(pipe) => spliced_chunk(src, dst, pipe).await?,
                 None => {
-                    // Most short-lived tunnels end without data in one direction: look before
-                    // paying for a pipe, so an EOF costs no descriptors.
-                    match src.try_io(Interest::READABLE, || peek(src.as_raw_fd())) {
-                        Ok(0) => {
-                            let _ = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write);
-                            return Ok(total);
-                        }
-                        Ok(_) => match Pipe::new() {
-                            Ok(p) => pipe.insert(p),
-                            Err(e) => {
-                                // EMFILE/ENFILE: a tunnel that is already up must not die for
-                                // want of a pipe. Copy through memory instead; that needs none.
-                                SPLICE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
-                                tracing::debug!(error = %e, "no pipe for splice; copying instead");
-                                return copy_way(src, dst, progress, total).await;
-                            }
-                        },
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return Err(e),
+                    let c = copied_chunk(src, dst).await?;
+                    if matches!(c, Chunk::Moved(_)) {
+                        SPLICE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
                     }
+                    c
                 }
             };
-            let n = match src
-                .try_io(Interest::READABLE, || splice(src.as_raw_fd(), p.write.as_raw_fd(), PIPE_SIZE as usize))
-            {
-                Ok(0) => {
-                    // EOF: pass the half-close on and let the other direction finish.
+            match chunk {
+                Chunk::Moved(n) => {
+                    progress.fetch_add(1, Ordering::Relaxed);
+                    total += n as u64;
+                }
+                Chunk::Eof => {
+                    // Pass the half-close on and let the other direction finish.
                     let _ = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write);
                     return Ok(total);
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            };
-            progress.fetch_add(1, Ordering::Relaxed);
-            let mut left = n;
-            while left > 0 {
-                dst.writable().await?;
-                match dst.try_io(Interest::WRITABLE, || splice(p.read.as_raw_fd(), dst.as_raw_fd(), left)) {
-                    Ok(m) => left -= m,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
+                Chunk::Again => {}
             }
-            total += n as u64;
         }
     }
 
-    /// Moves `src` → `dst` through a buffer until EOF, then half-closes `dst`; `total` is what
-    /// has already been moved. The fallback of [`one_way`] when no pipe can be made.
-    async fn copy_way(src: &TcpStream, dst: &TcpStream, progress: &AtomicU64, mut total: u64) -> io::Result<u64> {
-        let mut buf = vec![0u8; BUFFER];
-        loop {
-            src.readable().await?;
-            let n = match src.try_read(&mut buf) {
-                Ok(0) => {
-                    let _ = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write);
-                    return Ok(total);
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            };
-            progress.fetch_add(1, Ordering::Relaxed);
-            let mut done = 0;
-            while done < n {
-                dst.writable().await?;
-                match dst.try_write(&buf[done..n]) {
-                    Ok(m) => done += m,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
+    /// One chunk socket → pipe → socket. The pipe goes back to the pool only empty; on an error
+    /// (or when the tunnel is dropped mid-chunk) it is closed with whatever it held.
+    async fn spliced_chunk(src: &TcpStream, dst: &TcpStream, pipe: Pipe) -> io::Result<Chunk> {
+        let n = match src
+            .try_io(Interest::READABLE, || splice(src.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_SIZE as usize))
+        {
+            Ok(0) => {
+                pipe.give();
+                return Ok(Chunk::Eof);
             }
-            total += n as u64;
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                pipe.give();
+                return Ok(Chunk::Again);
+            }
+            Err(e) => {
+                pipe.give();
+                return Err(e);
+            }
+        };
+        let mut left = n;
+        while left > 0 {
+            dst.writable().await?;
+            match dst.try_io(Interest::WRITABLE, || splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), left)) {
+                Ok(m) => left -= m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
         }
+        pipe.give();
+        Ok(Chunk::Moved(n))
+    }
+
+    /// One chunk through a buffer that lives only as long as the chunk, when no pipe is free.
+    async fn copied_chunk(src: &TcpStream, dst: &TcpStream) -> io::Result<Chunk> {
+        let mut buf = vec![0u8; BUFFER];
+        let n = match src.try_read(&mut buf) {
+            Ok(0) => return Ok(Chunk::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Chunk::Again),
+            Err(e) => return Err(e),
+        };
+        let mut done = 0;
+        while done < n {
+            dst.writable().await?;
+            match dst.try_write(&buf[done..n]) {
+                Ok(m) => done += m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Chunk::Moved(n))
     }
 }
 

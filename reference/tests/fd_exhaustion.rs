@@ -1,6 +1,6 @@
 //! A tunnel that is already up keeps working when the process runs out of file descriptors:
-//! the splice relay creates its pipes on first data and must fall back to copying when it
-//! cannot (issue 13, defect 2). Its own test binary, since it lowers the descriptor limit of the
+//! the splice relay borrows a pipe per chunk and must fall back to copying when none can be
+//! made (issue 13, defect 2). Its own test binary, since it lowers the descriptor limit of the
 //! whole process.
 
 mod common;
@@ -51,7 +51,11 @@ async fn an_established_tunnel_survives_descriptor_exhaustion() {
     assert_eq!(&buf, b"ping");
     far.write_all(b"pong").await.unwrap();
     assert_eq!(read_n(&mut client, 4).await, b"pong");
-    assert_eq!(socksref::relay::SPLICE_FALLBACKS.load(Ordering::Relaxed) - fallbacks, 2, "both directions copied");
+    assert_eq!(
+        socksref::relay::SPLICE_FALLBACKS.load(Ordering::Relaxed) - fallbacks,
+        2,
+        "one chunk each way, both copied"
+    );
     drop(hog);
 
     // Half-close still passes through the copy fallback.

@@ -37,8 +37,6 @@ const OP_TIMEOUT: Duration = Duration::from_secs(10);
 const SETUP_PARALLEL: usize = MAX_HANDSHAKES / 2;
 /// The server's handshake cap during the run; slowloris opens four times as many.
 const MAX_HANDSHAKES: usize = 64;
-/// Descriptors socksref may use per tunnel (its documented budget).
-const FDS_PER_SERVER_TUNNEL: usize = 6;
 /// Descriptors the driver keeps for itself besides 2 per tunnel (runtime, pipes, slack).
 const FD_RESERVE: u64 = 200;
 
@@ -49,8 +47,13 @@ pub fn run(args: &SoakArgs) -> Result<()> {
         return tokio::runtime::Runtime::new()?.block_on(targets_child());
     }
     let by_fds = (limit.saturating_sub(FD_RESERVE) / 2) as usize;
-    let n = args.tunnels.unwrap_or(if args.quick { 200 } else { 10_000 }).min(10_000).min(by_fds);
-    println!("soak: {n} tunnels (fd hard limit {limit}: at most {by_fds} at 2 fds per tunnel in the client)");
+    // The server runs with the same hard limit: two descriptors per tunnel once its reserve and
+    // its shared splice pipes are set aside (docs/hardening.md), which is its default maxConns.
+    let by_server = socksref::policy::max_connections_for_fds(limit, 1);
+    let n = args.tunnels.unwrap_or(if args.quick { 200 } else { 10_000 }).min(10_000).min(by_fds).min(by_server);
+    println!(
+        "soak: {n} tunnels (fd hard limit {limit}: at most {by_fds} at 2 fds per tunnel in the client, {by_server} in the server)"
+    );
     let bin = build_socksref()?;
     let mut targets = Targets::spawn()?;
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
@@ -344,10 +347,11 @@ fn sample(errs: &[String]) -> String {
 
 async fn soak(bin: &Path, targets: &Targets, n: usize, deadline: Instant) -> Result<Report> {
     let mut r = Report::default();
-    // socksref spends up to 6 descriptors per tunnel (two sockets, two splice pipes): give it
-    // room for all N, if we may raise its hard limit (root); else it runs with ours.
-    let want = (FDS_PER_SERVER_TUNNEL * (n + 8 * MAX_HANDSHAKES) + 1024) as u64;
+    // socksref spends two descriptors per tunnel plus at most 256 for its splice pipes: give
+    // it room for all N and the later phases' extra connections, if we may raise its hard limit
+    // (root outside a container); else it runs with ours, which `n` was sized for.
     let max_conns = n + 8 * MAX_HANDSHAKES;
+    let want = (2 * max_conns) as u64 + 2 * socksref::policy::SPLICE_PIPES + 1024;
     let mut server = match Server::start(bin, max_conns, Some(want)) {
         Ok(s) => s,
         Err(e) => {

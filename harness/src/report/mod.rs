@@ -1,5 +1,6 @@
-//! Machine-readable reports: JSON (the whole result set) and JUnit XML (for CI dashboards).
+//! Reports: JSON (the whole result set), JUnit XML (for CI dashboards) and one HTML page (for people).
 
+pub mod html;
 pub mod json;
 pub mod junit;
 

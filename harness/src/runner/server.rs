@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -36,6 +36,11 @@ pub fn playable(scn: &Scenario) -> Result<(), String> {
     }
     for (i, s) in scn.steps.iter().enumerate() {
         match &s.kind {
+            StepKind::UdpSend { to, .. } if to != "bnd" => {
+                return Err(format!(
+                    "steps[{i}]: a `udp_send` step cannot be played in the server role with `to: {to}` (the client sends to the runner's relay)"
+                ))
+            }
             StepKind::Send(_)
             | StepKind::Expect(_)
             | StepKind::ExpectOptional { .. }
@@ -46,10 +51,13 @@ pub fn playable(scn: &Scenario) -> Result<(), String> {
             | StepKind::HalfClose
             | StepKind::Close
             | StepKind::Sleep(_)
+            | StepKind::UdpSend { .. }
+            | StepKind::UdpExpect(_)
+            | StepKind::UdpExpectNone(_)
             | StepKind::Tunnel => {}
             other => {
                 return Err(format!(
-                    "steps[{i}]: a `{}` step cannot be played in the server role (it plays only send, expect*, close, half_close, sleep_ms and tunnel)",
+                    "steps[{i}]: a `{}` step cannot be played in the server role (it plays only send, expect*, close, half_close, sleep_ms, udp_* and tunnel)",
                     step_name(other)
                 ))
             }
@@ -191,9 +199,23 @@ pub async fn play(
         transport: Default::default(),
     };
     let mut vars = base_vars(&fixture, &sut);
-    // What the runner reports as BND when a scenario's reply pattern captures it.
-    let bnd = encode_socks5_addr(proxy);
-    vars.insert("bnd".into(), Value { bytes: bnd, label: Some("{bnd=ipv4 127.0.0.1:PORT}".into()), addr: Some(proxy) });
+    // A scenario with datagrams gets a UDP relay of the runner's own: its address is the BND of
+    // the UDP ASSOCIATE reply, where the client must send (RFC 1928 §7).
+    let udp = if uses_udp(scn) {
+        Some(UdpSocket::bind("127.0.0.1:0").await.map_err(|e| fail(None, format!("UDP relay: {e}"), &rec))?)
+    } else {
+        None
+    };
+    // What the runner reports as BND when a scenario's reply pattern captures it: the relay for a
+    // UDP scenario, the SOCKS listener otherwise.
+    let bnd_at = match &udp {
+        Some(u) => u.local_addr().map_err(|e| fail(None, format!("UDP relay: {e}"), &rec))?,
+        None => proxy,
+    };
+    vars.insert(
+        "bnd".into(),
+        Value { bytes: encode_socks5_addr(bnd_at), label: Some("{bnd=ipv4 127.0.0.1:PORT}".into()), addr: Some(bnd_at) },
+    );
     let ctx = Arc::new(Ctx {
         scn: scn.clone(),
         schedule,
@@ -201,6 +223,9 @@ pub async fn play(
         vars,
         rec: rec.clone(),
         claimed: AtomicBool::new(false),
+        udp,
+        udp_client: Mutex::new(None),
+        held: Mutex::new(Vec::new()),
     });
 
     // Accept and play connections until one is graded, the client exits, or it never connects.
@@ -416,6 +441,20 @@ struct Ctx {
     rec: SharedRec,
     /// Set by the first connection whose request is graded; later requests are refused.
     claimed: AtomicBool,
+    /// The runner's UDP relay, for scenarios with datagram steps.
+    udp: Option<UdpSocket>,
+    /// Where the client's first datagram came from: where the relay's datagrams go.
+    udp_client: Mutex<Option<SocketAddr>>,
+    /// Control connections of finished UDP conversations, kept open until the run ends: closing
+    /// one ends the association (RFC 1928 §6), which would race the client's last datagram.
+    held: Mutex<Vec<TcpStream>>,
+}
+
+/// Whether a scenario has datagram steps, so the runner needs a UDP relay.
+fn uses_udp(scn: &Scenario) -> bool {
+    scn.steps
+        .iter()
+        .any(|s| matches!(s.kind, StepKind::UdpSend { .. } | StepKind::UdpExpect(_) | StepKind::UdpExpectNone(_)))
 }
 
 /// Plays the scenario on one accepted connection, named `on` in the transcript.
@@ -579,8 +618,72 @@ async fn converse(ctx: Arc<Ctx>, mut s: TcpStream, on: String) -> ConnEnd {
                 let _ = tokio::time::timeout(CLIENT_DEADLINE, tokio::io::copy_bidirectional(&mut s, &mut up)).await;
                 break;
             }
+            StepKind::UdpSend { data, .. } => {
+                // The client must send exactly this datagram to the relay (BND).
+                let Some(relay) = &ctx.udp else { return fail("no UDP relay".into()) };
+                let mut dgram = vec![0u8; 65_536];
+                let (n, from) = match tokio::time::timeout_at(until, relay.recv_from(&mut dgram)).await {
+                    Ok(Ok(got)) => got,
+                    Ok(Err(e)) => return fail(format!("UDP relay: {e}")),
+                    Err(_) => {
+                        return fail(format!(
+                            "the client sent no datagram to the relay (BND) within {} s",
+                            STEP_WAIT.as_secs()
+                        ))
+                    }
+                };
+                let dgram = &dgram[..n];
+                *ctx.udp_client.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
+                match data.match_prefix(dgram, vars) {
+                    Ok(Some(m)) if m.consumed == n => {
+                        push(rec, &on, Direction::ClientToServer, dgram, format!("C→S udp from {from} {}", m.shown));
+                    }
+                    Ok(Some(m)) => {
+                        return fail(format!(
+                            "the client's datagram [{}] has {} octets after what the step expects",
+                            hex_spaced(dgram, 64),
+                            n - m.consumed
+                        ))
+                    }
+                    Ok(None) => return fail(format!("the client's datagram [{}] is short", hex_spaced(dgram, 64))),
+                    Err(mm) => {
+                        return fail(format!(
+                            "the client sent the datagram [{}]: at offset {}, field {}: {}",
+                            hex_spaced(dgram, 64),
+                            mm.offset,
+                            mm.expected,
+                            mm.why
+                        ))
+                    }
+                }
+            }
+            StepKind::UdpExpect(t) => {
+                // The relay sends this datagram to where the client's datagrams came from.
+                let Some(relay) = &ctx.udp else { return fail("no UDP relay".into()) };
+                let Some(to) = *ctx.udp_client.lock().unwrap_or_else(|e| e.into_inner()) else {
+                    return fail("the client has sent no datagram yet: the relay has nowhere to send".into());
+                };
+                let fields = match t.render_pattern(vars) {
+                    Ok(f) => f,
+                    Err(e) => return fail(e.to_string()),
+                };
+                let octets: Vec<u8> = fields.iter().flat_map(|f| f.bytes.iter().copied()).collect();
+                if let Err(e) = relay.send_to(&octets, to).await {
+                    return fail(format!("UDP relay: send to {to}: {e}"));
+                }
+                let shown = fields.iter().map(|f| f.shown.as_str()).collect::<Vec<_>>().join(" ");
+                push(rec, &on, Direction::ServerToClient, &octets, format!("S→C udp to {to} {shown}"));
+            }
+            StepKind::UdpExpectNone(ms) => {
+                // The relay stays quiet for `ms`.
+                tokio::time::sleep(Duration::from_millis(*ms)).await;
+                push(rec, &on, Direction::Event, &[], format!("S→C <no datagram {ms} ms>"));
+            }
             other => return fail(format!("a `{}` step cannot be played in the server role", step_name(other))),
         }
+    }
+    if ctx.udp.is_some() {
+        ctx.held.lock().unwrap_or_else(|e| e.into_inner()).push(s);
     }
     ConnEnd::Graded(Ok(()))
 }

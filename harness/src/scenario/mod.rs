@@ -705,6 +705,13 @@ impl Scenario {
                 Ok(())
             };
             match &step.kind {
+                StepKind::Send(t) | StepKind::UdpSend { data: t, .. } if !self.roles.contains(&Role::Client) => {
+                    // Played only in the server role, a send is what the client under test must
+                    // send: a pattern, never rendered, so it may capture what the client chooses
+                    // (the address it announces in a UDP ASSOCIATE).
+                    check(t, &known)?;
+                    known.extend(t.captures().into_iter().map(String::from));
+                }
                 StepKind::Send(t) | StepKind::UdpSend { data: t, .. } => {
                     // A method list is the one capture a send may hold (see `Template::render`).
                     let sendable = |tok: &crate::scenario::template::Token| {

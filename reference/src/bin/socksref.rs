@@ -97,6 +97,8 @@ fn main() -> ExitCode {
             }
         };
     let nofile = raise_fd_limit();
+    let pipes = socksref::policy::splice_pipe_budget(nofile);
+    socksref::relay::set_splice_pipe_budget(usize::try_from(pipes).unwrap_or(usize::MAX));
     // The default connection cap follows the descriptor budget, so the cap is reached before
     // EMFILE is (an explicit maxConns is the operator's choice and kept).
     let socks_services = services.iter().filter(|s| matches!(s, Service::Socks { .. })).count();
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
                 max_conns = config.max_connections,
                 max_handshakes = config.handshake_cap(),
                 fds_per_tunnel = socksref::policy::FDS_PER_TUNNEL,
+                splice_pipes = pipes,
                 "connection caps"
             );
         }
@@ -131,8 +134,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Every tunnel costs two descriptors and a spliced one up to four more; the soft limit (often
-/// 1024) would cap a busy server long before memory does, so raise it to the hard limit.
+/// Every tunnel costs two descriptors (splice pipes come from a shared pool); the soft limit
+/// (often 1024) would cap a busy server long before memory does, so raise it to the hard limit.
 /// Returns the soft limit in force afterwards.
 fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,11 +36,22 @@ pub(crate) struct Shared {
     pub config: ServerConfig,
 }
 
-/// Connections still in the handshake, oldest first, each with the means to close it.
+/// Connections still in the handshake, oldest first, each with the means to close it and how
+/// far it has come.
 #[derive(Default)]
 struct Handshaking {
     next_id: u64,
-    open: BTreeMap<u64, oneshot::Sender<()>>,
+    open: BTreeMap<u64, (oneshot::Sender<()>, Arc<AtomicU8>)>,
+}
+
+/// How far a handshake has come, for choosing whom to shed ([`enter_handshake`]).
+mod progress {
+    /// Nothing read yet: the server has not had its turn with this connection.
+    pub const UNREAD: u8 = 0;
+    /// Bytes read, but not one complete message: how a slowloris client looks all its life.
+    pub const PARTIAL: u8 = 1;
+    /// At least one complete message (a greeting, a login) handled.
+    pub const MESSAGE: u8 = 2;
 }
 
 /// A connection's place among the handshaking ones; dropping it (handshake over) leaves.
@@ -54,21 +66,43 @@ impl Drop for HandshakeSlot {
     }
 }
 
-/// Enters a new connection among the handshaking ones. When `cap` are already handshaking,
-/// the oldest is told to close first: a slowloris client holds its connections longest,
-/// so shedding the oldest removes idlers before a client that is about to finish.
-fn enter_handshake(all: &Arc<Mutex<Handshaking>>, cap: usize, stats: &Stats) -> (HandshakeSlot, oneshot::Receiver<()>) {
+/// Enters a new connection among the handshaking ones. When `cap` are already handshaking, one
+/// is told to close first: the oldest that has sent bytes but not one complete message
+/// (a slowloris client, all its life), else the newest not read yet (the server is behind:
+/// those waiting longest are served first), else the oldest. Oldest alone is not enough against
+/// an attacker that reconnects at once when shed: on a loaded machine a real client whose
+/// greeting has not been read yet, or who is one round trip from its request, becomes the
+/// oldest after `cap` such reconnects and was shed.
+///
+/// Returns the slot, the shed signal and the progress marker the handshake updates.
+fn enter_handshake(
+    all: &Arc<Mutex<Handshaking>>,
+    cap: usize,
+    stats: &Stats,
+) -> (HandshakeSlot, oneshot::Receiver<()>, Arc<AtomicU8>) {
     let mut hs = all.lock().unwrap_or_else(|e| e.into_inner());
     while hs.open.len() >= cap {
-        let Some((_, shed)) = hs.open.pop_first() else { break };
+        let at = |level: u8| {
+            move |(id, (_, p)): (&u64, &(oneshot::Sender<()>, Arc<AtomicU8>))| {
+                (p.load(Ordering::Relaxed) == level).then_some(*id)
+            }
+        };
+        let victim = hs
+            .open
+            .iter()
+            .find_map(at(progress::PARTIAL))
+            .or_else(|| hs.open.iter().rev().find_map(at(progress::UNREAD)))
+            .or_else(|| hs.open.keys().next().copied());
+        let Some((shed, _)) = victim.and_then(|id| hs.open.remove(&id)) else { break };
         let _ = shed.send(());
         Stats::bump(&stats.handshakes_shed);
     }
     let id = hs.next_id;
     hs.next_id += 1;
     let (tx, rx) = oneshot::channel();
-    hs.open.insert(id, tx);
-    (HandshakeSlot { id, all: all.clone() }, rx)
+    let marker = Arc::new(AtomicU8::new(progress::UNREAD));
+    hs.open.insert(id, (tx, marker.clone()));
+    (HandshakeSlot { id, all: all.clone() }, rx, marker)
 }
 
 /// Serves SOCKS on `listener` until `shutdown` completes; then stops accepting and aborts the
@@ -117,11 +151,11 @@ pub async fn serve_on(
             debug!(%peer, "connection cap reached; closing");
             continue; // dropping the stream closes it at once
         };
-        let (slot, shed) = enter_handshake(&handshaking, handshake_cap, &shared.config.stats);
+        let (slot, shed, marker) = enter_handshake(&handshaking, handshake_cap, &shared.config.stats);
         let shared = shared.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            handle(stream, peer, shared, slot, shed).await;
+            handle(stream, peer, shared, (slot, shed, marker)).await;
         });
     }
     tasks.abort_all();
@@ -139,8 +173,7 @@ async fn handle(
     incoming: crate::transport::Incoming,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    slot: HandshakeSlot,
-    shed: oneshot::Receiver<()>,
+    (slot, shed, marker): (HandshakeSlot, oneshot::Receiver<()>, Arc<AtomicU8>),
 ) {
     let cfg = &shared.config;
     // The deadline covers the transport's handshake (TLS, WebSocket upgrade) and gost's
@@ -153,7 +186,7 @@ async fn handle(
                 return Err(e);
             }
         };
-        handshake(stream, cfg).await
+        handshake(stream, cfg, &marker).await
     };
     let deadline = tokio::time::timeout(cfg.handshake_timeout, Box::pin(establish_and_handshake));
     let hs = tokio::select! {
@@ -214,7 +247,11 @@ async fn handle(
 /// Runs the handshake machine over `stream` and returns the stream the connection continues on
 /// (TLS-wrapped when gost's method `80`/`82` was selected). `None` means it failed and any reply
 /// the protocol calls for has been written.
-async fn handshake(mut stream: Stream, cfg: &ServerConfig) -> io::Result<(Stream, Option<Handshaken>)> {
+async fn handshake(
+    mut stream: Stream,
+    cfg: &ServerConfig,
+    marker: &AtomicU8,
+) -> io::Result<(Stream, Option<Handshaken>)> {
     let mut hs = ServerHandshake::new(HandshakeConfig {
         socks4: cfg.socks4,
         socks5: cfg.socks5,
@@ -229,6 +266,9 @@ async fn handshake(mut stream: Stream, cfg: &ServerConfig) -> io::Result<(Stream
     loop {
         let used = hs.handle_input(&buf);
         buf.drain(..used);
+        if used > 0 {
+            marker.store(progress::MESSAGE, Ordering::Relaxed);
+        }
         let mut progressed = used > 0;
         while let Some(event) = hs.poll_event() {
             progressed = true;
@@ -302,6 +342,7 @@ async fn handshake(mut stream: Stream, cfg: &ServerConfig) -> io::Result<(Stream
         if n == 0 {
             return Ok((stream, None)); // EOF mid-handshake
         }
+        let _ = marker.compare_exchange(progress::UNREAD, progress::PARTIAL, Ordering::Relaxed, Ordering::Relaxed);
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -331,5 +372,45 @@ pub(crate) fn bnd(cfg: &ServerConfig, addr: SocketAddr) -> Address {
         Address::UNSPECIFIED
     } else {
         Address::from(addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fills a cap of 3 with connections at the given progress levels, oldest first, then adds
+    /// one more: returns which of the first three was told to close.
+    fn shed_among(levels: [u8; 3]) -> usize {
+        let all = Arc::new(Mutex::new(Handshaking::default()));
+        let stats = Stats::default();
+        let mut held = Vec::new();
+        for level in levels {
+            let (slot, rx, marker) = enter_handshake(&all, 3, &stats);
+            marker.store(level, Ordering::Relaxed);
+            held.push((slot, rx));
+        }
+        let _newest = enter_handshake(&all, 3, &stats);
+        let mut shed = Vec::new();
+        for (i, (_, rx)) in held.iter_mut().enumerate() {
+            if rx.try_recv().is_ok() {
+                shed.push(i);
+            }
+        }
+        assert_eq!(shed.len(), 1, "exactly one shed: {shed:?}");
+        assert_eq!(stats.handshakes_shed.load(Ordering::Relaxed), 1);
+        shed[0]
+    }
+
+    #[test]
+    fn the_handshake_cap_sheds_a_stalled_partial_message_before_a_client_making_progress() {
+        use progress::{MESSAGE, PARTIAL, UNREAD};
+        // The oldest that sent bytes but no complete message goes, even when younger.
+        assert_eq!(shed_among([MESSAGE, UNREAD, PARTIAL]), 2);
+        assert_eq!(shed_among([PARTIAL, PARTIAL, MESSAGE]), 0);
+        // Else the newest not read yet, then the oldest.
+        assert_eq!(shed_among([MESSAGE, UNREAD, UNREAD]), 2);
+        assert_eq!(shed_among([UNREAD, UNREAD, MESSAGE]), 1);
+        assert_eq!(shed_among([MESSAGE, MESSAGE, MESSAGE]), 0);
     }
 }
