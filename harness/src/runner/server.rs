@@ -214,7 +214,11 @@ pub async fn play(
     };
     vars.insert(
         "bnd".into(),
-        Value { bytes: encode_socks5_addr(bnd_at), label: Some("{bnd=ipv4 127.0.0.1:PORT}".into()), addr: Some(bnd_at) },
+        Value {
+            bytes: encode_socks5_addr(bnd_at),
+            label: Some("{bnd=ipv4 127.0.0.1:PORT}".into()),
+            addr: Some(bnd_at),
+        },
     );
     let ctx = Arc::new(Ctx {
         scn: scn.clone(),
