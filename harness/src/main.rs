@@ -274,6 +274,7 @@ async fn replay(a: ReplayArgs) -> Result<i32> {
         pass: t.pass.unwrap_or_default().into_bytes(),
         claims,
         instance: None,
+        transport: t.transport.clone(),
     };
     let dir = a.scenarios.clone().unwrap_or_else(sockslab::default_scenarios_dir);
     let results = sockslab::pcap::replay::replay(&a.file, &dir, a.conversation, &sut).await?;
@@ -345,9 +346,25 @@ struct Target {
     addr: SocketAddr,
     user: Option<String>,
     pass: Option<String>,
+    /// `socks5+wss://…`: the transport every connection to the server runs through.
+    transport: std::sync::Arc<socksref::transport::Dialer>,
 }
 
 fn parse_url(url: &str) -> Result<Target> {
+    // `HANDLER+TRANSPORT://…?transport keys`: the reference's own parser and dialer, so the
+    // harness speaks each transport exactly as socksref does (docs/transports.md).
+    let (url, transport) = match url.split_once("://") {
+        Some((scheme, _)) if scheme.contains('+') => {
+            let parsed = socksref::url::ProxyUrl::parse(url)?;
+            let (handler, spec) = socksref::transport::split_url(parsed)?;
+            let dialer = socksref::transport::Dialer::new(spec).context("transport settings")?;
+            let rest = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
+            let rest = rest.split_once('?').map(|(r, _)| r).unwrap_or(rest);
+            (format!("{}://{rest}", handler.scheme), std::sync::Arc::new(dialer))
+        }
+        _ => (url.to_string(), std::sync::Arc::default()),
+    };
+    let url = url.as_str();
     let (scheme, rest) = url.split_once("://").context("expected scheme://host:port")?;
     let versions: BTreeSet<Version> = match scheme {
         "socks4" => [Version::Socks4].into(),
@@ -377,7 +394,7 @@ fn parse_url(url: &str) -> Result<Target> {
     if !addr.ip().is_loopback() {
         bail!("{addr} is not a loopback address; sockslab only checks servers on 127.0.0.0/8 or ::1");
     }
-    Ok(Target { versions, addr, user, pass })
+    Ok(Target { versions, addr, user, pass, transport })
 }
 
 fn millis(d: Option<std::time::Duration>) -> Option<u64> {
@@ -460,7 +477,7 @@ async fn check(a: CheckArgs) -> Result<i32> {
         let pass = a.pass.clone().or(t.pass.clone());
         let creds = user.as_ref().zip(pass.as_ref()).map(|(u, p)| (u.as_bytes(), p.as_bytes()));
         let socks5 = t.versions.contains(&Version::Socks5);
-        let pre = preflight::run(t.addr, socks5, creds).await?;
+        let pre = preflight::run_via(t.addr, &t.transport, socks5, creds).await?;
         if let Some(n) = &pre.note {
             eprintln!("note: {n}");
         }
@@ -471,6 +488,7 @@ async fn check(a: CheckArgs) -> Result<i32> {
             pass: pass.unwrap_or_default().into_bytes(),
             claims,
             instance: None,
+            transport: t.transport.clone(),
         };
         (vec![sut], Expectations::default(), url)
     };

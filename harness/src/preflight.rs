@@ -71,7 +71,24 @@ pub struct Preflight {
 
 /// Connects to `addr` and, for SOCKS5, runs the greeting (and RFC 1929 when `creds` are given).
 pub async fn run(addr: SocketAddr, socks5: bool, creds: Option<(&[u8], &[u8])>) -> Result<Preflight, PreflightError> {
-    let mut s = tokio::time::timeout(PREFLIGHT_DEADLINE, TcpStream::connect(addr))
+    run_via(addr, &socksref::transport::Dialer::default(), socks5, creds).await
+}
+
+/// [`run`] through a transport (tls, ws, …): the TCP connect, then the transport's handshake,
+/// then the same greeting inside it. A failed transport handshake counts as nothing listening
+/// there, with the reason (a wrong path, a TLS error).
+pub async fn run_via(
+    addr: SocketAddr,
+    transport: &socksref::transport::Dialer,
+    socks5: bool,
+    creds: Option<(&[u8], &[u8])>,
+) -> Result<Preflight, PreflightError> {
+    let connect = async {
+        let tcp = TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        transport.establish(socksref::tls::Stream::Tcp(tcp), &addr.into()).await
+    };
+    let mut s = tokio::time::timeout(PREFLIGHT_DEADLINE, connect)
         .await
         .map_err(|_| PreflightError::NothingListens { addr, why: "connect timed out".into() })?
         .map_err(|e| PreflightError::NothingListens { addr, why: e.to_string() })?;
@@ -116,7 +133,7 @@ pub async fn run(addr: SocketAddr, socks5: bool, creds: Option<(&[u8], &[u8])>) 
     }
 }
 
-async fn read_exact(s: &mut TcpStream, n: usize) -> Result<Vec<u8>, String> {
+async fn read_exact<S: tokio::io::AsyncRead + Unpin>(s: &mut S, n: usize) -> Result<Vec<u8>, String> {
     let mut buf = Vec::with_capacity(n);
     let until = tokio::time::Instant::now() + PREFLIGHT_DEADLINE;
     while buf.len() < n {

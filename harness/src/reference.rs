@@ -144,12 +144,24 @@ impl Drop for RunningRef {
 
 /// Starts a reference server on 127.0.0.1:0.
 pub async fn start(opts: &RefOptions, instance: Option<String>) -> std::io::Result<RunningRef> {
+    start_on(opts, instance, &socksref::transport::TransportSpec::tcp()).await
+}
+
+/// Starts a reference server on 127.0.0.1:0 behind `transport` (tls, ws, …); its [`Sut`]
+/// dials through the same transport, so the catalogue plays inside it.
+pub async fn start_on(
+    opts: &RefOptions,
+    instance: Option<String>,
+    transport: &socksref::transport::TransportSpec,
+) -> std::io::Result<RunningRef> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
+    let listener = socksref::transport::Listener::new(listener, transport)?;
+    let dialer = std::sync::Arc::new(socksref::transport::Dialer::new(transport.clone())?);
     let (tx, rx) = oneshot::channel::<()>();
     let config = opts.config();
     let task = tokio::spawn(async move {
-        let _ = socksref::server::serve(listener, config, async {
+        let _ = socksref::server::serve_on(listener, config, async {
             let _ = rx.await;
         })
         .await;
@@ -161,6 +173,7 @@ pub async fn start(opts: &RefOptions, instance: Option<String>) -> std::io::Resu
             pass: PASS.as_bytes().to_vec(),
             claims: opts.claims(),
             instance,
+            transport: dialer,
         },
         shutdown: Some(tx),
         task,

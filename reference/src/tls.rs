@@ -160,25 +160,62 @@ impl ServerCertVerifier for AcceptAnyCert {
     }
 }
 
-/// A proxy connection: plain TCP, or TLS (either role) over another such stream — TLS over TLS
-/// arises when a chain's second hop also selects method `80` inside the first hop's tunnel.
+/// A proxy connection: plain TCP, TLS (either role) over another such stream — TLS over TLS
+/// arises when a chain's second hop also selects method `80` inside the first hop's tunnel, or
+/// when method `80` runs inside the `tls` transport — or a stream some transport layer made
+/// (WebSocket, an smux stream, …; see [`crate::transport`]). The SOCKS code handles all of them
+/// alike; only the relay looks for the plain-TCP case, to splice.
 #[derive(Debug)]
 pub enum Stream {
     /// Plain TCP.
     Tcp(TcpStream),
-    /// We are the TLS server (gost method `80`/`82` selected by our server).
+    /// We are the TLS server (gost method `80`/`82` selected by our server, or the `tls`
+    /// transport's listener).
     TlsServer(Box<tokio_rustls::server::TlsStream<Stream>>),
-    /// We are the TLS client (a proxy selected `80`/`82` for us).
+    /// We are the TLS client (a proxy selected `80`/`82` for us, or the `tls` transport's dialer).
     TlsClient(Box<tokio_rustls::client::TlsStream<Stream>>),
+    /// A transport layer's stream, with the addresses of the connection it travels on.
+    Layered(Box<Layered>),
+}
+
+/// What a [`Stream::Layered`] needs of its inner stream.
+pub trait LayeredIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + std::fmt::Debug> LayeredIo for T {}
+
+/// A transport layer's byte stream (a WebSocket, one smux stream, a kcp stream, …) and the
+/// socket addresses of the connection beneath it, which SOCKS replies and policy need although
+/// no single TCP socket belongs to this stream (an smux stream shares its connection).
+#[derive(Debug)]
+pub struct Layered {
+    io: Box<dyn LayeredIo>,
+    local: std::net::SocketAddr,
+    peer: std::net::SocketAddr,
+    /// Whatever must live as long as this stream (the smux session a stream belongs to).
+    keep: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Layered {
+    /// Wraps `io`, travelling on a connection from `local` to `peer`.
+    pub fn new(io: impl LayeredIo + 'static, local: std::net::SocketAddr, peer: std::net::SocketAddr) -> Self {
+        Self { io: Box::new(io), local, peer, keep: None }
+    }
+
+    /// The same stream, keeping `owner` alive while it exists.
+    pub fn keeping(mut self, owner: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        self.keep = Some(owner);
+        self
+    }
 }
 
 impl Stream {
-    /// The TCP socket at the bottom, for addresses and socket options.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP socket at the bottom, for socket options and hang-up watches; `None` for a
+    /// transport stream that shares its connection or has no TCP beneath (smux, kcp).
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Stream::Tcp(s) => s,
+            Stream::Tcp(s) => Some(s),
             Stream::TlsServer(s) => s.get_ref().0.tcp(),
             Stream::TlsClient(s) => s.get_ref().0.tcp(),
+            Stream::Layered(_) => None,
         }
     }
 
@@ -190,14 +227,24 @@ impl Stream {
         }
     }
 
-    /// Local address of the TCP socket.
+    /// Local address of the connection.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.tcp().local_addr()
+        match self {
+            Stream::Tcp(s) => s.local_addr(),
+            Stream::TlsServer(s) => s.get_ref().0.local_addr(),
+            Stream::TlsClient(s) => s.get_ref().0.local_addr(),
+            Stream::Layered(l) => Ok(l.local),
+        }
     }
 
-    /// Remote address of the TCP socket.
+    /// Remote address of the connection.
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.tcp().peer_addr()
+        match self {
+            Stream::Tcp(s) => s.peer_addr(),
+            Stream::TlsServer(s) => s.get_ref().0.peer_addr(),
+            Stream::TlsClient(s) => s.get_ref().0.peer_addr(),
+            Stream::Layered(l) => Ok(l.peer),
+        }
     }
 
     /// Runs the TLS server handshake on this stream.
@@ -225,6 +272,7 @@ impl AsyncRead for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Layered(l) => Pin::new(l.io.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -235,6 +283,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Layered(l) => Pin::new(l.io.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -243,6 +292,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Layered(l) => Pin::new(l.io.as_mut()).poll_flush(cx),
         }
     }
 
@@ -251,6 +301,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Layered(l) => Pin::new(l.io.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -265,8 +316,11 @@ pub async fn relay(
         (Stream::Tcp(a), Stream::Tcp(b)) => crate::relay::relay_tcp(a, b, idle).await,
         (a, b) => {
             // R-41 for the copy relay: watch both sockets beneath any TLS layer.
-            let watches: Vec<crate::relay::HangupWatch> =
-                [a.tcp(), b.tcp()].into_iter().filter_map(|s| crate::relay::HangupWatch::new(s).ok()).collect();
+            let watches: Vec<crate::relay::HangupWatch> = [a.tcp(), b.tcp()]
+                .into_iter()
+                .flatten()
+                .filter_map(|s| crate::relay::HangupWatch::new(s).ok())
+                .collect();
             crate::relay::relay_watched(a, b, idle, &watches).await
         }
     }

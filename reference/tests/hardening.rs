@@ -168,7 +168,7 @@ async fn a_client_reset_ends_a_tls_tunnel_whose_target_is_not_reading_r41() {
     assert!(matches!(tunnel, socksref::tls::Stream::TlsClient(_)), "the copy relay is under test");
     fill(&mut tunnel).await;
     assert_eq!(get(&stats.live_tunnels), 1);
-    reset(tunnel.tcp());
+    reset(tunnel.tcp().expect("a TCP tunnel"));
     drop(tunnel);
     until("tunnel closed after the reset", || get(&stats.live_tunnels) == 0).await;
 }

@@ -131,6 +131,12 @@ pub struct InteropArgs {
     /// time with short payloads, and the behaviour diff is skipped.
     #[arg(long)]
     pub capture: bool,
+
+    /// Run the transport family instead of the matrix: {reference, gost} × {reference, gost} ×
+    /// these transports × {connect, udp-tun, mbind}, 64 MiB each way (docs/transports.md).
+    #[arg(long = "transport", value_name = "LIST", value_delimiter = ',',
+          value_parser = ["tcp", "tls", "ws", "wss", "mtls", "mws", "mwss"])]
+    pub transports: Vec<String>,
 }
 
 /// Subcommands of `cargo xtask interop`.
@@ -174,6 +180,10 @@ pub struct BenchArgs {
     /// Idle tunnels for the RSS measurement (default 2000, or 200 with --quick).
     #[arg(long, value_name = "N")]
     pub tunnels: Option<usize>,
+
+    /// Only the transport rows (tls and wss throughput and handshakes/s, socksref vs gost).
+    #[arg(long)]
+    pub transports_only: bool,
 }
 
 /// A SOCKS server the benchmark knows how to start.

@@ -243,7 +243,14 @@ pub async fn launch(def: &PeerDef, inst: &InstanceDef) -> Result<Running, PeerEr
     tokio::time::sleep(Duration::from_millis(200)).await;
     let claims = inst.claims.clone().ok_or_else(|| err("no claims".into()))?;
     Ok(Running {
-        sut: Sut { addr, user: user.into_bytes(), pass: pass.into_bytes(), claims, instance: Some(inst.name.clone()) },
+        sut: Sut {
+            addr,
+            user: user.into_bytes(),
+            pass: pass.into_bytes(),
+            claims,
+            instance: Some(inst.name.clone()),
+            transport: Default::default(),
+        },
         child: Some(child),
         _reference: None,
         _dir: Some(dir),

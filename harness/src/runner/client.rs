@@ -26,8 +26,19 @@ pub const TIMER_MARGIN: Duration = Duration::from_millis(2000);
 /// detecting the condition that caused a failure".
 pub const FAILURE_CLOSE: Duration = Duration::from_secs(10);
 
+/// Connects to the server under test: TCP, then its transport's handshake (none for TCP).
+async fn connect_sut(sut: &Sut) -> std::io::Result<socksref::tls::Stream> {
+    if let Some(s) = sut.transport.reuse().await {
+        return Ok(s);
+    }
+    let tcp = TcpStream::connect(sut.addr).await?;
+    let _ = tcp.set_nodelay(true);
+    sut.transport.establish(socksref::tls::Stream::Tcp(tcp), &sut.addr.into()).await
+}
+
 struct Conn {
-    stream: TcpStream,
+    /// The connection, inside the server's transport when it has one (docs/transports.md).
+    stream: socksref::tls::Stream,
     buf: Vec<u8>,
     eof: bool,
     reset: bool,
@@ -228,10 +239,9 @@ impl Player<'_> {
             if self.closed.contains(name) {
                 return Err(format!("connection `{name}` was closed by an earlier step"));
             }
-            let stream = TcpStream::connect(self.sut.addr)
+            let stream = connect_sut(self.sut)
                 .await
                 .map_err(|e| format!("cannot connect to the server under test at {}: {e}", self.sut.addr))?;
-            let _ = stream.set_nodelay(true);
             self.conns.insert(name.to_string(), Conn { stream, buf: Vec::new(), eof: false, reset: false });
         }
         Ok(self.conns.get_mut(name).expect("inserted above"))
@@ -420,11 +430,20 @@ impl Player<'_> {
             }
             StepKind::Open { to } => {
                 let addr = self.resolve(to)?;
-                let stream = tokio::time::timeout(self.deadline(i, EXPECT_DEADLINE), TcpStream::connect(addr))
+                // Plain TCP to fixtures; through the transport when it is the server under test.
+                let connect = async {
+                    if addr == self.sut.addr {
+                        connect_sut(self.sut).await
+                    } else {
+                        let s = TcpStream::connect(addr).await?;
+                        let _ = s.set_nodelay(true);
+                        Ok(socksref::tls::Stream::Tcp(s))
+                    }
+                };
+                let stream = tokio::time::timeout(self.deadline(i, EXPECT_DEADLINE), connect)
                     .await
                     .map_err(|_| format!("connect to {to} timed out"))?
                     .map_err(|e| format!("connect to {to}: {e}"))?;
-                let _ = stream.set_nodelay(true);
                 self.conns.insert(cname.clone(), Conn { stream, buf: Vec::new(), eof: false, reset: false });
                 self.event(&cname, format!("open → {to}"));
             }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::{Command, Extension, Feature, Method, Role, Scenario, Schedule, Version};
+use crate::scenario::{Command, Extension, Feature, Method, Role, Scenario, Schedule, StepKind, Version};
 use crate::transcript::Transcript;
 use crate::verdict::{decide, Expectations, ScenarioResult, ScheduleFailure, Verdict};
 
@@ -135,6 +135,10 @@ pub struct Sut {
     pub claims: Claims,
     /// Instance name, when a peer runs several configurations.
     pub instance: Option<String>,
+    /// The transport to reach it over (tls, ws, …; plain TCP by default): every connection to
+    /// the server runs through this dialer, so the catalogue plays the same bytes inside the
+    /// transport (docs/transports.md).
+    pub transport: std::sync::Arc<socksref::transport::Dialer>,
 }
 
 /// A scenario that did not go as written.
@@ -177,11 +181,25 @@ pub fn scenario_limit(scn: &Scenario, c: &Claims) -> Duration {
     SCENARIO_TIMEOUT + Duration::from_millis(extra * 2)
 }
 
+/// Why `scn` cannot be judged over the transport `sut` is reached by, if it cannot: a
+/// WebSocket and an smux stream close as a whole, so a scenario that half-closes the SOCKS
+/// connection, or expects the server to, would judge the transport rather than the server
+/// (docs/transports.md).
+pub fn transport_not_applicable(scn: &Scenario, sut: &Sut) -> Option<String> {
+    use socksref::transport::Kind;
+    let kind = sut.transport.kind();
+    if matches!(kind, Kind::Tcp | Kind::Tls) {
+        return None;
+    }
+    let half = scn.steps.iter().any(|s| matches!(s.kind, StepKind::HalfClose | StepKind::ExpectHalfClose));
+    half.then(|| format!("needs a TCP half-close of the SOCKS connection, which the {kind} transport cannot carry"))
+}
+
 /// Plays one scenario under each schedule against `sut` and decides its verdict.
 pub async fn run_scenario(scn: &Scenario, sut: &Sut, opts: &RunOptions, expected: &Expectations) -> ScenarioResult {
     let started = Instant::now();
     let mut result = ScenarioResult::new(scn, sut.instance.clone(), Verdict::Pass);
-    if let Some(reason) = sut.claims.not_applicable(scn) {
+    if let Some(reason) = sut.claims.not_applicable(scn).or_else(|| transport_not_applicable(scn, sut)) {
         result.verdict = Verdict::NotApplicable { reason };
         return result;
     }

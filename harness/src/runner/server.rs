@@ -196,6 +196,7 @@ pub async fn play(
             ..Claims::default()
         },
         instance: None,
+        transport: Default::default(),
     };
     let mut vars = base_vars(&fixture, &sut);
     // A scenario with datagrams gets a UDP relay of the runner's own: its address is the BND of

@@ -14,6 +14,7 @@ use socksref::forward::UdpVia;
 use socksref::policy::{DestRules, LocalListeners, Transport};
 use socksref::proto::{Address, Version};
 use socksref::server::{Credential, ServerConfig};
+use socksref::transport::TransportSpec;
 use socksref::url::{ProxyUrl, UrlError};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
@@ -36,6 +37,11 @@ An empty host means 127.0.0.1 (for rtcp: any address at the last hop). Query key
 connectTimeout, idleTimeout, udpIdleTimeout, bindTimeout, bindAnyPeer, denyPrivate, maxConns,
 hideBnd, udpAllowPortChange, udpFullCone, open, notls (as gost, socks5 services select the TLS
 methods 80/82 when offered, with a fresh self-signed certificate; notls=true turns that off).
+
+TRANSPORTS (-L socks services and -F hops): HANDLER+TRANSPORT, e.g. socks5+tls, socks5+wss, socks4+ws,
+  with TRANSPORT one of tcp, tls, ws, wss, mtls, mws, mwss (gost's; docs/transports.md). Keys: certFile,
+  keyFile, caFile, secure, serverName (tls); path (default /ws), host, keepalive, ttl (ws); mux.* (m*).
+  Over tls/wss/mtls/mwss the TLS methods 80/82 are off unless notls=false.
 
 CHAIN (-F, repeatable, in order): socks5://[user:pass@]host:port, socks4://…, socks4a://…
 Hop keys: timeout, disable4a, notls (as gost, socks5 hops offer 80/82 and accept any certificate;
@@ -258,7 +264,7 @@ fn main() -> ExitCode {
     // EMFILE is (an explicit maxConns is the operator's choice and kept).
     let socks_services = services.iter().filter(|s| matches!(s, Service::Socks { .. })).count();
     for service in &mut services {
-        if let Service::Socks { url, config, max_conns_given } = service {
+        if let Service::Socks { url, config, max_conns_given, .. } = service {
             if !*max_conns_given {
                 config.max_connections = socksref::policy::max_connections_for_fds(nofile, socks_services);
             }
@@ -337,7 +343,7 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
     let mut hops = Vec::with_capacity(urls.len());
     let mut handshake_timeout = None;
     for raw in urls {
-        let url = ProxyUrl::parse(raw)?;
+        let (url, transport) = socksref::transport::split_url(ProxyUrl::parse(raw)?)?;
         if let Some(k) = url.params.keys().find(|k| !NODE_KEYS.contains(&k.as_str())) {
             return Err(url.param_error(k, format!("unknown key (known: {})", NODE_KEYS.join(", "))));
         }
@@ -363,6 +369,9 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
             message: e.to_string(),
         })?;
         let mut hop = Hop::new(version, proxy);
+        hop.transport = Arc::new(
+            socksref::transport::Dialer::new(transport).map_err(|e| url.param_error("caFile", e.to_string()))?,
+        );
         if let Some((u, p)) = &url.auth {
             hop = hop.with_credentials(u.as_bytes().to_vec(), p.as_bytes().to_vec());
         }
@@ -402,7 +411,7 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
 /// One `-L` service, validated before anything is bound.
 #[derive(Debug)]
 enum Service {
-    Socks { url: ProxyUrl, config: Box<ServerConfig>, max_conns_given: bool },
+    Socks { url: ProxyUrl, config: Box<ServerConfig>, max_conns_given: bool, transport: Box<TransportSpec> },
     Forward { url: ProxyUrl, target: Address, chain: Arc<Chain>, via: UdpVia },
 }
 
@@ -436,8 +445,15 @@ const SOCKS_KEYS: &[&str] = &[
 
 impl Service {
     fn from_url(s: &str, chain: &Arc<Chain>, via: UdpVia, own: &Arc<LocalListeners>) -> Result<Self, UrlError> {
-        let url = ProxyUrl::parse(s)?;
+        let (url, transport) = socksref::transport::split_url(ProxyUrl::parse(s)?)?;
         if matches!(url.scheme.as_str(), "tcp" | "udp" | "rtcp" | "rudp") {
+            if transport.kind != socksref::transport::Kind::Tcp {
+                return Err(UrlError {
+                    url: url.to_string(),
+                    part: "scheme".into(),
+                    message: format!("a {} forwarder takes no transport (+{})", url.scheme, transport.kind),
+                });
+            }
             return Self::forward(url, chain, via);
         }
         let (socks4, socks5) = match url.scheme.as_str() {
@@ -546,7 +562,7 @@ impl Service {
         if !chain.hops.is_empty() {
             c.upstream = Some(chain.clone());
         }
-        Ok(Service::Socks { url, config: Box::new(c), max_conns_given })
+        Ok(Service::Socks { url, config: Box::new(c), max_conns_given, transport: Box::new(transport) })
     }
 
     fn forward(url: ProxyUrl, chain: &Arc<Chain>, via: UdpVia) -> Result<Self, UrlError> {
@@ -585,14 +601,16 @@ async fn run(services: Vec<Service>, own: Arc<LocalListeners>, chains: Vec<Arc<C
             let _ = stop.wait_for(|s| *s).await;
         };
         match service {
-            Service::Socks { url, config, .. } => {
+            Service::Socks { url, config, transport, .. } => {
                 let addr = url.host_port("127.0.0.1");
                 let listener =
                     TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} for {url}"))?;
                 // Recorded now (serve records it again while it runs) so the start-up loop
                 // check below sees every listener.
                 own.add(Transport::Tcp, listener.local_addr()?);
-                tasks.spawn(async move { socksref::server::serve(listener, *config, shutdown).await });
+                let listener = socksref::transport::Listener::new(listener, &transport)
+                    .with_context(|| format!("{url}: {} transport", transport.kind))?;
+                tasks.spawn(async move { socksref::server::serve_on(listener, *config, shutdown).await });
             }
             Service::Forward { url, target, chain, via } => {
                 let addr = url.host_port("127.0.0.1");

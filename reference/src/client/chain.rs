@@ -27,6 +27,10 @@ pub struct Hop {
     pub credentials: Option<(Vec<u8>, Vec<u8>)>,
     /// Whether to offer gost's TLS methods `80`/`82` (SOCKS5 only; docs/gost.md §3.2).
     pub tls: HopTls,
+    /// The transport to this proxy (docs/transports.md): it runs on the connection to this
+    /// hop, which for a later hop is the tunnel through the earlier ones. Shared, because an
+    /// smux dialer keeps its session across the chain's clones.
+    pub transport: Arc<crate::transport::Dialer>,
 }
 
 /// gost's method-level TLS for one hop (docs/gost.md §3.2, §3.4).
@@ -48,7 +52,7 @@ pub enum HopTls {
 impl Hop {
     /// A hop without credentials.
     pub fn new(version: Version, proxy: Address) -> Self {
-        Self { version, proxy, credentials: None, tls: HopTls::Off }
+        Self { version, proxy, credentials: None, tls: HopTls::Off, transport: Arc::default() }
     }
 
     /// The same hop with credentials.
@@ -66,6 +70,7 @@ impl std::fmt::Debug for Hop {
             .field("proxy", &self.proxy)
             .field("user", &self.credentials.as_ref().map(|(u, _)| u.escape_ascii().to_string()))
             .field("tls", &self.tls)
+            .field("transport", &self.transport.kind())
             .finish()
     }
 }
@@ -259,13 +264,38 @@ impl Chain {
     }
 
     pub(crate) async fn reach(&self, upto: usize) -> Result<Stream, Error> {
-        let first = &self.hops[0];
-        let mut stream = Stream::Tcp(self.dial_first(&first.proxy).await.map_err(|e| e.at_hop(0, &first.proxy))?);
-        for i in 0..upto {
+        // An smux hop with a live session needs no new connection: start from the deepest one.
+        let mut start = None;
+        for j in (0..=upto).rev() {
+            if let Some(s) = self.hops[j].transport.reuse().await {
+                start = Some((j, s));
+                break;
+            }
+        }
+        let (from, mut stream) = match start {
+            Some(v) => v,
+            None => {
+                let first = &self.hops[0];
+                let tcp = Stream::Tcp(self.dial_first(&first.proxy).await.map_err(|e| e.at_hop(0, &first.proxy))?);
+                (0, self.through_transport(tcp, 0).await?)
+            }
+        };
+        for i in from..upto {
             let next = self.hops[i + 1].proxy.clone();
             stream = self.negotiate(stream, i, Command::CONNECT, &next).await?.0;
+            stream = self.through_transport(stream, i + 1).await?;
         }
         Ok(stream)
+    }
+
+    /// Runs hop `index`'s transport on `base`, a connection or tunnel to that hop.
+    async fn through_transport(&self, base: Stream, index: usize) -> Result<Stream, Error> {
+        let hop = &self.hops[index];
+        if hop.transport.kind() == crate::transport::Kind::Tcp {
+            return Ok(base);
+        }
+        let run = async { hop.transport.establish(base, &hop.proxy).await.map_err(Error::Io) };
+        within(self.handshake_timeout, "transport handshake", run).await.map_err(|e| e.at_hop(index, &hop.proxy))
     }
 
     /// Runs hop `index`'s handshake for `command` to `dst` on `stream`, under the chain's

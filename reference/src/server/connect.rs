@@ -30,7 +30,9 @@ pub(crate) async fn run(
             return fail(client, request, rep).await;
         }
     };
-    let _ = upstream.tcp().set_nodelay(true);
+    if let Some(tcp) = upstream.tcp() {
+        let _ = tcp.set_nodelay(true);
+    }
     // The reply goes out only now that the outbound connection exists (R-36, V-26), and in a
     // write of its own so an over-reading client cannot swallow tunnel bytes with it (docs/gost.md §8).
     let local = upstream.local_addr()?;

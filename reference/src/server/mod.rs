@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -109,7 +109,19 @@ fn enter_handshake(
 /// connections still open. The listener is recorded in `config.local_listeners` while it serves,
 /// so that no service of the process can be asked to connect to it (V-22).
 pub async fn serve(listener: TcpListener, config: ServerConfig, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-    let local = listener.local_addr()?;
+    serve_on(crate::transport::Listener::tcp(listener)?, config, shutdown).await
+}
+
+/// [`serve`] over any transport (docs/transports.md): each accepted conversation runs the
+/// transport's handshake (TLS, WebSocket upgrade) inside the SOCKS handshake deadline, in its
+/// own task, then the same SOCKS handling as plain TCP.
+pub async fn serve_on(
+    mut listener: crate::transport::Listener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let local = listener.local_addr();
+    let transport = listener.kind();
     let _record = config.local_listeners.register(Transport::Tcp, local);
     let shared = Arc::new(Shared { config });
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
@@ -117,7 +129,7 @@ pub async fn serve(listener: TcpListener, config: ServerConfig, shutdown: impl F
     let handshaking = Arc::new(Mutex::new(Handshaking::default()));
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
-    info!(%local, max_conns = shared.config.max_connections, max_handshakes = handshake_cap, "socks server listening");
+    info!(%local, %transport, max_conns = shared.config.max_connections, max_handshakes = handshake_cap, "socks server listening");
     loop {
         // Reap finished tasks so the set does not grow with the number of past connections.
         while tasks.try_join_next().is_some() {}
@@ -158,15 +170,25 @@ struct Handshaken {
 }
 
 async fn handle(
-    stream: TcpStream,
+    incoming: crate::transport::Incoming,
     peer: SocketAddr,
     shared: Arc<Shared>,
     (slot, shed, marker): (HandshakeSlot, oneshot::Receiver<()>, Arc<AtomicU8>),
 ) {
-    let _ = stream.set_nodelay(true);
     let cfg = &shared.config;
-    // The deadline covers gost's method-level TLS handshake too (gost's TLS methods 80/82).
-    let deadline = tokio::time::timeout(cfg.handshake_timeout, Box::pin(handshake(Stream::Tcp(stream), cfg, &marker)));
+    // The deadline covers the transport's handshake (TLS, WebSocket upgrade) and gost's
+    // method-level TLS handshake too (gost's TLS methods 80/82).
+    let establish_and_handshake = async {
+        let stream = match incoming.establish().await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%peer, error = %e, "transport handshake failed");
+                return Err(e);
+            }
+        };
+        handshake(stream, cfg, &marker).await
+    };
+    let deadline = tokio::time::timeout(cfg.handshake_timeout, Box::pin(establish_and_handshake));
     let hs = tokio::select! {
         r = deadline => r,
         // Shed to make room for a newer connection: close without a reply, as on the deadline.

@@ -17,6 +17,7 @@ mod report;
 pub(crate) mod servers;
 mod socks;
 mod targets;
+mod transport;
 
 use std::fs;
 use std::net::SocketAddr;
@@ -155,6 +156,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let out_dir = servers::target_dir().join("bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    if args.transports_only {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let text = transport_rows(&runtime, args, window, &out_dir)?;
+        print!("{text}");
+        let path = out_dir.join("bench-transports.txt");
+        fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("[bench] wrote {}", path.display());
+        return Ok(());
+    }
 
     let selected: Vec<ServerName> =
         ServerName::ALL.into_iter().filter(|n| args.peers.is_empty() || args.peers.contains(n)).collect();
@@ -250,6 +260,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .collect();
     // Dropping the handles stops the servers (SIGTERM, then SIGKILL), by pid.
     drop(servers);
+    let transports =
+        transport_rows(&runtime, args, window, &out_dir).unwrap_or_else(|e| format!("\ntransport rows: {e:#}\n"));
     // Both runtimes must go outside async code: dropping a runtime inside it panics.
     drop(runtime);
     drop(targets);
@@ -265,7 +277,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         servers: server_status,
     };
     let report = Report { meta, rows };
-    let table = report.to_table();
+    let table = report.to_table() + &transports;
     print!("{table}");
     let json_path = out_dir.join("bench.json");
     fs::write(&json_path, report.to_json()?).with_context(|| format!("writing {}", json_path.display()))?;
@@ -273,6 +285,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     fs::write(&txt_path, &table).with_context(|| format!("writing {}", txt_path.display()))?;
     eprintln!("[bench] wrote {} and {}", json_path.display(), txt_path.display());
     Ok(())
+}
+
+/// The transport rows (docs/transports.md) as text: socksref's pair against gost's, with ratios.
+fn transport_rows(runtime: &Runtime, args: &BenchArgs, window: Duration, out_dir: &std::path::Path) -> Result<String> {
+    let socksref = transport::socksref_binary(servers::build_socksref)?;
+    let gost = match servers::obtain(ServerName::Gost, !args.no_install) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("[bench] gost: {e:#}; transport rows without it");
+            None
+        }
+    };
+    let rows =
+        transport::rows(runtime, &socksref, gost.as_deref(), window.max(Duration::from_secs(1)), &out_dir.join("logs"));
+    Ok(transport::table(&rows))
 }
 
 /// Runs one measurement for one subject and prints a progress line.

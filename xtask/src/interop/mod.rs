@@ -17,6 +17,7 @@ mod report;
 mod servers;
 mod shard;
 mod targets;
+mod transport;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -47,6 +48,9 @@ pub enum Kind {
     Scenario,
     /// The UDP authentication bypass probes against a server peer (snapshot).
     UdpBypass,
+    /// A client peer through a server peer over one transport, 64 MiB each way
+    /// (`--transport`, docs/transports.md).
+    Transport,
 }
 
 /// A cell's status. `Unavailable` is separate from `NotApplicable`: the peer claims the feature,
@@ -113,8 +117,11 @@ pub struct Cell {
     pub client: Option<PeerId>,
     /// Server peer.
     pub server: PeerId,
-    /// Feature (feature cells).
+    /// Feature (feature and transport cells).
     pub feature: Option<Feature>,
+    /// Transport (transport cells): `tcp`, `tls`, `ws`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 /// A finished cell.
@@ -184,6 +191,19 @@ fn glob(pattern: &str, s: &str) -> bool {
 }
 
 fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Vec<Cell> {
+    if !args.transports.is_empty() {
+        // `--transport`: the transport family alone (it is long: 64 MiB each way per cell).
+        let mut cells = transport::plan(&args.transports);
+        cells.retain(|c| {
+            let peer_ok = args.peers.is_empty()
+                || args.peers.iter().any(|p| Some(p.as_str()) == c.client.map(PeerId::name) || p == c.server.name());
+            let feature_ok = args.features.is_empty()
+                || args.features.iter().any(|f| Some(f.as_str()) == c.feature.map(Feature::name));
+            let only_ok = args.only.is_empty() || args.only.iter().any(|o| glob(o, &c.id));
+            peer_ok && feature_ok && only_ok
+        });
+        return cells;
+    }
     let mut cells = Vec::new();
     for f in Feature::ALL {
         for c in CLIENTS {
@@ -194,6 +214,7 @@ fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Vec<Cell> {
                     client: Some(c),
                     server: s,
                     feature: Some(f),
+                    transport: None,
                 });
             }
         }
@@ -205,6 +226,7 @@ fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Vec<Cell> {
             client: None,
             server: s,
             feature: None,
+            transport: None,
         });
     }
     for s in SERVERS {
@@ -215,6 +237,7 @@ fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Vec<Cell> {
                 client: None,
                 server: s,
                 feature: None,
+                transport: None,
             });
         }
     }
@@ -226,6 +249,7 @@ fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Vec<Cell> {
                 Kind::Feature => Some(f.as_str()) == c.feature.map(Feature::name),
                 Kind::UdpBypass => f == "udp-bypass",
                 Kind::Scenario => f == "scenarios",
+                Kind::Transport => false,
             });
         let only_ok = args.only.is_empty() || args.only.iter().any(|o| glob(o, &c.id));
         peer_ok && feature_ok && only_ok
@@ -235,6 +259,10 @@ fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Vec<Cell> {
 
 /// Why a cell does not apply, decided from claims alone.
 fn not_applicable(c: &Cell) -> Option<String> {
+    if c.kind == Kind::Transport {
+        // Both peers of the family serve and use every transport and feature in it.
+        return None;
+    }
     let f = c.feature?;
     let client = c.client?;
     if !client.caps().client.contains(&f) {
@@ -660,6 +688,13 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
 
     phase("udp-bypass".into());
 
+    // The transport family, one server per (peer, transport).
+    let transport_cells: Vec<Cell> = to_run.iter().filter(|c| c.kind == Kind::Transport).cloned().collect();
+    if !transport_cells.is_empty() {
+        results.extend(transport::run(&lab, transport_cells, &mut done, total).await?);
+        phase("transport cells".into());
+    }
+
     // The catalogue against every server peer.
     let mut catalogue_servers = BTreeSet::new();
     for c in to_run.iter().filter(|c| c.kind == Kind::Scenario) {
@@ -745,6 +780,7 @@ async fn observe_bypass(lab: &Lab, peer: PeerId, capture: bool) -> Result<(bypas
             client: None,
             server: peer,
             feature: None,
+            transport: None,
         };
         let shows = "RFC 1929 server with UDP on: probe datagrams sent straight to the SOCKS port with no TCP \
                      handshake and no UDP ASSOCIATE (the dissector lists them as unmatched), and what came back";
@@ -883,6 +919,7 @@ async fn run_catalogue(
         client: None,
         server: peer,
         feature: None,
+        transport: None,
     };
     // gost-extension scenarios need only `command: udp` etc. in their `needs`, which every UDP
     // server claims; the peer's own capabilities decide them here instead (not applicable when
@@ -1014,6 +1051,7 @@ mod tests {
             capture: false,
             configs: false,
             action: None,
+            transports: Vec::new(),
         }
     }
 

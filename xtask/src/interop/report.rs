@@ -183,7 +183,12 @@ fn reason(s: &Status) -> String {
 /// passes with the reason as system-out, FAIL and XPASS are failures.
 pub fn junit(r: &Report) -> String {
     let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"sockslab interop\">\n");
-    for (kind, name) in [(Kind::Feature, "features"), (Kind::UdpBypass, "udp-bypass"), (Kind::Scenario, "catalogue")] {
+    for (kind, name) in [
+        (Kind::Feature, "features"),
+        (Kind::UdpBypass, "udp-bypass"),
+        (Kind::Scenario, "catalogue"),
+        (Kind::Transport, "transports"),
+    ] {
         let cells: Vec<&CellResult> = r.cells.iter().filter(|c| c.cell.kind == kind).collect();
         let failures = cells.iter().filter(|c| c.status.is_error()).count();
         let skipped = cells
@@ -230,6 +235,68 @@ pub fn junit(r: &Report) -> String {
     }
     o.push_str("</testsuites>\n");
     o
+}
+
+/// The transport axis (`--transport`): per feature, transports down, client → server across.
+fn transport_matrix(o: &mut String, r: &Report, by_id: &BTreeMap<&str, &CellResult>) {
+    let cells: Vec<&CellResult> = r.cells.iter().filter(|c| c.cell.kind == Kind::Transport).collect();
+    if cells.is_empty() {
+        return;
+    }
+    let pairs = [
+        (PeerId::Reference, PeerId::Reference),
+        (PeerId::Reference, PeerId::Gost),
+        (PeerId::Gost, PeerId::Reference),
+        (PeerId::Gost, PeerId::Gost),
+    ];
+    o.push_str("<h2>Transport matrix (transport ↓ × client → server)</h2><div class=\"grid\">");
+    for f in [Feature::Socks5Connect, Feature::UdpTun, Feature::Mbind] {
+        let _ = write!(o, "<div><h3>{}</h3><table><tr><th></th>", f.name());
+        for (c, s) in pairs {
+            let _ = write!(o, "<th>{c} → {s}</th>");
+        }
+        o.push_str("</tr>");
+        for t in super::transport::TRANSPORTS {
+            if !cells.iter().any(|c| c.cell.transport.as_deref() == Some(t)) {
+                continue;
+            }
+            let _ = write!(o, "<tr><th>{t}</th>");
+            for (cl, sv) in pairs {
+                match by_id.get(super::transport::cell_id(t, f, cl, sv).as_str()) {
+                    Some(c) => {
+                        let title = esc(&format!("{}\n{}\n{}", c.cell.id, reason(&c.status), c.detail));
+                        let label = if c.status.is_error() {
+                            format!("<a href=\"#{}\">{}</a>", anchor(&c.cell.id), c.status.label())
+                        } else {
+                            c.status.label().to_string()
+                        };
+                        let _ = write!(
+                            o,
+                            "<td class=\"{}\" data-cell=\"{}\" data-verdict=\"{}\" title=\"{title}\">{label}</td>",
+                            class(&c.status),
+                            esc(&c.cell.id),
+                            c.status.label()
+                        );
+                    }
+                    None => o.push_str("<td></td>"),
+                }
+            }
+            o.push_str("</tr>");
+        }
+        o.push_str("</table></div>");
+    }
+    o.push_str("</div><details><summary>Transport cells in detail</summary><table><tr><th>cell</th><th>verdict</th><th>detail</th></tr>");
+    for c in cells {
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+            esc(&c.cell.id),
+            class(&c.status),
+            c.status.label(),
+            esc(c.detail.lines().next().unwrap_or_default())
+        );
+    }
+    o.push_str("</table></details>");
 }
 
 fn class(s: &Status) -> &'static str {
@@ -329,7 +396,7 @@ pub fn html(r: &Report) -> String {
     let by_id: BTreeMap<&str, &CellResult> = r.cells.iter().map(|c| (c.cell.id.as_str(), c)).collect();
     o.push_str("<h2>Feature matrix (client ↓ × server →)</h2><div class=\"grid\">");
     for f in Feature::ALL {
-        if !r.cells.iter().any(|c| c.cell.feature == Some(f)) {
+        if !r.cells.iter().any(|c| c.cell.kind == Kind::Feature && c.cell.feature == Some(f)) {
             continue;
         }
         let _ = write!(o, "<div><h3>{}</h3><table><tr><th></th>", f.name());
@@ -365,6 +432,7 @@ pub fn html(r: &Report) -> String {
         o.push_str("</table></div>");
     }
     o.push_str("</div>");
+    transport_matrix(&mut o, r, &by_id);
 
     // UDP bypass.
     if !r.udp_bypass.is_empty() || r.cells.iter().any(|c| c.cell.kind == Kind::UdpBypass) {
@@ -585,13 +653,15 @@ pub(super) mod fixture {
                         client: Some(c),
                         server: s,
                         feature: Some(f),
+                        transport: None,
                     }));
                 }
             }
         }
         for s in SERVERS {
             let id = format!("udp-bypass.{}", s.name());
-            let mut r = result(Cell { id, kind: Kind::UdpBypass, client: None, server: s, feature: None });
+            let mut r =
+                result(Cell { id, kind: Kind::UdpBypass, client: None, server: s, feature: None, transport: None });
             if matches!(s, PeerId::V2ray5 | PeerId::V2ray4) {
                 r.status =
                     Status::ExpectedFailure { reason: "V-01: relays unauthenticated datagrams".into(), link: None };
@@ -601,7 +671,14 @@ pub(super) mod fixture {
         for s in SERVERS {
             for id in ["rfc1928.connect.ok", "gost.mbind.open"] {
                 let id = format!("scenario.{}.{id}", s.name());
-                cells.push(result(Cell { id, kind: Kind::Scenario, client: None, server: s, feature: None }));
+                cells.push(result(Cell {
+                    id,
+                    kind: Kind::Scenario,
+                    client: None,
+                    server: s,
+                    feature: None,
+                    transport: None,
+                }));
             }
         }
         cells

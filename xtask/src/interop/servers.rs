@@ -67,6 +67,7 @@ impl Server {
             pass: if auth { PASS.into() } else { Vec::new() },
             claims: self.claims.clone(),
             instance: Some(self.config.name().to_string()),
+            transport: Default::default(),
         }
     }
 }

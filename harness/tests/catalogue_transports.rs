@@ -1,0 +1,83 @@
+//! The in-process tier over every transport (docs/transports.md): the whole client-role
+//! catalogue against the in-process reference, reached through tls, ws, wss, mtls, mws and
+//! mwss. A verdict must not depend on the transport: every scenario passes, except those the
+//! runner marks not applicable with the reason (a half-close a WebSocket or an smux stream
+//! cannot carry), and those must be exactly the half-close ones.
+
+use std::path::Path;
+
+use rstest::rstest;
+use sockslab::reference::{self, RefOptions};
+use sockslab::runner::{run_scenario, RunOptions};
+use sockslab::scenario::{load_catalogue, Role, Schedule, StepKind};
+use sockslab::verdict::{Expectations, Verdict};
+use socksref::transport::{Kind, TransportSpec};
+
+#[rstest]
+#[case::tls(Kind::Tls)]
+#[case::ws(Kind::Ws)]
+#[case::wss(Kind::Wss)]
+#[case::mtls(Kind::Mtls)]
+#[case::mws(Kind::Mws)]
+#[case::mwss(Kind::Mwss)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalogue_passes_over_the_transport(#[case] kind: Kind) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let catalogue = load_catalogue(&dir).expect("catalogue loads");
+    let spec = TransportSpec::new(kind);
+    // The delivery schedules are the plain-TCP tier's business; here one schedule per scenario
+    // checks that the transport changes nothing.
+    let opts = RunOptions { schedules: vec![Schedule::AsWritten], ..RunOptions::default() };
+    let mut failed = Vec::new();
+    let (mut passed, mut na) = (0, 0);
+    let scenarios: Vec<_> = catalogue.into_iter().filter(|s| s.roles.contains(&Role::Client)).collect();
+    let mut set = tokio::task::JoinSet::new();
+    for chunk in scenarios.chunks(scenarios.len().div_ceil(8)).map(|c| c.to_vec()) {
+        let (spec, opts) = (spec.clone(), opts.clone());
+        set.spawn(async move {
+            let mut out = Vec::new();
+            for scn in chunk {
+                let server = reference::start_on(&RefOptions::for_needs(&scn.needs), None, &spec)
+                    .await
+                    .expect("reference starts");
+                let r = run_scenario(&scn, &server.sut, &opts, &Expectations::default()).await;
+                let half = scn.steps.iter().any(|s| matches!(s.kind, StepKind::HalfClose | StepKind::ExpectHalfClose));
+                out.push((scn.id.clone(), half, r));
+            }
+            out
+        });
+    }
+    while let Some(j) = set.join_next().await {
+        for (id, half, r) in j.expect("no panic") {
+            match &r.verdict {
+                Verdict::Pass => passed += 1,
+                Verdict::NotApplicable { reason } => {
+                    na += 1;
+                    // The reference claims everything the catalogue needs (the plain tier checks
+                    // that), so the transport is the only acceptable reason.
+                    let by_transport = reason.contains("transport cannot carry");
+                    if !(by_transport && half) {
+                        failed.push(format!("{id}: not applicable over {kind}: {reason}"));
+                    }
+                }
+                v => failed.push(format!(
+                    "{id}: {v:?}: {}",
+                    r.failures
+                        .iter()
+                        .map(|f| format!("step {:?}: {}", f.step, f.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )),
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "over {kind}: {} passed, {na} n/a, {} failed:\n{}",
+        passed,
+        failed.len(),
+        failed.join("\n")
+    );
+    assert!(passed > 100, "over {kind}: only {passed} scenarios ran");
+    eprintln!("catalogue over {kind}: {passed} pass, {na} not applicable");
+}
