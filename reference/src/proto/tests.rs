@@ -531,3 +531,30 @@ fn socks4_userid_check_waits_for_the_driver(#[case] ok: bool, #[case] out: &str,
         assert_eq!(hex, out);
     }
 }
+
+#[rstest]
+#[case::ipv4("01 7f000001 0050")]
+#[case::ipv6("04 00000000000000000000000000000001 0050")]
+#[case::domain("03 09 6c6f63616c686f7374 0050")]
+#[case::empty_domain("03 00 0050")]
+fn wire_len_is_known_from_the_first_octets_and_matches_decode(#[case] hex: &str) {
+    let bytes = unhex(hex);
+    let known_from = if bytes[0] == 0x03 { 2 } else { 1 };
+    for cut in 0..known_from {
+        assert_eq!(Address::wire_len(&bytes[..cut]), Ok(None), "{cut} octets of {hex}");
+    }
+    for cut in known_from..=bytes.len() {
+        assert_eq!(Address::wire_len(&bytes[..cut]), Ok(Some(bytes.len())), "{cut} octets of {hex}");
+    }
+    let a = Address::decode_exact(&bytes).expect("one whole address");
+    assert_eq!(a.to_bytes().unwrap(), bytes);
+    assert_eq!(Address::decode_exact(&bytes[..bytes.len() - 1]), None, "short by one");
+    let mut long = bytes.clone();
+    long.push(0);
+    assert_eq!(Address::decode_exact(&long), None, "one octet too many");
+}
+
+#[test]
+fn wire_len_refuses_an_unknown_atyp_at_once() {
+    assert_eq!(Address::wire_len(&[0x05]), Err(ProtoError::UnsupportedAddrType(AddrType(5))));
+}
