@@ -440,6 +440,27 @@ pub struct Stats {
     pub udp_relayed_in: AtomicU64,
     /// Connections closed while still handshaking to make room under the handshake cap.
     pub handshakes_shed: AtomicU64,
+    /// UDP associations currently open; it drops once an association's relay socket is closed,
+    /// so a test can wait for "the association has ended" instead of sleeping.
+    pub live_udp_associations: AtomicU64,
+}
+
+/// Counts one live item in a gauge of [`Stats`] for as long as it is held.
+#[derive(Debug)]
+pub struct Live<'a>(&'a AtomicU64);
+
+impl<'a> Live<'a> {
+    /// Increments `gauge`; dropping the guard decrements it again, on every exit path.
+    pub fn count(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Live(gauge)
+    }
+}
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Stats {

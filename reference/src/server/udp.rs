@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use crate::tls::Stream;
 use tracing::{debug, info};
 
-use crate::policy::{Stats, UdpClientLock, UdpDeclared};
+use crate::policy::{Live, Stats, UdpClientLock, UdpDeclared};
 use crate::proto::server::ProxyRequest;
 use crate::proto::udp::UdpHeader;
 use crate::proto::{encode_reply, Address, Host, Reply};
@@ -62,6 +62,8 @@ pub(crate) async fn run(
     let relay_addr = relay.local_addr()?;
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &bnd(cfg, relay_addr))).await?;
     info!(%peer, relay = %relay_addr, "udp association open");
+    // Declared before the association, so it is dropped after the relay socket has closed.
+    let _live = Live::count(&cfg.stats.live_udp_associations);
 
     let mut assoc = Association {
         shared,
