@@ -5,7 +5,7 @@
 //! delivery schedule) against [`fixtures`] on loopback, [`verdict`] decides outcomes against a
 //! peer's expected results, [`report`] writes JSON/JUnit, [`coverage`] maps scenarios to the
 //! normative statements they test, and [`peers`] starts real servers (and the in-process
-//! [`reference`]) to check.
+//! [`reference`]) to check. [`select`] is the one `--only` glob syntax of every tool.
 
 pub mod coverage;
 pub mod fixtures;
@@ -17,6 +17,7 @@ pub mod reference;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod select;
 pub mod transcript;
 pub mod verdict;
 

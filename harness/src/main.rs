@@ -17,6 +17,7 @@ use sockslab::runner::{self, Claims, RunOptions, Sut};
 use sockslab::scenario::{
     load_catalogue, Command as Cmd, Extension, Feature, Method, Role, Scenario, Schedule, Version,
 };
+use sockslab::select::Only;
 use sockslab::verdict::{Expectations, ScenarioResult, Strictness, Verdict};
 
 #[derive(Parser)]
@@ -114,8 +115,9 @@ struct CheckArgs {
     /// The server's UDP association idle timeout, so scenarios that wait for it can run.
     #[arg(long, value_parser = humantime::parse_duration)]
     udp_idle_timeout: Option<std::time::Duration>,
-    /// Only these scenario ids (repeatable; a trailing `*` matches a prefix).
-    #[arg(long)]
+    /// Only scenario ids matching this glob (repeatable): `*` any run of characters (dots too),
+    /// `?` one, `[abc]` a class, `{a,b}` alternatives; without wildcards the whole id exactly.
+    #[arg(long, value_name = "GLOB")]
     only: Vec<String>,
     /// Only these schedules: as-written, one-byte, coalesced, field-split.
     #[arg(long, value_delimiter = ',')]
@@ -183,8 +185,9 @@ struct ClientArgs {
     /// up to 12 s for the client to give up.
     #[arg(long)]
     command: String,
-    /// Only these scenario ids.
-    #[arg(long)]
+    /// Only scenario ids matching this glob (repeatable): `*` any run of characters (dots too),
+    /// `?` one, `[abc]` a class, `{a,b}` alternatives; without wildcards the whole id exactly.
+    #[arg(long, value_name = "GLOB")]
     only: Vec<String>,
     /// Only these schedules.
     #[arg(long, value_delimiter = ',')]
@@ -324,14 +327,6 @@ fn catalogue(dir: Option<PathBuf>) -> Result<(PathBuf, Vec<Scenario>)> {
     let dir = dir.unwrap_or_else(sockslab::default_scenarios_dir);
     let s = load_catalogue(&dir).with_context(|| format!("loading scenarios from {}", dir.display()))?;
     Ok((dir, s))
-}
-
-fn only_matches(only: &[String], id: &str) -> bool {
-    only.is_empty()
-        || only.iter().any(|o| match o.strip_suffix('*') {
-            Some(p) => id.starts_with(p),
-            None => o == id,
-        })
 }
 
 fn schedules(names: &[String]) -> Result<Vec<Schedule>> {
@@ -495,9 +490,10 @@ async fn check(a: CheckArgs) -> Result<i32> {
     if let Some(p) = &a.expected {
         expected = Expectations::load(p)?;
     }
+    let only = Only::new(&a.only)?;
     let selected: Vec<Scenario> = all
         .into_iter()
-        .filter(|s| only_matches(&a.only, &s.id))
+        .filter(|s| only.matches(&s.id))
         .filter(|s| !a.only.is_empty() || profiles.iter().any(|p| p.selects(s)))
         .collect();
     if selected.is_empty() {
@@ -720,8 +716,9 @@ async fn check_client(a: ClientArgs) -> Result<i32> {
     let started = std::time::Instant::now();
     let (_, all) = catalogue(a.scenarios.clone())?;
     let scheds = schedules(&a.schedule)?;
+    let only = Only::new(&a.only)?;
     let selected: Vec<Scenario> =
-        all.into_iter().filter(|s| s.roles.contains(&Role::Server) && only_matches(&a.only, &s.id)).collect();
+        all.into_iter().filter(|s| s.roles.contains(&Role::Server) && only.matches(&s.id)).collect();
     if selected.is_empty() {
         bail!("no server-role scenario selected");
     }

@@ -9,11 +9,26 @@ use std::time::Duration;
 
 use crate::proto::{Method, Reply};
 
+mod names;
+pub mod reply;
 mod rules;
 mod udp;
 
+pub use names::valid_hostname;
 pub use rules::{DestRule, DestRules};
-pub use udp::{UdpClientLock, UdpDeclared};
+pub use udp::{UdpClientLock, UdpDeclared, MAX_REMOTES};
+
+/// Ports below this one are privileged: a client may not make the server listen there.
+pub const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
+
+/// whether a client may ask the server to listen on `port` (BIND, MBIND, UDP-TUN bind
+/// mode). 0 means "any port" and is allowed; 1 to 1023 are refused.
+pub fn check_listen_port(port: u16) -> Result<(), &'static str> {
+    if port != 0 && port < FIRST_UNPRIVILEGED_PORT {
+        return Err("privileged port");
+    }
+    Ok(())
+}
 
 /// One username/password pair (RFC 1929). Octets, not strings: RFC 1929 allows any octet.
 #[derive(Clone, PartialEq, Eq)]
@@ -452,6 +467,27 @@ pub struct Stats {
     pub udp_relayed_in: AtomicU64,
     /// Connections closed while still handshaking to make room under the handshake cap.
     pub handshakes_shed: AtomicU64,
+    /// UDP associations currently open; it drops once an association's relay socket is closed,
+    /// so a test can wait for "the association has ended" instead of sleeping.
+    pub live_udp_associations: AtomicU64,
+}
+
+/// Counts one live item in a gauge of [`Stats`] for as long as it is held.
+#[derive(Debug)]
+pub struct Live<'a>(&'a AtomicU64);
+
+impl<'a> Live<'a> {
+    /// Increments `gauge`; dropping the guard decrements it again, on every exit path.
+    pub fn count(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Live(gauge)
+    }
+}
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Stats {

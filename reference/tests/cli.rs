@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,15 +31,14 @@ fn socksref(args: &[&str]) -> Proc {
 
 /// A port that was free a moment ago.
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    testkit::free_port().expect("a free loopback port")
 }
 
 /// Waits until something accepts on `port` (bounded).
 fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        std::thread::sleep(Duration::from_millis(20));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if let Err(e) = testkit::wait_accepting(&mut testkit::NoProcess, &[addr], Duration::from_secs(10)) {
+        panic!("port {port} never opened: {e}");
     }
 }
 

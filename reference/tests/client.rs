@@ -819,7 +819,9 @@ async fn forward_udp_sessions_per_source_direct_and_through_a_proxy() {
     }
 }
 
-#[tokio::test]
+// On a paused clock: the idle timeout passes by `advance`, not by waiting (loopback I/O between
+// tasks of this one runtime is ready before the runtime would let time move on by itself).
+#[tokio::test(start_paused = true)]
 async fn forward_udp_session_expires_after_idle_and_a_new_one_takes_over() {
     // The target answers with the source port it saw, so a new session (new upstream socket)
     // shows up as a new port.
@@ -845,7 +847,9 @@ async fn forward_udp_session_expires_after_idle_and_a_new_one_takes_over() {
     };
     let first = ask().await;
     assert_eq!(ask().await, first, "same session while active");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::advance(idle * 3).await;
+    // Let the session, woken by its idle timer, end before the next datagram reaches it.
+    tokio::task::yield_now().await;
     assert_ne!(ask().await, first, "the idle session should have ended");
 }
 
@@ -893,16 +897,7 @@ struct Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        testkit::terminate(&mut self.child, Duration::from_secs(1));
         if let Some(d) = &self._dir {
             let _ = std::fs::remove_dir_all(d);
         }
@@ -917,17 +912,12 @@ fn find(bin: &str) -> Option<std::path::PathBuf> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    testkit::free_port().expect("a free loopback port")
 }
 
-async fn wait_listening(addr: SocketAddr) -> bool {
-    for _ in 0..150 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+/// Waits until `peer` accepts; a peer that exited first fails at once with its status.
+async fn wait_listening(peer: &mut Peer) -> Result<(), testkit::NotReady> {
+    testkit::wait_accepting_async(&mut peer.child, &[peer.addr], Duration::from_secs(3)).await
 }
 
 async fn dante() -> Option<Peer> {
@@ -959,8 +949,10 @@ async fn dante() -> Option<Peer> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let peer = Peer { child, addr: ([127, 0, 0, 1], port).into(), _dir: Some(dir) };
-    assert!(wait_listening(peer.addr).await, "danted did not start on {}", peer.addr);
+    let mut peer = Peer { child, addr: ([127, 0, 0, 1], port).into(), _dir: Some(dir) };
+    if let Err(e) = wait_listening(&mut peer).await {
+        panic!("danted did not start on {}: {e}", peer.addr);
+    }
     Some(peer)
 }
 
@@ -976,8 +968,10 @@ async fn microsocks(auth: Option<(&str, &str)>) -> Option<Peer> {
         cmd.args(["-u", u, "-P", p]);
     }
     let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let peer = Peer { child, addr: ([127, 0, 0, 1], port).into(), _dir: None };
-    assert!(wait_listening(peer.addr).await, "microsocks did not start on {}", peer.addr);
+    let mut peer = Peer { child, addr: ([127, 0, 0, 1], port).into(), _dir: None };
+    if let Err(e) = wait_listening(&mut peer).await {
+        panic!("microsocks did not start on {}: {e}", peer.addr);
+    }
     Some(peer)
 }
 

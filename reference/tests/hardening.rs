@@ -223,12 +223,7 @@ async fn associate_as(server: SocketAddr, dst: &[u8]) -> (TcpStream, SocketAddr)
 }
 
 fn addr_bytes(a: SocketAddr) -> Vec<u8> {
-    let mut v = match a {
-        SocketAddr::V4(a) => [&[1u8][..], &a.ip().octets()].concat(),
-        SocketAddr::V6(a) => [&[4u8][..], &a.ip().octets()].concat(),
-    };
-    v.extend_from_slice(&a.port().to_be_bytes());
-    v
+    socksref::proto::Address { host: socksref::proto::Host::Ip(a.ip()), port: a.port() }.to_bytes().unwrap()
 }
 
 async fn recv(s: &UdpSocket) -> Vec<u8> {

@@ -249,7 +249,9 @@ async fn a_silent_client_is_closed_at_the_handshake_deadline_r02_v18() {
     assert_eq!(read_to_eof(&mut silent).await, b"", "no partial reply, just a close");
 }
 
-#[tokio::test]
+// On a paused clock: the 500 ms pass by auto-advance, and the handshake deadline's timer would
+// have fired in them had it still been armed.
+#[tokio::test(start_paused = true)]
 async fn an_established_tunnel_outlives_the_handshake_deadline_v20() {
     let server = start(ServerConfig { handshake_timeout: Duration::from_millis(200), ..cfg() }).await;
     let echo = xor_echo().await;
@@ -328,8 +330,12 @@ async fn bind_times_out_without_a_peer_r49() {
     let server = start(ServerConfig { bind_accept_timeout: Duration::from_millis(200), ..cfg() }).await;
     let (mut control, listen) = bind_request(server.addr, "01 7f000001 0000").await;
     assert_eq!(read_to_eof(&mut control).await, hex("05 04 00 01 00000000 0000"));
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(TcpStream::connect(listen).await.is_err(), "listener closed after the timeout");
+    // The reply is written before the listener is dropped: wait for the refusal, do not guess.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(listen).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "listener still open 5 s after the timeout");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]
@@ -423,7 +429,7 @@ async fn udp_from_sources_that_never_authenticated_is_dropped_v01() {
     assert_eq!(Stats::get(&stats.udp_relayed_out), 1, "only the legitimate datagram left the relay");
     // 3. After the association's TCP closes, even the client gets nothing through.
     drop(s);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until("the association ended", || Stats::get(&stats.live_udp_associations) == 0).await;
     client.send_to(&datagram(0, echo, b"late"), relay).await.unwrap();
     assert_eq!(recv(&client).await, None);
     assert_eq!(Stats::get(&stats.udp_relayed_out), 1);

@@ -96,8 +96,10 @@ pub struct InteropArgs {
         "udp-tun", "rudp-tun", "tls-methods", "tls-auth", "half-close", "udp-bypass", "scenarios"])]
     pub features: Vec<String>,
 
-    /// Only cells whose id matches (repeatable; `*` is a wildcard), e.g. `socks4a.curl.v2ray5`.
-    #[arg(long, value_name = "CELL")]
+    /// Only cell ids matching this glob (repeatable), e.g. `socks4a.curl.v2ray5` or `*.curl.*`:
+    /// `*` any run of characters (dots too), `?` one, `[abc]` a class, `{a,b}` alternatives;
+    /// without wildcards the whole id exactly (the harness's `--only` syntax).
+    #[arg(long, value_name = "GLOB")]
     pub only: Vec<String>,
 
     /// Print the planned cells (and which are not applicable) and exit.

@@ -251,9 +251,10 @@ impl Drop for Server {
 /// Opens a SOCKS5 CONNECT tunnel to `target` (greeting and request pipelined in one write).
 async fn tunnel(proxy: SocketAddr, target: SocketAddrV4) -> std::io::Result<TcpStream> {
     let mut s = TcpStream::connect(proxy).await?;
-    let mut req = vec![5, 1, 0, 5, 1, 0, 1];
-    req.extend_from_slice(&target.ip().octets());
-    req.extend_from_slice(&target.port().to_be_bytes());
+    // Greeting (05 01 00), then VER CMD RSV and the destination in the reference codec's form.
+    let mut req = vec![5, 1, 0, 5, 1, 0];
+    // An IPv4 address always encodes (only an over-long name can fail), so the result is unused.
+    let _ = socksref::proto::Address::from(SocketAddr::V4(target)).encode(&mut req);
     s.write_all(&req).await?;
     let mut reply = [0u8; 12];
     s.read_exact(&mut reply).await?;

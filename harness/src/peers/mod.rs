@@ -5,13 +5,12 @@
 //! to. Expected results sit next to the definition in `expected.yaml`.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::net::TcpStream;
 
 use crate::reference::{self, RefOptions, RunningRef};
 use crate::runner::{Claims, Sut};
@@ -149,11 +148,6 @@ impl Running {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
-    // Bind-and-release: a small race with other processes, acceptable on a lab machine.
-    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn subst(s: &str, port: u16, dir: &Path, user: &str, pass: &str) -> String {
     s.replace("{port}", &port.to_string())
         .replace("{dir}", &dir.to_string_lossy())
@@ -200,7 +194,7 @@ pub async fn launch(def: &PeerDef, inst: &InstanceDef) -> Result<Running, PeerEr
         return Ok(Running { sut, child: None, _reference: Some(r), _dir: None });
     }
     let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
-    let port = free_port().map_err(|e| err(e.to_string()))?;
+    let port = testkit::free_port().map_err(|e| err(e.to_string()))?;
     for (name, body) in &inst.files {
         let body = expand_env(&subst(body, port, dir.path(), &user, &pass)).map_err(err)?;
         std::fs::write(dir.path().join(name), body).map_err(|e| err(e.to_string()))?;
@@ -223,21 +217,16 @@ pub async fn launch(def: &PeerDef, inst: &InstanceDef) -> Result<Running, PeerEr
         .spawn()
         .map_err(|e| err(format!("cannot start `{}`: {e}", argv[0])))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(Some(status)) = child.try_wait() {
+    match testkit::wait_accepting_async(&mut child, &[addr], Duration::from_secs(5)).await {
+        Ok(()) => {}
+        Err(testkit::NotReady::Exited(status)) => {
             let out = std::fs::read_to_string(dir.path().join("output.log")).unwrap_or_default();
             return Err(err(format!("exited with {status} before listening:\n{out}")));
         }
-        if TcpStream::connect(addr).await.is_ok() {
-            ready = true;
-            break;
+        Err(e) => {
+            let _ = child.kill().await;
+            return Err(err(e.to_string()));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if !ready {
-        let _ = child.kill().await;
-        return Err(err(format!("not listening on {addr} after 5 s")));
     }
     // Readiness of the TCP port does not mean every listener (v2ray's UDP) is up; give it a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;

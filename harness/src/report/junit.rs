@@ -1,103 +1,113 @@
 //! JUnit XML report: one testcase per scenario; fail and xpass are failures, not-applicable is
 //! skipped, expected failures pass with their reason in `system-out`.
+//!
+//! The XML is written by the `quick-junit` crate (escaping, counts, the element order CI tools
+//! expect); [`case`] maps this workspace's outcomes onto it, so the interop lab's report uses the
+//! same mapping as `sockslab check`.
 
-use std::fmt::Write as _;
+use std::time::Duration;
+
+pub use quick_junit;
+use quick_junit::{NonSuccessKind, Report as JunitReport, TestCase, TestCaseStatus, TestSuite};
 
 use super::Report;
 use crate::verdict::Verdict;
 
-/// Escapes text for XML attributes and character data.
-pub fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            // XML 1.0 forbids most control characters even when escaped.
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => o.push('?'),
-            c => o.push(c),
+/// How one test case ended, in JUnit's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Passed; an optional note (a WARN, an expected failure's reason) goes to `system-out`.
+    Pass {
+        /// Text for `system-out`, if any.
+        note: Option<String>,
+    },
+    /// A failure (FAIL, XPASS): `message` is the attribute, `details` the element's text.
+    Failure {
+        /// One line: what failed.
+        message: String,
+        /// Steps, logs, how to reproduce.
+        details: String,
+    },
+    /// Not run (not applicable, unavailable), with the reason.
+    Skipped {
+        /// Why it did not run.
+        message: String,
+    },
+}
+
+/// One JUnit test case named `name` in class `classname` that took `time`.
+pub fn case(name: &str, classname: &str, time: Duration, outcome: Outcome) -> TestCase {
+    let (status, out) = match outcome {
+        Outcome::Pass { note } => (TestCaseStatus::success(), note),
+        Outcome::Failure { message, details } => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(message);
+            if !details.is_empty() {
+                s.set_description(details);
+            }
+            (s, None)
+        }
+        Outcome::Skipped { message } => {
+            let mut s = TestCaseStatus::skipped();
+            s.set_message(message);
+            (s, None)
+        }
+    };
+    let mut c = TestCase::new(name, status);
+    c.set_classname(classname).set_time(time);
+    if let Some(out) = out {
+        c.set_system_out(out);
+    }
+    c
+}
+
+/// Serialises a JUnit report. quick-junit only fails on a writer error, which a `String` never
+/// has; should it happen anyway the document says so rather than being silently empty.
+pub fn to_xml(r: &JunitReport) -> String {
+    r.to_string().unwrap_or_else(|e| format!("<!-- JUnit serialisation failed: {e} -->\n"))
+}
+
+/// The outcome of one scenario.
+fn outcome(t: &crate::verdict::ScenarioResult) -> Outcome {
+    let cited: String =
+        t.cites.iter().map(|c| format!("{} ({:?}): {}\n", c.id, c.level, c.text)).collect::<String>().to_lowercase();
+    let details: String = t
+        .failures
+        .iter()
+        .map(|f| format!("[{}] step {:?}: {}\n", f.schedule.name(), f.step, f.message))
+        .collect::<String>()
+        + &cited;
+    match &t.verdict {
+        Verdict::Pass => Outcome::Pass { note: None },
+        Verdict::Fail => Outcome::Failure { message: format!("{} ({})", t.title, t.grade.label()), details },
+        Verdict::Warn | Verdict::Policy => Outcome::Pass {
+            note: Some(format!("{} ({} deviation, not an RFC failure)\n{details}", t.verdict.label(), t.grade.label())),
+        },
+        Verdict::Unavailable { reason } => Outcome::Skipped { message: format!("unavailable: {reason}") },
+        Verdict::Xpass { reason } => Outcome::Failure {
+            message: format!("unexpected pass (expected failure: {reason})"),
+            details: String::new(),
+        },
+        Verdict::NotApplicable { reason } => Outcome::Skipped { message: reason.clone() },
+        Verdict::ExpectedFailure { reason } => {
+            Outcome::Pass { note: Some(format!("expected failure: {reason}\n{details}")) }
         }
     }
-    o
 }
 
 /// Renders the report as a JUnit XML document.
 pub fn render(r: &Report) -> String {
-    let s = &r.summary;
-    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let mut suite = TestSuite::new(format!("sockslab {}", r.target));
     // Scenarios run concurrently: the suite's time is the run's wall time, not the sum.
-    let secs = s.wall_millis as f64 / 1000.0;
-    let _ = writeln!(
-        x,
-        "<testsuites><testsuite name=\"sockslab {}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{secs:.3}\">",
-        escape(&r.target),
-        s.total,
-        s.failed + s.xpass,
-        s.not_applicable
-    );
+    suite.set_time(Duration::from_millis(r.summary.wall_millis));
     for t in &r.results {
         let class = t.id.split('.').next().unwrap_or("sockslab");
-        let _ = write!(
-            x,
-            "  <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">",
-            escape(class),
-            escape(&t.id),
-            t.millis as f64 / 1000.0
-        );
-        let cited: String = t
-            .cites
-            .iter()
-            .map(|c| format!("{} ({:?}): {}\n", c.id, c.level, c.text))
-            .collect::<String>()
-            .to_lowercase();
-        let details: String = t
-            .failures
-            .iter()
-            .map(|f| format!("[{}] step {:?}: {}\n", f.schedule.name(), f.step, f.message))
-            .collect::<String>()
-            + &cited;
-        match &t.verdict {
-            Verdict::Pass => {}
-            Verdict::Fail => {
-                let _ = write!(
-                    x,
-                    "<failure message=\"{} ({})\">{}</failure>",
-                    escape(&t.title),
-                    t.grade.label(),
-                    escape(&details)
-                );
-            }
-            Verdict::Warn | Verdict::Policy => {
-                let _ = write!(
-                    x,
-                    "<system-out>{} ({} deviation, not an RFC failure)\n{}</system-out>",
-                    t.verdict.label(),
-                    t.grade.label(),
-                    escape(&details)
-                );
-            }
-            Verdict::Unavailable { reason } => {
-                let _ = write!(x, "<skipped message=\"unavailable: {}\"/>", escape(reason));
-            }
-            Verdict::Xpass { reason } => {
-                let _ =
-                    write!(x, "<failure message=\"unexpected pass (expected failure: {})\"></failure>", escape(reason));
-            }
-            Verdict::NotApplicable { reason } => {
-                let _ = write!(x, "<skipped message=\"{}\"/>", escape(reason));
-            }
-            Verdict::ExpectedFailure { reason } => {
-                let _ =
-                    write!(x, "<system-out>expected failure: {}\n{}</system-out>", escape(reason), escape(&details));
-            }
-        }
-        x.push_str("</testcase>\n");
+        suite.add_test_case(case(&t.id, class, Duration::from_millis(t.millis), outcome(t)));
     }
-    x.push_str("</testsuite></testsuites>\n");
-    x
+    let mut report = JunitReport::new("sockslab");
+    report.add_test_suite(suite);
+    to_xml(&report)
 }
 
 #[cfg(test)]
@@ -128,7 +138,10 @@ mod tests {
             ],
         );
         let x = render(&r);
-        assert!(x.contains("tests=\"4\" failures=\"2\" skipped=\"1\""), "{x}");
+        let suite = x.lines().find(|l| l.contains("<testsuite ")).expect("a testsuite element");
+        for count in ["tests=\"4\"", "failures=\"2\"", "skipped=\"1\""] {
+            assert!(suite.contains(count), "{count} in {suite}");
+        }
         assert!(x.contains("t &lt;&amp;&gt;"));
         assert_eq!(x.matches("<failure").count(), 2);
     }

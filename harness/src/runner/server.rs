@@ -98,11 +98,6 @@ pub fn render_command(cmd: &str, proxy: SocketAddr, target: SocketAddr, user: &s
         .replace("{pass}", pass)
 }
 
-/// A loopback port nothing listens on right now, for the `{port}` placeholder.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// The process group of a client command (its leader's pid), ended as a whole.
 struct Group(Option<u32>);
 
@@ -161,7 +156,7 @@ pub async fn play(
     let fixture = Fixture::start(scn.target).await.map_err(|e| fail(None, format!("fixture: {e}"), &rec))?;
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| fail(None, e.to_string(), &rec))?;
     let proxy = listener.local_addr().map_err(|e| fail(None, e.to_string(), &rec))?;
-    let spare = free_port().map_err(|e| fail(None, format!("no free port for {{port}}: {e}"), &rec))?;
+    let spare = testkit::free_port().map_err(|e| fail(None, format!("no free port for {{port}}: {e}"), &rec))?;
     let line = render_command(command, proxy, fixture.addr, user, pass, spare);
     let argv = shlex::split(&line).ok_or_else(|| fail(None, format!("cannot split command line `{line}`"), &rec))?;
     let Some((prog, args)) = argv.split_first() else {

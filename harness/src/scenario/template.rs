@@ -15,7 +15,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use socksref::proto::{Address, Host};
 
 /// The key the XOR-echo fixture applies to every octet, so a relay that loops the client's own
 /// bytes back (or corrupts them) cannot pass an echo check.
@@ -432,48 +434,23 @@ fn capture_value(name: &str, kind: &CaptureKind, bytes: Vec<u8>) -> Value {
     Value { bytes, label, addr }
 }
 
-/// Length of a SOCKS5 address (ATYP .. PORT) at the start of `b`, `None` when more octets are needed.
+/// Length of a SOCKS5 address (ATYP .. PORT) at the start of `b`, `None` when more octets are
+/// needed: the reference codec's rule, so the harness and the code under test never disagree.
 fn socks5_addr_len(b: &[u8]) -> Result<Option<usize>, String> {
-    match b.first() {
-        None => Ok(None),
-        Some(0x01) => Ok(Some(1 + 4 + 2)),
-        Some(0x04) => Ok(Some(1 + 16 + 2)),
-        Some(0x03) => Ok(b.get(1).map(|&l| 2 + l as usize + 2)),
-        Some(x) => Err(format!("ATYP {x:02x} is not 01, 03 or 04")),
-    }
+    Address::wire_len(b).map_err(|e| e.to_string())
 }
 
-/// Decodes an IPv4 or IPv6 SOCKS5 address; domain names have no socket address.
+/// Decodes an IPv4 or IPv6 SOCKS5 address that fills `b`; domain names have no socket address.
 pub fn decode_socks5_addr(b: &[u8]) -> Option<SocketAddr> {
-    let port = |p: &[u8]| u16::from_be_bytes([p[0], p[1]]);
-    match b.first()? {
-        0x01 if b.len() == 7 => {
-            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(b[1], b[2], b[3], b[4])), port(&b[5..7])))
-        }
-        0x04 if b.len() == 19 => {
-            let mut o = [0u8; 16];
-            o.copy_from_slice(&b[1..17]);
-            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port(&b[17..19])))
-        }
-        _ => None,
-    }
+    Address::decode_exact(b)?.socket_addr()
 }
 
-/// Encodes a socket address as a SOCKS5 ATYP + address + port.
+/// Encodes a socket address as a SOCKS5 ATYP + address + port, exactly as given (a v4-mapped
+/// IPv6 address stays ATYP 04: a scenario sees the address the harness really has).
 pub fn encode_socks5_addr(a: SocketAddr) -> Vec<u8> {
-    let mut v = Vec::with_capacity(19);
-    match a.ip() {
-        IpAddr::V4(ip) => {
-            v.push(0x01);
-            v.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            v.push(0x04);
-            v.extend_from_slice(&ip.octets());
-        }
-    }
-    v.extend_from_slice(&a.port().to_be_bytes());
-    v
+    let addr = Address { host: Host::Ip(a.ip()), port: a.port() };
+    // An IP address always encodes; only over-long names can fail.
+    addr.to_bytes().unwrap_or_default()
 }
 
 /// Lower-case hex without separators.

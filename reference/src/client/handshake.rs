@@ -208,13 +208,11 @@ impl Handshake {
             Expect::Reply4 => 8,
             // VER REP RSV ATYP, then the first address byte, which for a DOMAINNAME is its length.
             Expect::Reply5 if self.buf.len() < 5 => 5,
-            Expect::Reply5 => match self.buf[3] {
-                0x01 => 4 + 4 + 2,
-                0x04 => 4 + 16 + 2,
-                0x03 => 4 + 1 + self.buf[4] as usize + 2,
+            Expect::Reply5 => match Address::wire_len(&self.buf[3..]) {
+                Ok(Some(len)) => 3 + len,
                 // Unknown ATYP: the decoder rejects it as soon as it sees it; one more byte is
                 // always safe.
-                _ => self.buf.len() + 1,
+                Ok(None) | Err(_) => self.buf.len() + 1,
             },
         }
     }

@@ -31,12 +31,8 @@ impl MuxBind {
         // Read the reply exactly: VER REP RSV ATYP and the first address byte, then the rest.
         let mut buf = vec![0u8; 5];
         stream.read_exact(&mut buf).await?;
-        let total = match buf[3] {
-            0x01 => 10,
-            0x04 => 22,
-            0x03 => 7 + buf[4] as usize,
-            _ => 5,
-        };
+        // Five octets always hold ATYP and a name's length byte, so the length is known here.
+        let total = 3 + Address::wire_len(&buf[3..])?.unwrap_or(2);
         buf.resize(total, 0);
         stream.read_exact(&mut buf[5..]).await?;
         match ReplyMsg::decode(&buf) {

@@ -21,6 +21,10 @@ use std::net::{IpAddr, SocketAddr};
 use super::ServerConfig;
 use crate::proto::Address;
 
+/// Remotes one association (plain UDP or UDP-TUN) remembers for endpoint-dependent filtering
+/// (D-16); past this many, replies from new remotes are dropped rather than memory grown.
+pub const MAX_REMOTES: usize = 4096;
+
 /// The DST of an ASSOCIATE request as sent, and every address it stands for after name
 /// resolution (none when a name does not resolve).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -86,6 +86,36 @@ impl Address {
         }
     }
 
+    /// The length of the SOCKS5 address (`ATYP ADDR PORT`) that starts `prefix`, as soon as the
+    /// octets present tell it: `Ok(None)` until ATYP (and for a name, its length byte) arrived.
+    ///
+    /// Stream readers use it to read a message exactly, never a byte of what follows it; an
+    /// unknown ATYP is an error at once because nothing can tell how long the address is (D-05).
+    pub fn wire_len(prefix: &[u8]) -> Result<Option<usize>, ProtoError> {
+        let Some(&atyp) = prefix.first() else { return Ok(None) };
+        match AddrType(atyp) {
+            AddrType::IPV4 => Ok(Some(1 + 4 + 2)),
+            AddrType::IPV6 => Ok(Some(1 + 16 + 2)),
+            AddrType::DOMAIN => Ok(prefix.get(1).map(|&len| 2 + usize::from(len) + 2)),
+            other => Err(ProtoError::UnsupportedAddrType(other)),
+        }
+    }
+
+    /// Decodes exactly one SOCKS5 address occupying all of `b`; `None` when `b` is anything else.
+    pub fn decode_exact(b: &[u8]) -> Option<Self> {
+        let mut r = Reader::new(b);
+        let a = Self::decode(&mut r).ok()?;
+        (r.consumed() == b.len()).then_some(a)
+    }
+
+    /// The SOCKS5 encoding as a fresh buffer. Only an over-long name fails to encode; use
+    /// [`Address::encode`] where that is possible.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ProtoError> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode(&mut out)?;
+        Ok(out)
+    }
+
     /// Appends the SOCKS5 form `ATYP ADDR PORT` (RFC 1928 §5).
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtoError> {
         match &self.host {

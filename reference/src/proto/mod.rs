@@ -23,7 +23,11 @@ pub use codec::{DecodeError, Decoded};
 pub use enums::{AddrType, Command, Method, Reply, Socks4Command, Socks4Reply};
 
 /// A message that is malformed or cannot be expressed on the wire.
+///
+/// Non-exhaustive: a new message kind brings its own variant rather than a free-text catch-all,
+/// and callers outside this crate keep compiling when one is added.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProtoError {
     /// The version byte is not the one this message has.
     #[error("bad version byte 0x{got:02x} (expected 0x{expected:02x})")]
@@ -53,9 +57,26 @@ pub enum ProtoError {
     /// A datagram ends inside its header.
     #[error("truncated datagram header")]
     Truncated,
-    /// An address that cannot be used as given.
+    /// A `host:port` text that is not an address (missing port, empty host, bad IPv6 literal).
     #[error("bad address: {0}")]
     BadAddress(&'static str),
+    /// A SOCKS4a request with a HOSTNAME but a DSTIP that is not `0.0.0.x`, x ≠ 0.
+    #[error("SOCKS4a hostname needs DSTIP 0.0.0.x, x != 0 (got {0})")]
+    Socks4aWithoutMarker(std::net::Ipv4Addr),
+    /// An smux frame whose command byte is none of SYN, FIN, PSH, NOP, UPD.
+    #[error("unknown smux command {0:#04x}")]
+    UnknownSmuxCommand(u8),
+    /// An smux frame whose length is not allowed for its command (SYN/FIN/NOP carry none, UPD 8).
+    #[error("smux frame length {len} not allowed for command {cmd:#04x}")]
+    SmuxLength {
+        /// The command byte.
+        cmd: u8,
+        /// The frame's length field.
+        len: usize,
+    },
+    /// An empty datagram for UDP-TUN, whose RSV = 0 would mean "standard datagram" to gost.
+    #[error("UDP-TUN cannot carry an empty datagram")]
+    EmptyTunDatagram,
 }
 
 /// The protocol a request arrived in (or is to be sent in).

@@ -77,8 +77,8 @@ impl<'a> Frame<'a> {
         if ver != version {
             return Err(DecodeError::Invalid(ProtoError::BadVersion { expected: version, got: ver }));
         }
-        let cmd =
-            Cmd::from_byte(r.u8()?).ok_or(DecodeError::Invalid(ProtoError::BadAddress("unknown smux command")))?;
+        let byte = r.u8()?;
+        let cmd = Cmd::from_byte(byte).ok_or(DecodeError::Invalid(ProtoError::UnknownSmuxCommand(byte)))?;
         let len = u16::from_le_bytes(r.array()?) as usize;
         let sid = u32::from_le_bytes(r.array()?);
         let ok_len = match cmd {
@@ -87,7 +87,7 @@ impl<'a> Frame<'a> {
             Cmd::Syn | Cmd::Fin | Cmd::Nop => len == 0,
         };
         if !ok_len {
-            return Err(DecodeError::Invalid(ProtoError::BadAddress("smux frame length not allowed for its command")));
+            return Err(DecodeError::Invalid(ProtoError::SmuxLength { cmd: byte, len }));
         }
         let payload = r.take(len)?;
         Ok((Self { version: ver, cmd, sid, payload }, r.consumed()))

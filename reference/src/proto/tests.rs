@@ -531,3 +531,53 @@ fn socks4_userid_check_waits_for_the_driver(#[case] ok: bool, #[case] out: &str,
         assert_eq!(hex, out);
     }
 }
+
+#[rstest]
+#[case::ipv4("01 7f000001 0050")]
+#[case::ipv6("04 00000000000000000000000000000001 0050")]
+#[case::domain("03 09 6c6f63616c686f7374 0050")]
+#[case::empty_domain("03 00 0050")]
+fn wire_len_is_known_from_the_first_octets_and_matches_decode(#[case] hex: &str) {
+    let bytes = unhex(hex);
+    let known_from = if bytes[0] == 0x03 { 2 } else { 1 };
+    for cut in 0..known_from {
+        assert_eq!(Address::wire_len(&bytes[..cut]), Ok(None), "{cut} octets of {hex}");
+    }
+    for cut in known_from..=bytes.len() {
+        assert_eq!(Address::wire_len(&bytes[..cut]), Ok(Some(bytes.len())), "{cut} octets of {hex}");
+    }
+    let a = Address::decode_exact(&bytes).expect("one whole address");
+    assert_eq!(a.to_bytes().unwrap(), bytes);
+    assert_eq!(Address::decode_exact(&bytes[..bytes.len() - 1]), None, "short by one");
+    let mut long = bytes.clone();
+    long.push(0);
+    assert_eq!(Address::decode_exact(&long), None, "one octet too many");
+}
+
+#[test]
+fn wire_len_refuses_an_unknown_atyp_at_once() {
+    assert_eq!(Address::wire_len(&[0x05]), Err(ProtoError::UnsupportedAddrType(AddrType(5))));
+}
+
+#[test]
+fn smux_and_udp_tun_errors_are_typed_not_free_text() {
+    use super::smux::{Frame, VERSION_1};
+    use super::udptun::TunFrame;
+    // VER 01, CMD 09 (no such command), LEN 0, SID 1.
+    let unknown = Frame::decode(&unhex("01 09 0000 01000000"), VERSION_1).map(drop);
+    assert_eq!(unknown, Err(DecodeError::Invalid(ProtoError::UnknownSmuxCommand(9))));
+    // SYN (00) with a one-octet payload: SYN carries none.
+    let syn = Frame::decode(&unhex("01 00 0100 01000000 ff"), VERSION_1).map(drop);
+    assert_eq!(syn, Err(DecodeError::Invalid(ProtoError::SmuxLength { cmd: 0, len: 1 })));
+    let mut out = Vec::new();
+    assert_eq!(TunFrame::encode(&v4(127, 0, 0, 1, 53), b"", &mut out), Err(ProtoError::EmptyTunDatagram));
+    assert!(out.is_empty(), "nothing is written for a refused frame");
+    let bad4a = Socks4Request {
+        command: Socks4Command::CONNECT,
+        port: 80,
+        ip: Ipv4Addr::new(1, 2, 3, 4),
+        user_id: vec![],
+        hostname: Some(b"example.org".to_vec()),
+    };
+    assert_eq!(bad4a.encode(&mut Vec::new()), Err(ProtoError::Socks4aWithoutMarker(Ipv4Addr::new(1, 2, 3, 4))));
+}

@@ -48,7 +48,7 @@ impl<'a> TunFrame<'a> {
     /// and desynchronises (§4.7, §8.4), so callers must skip empty datagrams instead.
     pub fn encode(address: &Address, payload: &[u8], out: &mut Vec<u8>) -> Result<(), ProtoError> {
         if payload.is_empty() {
-            return Err(ProtoError::BadAddress("UDP-TUN cannot carry an empty datagram"));
+            return Err(ProtoError::EmptyTunDatagram);
         }
         let len = u16::try_from(payload.len())
             .map_err(|_| ProtoError::FieldTooLong { field: "UDP-TUN payload", max: MAX_PAYLOAD })?;

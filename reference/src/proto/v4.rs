@@ -69,7 +69,7 @@ impl Socks4Request {
         if let Some(h) = &self.hostname {
             check_field(h, "HOSTNAME")?;
             if !is_socks4a_marker(self.ip) {
-                return Err(ProtoError::BadAddress("SOCKS4a hostname needs DSTIP 0.0.0.x, x != 0"));
+                return Err(ProtoError::Socks4aWithoutMarker(self.ip));
             }
         }
         out.extend_from_slice(&[VERSION, self.command.0]);

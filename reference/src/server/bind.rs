@@ -10,6 +10,7 @@ use tokio::net::TcpSocket;
 use crate::tls::Stream;
 use tracing::{debug, info};
 
+use crate::policy::reply;
 use crate::proto::server::ProxyRequest;
 use crate::proto::{encode_reply, Address, Host, Reply};
 
@@ -47,8 +48,8 @@ pub(crate) async fn run(
     // RFC leaves DST.PORT of a BIND without a defined use. We honour a non-zero port as the port
     // to listen on, but never a privileged one.
     let port = request.target.port;
-    if port != 0 && port < 1024 {
-        debug!(%peer, port, "bind refused: privileged port");
+    if let Err(why) = crate::policy::check_listen_port(port) {
+        debug!(%peer, port, "bind refused: {why}");
         return fail(control, request, Reply::NOT_ALLOWED).await;
     }
     // Listen on the address the client reached us on: that is an address it can reach.
@@ -57,7 +58,7 @@ pub(crate) async fn run(
         Ok(l) => l,
         Err(e) => {
             debug!(%peer, error = %e, "bind failed: cannot listen");
-            return fail(control, request, Reply::GENERAL_FAILURE).await;
+            return fail(control, request, reply::for_local_error(&e)).await;
         }
     };
     let bound = listener.local_addr()?;
@@ -85,8 +86,8 @@ pub(crate) async fn run(
     drop(listener);
     let (mut remote, remote_addr) = match accepted {
         Some(Ok(v)) => v,
-        Some(Err(_)) => return fail(control, request, Reply::GENERAL_FAILURE).await,
-        None => return fail(control, request, Reply::HOST_UNREACHABLE).await,
+        Some(Err(e)) => return fail(control, request, reply::for_local_error(&e)).await,
+        None => return fail(control, request, reply::TIMED_OUT).await,
     };
     let remote_addr = SocketAddr::new(remote_addr.ip().to_canonical(), remote_addr.port());
     if expected.is_some_and(|ip| ip != remote_addr.ip()) {
@@ -125,15 +126,15 @@ async fn via_chain(
 ) -> io::Result<()> {
     let pending = match tokio::time::timeout(shared.config.connect_timeout, chain.bind(&request.target)).await {
         Ok(Ok(p)) => p,
-        Ok(Err(e)) => return fail(control, request, super::connect::reply_for_chain(&e, chain)).await,
-        Err(_) => return fail(control, request, Reply::HOST_UNREACHABLE).await,
+        Ok(Err(e)) => return fail(control, request, reply::for_chain_error(&e, chain)).await,
+        Err(_) => return fail(control, request, reply::TIMED_OUT).await,
     };
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &pending.bound)).await?;
     let accept = tokio::time::timeout(shared.config.bind_accept_timeout, pending.accept());
     let (mut remote, peer) = match accept.await {
         Ok(Ok(v)) => v,
-        Ok(Err(e)) => return fail(control, request, super::connect::reply_for_chain(&e, chain)).await,
-        Err(_) => return fail(control, request, Reply::HOST_UNREACHABLE).await,
+        Ok(Err(e)) => return fail(control, request, reply::for_chain_error(&e, chain)).await,
+        Err(_) => return fail(control, request, reply::TIMED_OUT).await,
     };
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &peer)).await?;
     if !held.is_empty() {

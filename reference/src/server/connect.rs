@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use crate::tls::Stream;
 use tracing::info;
 
+use crate::policy::reply;
 use crate::proto::server::ProxyRequest;
 use crate::proto::{encode_reply, Reply};
 
@@ -56,8 +57,8 @@ async fn dial(request: &ProxyRequest, shared: &Shared) -> Result<Stream, Reply> 
         check_for_upstream(&request.target, shared).await?;
         return match tokio::time::timeout(cfg.connect_timeout, chain.connect(&request.target)).await {
             Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(reply_for_chain(&e, chain)),
-            Err(_) => Err(Reply::HOST_UNREACHABLE),
+            Ok(Err(e)) => Err(reply::for_chain_error(&e, chain)),
+            Err(_) => Err(reply::TIMED_OUT),
         };
     }
     let addrs = resolve(&request.target, shared).await?;
@@ -66,7 +67,7 @@ async fn dial(request: &ProxyRequest, shared: &Shared) -> Result<Stream, Reply> 
         for a in addrs {
             match TcpStream::connect(a).await {
                 Ok(s) => return Ok(Stream::Tcp(s)),
-                Err(e) => last = reply_for(&e),
+                Err(e) => last = reply::for_connect_error(&e),
             }
         }
         Err(last)
@@ -74,18 +75,7 @@ async fn dial(request: &ProxyRequest, shared: &Shared) -> Result<Stream, Reply> 
     match tokio::time::timeout(cfg.connect_timeout, attempt).await {
         Ok(r) => r,
         Err(_) if cfg.timeout_reply_ttl_expired => Err(Reply::TTL_EXPIRED),
-        Err(_) => Err(Reply::HOST_UNREACHABLE),
-    }
-}
-
-/// D-06: the fixed mapping from connect errors to REP.
-pub(crate) fn reply_for(e: &io::Error) -> Reply {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => Reply::CONNECTION_REFUSED,
-        io::ErrorKind::NetworkUnreachable => Reply::NETWORK_UNREACHABLE,
-        io::ErrorKind::HostUnreachable | io::ErrorKind::TimedOut => Reply::HOST_UNREACHABLE,
-        io::ErrorKind::PermissionDenied => Reply::NOT_ALLOWED,
-        _ => Reply::GENERAL_FAILURE,
+        Err(_) => Err(reply::TIMED_OUT),
     }
 }
 
@@ -98,17 +88,17 @@ pub(crate) async fn check_for_upstream(target: &crate::proto::Address, shared: &
         Some(sa) => shared.config.check_destination(sa),
         None => match &target.host {
             crate::proto::Host::Domain(d) => {
-                let Some(name) = super::resolve::valid_hostname(d) else { return Err(Reply::HOST_UNREACHABLE) };
+                let Some(name) = super::resolve::valid_hostname(d) else { return Err(reply::NO_ADDRESS) };
                 if shared.config.rules.is_empty() {
                     return Ok(());
                 }
                 let lookup = tokio::net::lookup_host((name, target.port));
                 let addrs: Vec<SocketAddr> = match tokio::time::timeout(shared.config.connect_timeout, lookup).await {
                     Ok(Ok(a)) => a.collect(),
-                    _ => return Err(Reply::HOST_UNREACHABLE),
+                    _ => return Err(reply::NO_ADDRESS),
                 };
                 if addrs.is_empty() {
-                    return Err(Reply::HOST_UNREACHABLE);
+                    return Err(reply::NO_ADDRESS);
                 }
                 match addrs.iter().all(|a| shared.config.check_destination(*a).is_ok()) {
                     true => Ok(()),
@@ -120,17 +110,5 @@ pub(crate) async fn check_for_upstream(target: &crate::proto::Address, shared: &
             }
             _ => Err(Reply::HOST_UNREACHABLE),
         },
-    }
-}
-
-/// The REP for a failure upstream: the last hop's own REP when it refused, 01 otherwise. A hop
-/// that is down, or an intermediate hop refusing to reach the next one, says nothing about the
-/// target, so passing its "refused" or "unreachable" on would mislead the client.
-pub(crate) fn reply_for_chain(e: &crate::client::Error, chain: &crate::client::Chain) -> Reply {
-    use crate::proto::client::ClientError;
-    let last = chain.hops.len().checked_sub(1);
-    match e.root() {
-        crate::client::Error::Proto(ClientError::Rejected(rep)) if e.hop_index() == last => *rep,
-        _ => Reply::GENERAL_FAILURE,
     }
 }

@@ -83,11 +83,9 @@ fn listen(request: &ProxyRequest, local: IpAddr, shared: &Shared) -> Result<TcpL
     };
     let ip = listen_address(ip, local).map_err(|why| (Reply::NOT_ALLOWED, why))?;
     let port = request.target.port;
-    if port != 0 && port < 1024 {
-        return Err((Reply::NOT_ALLOWED, "privileged port"));
-    }
+    crate::policy::check_listen_port(port).map_err(|why| (Reply::NOT_ALLOWED, why))?;
     let addr = SocketAddr::new(ip, port);
-    let failed = |_| (Reply::GENERAL_FAILURE, "cannot listen there");
+    let failed = |e: std::io::Error| (crate::policy::reply::for_local_error(&e), "cannot listen there");
     let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(failed)?;
     // The same port is listened on again when a client re-binds after a session died.
     socket.set_reuseaddr(true).map_err(failed)?;

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use tracing::debug;
 
-use crate::policy::{Stats, Transport};
+pub(crate) use crate::policy::valid_hostname;
+use crate::policy::{reply, Transport};
 use crate::proto::{Address, Host, Reply};
 
 use super::Shared;
@@ -28,46 +29,20 @@ pub(crate) async fn resolve_for(
         Host::Domain(name) => {
             let Some(name) = valid_hostname(name) else {
                 debug!(name = %name.escape_ascii(), "refused: not a valid host name");
-                return Err(Reply::HOST_UNREACHABLE);
+                return Err(reply::NO_ADDRESS);
             };
             let lookup = tokio::net::lookup_host((name, target.port));
             match tokio::time::timeout(cfg.connect_timeout, lookup).await {
                 Ok(Ok(addrs)) => addrs.map(|a| SocketAddr::new(a.ip().to_canonical(), a.port())).collect(),
                 _ => {
                     debug!(%name, "refused: name does not resolve");
-                    return Err(Reply::HOST_UNREACHABLE); // D-06: NXDOMAIN, SERVFAIL, lookup timeout
+                    return Err(reply::NO_ADDRESS); // D-06: NXDOMAIN, SERVFAIL, lookup timeout
                 }
             }
         }
     };
-    if candidates.is_empty() {
-        return Err(Reply::HOST_UNREACHABLE);
-    }
-    let mut allowed = Vec::with_capacity(candidates.len());
-    let mut denial = None;
-    for a in candidates {
-        match cfg.check_destination_via(a, transport) {
-            Ok(()) => allowed.push(a),
-            Err((rep, why)) => {
-                debug!(target = %target, addr = %a, reason = why, "destination refused");
-                denial = Some(rep);
-            }
-        }
-    }
-    match (allowed.is_empty(), denial) {
-        (true, Some(rep)) => {
-            Stats::bump(&cfg.stats.policy_denials);
-            Err(rep)
-        }
-        (true, None) => Err(Reply::HOST_UNREACHABLE),
-        // A name whose answers mix allowed and denied addresses is treated as denied: such
-        // answers are the signature of DNS rebinding.
-        (false, Some(rep)) if cfg.deny_private => {
-            Stats::bump(&cfg.stats.policy_denials);
-            Err(rep)
-        }
-        _ => Ok(allowed),
-    }
+    // Which answers may be used is the policy's decision (R-75, DNS rebinding).
+    cfg.admit_answers(target, candidates, transport)
 }
 
 /// Names resolved once per UDP association or tunnel: datagrams to the same name do not
@@ -96,36 +71,5 @@ impl NameCache {
             }
         }
         resolved
-    }
-}
-
-/// A name fit for the resolver: printable, no NUL, no characters that change its meaning in a
-/// URL or a C string, labels of at most 63 bytes, at most 253 bytes overall. IP literals
-/// in any spelling pass here and are classified after resolution.
-pub(crate) fn valid_hostname(name: &[u8]) -> Option<&str> {
-    let s = std::str::from_utf8(name).ok()?;
-    let trimmed = s.strip_suffix('.').unwrap_or(s);
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' || c == ':';
-    let ok = !trimmed.is_empty()
-        && trimmed.len() <= 253
-        && trimmed.chars().all(ok_char)
-        && trimmed.split('.').all(|l| !l.is_empty() && l.len() <= 63);
-    ok.then_some(s)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::valid_hostname;
-
-    #[test]
-    fn hostname_validation_r28() {
-        for good in ["localhost", "a.b-c.example.", "127.0.0.1", "::1", "x_y.local"] {
-            assert!(valid_hostname(good.as_bytes()).is_some(), "{good}");
-        }
-        let long_label = "a".repeat(64);
-        for bad in ["", ".", "..", "a..b", "1.2.3.4\0evil", "a b", "a/b", "a%b", "a@b", "a\\b", &long_label] {
-            assert!(valid_hostname(bad.as_bytes()).is_none(), "{bad:?}");
-        }
-        assert!(valid_hostname(&[0xff, 0x61]).is_none());
     }
 }

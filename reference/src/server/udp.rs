@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use crate::tls::Stream;
 use tracing::{debug, info};
 
-use crate::policy::{Stats, UdpClientLock, UdpDeclared};
+use crate::policy::{reply, Live, Stats, UdpClientLock, UdpDeclared, MAX_REMOTES};
 use crate::proto::server::ProxyRequest;
 use crate::proto::udp::UdpHeader;
 use crate::proto::{encode_reply, Address, Host, Reply};
@@ -25,8 +25,6 @@ use super::{bnd, fail, Shared};
 /// Large enough for any IPv4 or IPv6 datagram plus the largest header, so nothing is truncated
 /// on receive.
 const DATAGRAM_MAX: usize = 65_535 + 262;
-/// Remotes remembered per association for endpoint-dependent filtering (D-16).
-const MAX_REMOTES: usize = 4096;
 
 pub(crate) async fn run(
     mut control: Stream,
@@ -62,6 +60,8 @@ pub(crate) async fn run(
     let relay_addr = relay.local_addr()?;
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &bnd(cfg, relay_addr))).await?;
     info!(%peer, relay = %relay_addr, "udp association open");
+    // Declared before the association, so it is dropped after the relay socket has closed.
+    let _live = Live::count(&cfg.stats.live_udp_associations);
 
     let mut assoc = Association {
         shared,
@@ -117,14 +117,14 @@ async fn declared(target: &Address, shared: &Shared) -> Result<UdpDeclared, &'st
 /// The relay socket on the control connection's local IP, and the outbound side: a direct
 /// socket (see [`direct_socket`]), or an association at the upstream chain's last hop.
 async fn sockets(local_ip: IpAddr, shared: &Shared) -> Result<(UdpSocket, Outbound), Reply> {
-    let relay = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await.map_err(|_| Reply::GENERAL_FAILURE)?;
+    let relay = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await.map_err(|e| reply::for_local_error(&e))?;
     let outbound = match shared.config.chain() {
         Some(chain) => match tokio::time::timeout(shared.config.connect_timeout, chain.udp_associate()).await {
             Ok(Ok(a)) => Outbound::Chain(a),
-            Ok(Err(e)) => return Err(super::connect::reply_for_chain(&e, chain)),
-            Err(_) => return Err(Reply::HOST_UNREACHABLE),
+            Ok(Err(e)) => return Err(reply::for_chain_error(&e, chain)),
+            Err(_) => return Err(reply::TIMED_OUT),
         },
-        None => Outbound::Direct(direct_socket().map_err(|_| Reply::GENERAL_FAILURE)?),
+        None => Outbound::Direct(direct_socket().map_err(|e| reply::for_local_error(&e))?),
     };
     Ok((relay, outbound))
 }

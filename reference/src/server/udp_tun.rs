@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tracing::{debug, info};
 
-use crate::policy::Stats;
+use crate::policy::{reply, Stats, MAX_REMOTES};
 use crate::proto::server::ProxyRequest;
 use crate::proto::udptun::TunFrame;
 use crate::proto::{encode_reply, Address, DecodeError, Host, Reply};
@@ -19,8 +19,6 @@ use crate::tls::Stream;
 use super::udp::Outbound;
 use super::{bnd, fail, Shared};
 
-/// Remotes remembered for endpoint-dependent filtering in relay mode (D-16).
-const MAX_REMOTES: usize = 4096;
 /// The longest frame: header with a 255-byte name, and a 65535-byte payload.
 const MAX_FRAME: usize = 3 + 1 + 1 + 255 + 2 + 65_535;
 
@@ -80,11 +78,11 @@ async fn relay_socket(shared: &Shared) -> Result<Outbound, Reply> {
     if let Some(chain) = shared.config.chain() {
         return match tokio::time::timeout(shared.config.connect_timeout, chain.udp_associate()).await {
             Ok(Ok(a)) => Ok(Outbound::Chain(a)),
-            Ok(Err(e)) => Err(super::connect::reply_for_chain(&e, chain)),
-            Err(_) => Err(Reply::HOST_UNREACHABLE),
+            Ok(Err(e)) => Err(reply::for_chain_error(&e, chain)),
+            Err(_) => Err(reply::TIMED_OUT),
         };
     }
-    super::udp::direct_socket().map_err(|_| Reply::GENERAL_FAILURE).map(Outbound::Direct)
+    super::udp::direct_socket().map_err(|e| reply::for_local_error(&e)).map(Outbound::Direct)
 }
 
 /// Bind mode: a socket on the requested port of the address the control connection came in on,
@@ -101,10 +99,11 @@ async fn bind_socket(target: &Address, local: IpAddr, shared: &Shared) -> Result
         debug!(%target, reason = why, "udp-tun bind refused");
         Reply::NOT_ALLOWED
     })?;
-    if target.port < 1024 {
+    // Bind mode names the port to relay from: "any port" (0) has no meaning here.
+    if target.port == 0 || crate::policy::check_listen_port(target.port).is_err() {
         return Err(Reply::NOT_ALLOWED);
     }
-    UdpSocket::bind(SocketAddr::new(ip, target.port)).await.map_err(|_| Reply::GENERAL_FAILURE)
+    UdpSocket::bind(SocketAddr::new(ip, target.port)).await.map_err(|e| reply::for_local_error(&e))
 }
 
 struct Tunnel<'a> {

@@ -173,7 +173,17 @@ pub async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
     buf
 }
 
-/// Reads until EOF (within 5 s) and returns what came.
+/// Waits until `done()` holds: an event the server reports (a gauge in its stats), not a guess
+/// at how long it takes. The 5 s bound only turns a hang into a failure naming `what`.
+pub async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: still not the case after 5 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Reads until EOF (bounded by 5 s) and returns what came before it.
 pub async fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("no EOF").ok();

@@ -203,7 +203,7 @@ pub async fn udp_pps(route: Route, targets: &TargetInfo, window: Duration) -> Re
             let (control, relay) = timeout(CONNECT_TIMEOUT, socks::udp_associate(proxy, local))
                 .await
                 .map_err(|_| anyhow!("UDP ASSOCIATE timed out"))??;
-            let mut packet = socks::udp_header(targets.udp_sink).to_vec();
+            let mut packet = socks::udp_header(targets.udp_sink);
             packet.extend_from_slice(&payload);
             (Some(control), relay, packet)
         }

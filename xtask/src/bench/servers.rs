@@ -5,11 +5,10 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -185,11 +184,10 @@ pub fn build_socksref() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Picks a free loopback port by binding port 0 and releasing it. Another process could take it
-/// before the server binds; on this single-user benchmark machine that race is accepted.
+/// A free loopback port ([`testkit::free_port`]: bind-and-release, a race this single-user
+/// benchmark machine accepts).
 fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding a probe port")?;
-    Ok(listener.local_addr()?.port())
+    testkit::free_port().context("binding a probe port")
 }
 
 /// A running server we started; stops it (and only it and its forks) on drop.
@@ -282,30 +280,12 @@ impl ServerProcess {
     /// Retries connecting until the server accepts on every listener, it exits, or
     /// [`READY_TIMEOUT`] passes.
     fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
         let mut listeners = vec![self.addr];
         if self.socks4_addr != self.addr {
             listeners.push(self.socks4_addr);
         }
-        for addr in listeners {
-            loop {
-                if let Some(status) = self.child.try_wait()? {
-                    bail!("{} exited during startup ({status}); {}", self.name.as_str(), self.log_tail());
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    bail!(
-                        "{} did not accept on {addr} within {READY_TIMEOUT:?}; {}",
-                        self.name.as_str(),
-                        self.log_tail()
-                    );
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Ok(())
+        testkit::wait_accepting(&mut self.child, &listeners, READY_TIMEOUT)
+            .map_err(|e| anyhow::anyhow!("{} {e}; {}", self.name.as_str(), self.log_tail()))
     }
 
     /// The last lines of the server's log, for error messages.
@@ -332,15 +312,7 @@ impl Drop for ServerProcess {
         // is gone they are re-parented, and a bare pid could by then name someone else's process.
         let forks: Vec<(u32, u64)> = descendants(pid).into_iter().filter(|&(p, _)| p != pid).collect();
         // SIGTERM first: danted then stops its own children cleanly.
-        signal(pid, libc::SIGTERM);
-        let deadline = Instant::now() + STOP_GRACE;
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
-        }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        testkit::terminate(&mut self.child, STOP_GRACE);
         for (fork, start) in forks {
             if proc_stat(fork).is_some_and(|stat| stat.start_time == start) {
                 signal(fork, libc::SIGKILL);

@@ -1,11 +1,16 @@
 //! The measurement client's side of SOCKS4 and SOCKS5, written out in raw bytes.
 //!
 //! It deliberately does not use socksref's client: the benchmark must treat every server alike,
-//! and a bug in the reference client must not flatter (or hurt) the reference server.
+//! and a bug in the reference client must not flatter (or hurt) the reference server. The octets
+//! of each message come from the sans-IO codec (`socksref::proto`), the one SOCKS encoding in the
+//! workspace, whose bytes the catalogue's tests pin down.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
+use socksref::proto::udp::UdpHeader;
+use socksref::proto::v5::{ReplyMsg, Request};
+use socksref::proto::{Address, Command, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -70,12 +75,12 @@ pub async fn udp_associate(proxy: SocketAddr, client: SocketAddrV4) -> io::Resul
 }
 
 /// The 10-byte SOCKS5 UDP request header for datagrams to `dst`: RSV=0000 FRAG=00 ATYP=01.
-pub fn udp_header(dst: SocketAddrV4) -> [u8; 10] {
-    let mut header = [0u8; 10];
-    header[3] = 0x01;
-    header[4..8].copy_from_slice(&dst.ip().octets());
-    header[8..10].copy_from_slice(&dst.port().to_be_bytes());
-    header
+pub fn udp_header(dst: SocketAddrV4) -> Vec<u8> {
+    let header = UdpHeader::new(SocketAddr::V4(dst).into());
+    let mut out = Vec::with_capacity(header.encoded_len());
+    // An IPv4 address always encodes (only an over-long name can fail), so the result is unused.
+    let _ = header.encode(&mut out);
+    out
 }
 
 /// Connects to `proxy` and negotiates SOCKS5 with "no authentication".
@@ -94,44 +99,33 @@ async fn socks5_open(proxy: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// A SOCKS5 request with command `cmd` for an IPv4 address: VER=05 CMD RSV=00 ATYP=01 ADDR PORT.
-fn socks5_request(cmd: u8, addr: SocketAddrV4) -> [u8; 10] {
-    let mut request = [0x05, cmd, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
-    request[4..8].copy_from_slice(&addr.ip().octets());
-    request[8..10].copy_from_slice(&addr.port().to_be_bytes());
-    request
+fn socks5_request(cmd: u8, addr: SocketAddrV4) -> Vec<u8> {
+    let request = Request { command: Command(cmd), reserved: 0, address: SocketAddr::V4(addr).into() };
+    let mut out = Vec::with_capacity(10);
+    // An IPv4 address always encodes (only an over-long name can fail), so the result is unused.
+    let _ = request.encode(&mut out);
+    out
 }
 
 /// Reads a SOCKS5 reply exactly (never a byte of payload past it) and returns BND.ADDR:BND.PORT.
 async fn read_socks5_reply(stream: &mut TcpStream) -> io::Result<SocketAddr> {
-    let mut head = [0u8; 4];
-    stream.read_exact(&mut head).await?;
-    if head[0] != 0x05 || head[1] != 0x00 {
-        return Err(io::Error::other(format!("SOCKS5 reply {:02x} {:02x}", head[0], head[1])));
+    // VER REP RSV ATYP first: a refusal is reported as such, whatever follows it.
+    let mut reply = vec![0u8; 4];
+    stream.read_exact(&mut reply).await?;
+    if reply[0] != 0x05 || reply[1] != Reply::SUCCEEDED.0 {
+        return Err(io::Error::other(format!("SOCKS5 reply {:02x} {:02x}", reply[0], reply[1])));
     }
-    let ip: std::net::IpAddr = match head[3] {
-        0x01 => {
-            let mut a = [0u8; 4];
-            stream.read_exact(&mut a).await?;
-            Ipv4Addr::from(a).into()
-        }
-        0x04 => {
-            let mut a = [0u8; 16];
-            stream.read_exact(&mut a).await?;
-            std::net::Ipv6Addr::from(a).into()
-        }
-        0x03 => {
-            // A name is useless to us as a relay address; skip it and fall back to "unspecified".
-            let mut len = [0u8; 1];
-            stream.read_exact(&mut len).await?;
-            let mut name = vec![0u8; usize::from(len[0])];
-            stream.read_exact(&mut name).await?;
-            Ipv4Addr::UNSPECIFIED.into()
-        }
-        other => return Err(io::Error::other(format!("SOCKS5 reply ATYP {other:02x}"))),
-    };
-    let mut port = [0u8; 2];
-    stream.read_exact(&mut port).await?;
-    Ok(SocketAddr::new(ip, u16::from_be_bytes(port)))
+    // The first address octet tells the rest of the length (a name's length byte).
+    reply.push(0);
+    stream.read_exact(&mut reply[4..]).await?;
+    let bad = |e: &dyn std::fmt::Display| io::Error::other(format!("SOCKS5 reply: {e}"));
+    let addr_len = Address::wire_len(&reply[3..]).map_err(|e| bad(&e))?.unwrap_or(2);
+    reply.resize(3 + addr_len, 0);
+    stream.read_exact(&mut reply[5..]).await?;
+    let (msg, _) = ReplyMsg::decode(&reply).map_err(|e| bad(&e))?;
+    // A name is useless to us as a relay address: keep its port, fall back to "unspecified".
+    let port = msg.address.port;
+    Ok(msg.address.socket_addr().unwrap_or_else(|| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)))
 }
 
 #[cfg(test)]

@@ -2,9 +2,12 @@
 //! code, which BND form and which close behaviour each one chose. Not pass/fail: RFC 1928 leaves
 //! several of these open, and the point is to see the peers side by side.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use socksref::proto::codec::Reader;
+use socksref::proto::v5::Request;
+use socksref::proto::{AddrType, Address, Command, Host};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -60,21 +63,24 @@ fn socks5_reply(b: &[u8]) -> String {
     if b.len() < 4 {
         return if b.is_empty() { "no reply".into() } else { format!("short reply {}", hex(b)) };
     }
-    let bnd = match b[3] {
-        0x01 if b.len() >= 10 => {
-            let ip = std::net::Ipv4Addr::new(b[4], b[5], b[6], b[7]);
-            let port = u16::from_be_bytes([b[8], b[9]]);
+    // The BND form as the reference codec reads it; a truncated one is named by its ATYP.
+    let bnd = match Address::decode(&mut Reader::new(&b[3..])) {
+        Ok(Address { host: Host::Ip(IpAddr::V4(ip)), port }) => {
             if ip.is_unspecified() && port == 0 {
                 "BND 0.0.0.0:0".to_string()
             } else if ip.is_unspecified() {
                 format!("BND 0.0.0.0:{port}")
             } else {
-                format!("BND {ip}:{}", if port == 0 { "0".into() } else { "port".to_string() })
+                format!("BND {ip}:{}", if port == 0 { "0" } else { "port" })
             }
         }
-        0x03 => "BND domain".into(),
-        0x04 => "BND IPv6".into(),
-        t => format!("BND ATYP {t:02x}"),
+        Ok(Address { host: Host::Ip(IpAddr::V6(_)), .. }) => "BND IPv6".into(),
+        Ok(Address { host: Host::Domain(_), .. }) => "BND domain".into(),
+        Err(_) => match AddrType(b[3]) {
+            AddrType::DOMAIN => "BND domain".into(),
+            AddrType::IPV6 => "BND IPv6".into(),
+            t => format!("BND ATYP {:02x}", t.0),
+        },
     };
     format!("REP {:02x}, {bnd}", b[1])
 }
@@ -97,8 +103,10 @@ pub async fn probe(open: SocketAddr, auth: Option<SocketAddr>, echo_port: u16, c
     let wait = Duration::from_millis(1200);
     let mut rows = Vec::new();
     let req = |cmd: u8, port: u16| {
-        let mut v = vec![0x05, cmd, 0x00, 0x01, 127, 0, 0, 1];
-        v.extend_from_slice(&port.to_be_bytes());
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into();
+        let mut v = Vec::new();
+        // An IPv4 address always encodes (only an over-long name can fail), so the result is unused.
+        let _ = Request { command: Command(cmd), reserved: 0, address }.encode(&mut v);
         v
     };
     let five = |reply: &[u8], close: &str, skip: usize| {

@@ -5,11 +5,14 @@
 //! The observations are recorded as an `insta` snapshot per server peer, so any change in
 //! behaviour (a fix upstream, a regression here) shows up as a snapshot diff.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
+use socksref::proto::udp::UdpHeader;
+use socksref::proto::v5::{ReplyMsg, Request};
+use socksref::proto::{AddrType, Address, Command, Host};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -73,28 +76,27 @@ impl Observations {
     }
 }
 
-fn datagram(target: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut d = vec![0x00, 0x00, 0x00];
-    d.extend_from_slice(target);
+/// A SOCKS5 UDP datagram: the reference codec's header for `target`, then `payload`.
+fn datagram(target: &Address, payload: &[u8]) -> Vec<u8> {
+    let mut d = Vec::new();
+    // The probes' targets are an IPv4 address and "localhost": both always encode.
+    let _ = UdpHeader::new(target.clone()).encode(&mut d);
     d.extend_from_slice(payload);
     d
 }
 
-fn atyp1(port: u16) -> Vec<u8> {
-    let mut v = vec![0x01, 127, 0, 0, 1];
-    v.extend_from_slice(&port.to_be_bytes());
-    v
+/// The echo target as ATYP 01 (`127.0.0.1`).
+fn atyp1(port: u16) -> Address {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into()
 }
 
-fn atyp3_localhost(port: u16) -> Vec<u8> {
-    let mut v = vec![0x03, 9];
-    v.extend_from_slice(b"localhost");
-    v.extend_from_slice(&port.to_be_bytes());
-    v
+/// The echo target as ATYP 03 (`localhost`).
+fn atyp3_localhost(port: u16) -> Address {
+    Address { host: Host::Domain(b"localhost".to_vec()), port }
 }
 
 /// Sends one datagram from `sock` and decides its fate from the reply and the echo's log.
-async fn probe(sock: &UdpSocket, to: SocketAddr, target: &[u8], payload: &[u8], targets: &Targets) -> Result<Fate> {
+async fn probe(sock: &UdpSocket, to: SocketAddr, target: &Address, payload: &[u8], targets: &Targets) -> Result<Fate> {
     sock.send_to(&datagram(target, payload), to).await?;
     let want = xor(payload);
     let deadline = tokio::time::Instant::now() + PROBE_WAIT;
@@ -130,22 +132,24 @@ async fn login(server: SocketAddr, pass: &str) -> Result<(TcpStream, bool)> {
 
 /// UDP ASSOCIATE on an authenticated connection; returns the relay address (0.0.0.0 → server IP).
 async fn associate(s: &mut TcpStream, server: SocketAddr, client: SocketAddr) -> Result<SocketAddr> {
-    let mut req = vec![0x05, 0x03, 0x00, 0x01];
-    // DST = the address the client will send from (RFC 1928 §7; the reference checks it).
-    match client {
-        SocketAddr::V4(a) => req.extend_from_slice(&a.ip().octets()),
-        SocketAddr::V6(_) => req.extend_from_slice(&[0, 0, 0, 0]),
-    }
-    req.extend_from_slice(&client.port().to_be_bytes());
+    // DST = the address the client will send from (RFC 1928 §7; the reference checks it). An IPv6
+    // source is declared as 0.0.0.0 with its port, as the probes always did.
+    let dst = match client {
+        SocketAddr::V4(_) => client,
+        SocketAddr::V6(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, client.port())),
+    };
+    let mut req = Vec::new();
+    // An IPv4 address always encodes (only an over-long name can fail), so the result is unused.
+    let _ = Request { command: Command::UDP_ASSOCIATE, reserved: 0, address: dst.into() }.encode(&mut req);
     s.write_all(&req).await?;
-    let head = read_n(s, 4).await?;
-    ensure!(head[1] == 0x00, "UDP ASSOCIATE refused with REP {:02x}", head[1]);
-    ensure!(head[3] == 0x01, "BND ATYP {:02x} (only 01 handled)", head[3]);
-    let b = read_n(s, 6).await?;
-    let ip = std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
-    let port = u16::from_be_bytes([b[4], b[5]]);
-    let ip = if ip.is_unspecified() { server.ip() } else { ip.into() };
-    Ok(SocketAddr::new(ip, port))
+    let mut reply = read_n(s, 4).await?;
+    ensure!(reply[1] == 0x00, "UDP ASSOCIATE refused with REP {:02x}", reply[1]);
+    ensure!(reply[3] == AddrType::IPV4.0, "BND ATYP {:02x} (only 01 handled)", reply[3]);
+    reply.extend(read_n(s, 6).await?);
+    let (msg, _) = ReplyMsg::decode(&reply).map_err(|e| anyhow::anyhow!("UDP ASSOCIATE reply: {e}"))?;
+    let bnd = msg.address.socket_addr().context("BND is not an IP address")?;
+    let ip = if bnd.ip().is_unspecified() { server.ip() } else { bnd.ip() };
+    Ok(SocketAddr::new(ip, bnd.port()))
 }
 
 /// Runs every probe against a freshly started password+UDP server, in §6's order (the "no TCP at

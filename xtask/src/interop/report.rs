@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -180,61 +181,36 @@ fn reason(s: &Status) -> String {
 }
 
 /// JUnit XML: one testsuite per kind; N/A and unavailable are `skipped` with the reason, XFAIL
-/// passes with the reason as system-out, FAIL and XPASS are failures.
+/// passes with the reason as system-out, FAIL and XPASS are failures. Written by the harness's
+/// JUnit writer, so both reports map outcomes alike.
 pub fn junit(r: &Report) -> String {
-    let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"sockslab interop\">\n");
+    use sockslab::report::junit::{case, quick_junit, to_xml, Outcome};
+    let mut report = quick_junit::Report::new("sockslab interop");
     for (kind, name) in [
         (Kind::Feature, "features"),
         (Kind::UdpBypass, "udp-bypass"),
         (Kind::Scenario, "catalogue"),
         (Kind::Transport, "transports"),
     ] {
-        let cells: Vec<&CellResult> = r.cells.iter().filter(|c| c.cell.kind == kind).collect();
-        let failures = cells.iter().filter(|c| c.status.is_error()).count();
-        let skipped = cells
-            .iter()
-            .filter(|c| matches!(c.status, Status::NotApplicable { .. } | Status::Unavailable { .. }))
-            .count();
-        let _ = writeln!(
-            o,
-            "  <testsuite name=\"interop.{name}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
-            cells.len()
-        );
-        for c in cells {
-            let classname = format!("interop.{name}.{}", c.cell.server.name());
-            let _ = write!(
-                o,
-                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">",
-                esc(&classname),
-                esc(&c.cell.id),
-                c.millis as f64 / 1000.0
-            );
-            match &c.status {
-                Status::Pass => {}
-                Status::Fail | Status::Xpass { .. } => {
-                    let _ = write!(
-                        o,
-                        "<failure message=\"{}: {}\">{}\nreproduce: {}\n{}</failure>",
-                        c.status.label(),
-                        esc(&reason(&c.status)),
-                        esc(&c.detail),
-                        esc(&c.reproduce),
-                        esc(&c.logs)
-                    );
-                }
+        let mut suite = quick_junit::TestSuite::new(format!("interop.{name}"));
+        for c in r.cells.iter().filter(|c| c.cell.kind == kind) {
+            let outcome = match &c.status {
+                Status::Pass => Outcome::Pass { note: None },
+                Status::Fail | Status::Xpass { .. } => Outcome::Failure {
+                    message: format!("{}: {}", c.status.label(), reason(&c.status)),
+                    details: format!("{}\nreproduce: {}\n{}", c.detail, c.reproduce, c.logs),
+                },
                 Status::NotApplicable { .. } | Status::Unavailable { .. } => {
-                    let _ = write!(o, "<skipped message=\"{}: {}\"/>", c.status.label(), esc(&reason(&c.status)));
+                    Outcome::Skipped { message: format!("{}: {}", c.status.label(), reason(&c.status)) }
                 }
-                Status::ExpectedFailure { .. } => {
-                    let _ = write!(o, "<system-out>XFAIL: {}</system-out>", esc(&reason(&c.status)));
-                }
-            }
-            o.push_str("</testcase>\n");
+                Status::ExpectedFailure { .. } => Outcome::Pass { note: Some(format!("XFAIL: {}", reason(&c.status))) },
+            };
+            let classname = format!("interop.{name}.{}", c.cell.server.name());
+            suite.add_test_case(case(&c.cell.id, &classname, Duration::from_millis(c.millis), outcome));
         }
-        o.push_str("  </testsuite>\n");
+        report.add_test_suite(suite);
     }
-    o.push_str("</testsuites>\n");
-    o
+    to_xml(&report)
 }
 
 /// The transport axis (`--transport`): per feature, transports down, client → server across.

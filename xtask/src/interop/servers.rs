@@ -2,7 +2,7 @@
 //! cell that needs them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 
 use anyhow::Result;
 use sockslab::runner::{Claims, Sut};
@@ -18,9 +18,9 @@ pub const PASS: &str = "s3cret";
 /// The SOCKS4 USERID a USERID-checking server accepts (gost's `socks4://admin@…`).
 pub const SOCKS4_USER: &str = "admin";
 
-/// A free loopback TCP port (bind-and-release: a small race, acceptable on a lab machine).
+/// A free loopback TCP port (the workspace's one rule, [`testkit::free_port`]).
 pub fn free_port() -> Result<u16> {
-    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(testkit::free_port()?)
 }
 
 /// Which configuration of a server.

@@ -1,0 +1,216 @@
+//! Loopback process helpers shared by the harness, the xtask lab and bench, and the tests.
+//!
+//! Every crate of the workspace starts servers (peers, the reference binary, Dante, V2Ray) on a
+//! free loopback port and must wait until they accept before using them. These helpers are the
+//! one copy of that: [`free_port`], [`wait_accepting`] (blocking) and
+//! [`wait_accepting_async`] (tokio), which both notice a process that exited instead of waiting
+//! out the deadline, and [`terminate`], which stops only the process it is given.
+//!
+//! The crate depends on no other workspace crate, so `socksref`'s own tests can use it as a
+//! dev-dependency without a cycle.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+/// How long one readiness probe (a TCP connect on loopback) may take before it counts as "not yet".
+const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// The pause between two probes: short, so a test does not wait longer than the server needs.
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A loopback TCP port that nothing listens on right now.
+///
+/// Bind-and-release: another process could take the port before the caller binds it. On a lab
+/// machine where only these tools pick ports that race is accepted; the caller's bind fails
+/// loudly if it happens.
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `127.0.0.1` with a [`free_port`].
+pub fn free_addr() -> io::Result<SocketAddr> {
+    Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
+}
+
+/// Why a started process did not become ready.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// It exited before every listener accepted.
+    Exited(ExitStatus),
+    /// A listener still refused connections when the deadline passed.
+    Timeout {
+        /// The address that never accepted.
+        addr: SocketAddr,
+        /// How long was waited in all.
+        after: Duration,
+    },
+    /// Asking whether the process is still running failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for NotReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotReady::Exited(status) => write!(f, "exited during startup ({status})"),
+            NotReady::Timeout { addr, after } => write!(f, "did not accept on {addr} within {after:?}"),
+            NotReady::Io(e) => write!(f, "cannot tell whether it is running: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for NotReady {}
+
+/// A started process whose exit can be polled without blocking: `std` and `tokio` children.
+pub trait Exits {
+    /// `Some(status)` once the process has exited, `None` while it runs.
+    fn exited(&mut self) -> io::Result<Option<ExitStatus>>;
+}
+
+impl Exits for std::process::Child {
+    fn exited(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.try_wait()
+    }
+}
+
+impl Exits for tokio::process::Child {
+    fn exited(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.try_wait()
+    }
+}
+
+/// A process that is not watched (a server in this process, a container): it never "exits".
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProcess;
+
+impl Exits for NoProcess {
+    fn exited(&mut self) -> io::Result<Option<ExitStatus>> {
+        Ok(None)
+    }
+}
+
+/// One round of the readiness loop: has `child` died, and does `addr` accept yet?
+fn exited_or_ready(child: &mut impl Exits, accepted: bool) -> Result<bool, NotReady> {
+    match child.exited().map_err(NotReady::Io)? {
+        Some(status) => Err(NotReady::Exited(status)),
+        None => Ok(accepted),
+    }
+}
+
+/// Blocks until every address in `addrs` accepts a TCP connection, `child` exits, or `within`
+/// has passed. A process that exits is reported at once, with its status.
+pub fn wait_accepting(child: &mut impl Exits, addrs: &[SocketAddr], within: Duration) -> Result<(), NotReady> {
+    let start = Instant::now();
+    for &addr in addrs {
+        while !exited_or_ready(child, TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_ok())? {
+            if start.elapsed() >= within {
+                return Err(NotReady::Timeout { addr, after: within });
+            }
+            std::thread::sleep(PROBE_INTERVAL);
+        }
+    }
+    Ok(())
+}
+
+/// [`wait_accepting`] for tokio callers: the same rule, without blocking the runtime.
+pub async fn wait_accepting_async(
+    child: &mut impl Exits,
+    addrs: &[SocketAddr],
+    within: Duration,
+) -> Result<(), NotReady> {
+    let start = Instant::now();
+    for &addr in addrs {
+        loop {
+            let connect = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await;
+            if exited_or_ready(child, matches!(connect, Ok(Ok(_))))? {
+                break;
+            }
+            if start.elapsed() >= within {
+                return Err(NotReady::Timeout { addr, after: within });
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+    Ok(())
+}
+
+/// Stops the process we started: SIGTERM to its pid (a daemon such as danted then stops the
+/// helpers it forked), then SIGKILL if it has not exited within `grace`. Reaps it either way.
+pub fn terminate(child: &mut std::process::Child, grace: Duration) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) takes plain integers; `pid` is the child this process spawned and has
+        // not reaped yet, so the number cannot name another process.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(PROBE_INTERVAL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn a_free_port_can_be_bound() {
+        let port = free_port().expect("a port");
+        assert_ne!(port, 0);
+        TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+    }
+
+    #[test]
+    fn an_accepting_listener_is_ready() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        wait_accepting(&mut NoProcess, &[addr], Duration::from_secs(5)).expect("ready");
+    }
+
+    #[test]
+    fn a_process_that_exits_is_reported_with_its_status_not_a_timeout() {
+        let mut child = Command::new("sh").args(["-c", "exit 3"]).spawn().expect("sh");
+        let addr = free_addr().unwrap();
+        // A generous deadline: the exit must end the wait long before it.
+        match wait_accepting(&mut child, &[addr], Duration::from_secs(600)) {
+            Err(NotReady::Exited(status)) => assert_eq!(status.code(), Some(3)),
+            other => panic!("expected Exited, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_closed_port_times_out_naming_the_address() {
+        let addr = free_addr().unwrap();
+        match wait_accepting(&mut NoProcess, &[addr], Duration::ZERO) {
+            Err(NotReady::Timeout { addr: a, .. }) => assert_eq!(a, addr),
+            other => panic!("expected Timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_async_wait_notices_an_exit_too() {
+        let mut child = tokio::process::Command::new("sh").args(["-c", "exit 4"]).spawn().expect("sh");
+        let addr = free_addr().unwrap();
+        match wait_accepting_async(&mut child, &[addr], Duration::from_secs(600)).await {
+            Err(NotReady::Exited(status)) => assert_eq!(status.code(), Some(4)),
+            other => panic!("expected Exited, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn terminate_stops_and_reaps_the_process() {
+        let mut child = Command::new("sleep").arg("600").spawn().expect("sleep");
+        terminate(&mut child, Duration::from_secs(5));
+        let status = child.try_wait().expect("reaped").expect("exited");
+        assert!(!status.success(), "ended by a signal, not by finishing: {status}");
+    }
+}
