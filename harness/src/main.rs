@@ -12,7 +12,7 @@ use sockslab::coverage::{Coverage, Requirements};
 use sockslab::peers::{self, PeerDef};
 use sockslab::preflight;
 use sockslab::profile::{Profile, PROFILES};
-use sockslab::report::{json, junit, Report};
+use sockslab::report::{html, json, junit, Report};
 use sockslab::runner::{self, Claims, RunOptions, Sut};
 use sockslab::scenario::{
     load_catalogue, Command as Cmd, Extension, Feature, Method, Role, Scenario, Schedule, Version,
@@ -137,6 +137,9 @@ struct CheckArgs {
     /// Write a JUnit XML report here.
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Write a self-contained HTML report here (verdict, grade and requirement text per scenario).
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// Catalogue directory.
     #[arg(long)]
     scenarios: Option<PathBuf>,
@@ -167,6 +170,9 @@ struct ReplayArgs {
     /// Write a JUnit XML report here.
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Write a self-contained HTML report here (verdict, grade and requirement text per scenario).
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// Catalogue directory (for its requirements.yaml).
     #[arg(long)]
     scenarios: Option<PathBuf>,
@@ -223,6 +229,9 @@ struct ClientArgs {
     /// Write a JUnit XML report here.
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Write a self-contained HTML report here (verdict, grade and requirement text per scenario).
+    #[arg(long)]
+    html: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -298,6 +307,9 @@ async fn replay(a: ReplayArgs) -> Result<i32> {
     }
     if let Some(p) = &a.junit {
         std::fs::write(p, junit::render(&report)).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.html {
+        std::fs::write(p, html::render(&report)).with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(i32::from(s.failed > 0))
 }
@@ -507,7 +519,7 @@ async fn check(a: CheckArgs) -> Result<i32> {
     }
     let strict = Strictness { warn: a.strict, policy: a.policy };
     let report = Report::new(label, results).with_wall(started.elapsed());
-    let code = finish(report, strict, a.verbose, a.json.as_ref(), a.junit.as_ref())?;
+    let code = finish(report, strict, a.verbose, a.json.as_ref(), a.junit.as_ref(), a.html.as_ref())?;
     // An expected-results entry for a scenario that was not run is not an error, but say so:
     // entries for deleted or renamed scenarios would otherwise linger.
     let ids: BTreeSet<&str> = selected.iter().map(|s| s.id.as_str()).collect();
@@ -587,6 +599,7 @@ fn finish(
     verbose: bool,
     json_out: Option<&PathBuf>,
     junit_out: Option<&PathBuf>,
+    html_out: Option<&PathBuf>,
 ) -> Result<i32> {
     // The most serious first: MUST failures and xpasses, then SHOULD, then policy, then the rest.
     let rank = |v: &Verdict| match v {
@@ -609,6 +622,9 @@ fn finish(
     }
     if let Some(p) = junit_out {
         std::fs::write(p, junit::render(&report)).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = html_out {
+        std::fs::write(p, html::render(&report)).with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(if report.summary.ok(strict) { 0 } else { 1 })
 }
@@ -799,7 +815,7 @@ async fn check_client(a: ClientArgs) -> Result<i32> {
         results.push(r);
     }
     let report = Report::new(a.command.clone(), results).with_wall(started.elapsed());
-    finish(report, Strictness::default(), true, a.json.as_ref(), a.junit.as_ref())
+    finish(report, Strictness::default(), true, a.json.as_ref(), a.junit.as_ref(), a.html.as_ref())
 }
 
 fn coverage(dir: Option<PathBuf>, strict: bool) -> Result<i32> {
