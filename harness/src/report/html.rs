@@ -9,7 +9,9 @@ use std::fmt::Write as _;
 use super::Report;
 use crate::verdict::{ScenarioResult, Verdict};
 
-/// Escapes text for HTML element content and attribute values.
+/// Escapes text for HTML (and XML) element content and attribute values; control characters
+/// other than newline, tab and CR, which peers' logs may contain and XML 1.0 forbids even
+/// escaped, become `?`. The interop lab's HTML uses it too.
 pub fn escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for ch in s.chars() {
@@ -19,6 +21,7 @@ pub fn escape(s: &str) -> String {
             '>' => o.push_str("&gt;"),
             '"' => o.push_str("&quot;"),
             '\'' => o.push_str("&#39;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' && c != '\r' => o.push('?'),
             c => o.push(c),
         }
     }
