@@ -131,15 +131,8 @@ struct CheckArgs {
     /// Expected-results file (default: the peer's expected.yaml).
     #[arg(long)]
     expected: Option<PathBuf>,
-    /// Write the JSON report here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write a JUnit XML report here.
-    #[arg(long)]
-    junit: Option<PathBuf>,
-    /// Write a self-contained HTML report here (verdict, grade and requirement text per scenario).
-    #[arg(long)]
-    html: Option<PathBuf>,
+    #[command(flatten)]
+    reports: ReportFiles,
     /// Catalogue directory.
     #[arg(long)]
     scenarios: Option<PathBuf>,
@@ -164,15 +157,8 @@ struct ReplayArgs {
     /// Capabilities the server has besides CONNECT (comma-separated): bind, udp, gost.
     #[arg(long, value_delimiter = ',')]
     claims: Vec<String>,
-    /// Write the JSON report here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write a JUnit XML report here.
-    #[arg(long)]
-    junit: Option<PathBuf>,
-    /// Write a self-contained HTML report here (verdict, grade and requirement text per scenario).
-    #[arg(long)]
-    html: Option<PathBuf>,
+    #[command(flatten)]
+    reports: ReportFiles,
     /// Catalogue directory (for its requirements.yaml).
     #[arg(long)]
     scenarios: Option<PathBuf>,
@@ -223,15 +209,8 @@ struct ClientArgs {
     /// Catalogue directory.
     #[arg(long)]
     scenarios: Option<PathBuf>,
-    /// Write the JSON report here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write a JUnit XML report here.
-    #[arg(long)]
-    junit: Option<PathBuf>,
-    /// Write a self-contained HTML report here (verdict, grade and requirement text per scenario).
-    #[arg(long)]
-    html: Option<PathBuf>,
+    #[command(flatten)]
+    reports: ReportFiles,
 }
 
 #[tokio::main]
@@ -302,16 +281,8 @@ async fn replay(a: ReplayArgs) -> Result<i32> {
         s.failed + s.warned + s.policy,
         s.not_applicable
     );
-    if let Some(p) = &a.json {
-        std::fs::write(p, json::render(&report)).with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = &a.junit {
-        std::fs::write(p, junit::render(&report)).with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = &a.html {
-        std::fs::write(p, html::render(&report)).with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(i32::from(s.failed > 0))
+    a.reports.write(&report)?;
+    Ok(if report.summary.ok(Strictness::default()) { 0 } else { 1 })
 }
 
 fn import(file: &std::path::Path, output: &std::path::Path, conversation: usize) -> Result<i32> {
@@ -519,7 +490,7 @@ async fn check(a: CheckArgs) -> Result<i32> {
     }
     let strict = Strictness { warn: a.strict, policy: a.policy };
     let report = Report::new(label, results).with_wall(started.elapsed());
-    let code = finish(report, strict, a.verbose, a.json.as_ref(), a.junit.as_ref(), a.html.as_ref())?;
+    let code = finish(report, strict, a.verbose, &a.reports)?;
     // An expected-results entry for a scenario that was not run is not an error, but say so:
     // entries for deleted or renamed scenarios would otherwise linger.
     let ids: BTreeSet<&str> = selected.iter().map(|s| s.id.as_str()).collect();
@@ -593,14 +564,36 @@ impl Progress {
     }
 }
 
-fn finish(
-    report: Report,
-    strict: Strictness,
-    verbose: bool,
-    json_out: Option<&PathBuf>,
-    junit_out: Option<&PathBuf>,
-    html_out: Option<&PathBuf>,
-) -> Result<i32> {
+/// The report files a run writes, the same three options on every command that produces verdicts.
+#[derive(clap::Args, Debug)]
+struct ReportFiles {
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Write a self-contained HTML report here (verdict, grade and requirement text per scenario).
+    #[arg(long)]
+    html: Option<PathBuf>,
+}
+
+impl ReportFiles {
+    /// Writes every report that was asked for.
+    fn write(&self, report: &Report) -> Result<()> {
+        type Render = fn(&Report) -> String;
+        let outputs: [(&Option<PathBuf>, Render); 3] =
+            [(&self.json, json::render), (&self.junit, junit::render), (&self.html, html::render)];
+        for (path, render) in outputs {
+            if let Some(p) = path {
+                std::fs::write(p, render(report)).with_context(|| format!("writing {}", p.display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn finish(report: Report, strict: Strictness, verbose: bool, reports: &ReportFiles) -> Result<i32> {
     // The most serious first: MUST failures and xpasses, then SHOULD, then policy, then the rest.
     let rank = |v: &Verdict| match v {
         Verdict::Fail | Verdict::Xpass { .. } => 0,
@@ -617,15 +610,7 @@ fn finish(
         println!("{h}");
     }
     println!("{}: {}", report.target, report.summary);
-    if let Some(p) = json_out {
-        std::fs::write(p, json::render(&report)).with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = junit_out {
-        std::fs::write(p, junit::render(&report)).with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = html_out {
-        std::fs::write(p, html::render(&report)).with_context(|| format!("writing {}", p.display()))?;
-    }
+    reports.write(&report)?;
     Ok(if report.summary.ok(strict) { 0 } else { 1 })
 }
 
@@ -815,7 +800,7 @@ async fn check_client(a: ClientArgs) -> Result<i32> {
         results.push(r);
     }
     let report = Report::new(a.command.clone(), results).with_wall(started.elapsed());
-    finish(report, Strictness::default(), true, a.json.as_ref(), a.junit.as_ref(), a.html.as_ref())
+    finish(report, Strictness::default(), true, &a.reports)
 }
 
 fn coverage(dir: Option<PathBuf>, strict: bool) -> Result<i32> {

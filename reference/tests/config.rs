@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -34,8 +33,9 @@ fn spawn(args: &[&str]) -> Proc {
     Proc(child)
 }
 
+/// A port that was free a moment ago.
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    testkit::free_port().expect("a free loopback port")
 }
 
 fn wait_ready(port: u16) {

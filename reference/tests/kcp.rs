@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::pseudo_random;
 
 use sha2::{Digest, Sha256};
 use socksref::transport::kcp::{self, Config};
@@ -15,22 +16,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 const MIB: usize = 1 << 20;
 
-/// Deterministic, poorly compressible bytes (snappy must not make the test trivial).
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// Writes `len` bytes while reading the echo back; returns (sent hash, received hash, MiB/s).
 async fn echo_roundtrip<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, len: usize) -> ([u8; 32], [u8; 32], f64) {
-    let data = pattern(len as u64, len);
+    let data = pseudo_random(len as u64, len);
     let want: [u8; 32] = Sha256::digest(&data).into();
     let (mut r, mut w) = tokio::io::split(s);
     let started = Instant::now();
@@ -190,7 +178,7 @@ async fn bad_checksum_and_wrong_key_datagrams_are_dropped() {
     sock.connect(ln.local_addr()).await.unwrap();
     let right = kcp::BlockCrypt::new(kcp::Cipher::Aes256, "");
     let wrong = kcp::BlockCrypt::new(kcp::Cipher::Aes256, "wrong");
-    sock.send(&pattern(7, 300)).await.unwrap();
+    sock.send(&pseudo_random(7, 300)).await.unwrap();
     sock.send(&[0u8; 5]).await.unwrap();
     sock.send(&datagram(&wrong, 0xaaaa, b"x")).await.unwrap();
     let mut flipped = datagram(&right, 0xaaaa, b"x");

@@ -8,6 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::pseudo_random;
 
 use rstest::rstest;
 use sha2::{Digest, Sha256};
@@ -48,19 +49,6 @@ fn chain(hops: Vec<Hop>) -> Chain {
     Chain { handshake_timeout: Duration::from_secs(5), connect_timeout: Duration::from_secs(5), ..Chain::new(hops) }
 }
 
-/// Pseudo-random bytes (xorshift), so a relay that drops or reorders a block cannot pass.
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Writes `data` and reads back as many bytes, which the XOR echo returns XORed with 0x5a;
 /// compares the SHA-256 of what came back with what was expected.
 async fn xor_roundtrip<S: AsyncRead + AsyncWrite + Unpin>(s: S, data: &[u8]) {
@@ -96,12 +84,12 @@ async fn connect_carries_megabytes_both_ways(#[case] kind: Kind) {
     let srv = server(&TransportSpec::new(kind)).await;
     let c = chain(vec![hop(kind, srv.addr)]);
     let s = c.connect(&echo.into()).await.unwrap();
-    xor_roundtrip(s, &payload(4 << 20, 7)).await;
+    xor_roundtrip(s, &pseudo_random(7, 4 << 20)).await;
     // A second and third conversation: for the smux kinds they are new streams on the same
     // session, concurrently.
     let target: Address = echo.into();
     let (a, b) = tokio::join!(c.connect(&target), c.connect(&target));
-    let (pa, pb) = (payload(300_000, 1), payload(300_000, 2));
+    let (pa, pb) = (pseudo_random(1, 300_000), pseudo_random(2, 300_000));
     tokio::join!(xor_roundtrip(a.unwrap(), &pa), xor_roundtrip(b.unwrap(), &pb));
 }
 
@@ -118,7 +106,7 @@ async fn udp_tun_over_the_transport(#[case] kind: Kind) {
     let srv = server(&TransportSpec::new(kind)).await;
     let tun = chain(vec![hop(kind, srv.addr)]).udp_tun(None).await.unwrap();
     for (i, len) in [1usize, 100, 1400, 4000].into_iter().enumerate() {
-        let data = payload(len, i as u64 + 11);
+        let data = pseudo_random(i as u64 + 11, len);
         tun.send_to(&data, &echo.into()).await.unwrap();
         let mut buf = vec![0u8; 8192];
         let (n, from) = tokio::time::timeout(Duration::from_secs(5), tun.recv_from(&mut buf)).await.unwrap().unwrap();
@@ -145,8 +133,8 @@ async fn mbind_over_the_transport(#[case] kind: Kind) {
         let mut peer = TcpStream::connect(bound).await.unwrap();
         let (mut inbound, from) = tokio::time::timeout(Duration::from_secs(5), mux.accept()).await.unwrap().unwrap();
         assert_eq!(from.socket_addr(), Some(peer.local_addr().unwrap()));
-        let up = payload(1 << 20, round + 20);
-        let down = payload(1 << 20, round + 30);
+        let up = pseudo_random(round + 20, 1 << 20);
+        let down = pseudo_random(round + 30, 1 << 20);
         let (up2, down2) = (up.clone(), down.clone());
         let peer_side = async {
             peer.write_all(&up2).await.unwrap();
@@ -177,9 +165,9 @@ async fn a_chain_runs_each_hops_transport_inside_the_previous_tunnel() {
     let (wss, mtls, ws) = (TransportSpec::new(Kind::Wss), TransportSpec::new(Kind::Mtls), TransportSpec::new(Kind::Ws));
     let (a, b, c) = tokio::join!(server(&wss), server(&mtls), server(&ws));
     let ch = chain(vec![hop(Kind::Wss, a.addr), hop(Kind::Mtls, b.addr), hop(Kind::Ws, c.addr)]);
-    xor_roundtrip(ch.connect(&echo.into()).await.unwrap(), &payload(1 << 20, 5)).await;
+    xor_roundtrip(ch.connect(&echo.into()).await.unwrap(), &pseudo_random(5, 1 << 20)).await;
     // The mtls session at hop 1 is reused: the next connect starts from it.
-    xor_roundtrip(ch.connect(&echo.into()).await.unwrap(), &payload(100_000, 6)).await;
+    xor_roundtrip(ch.connect(&echo.into()).await.unwrap(), &pseudo_random(6, 100_000)).await;
 }
 
 #[tokio::test]

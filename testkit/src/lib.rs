@@ -4,7 +4,8 @@
 //! free loopback port and must wait until they accept before using them. These helpers are the
 //! one copy of that: [`free_port`], [`wait_accepting`] (blocking) and
 //! [`wait_accepting_async`] (tokio), which both notice a process that exited instead of waiting
-//! out the deadline, and [`terminate`], which stops only the process it is given.
+//! out the deadline, and [`terminate`], which stops only the process it is given; and
+//! [`pseudo_random`], the one deterministic payload generator for volume checks.
 //!
 //! The crate depends on no other workspace crate, so `socksref`'s own tests can use it as a
 //! dev-dependency without a cycle.
@@ -19,6 +20,21 @@ use std::time::{Duration, Instant};
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 /// The pause between two probes: short, so a test does not wait longer than the server needs.
 const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// `len` deterministic pseudo-random octets (xorshift64 seeded by `seed`): reproducible without
+/// an RNG, and poorly compressible, so a relay that drops, reorders or loops back a block (or a
+/// compressing transport such as kcp's snappy layer) cannot pass a volume check by accident.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
 
 /// A loopback TCP port that nothing listens on right now.
 ///

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
+use testkit::pseudo_random;
 
 use anyhow::{bail, ensure, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,19 +34,6 @@ fn tcp_len() -> usize {
     }
 }
 
-/// Deterministic, non-repeating-looking payload (no RNG needed for reproducibility).
-fn payload(len: usize, seed: u8) -> Vec<u8> {
-    let mut x: u32 = 0x9E37_79B9 ^ u32::from(seed);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 /// What a cell observed, for the report.
 pub struct Outcome {
     /// One line: what went through.
@@ -56,7 +44,7 @@ pub struct Outcome {
 
 /// Sends a payload over TCP to `addr` and checks the XORed echo, within 20 s.
 async fn tcp_exchange(addr: SocketAddr, seed: u8) -> Result<usize> {
-    let data = payload(tcp_len(), seed);
+    let data = pseudo_random(u64::from(seed), tcp_len());
     let want = xor(&data);
     let run = async {
         let s = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
@@ -101,7 +89,7 @@ async fn udp_exchange(addr: SocketAddr) -> Result<usize> {
     let sock = UdpSocket::bind("127.0.0.1:0").await?;
     let mut total = 0;
     for i in 0..3u8 {
-        let data = payload(if small() { super::capture::UDP_PAYLOAD } else { 700 }, 100 + i);
+        let data = pseudo_random(u64::from(100 + i), if small() { super::capture::UDP_PAYLOAD } else { 700 });
         let want = xor(&data);
         let mut ok = false;
         'tries: for _ in 0..8 {
@@ -162,7 +150,7 @@ pub async fn run(
     match client {
         PeerId::Curl => {
             let dir = tempfile::Builder::new().prefix("sockslab-interop-curl-").tempdir()?;
-            let data = payload(tcp_len(), 7);
+            let data = pseudo_random(7, tcp_len());
             std::fs::write(dir.path().join("in"), &data)?;
             let proxy = format!("{}:{}", server.ip(), server.port());
             let mut args: Vec<String> = match feature {
@@ -236,7 +224,7 @@ pub async fn run(
 /// Sends `payload`, half-closes, and reads until EOF; the reply-after-FIN target answers only
 /// once it has seen that FIN, so a tunnel that does not carry it returns nothing.
 async fn half_close_exchange(addr: SocketAddr, seed: u8) -> Result<usize> {
-    let data = payload(if small() { tcp_len() } else { 64 * 1024 }, seed);
+    let data = pseudo_random(u64::from(seed), if small() { tcp_len() } else { 64 * 1024 });
     let want = xor(&data);
     let run = async {
         let mut s = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;

@@ -100,17 +100,10 @@ async fn udp_echo() -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     Ok((addr, task))
 }
 
-/// Deterministic bytes for block `seq` (xorshift seeded by it).
+/// Deterministic bytes for block `seq`: its sequence number, then pseudo-random bytes seeded by it.
 fn block(seq: u64, len: usize) -> Vec<u8> {
-    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len);
-    v.extend_from_slice(&seq.to_be_bytes());
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.push(x as u8);
-    }
+    let mut v = seq.to_be_bytes().to_vec();
+    v.extend(testkit::pseudo_random(seq, len.saturating_sub(v.len())));
     v.truncate(len);
     v
 }
