@@ -55,7 +55,11 @@ async fn dial(request: &ProxyRequest, shared: &Shared) -> Result<Stream, Reply> 
     let cfg = &shared.config;
     if let Some(chain) = cfg.chain() {
         check_for_upstream(&request.target, shared).await?;
-        return match tokio::time::timeout(cfg.connect_timeout, chain.connect(&request.target)).await {
+        // Boxed: a chain's connect holds every hop's transport handshake (TLS, WebSocket, smux)
+        // inline, and an inline future would size every tunnel's task for it for the tunnel's
+        // whole life (the soak measured 14.7 KB per idle tunnel instead of 7.9 KB).
+        let connect = Box::pin(chain.connect(&request.target));
+        return match tokio::time::timeout(cfg.connect_timeout, connect).await {
             Ok(Ok(s)) => Ok(s),
             Ok(Err(e)) => Err(reply::for_chain_error(&e, chain)),
             Err(_) => Err(reply::TIMED_OUT),

@@ -46,10 +46,11 @@ struct Handshaking {
 
 /// How far a handshake has come, for choosing whom to shed ([`enter_handshake`]).
 mod progress {
-    /// Nothing read yet: the server has not had its turn with this connection.
+    /// The server has not yet waited on this connection: it has not had its turn.
     pub const UNREAD: u8 = 0;
-    /// Bytes read, but not one complete message: how a slowloris client looks all its life.
-    pub const PARTIAL: u8 = 1;
+    /// The server waited for the client with not one complete message handled: how an idler or
+    /// a slowloris client looks all its life.
+    pub const STALLED: u8 = 1;
     /// At least one complete message (a greeting, a login) handled.
     pub const MESSAGE: u8 = 2;
 }
@@ -67,12 +68,12 @@ impl Drop for HandshakeSlot {
 }
 
 /// Enters a new connection among the handshaking ones. When `cap` are already handshaking, one
-/// is told to close first: the oldest that has sent bytes but not one complete message
-/// (a slowloris client, all its life), else the newest not read yet (the server is behind:
-/// those waiting longest are served first), else the oldest. Oldest alone is not enough against
-/// an attacker that reconnects at once when shed: on a loaded machine a real client whose
-/// greeting has not been read yet, or who is one round trip from its request, becomes the
-/// oldest after `cap` such reconnects and was shed.
+/// is told to close first: the oldest the server has waited on without a complete
+/// message (an idler or a slowloris client, all its life), else the oldest it has not had its
+/// turn with yet, else the oldest. Oldest alone is not enough against an attacker that
+/// reconnects at once when shed: on a loaded machine a real client whose greeting has not been
+/// read yet, or who is one round trip from its request, becomes the oldest after `cap` such
+/// reconnects and was shed.
 ///
 /// Returns the slot, the shed signal and the progress marker the handshake updates.
 fn enter_handshake(
@@ -90,8 +91,8 @@ fn enter_handshake(
         let victim = hs
             .open
             .iter()
-            .find_map(at(progress::PARTIAL))
-            .or_else(|| hs.open.iter().rev().find_map(at(progress::UNREAD)))
+            .find_map(at(progress::STALLED))
+            .or_else(|| hs.open.iter().find_map(at(progress::UNREAD)))
             .or_else(|| hs.open.keys().next().copied());
         let Some((shed, _)) = victim.and_then(|id| hs.open.remove(&id)) else { break };
         let _ = shed.send(());
@@ -338,11 +339,13 @@ async fn handshake(
             continue;
         }
         stream.flush().await?;
+        // Waiting for the client with no complete message yet: the first to shed (see
+        // `enter_handshake`); a handled message lifts it out of that for good.
+        let _ = marker.compare_exchange(progress::UNREAD, progress::STALLED, Ordering::Relaxed, Ordering::Relaxed);
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Ok((stream, None)); // EOF mid-handshake
         }
-        let _ = marker.compare_exchange(progress::UNREAD, progress::PARTIAL, Ordering::Relaxed, Ordering::Relaxed);
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -403,14 +406,14 @@ mod tests {
     }
 
     #[test]
-    fn the_handshake_cap_sheds_a_stalled_partial_message_before_a_client_making_progress() {
-        use progress::{MESSAGE, PARTIAL, UNREAD};
-        // The oldest that sent bytes but no complete message goes, even when younger.
-        assert_eq!(shed_among([MESSAGE, UNREAD, PARTIAL]), 2);
-        assert_eq!(shed_among([PARTIAL, PARTIAL, MESSAGE]), 0);
-        // Else the newest not read yet, then the oldest.
-        assert_eq!(shed_among([MESSAGE, UNREAD, UNREAD]), 2);
-        assert_eq!(shed_among([UNREAD, UNREAD, MESSAGE]), 1);
+    fn the_handshake_cap_sheds_a_stalled_handshake_before_a_client_making_progress() {
+        use progress::{MESSAGE, STALLED, UNREAD};
+        // The oldest stalled one goes, even when younger than the others.
+        assert_eq!(shed_among([MESSAGE, UNREAD, STALLED]), 2);
+        assert_eq!(shed_among([STALLED, STALLED, MESSAGE]), 0);
+        // Else the oldest not waited on yet, then the oldest.
+        assert_eq!(shed_among([MESSAGE, UNREAD, UNREAD]), 1);
+        assert_eq!(shed_among([UNREAD, UNREAD, MESSAGE]), 0);
         assert_eq!(shed_among([MESSAGE, MESSAGE, MESSAGE]), 0);
     }
 }
