@@ -313,21 +313,7 @@ fn every_example_config_file_loads_and_gost_ones_round_trip() {
             let file = write(&dir, &name, &yaml);
             let again = run(&["-C", file.to_str().unwrap(), "-O", "yaml"]);
             assert_eq!(String::from_utf8(again.stdout).unwrap(), yaml, "{name}");
-            // And it runs: every key is understood (the run fails later only on a busy port).
-            let mut child = Command::new(env!("CARGO_BIN_EXE_socksref"))
-                .args(["-C", p, "--log-level", "error"])
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-            if let Some(status) = child.try_wait().unwrap() {
-                let out = child.wait_with_output().unwrap();
-                let err = String::from_utf8_lossy(&out.stderr);
-                assert!(status.code() != Some(2) && err.contains("cannot listen"), "{name}: {err}");
-            } else {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            starts_and_listens(&name, &["-C"], &dir);
         } else if name.starts_with("v2ray") {
             seen.1 += 1;
             let out = run(&["--v2ray", p, "-O", "yaml"]);
@@ -337,9 +323,46 @@ fn every_example_config_file_loads_and_gost_ones_round_trip() {
             let file = write(&dir, &format!("{name}.yaml"), &yaml);
             let again = run(&["-C", file.to_str().unwrap(), "-O", "yaml"]);
             assert_eq!(String::from_utf8(again.stdout).unwrap(), yaml, "{name}");
+            starts_and_listens(&name, &["--v2ray"], &dir);
         }
     }
     assert!(seen.0 >= 8 && seen.1 >= 6, "{seen:?}");
+}
+
+/// Runs docker/configs/`name` (read with `flag`) with its listening ports moved to free ones,
+/// and waits until every TCP listener of its services accepts: every key was understood and
+/// every service started. A service that cannot start exits the process, which fails here.
+fn starts_and_listens(name: &str, flag: &[&str], dir: &Path) {
+    let original = configs_dir().join(name);
+    let out = run(&[flag, &[original.to_str().unwrap(), "-O", "json"]].concat());
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services = plan["services"].as_array().cloned().unwrap_or_default();
+    // (port in the file, free port, accepts TCP): rtcp/rudp listeners listen on the far side of a
+    // chain, which is not running here, so only their process is checked.
+    let mut ports = Vec::new();
+    for s in &services {
+        let addr = s["addr"].as_str().unwrap_or_default();
+        let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) else { continue };
+        let tcp = s["listener"]["type"].as_str().is_none_or(|t| t == "tcp");
+        ports.push((port, free_port(), tcp));
+    }
+    assert!(!ports.is_empty(), "{name}: no service with a port");
+    let moved: Vec<(u16, u16)> = ports.iter().map(|(from, to, _)| (*from, *to)).collect();
+    let copy = example_on(name, &moved, dir);
+    // Errors only: probing a forwarder's port makes it dial a chain that is not running here.
+    let child = Command::new(env!("CARGO_BIN_EXE_socksref"))
+        .args([flag, &[copy.to_str().unwrap(), "--log-level", "error"]].concat())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn socksref");
+    let mut child = Proc(child);
+    for (_, port, tcp) in &ports {
+        if *tcp {
+            wait_ready(*port);
+        }
+    }
+    assert!(child.0.try_wait().unwrap().is_none(), "{name}: socksref exited after its listeners opened");
 }
 
 /// A copy of docker/configs/`name` with every `from` port replaced by `to`.
@@ -406,6 +429,19 @@ fn v2ray_leftovers_are_listed_and_bad_settings_named_by_json_path() {
     for path in ["$.policy", "inbounds[0].settings.foo", "inbounds[0].streamSettings", "inbounds[1]: ignored"] {
         assert_eq!(err.matches(path).count(), 1, "{path} not reported once: {err}");
     }
+    // `version` is honoured, and the file says that V2Ray's lines disagree on it.
+    let v4a = write(
+        &dir,
+        "v4a.json",
+        r#"{"inbounds": [{"tag": "in", "listen": "127.0.0.1", "port": 1, "protocol": "socks"}],
+  "outbounds": [{"protocol": "socks", "settings": {"version": "4a", "servers": [{"address": "127.0.0.1", "port": 9}]}}]}"#,
+    );
+    let out = run(&["--v2ray", v4a.to_str().unwrap(), "-O", "json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("outbounds[0].settings.version: depends on the V2Ray version").count(), 1, "{err}");
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["chains"][0]["hops"][0]["nodes"][0]["connector"]["type"], "socks4a", "{plan}");
     let cases = [
         (
             "auth.json",

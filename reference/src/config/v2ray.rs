@@ -64,6 +64,10 @@ impl Cx<'_> {
     fn note(&mut self, path: &str, why: &str) {
         self.notes.push(format!("{path}: ignored: {why}"));
     }
+    /// Notes a key that is honoured, but that V2Ray's own lines do not agree on.
+    fn depends_on_version(&mut self, path: &str, how: &str) {
+        self.notes.push(format!("{path}: depends on the V2Ray version: {how}"));
+    }
     /// Notes every key of `obj` not in `known`.
     fn rest(&mut self, path: &str, obj: &Map<String, Value>, known: &[&str], why: &str) {
         for k in obj.keys().filter(|k| !known.contains(&k.as_str())) {
@@ -518,7 +522,7 @@ fn socks_outbound(cx: &mut Cx, s: &Map<String, Value>, path: &str, form: Form) -
                     })
                 }
             };
-            // As V2Ray from 4.42.2 (4.34 ignores `version` and always speaks SOCKS5).
+            // As V2Ray from 5.2.0 (4.34 ignores `version` and always speaks SOCKS5; docs/v2ray.md §2.3).
             let version = string(cx, s, path, "version")?.unwrap_or("5").to_ascii_lowercase();
             let kind = match version.as_str() {
                 "" | "5" => "socks5",
@@ -539,6 +543,11 @@ fn socks_outbound(cx: &mut Cx, s: &Map<String, Value>, path: &str, form: Form) -
                 if auth.as_ref().is_some_and(|a| !a.password.is_empty()) {
                     return Err(cx.err(&format!("{spath}.users[0].pass"), "a password needs SOCKS5 (as V2Ray)"));
                 }
+                // The same file means two things to two V2Ray lines: said once, by path.
+                cx.depends_on_version(
+                    &format!("{path}.version"),
+                    "speaks SOCKS4/4a as V2Ray from 5.2.0; V2Ray 4.34 (and up to 5.1.x) ignores it and speaks SOCKS5",
+                );
             }
             (host_port(host, port), auth, kind)
         }

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use socksref::client::{Chain, Hop};
+use socksref::proto::{Address, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::backend::{Launcher, Running};
@@ -38,6 +40,11 @@ enum Check {
     /// A SOCKS5 datagram sent straight to the TCP port's UDP twin with no association (V2Ray's
     /// UDP authentication bypass): passes when it is relayed.
     UdpUnassociated { port: u16 },
+    /// socksref's client does a SOCKS5 BIND (with RFC 1929 when `user`), a loopback peer
+    /// connects to BND, and bytes go both ways.
+    Bind { port: u16, user: Option<&'static str> },
+    /// The same with gost's MBIND (`F2`): the peer's connection arrives as an smux stream.
+    Mbind { port: u16, user: Option<&'static str> },
     /// A TCP echo through a local forwarder port.
     TcpForward { port: u16 },
     /// A UDP echo through a local forwarder port.
@@ -115,6 +122,8 @@ fn suites() -> Vec<Suite> {
             checks: vec![
                 ("curl-userpass", Curl { port: 1080, proto: "--socks5-hostname", user: up }),
                 ("udp-associate", UdpAssociate { port: 1080, user: up }),
+                ("bind", Bind { port: 1080, user: up }),
+                ("mbind", Mbind { port: 1080, user: up }),
             ],
         },
         Suite {
@@ -160,6 +169,8 @@ fn suites() -> Vec<Suite> {
             checks: vec![
                 ("curl-userpass", Curl { port: 1080, proto: "--socks5-hostname", user: up }),
                 ("udp-associate", UdpAssociate { port: 1080, user: up }),
+                ("bind", Bind { port: 1080, user: up }),
+                ("mbind", Mbind { port: 1080, user: up }),
             ],
         },
         Suite {
@@ -173,6 +184,8 @@ fn suites() -> Vec<Suite> {
                 ("socksref-userpass", SocksrefTcp { port: 1080, user: alice }),
                 ("udp-associate", UdpAssociate { port: 1080, user: alice }),
                 ("udp-unassociated", UdpUnassociated { port: 1080 }),
+                // V2Ray has no BIND: both must refuse it (a pass would be a difference).
+                ("bind", Bind { port: 1080, user: alice }),
             ],
         },
         Suite {
@@ -473,6 +486,28 @@ async fn run_check(
             r.stop().await;
             Ok(ok)
         }
+        Check::Bind { port: p, user } => {
+            let chain = one_hop(port(p), user);
+            let work = async {
+                let pending = chain.bind(&Address::UNSPECIFIED).await?;
+                let bound = pending.bound.socket_addr().context("BND is not an IP address")?;
+                let mut peer = TcpStream::connect(bound).await?;
+                let (mut s, _) = pending.accept().await?;
+                anyhow::Ok(both_ways(&mut s, &mut peer).await?)
+            };
+            Ok(tokio::time::timeout(LIMIT, work).await.is_ok_and(|r| r.unwrap_or(false)))
+        }
+        Check::Mbind { port: p, user } => {
+            let chain = one_hop(port(p), user);
+            let work = async {
+                let mux = chain.mbind(&Address::from(SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+                let bound = mux.bound.socket_addr().context("BND is not an IP address")?;
+                let mut peer = TcpStream::connect(bound).await?;
+                let (mut s, _) = mux.accept().await?;
+                anyhow::Ok(both_ways(&mut s, &mut peer).await?)
+            };
+            Ok(tokio::time::timeout(LIMIT, work).await.is_ok_and(|r| r.unwrap_or(false)))
+        }
         Check::TcpForward { port: p } => tcp_echo(port(p)).await,
         Check::UdpForward { port: p } => {
             let s = UdpSocket::bind("127.0.0.1:0").await?;
@@ -494,6 +529,31 @@ async fn run_check(
             }
         }
     }
+}
+
+/// A one-hop SOCKS5 chain of socksref's client to 127.0.0.1:`port`, offering no TLS methods.
+fn one_hop(port: u16, user: Option<&str>) -> Chain {
+    let mut hop = Hop::new(Version::V5, Address::from(SocketAddr::from(([127, 0, 0, 1], port))));
+    if let Some((name, pass)) = user.map(|u| u.split_once(':').unwrap_or((u, ""))) {
+        hop = hop.with_credentials(name, pass);
+    }
+    Chain::new(vec![hop])
+}
+
+/// Bytes from `a` reach `b` and the other way round.
+async fn both_ways<A, B>(a: &mut A, b: &mut B) -> std::io::Result<bool>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (there, back) = (b"configs-there", b"configs-back");
+    a.write_all(there).await?;
+    let mut got = [0u8; 13];
+    b.read_exact(&mut got).await?;
+    b.write_all(back).await?;
+    let mut got_back = [0u8; 12];
+    a.read_exact(&mut got_back).await?;
+    Ok(&got == there && &got_back == back)
 }
 
 async fn tcp_echo(port: u16) -> Result<bool> {
