@@ -102,11 +102,20 @@ pub struct ServerConfig {
     /// Destination rules (`allow=`/`deny=`, V-08): checked for every endpoint the server talks to
     /// on a client's behalf, after name resolution.
     pub rules: DestRules,
+    /// Replace BND in success replies with zeros to hide egress addresses.
+    pub hide_bnd: bool,
+    /// What the server is connected to in this process: not decisions (see [`Wiring`]).
+    pub wiring: Wiring,
+}
+
+/// The parts of a server's configuration that are not decisions: the process around it (its
+/// other listeners, its upstream chain, its certificate, its counters). Kept apart from the
+/// policy fields so that [`ServerConfig`] reads as the list of choices a deployment makes.
+#[derive(Debug, Clone, Default)]
+pub struct Wiring {
     /// Every listening socket of this process (all services and forwarders), for the
     /// self-connect check (V-22, R-74). Services started together share one set.
     pub local_listeners: Arc<LocalListeners>,
-    /// Replace BND in success replies with zeros to hide egress addresses.
-    pub hide_bnd: bool,
     /// Upstream proxies for outbound traffic (`-F`); `None` connects directly.
     pub upstream: Option<Arc<crate::client::Chain>>,
     /// gost's method-level TLS (`80`/`82`, docs/gost.md §3.3–§3.4): with a config, those
@@ -141,11 +150,8 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_handshakes: None,
             rules: DestRules::default(),
-            local_listeners: Arc::default(),
             hide_bnd: false,
-            upstream: None,
-            tls: None,
-            stats: Arc::default(),
+            wiring: Wiring::default(),
         }
     }
 }
@@ -159,7 +165,7 @@ impl ServerConfig {
     /// quirk we do not copy: gost clients always offer what they accept, so the offered-only
     /// rule interoperates with them and stays correct for RFC clients.
     pub fn methods(&self) -> Vec<Method> {
-        match (self.users.is_empty(), self.tls.is_some()) {
+        match (self.users.is_empty(), self.wiring.tls.is_some()) {
             (true, false) => vec![Method::NO_AUTH],
             (true, true) => vec![Method::TLS, Method::NO_AUTH],
             (false, false) => vec![Method::USER_PASS],
@@ -169,7 +175,7 @@ impl ServerConfig {
 
     /// The upstream chain, when one with at least one hop is configured.
     pub fn chain(&self) -> Option<&Arc<crate::client::Chain>> {
-        self.upstream.as_ref().filter(|c| !c.hops.is_empty())
+        self.wiring.upstream.as_ref().filter(|c| !c.hops.is_empty())
     }
 
     /// Whether `user`/`pass` match a configured credential: byte-exact, length-exact, and in time
@@ -221,7 +227,7 @@ impl ServerConfig {
         if dest.port() == 0 || is_unspecified_net(ip) {
             return Err((Reply::NOT_ALLOWED, "port 0 or unspecified address"));
         }
-        if self.local_listeners.contains(transport, SocketAddr::new(ip, dest.port())) {
+        if self.wiring.local_listeners.contains(transport, SocketAddr::new(ip, dest.port())) {
             return Err((Reply::NOT_ALLOWED, "destination is one of this process's listeners"));
             // V-22
         }
@@ -547,7 +553,7 @@ mod tests {
     #[test]
     fn destinations() {
         let c = ServerConfig::default();
-        c.local_listeners.add(Transport::Tcp, "127.0.0.1:1080".parse().unwrap());
+        c.wiring.local_listeners.add(Transport::Tcp, "127.0.0.1:1080".parse().unwrap());
         let ok = |s: &str| c.check_destination(s.parse().unwrap());
         assert_eq!(ok("127.0.0.1:80"), Ok(()));
         assert_eq!(ok("127.0.0.1:0"), Err(Reply::NOT_ALLOWED));
@@ -559,10 +565,10 @@ mod tests {
         assert_eq!(ok("[::ffff:127.0.0.1]:1080"), Err(Reply::NOT_ALLOWED));
         // A TCP listener is not reached by a datagram, and vice versa.
         assert_eq!(c.check_datagram_destination("127.0.0.1:1080".parse().unwrap()), Ok(()));
-        c.local_listeners.add(Transport::Udp, "0.0.0.0:5353".parse().unwrap());
+        c.wiring.local_listeners.add(Transport::Udp, "0.0.0.0:5353".parse().unwrap());
         assert!(c.check_datagram_destination("10.1.1.1:5353".parse().unwrap()).is_err());
         assert_eq!(ok("10.1.1.1:5353"), Ok(()));
-        c.local_listeners.remove(Transport::Tcp, "127.0.0.1:1080".parse().unwrap());
+        c.wiring.local_listeners.remove(Transport::Tcp, "127.0.0.1:1080".parse().unwrap());
         assert_eq!(ok("127.0.0.1:1080"), Ok(()));
         let strict = ServerConfig { deny_private: true, ..Default::default() };
         for s in [

@@ -11,14 +11,14 @@ use std::time::Duration;
 use socksref::client::{Chain, Error, Hop, HopTls};
 use socksref::proto::client::ClientError;
 use socksref::proto::{Address, Version};
-use socksref::server::{Credential, ServerConfig};
+use socksref::server::{Credential, ServerConfig, Wiring};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use common::hex;
 
 fn tls_server(config: ServerConfig) -> ServerConfig {
-    ServerConfig { tls: Some(socksref::tls::server_config().unwrap()), ..config }
+    ServerConfig { wiring: Wiring { tls: Some(socksref::tls::server_config().unwrap()), ..config.wiring }, ..config }
 }
 
 fn alice() -> Vec<Credential> {

@@ -14,7 +14,7 @@ use common::*;
 use socksref::client::{Chain, Hop, HopTls};
 use socksref::policy::{DestRules, LocalListeners, Transport};
 use socksref::proto::Version;
-use socksref::server::{ServerConfig, Stats};
+use socksref::server::{ServerConfig, Stats, Wiring};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -90,7 +90,7 @@ async fn udp_tun_bind_mode_binds_only_the_control_connections_address_d07() {
 #[tokio::test]
 async fn idlers_cannot_fill_the_connection_cap_r85() {
     let config = ServerConfig { max_connections: 10, max_handshakes: Some(4), ..cfg() };
-    let stats = config.stats.clone();
+    let stats = config.wiring.stats.clone();
     let server = start(config).await;
     let echo = xor_echo().await;
     let mut idlers = Vec::new();
@@ -145,7 +145,7 @@ fn reset(s: &TcpStream) {
 #[tokio::test]
 async fn a_client_reset_ends_a_spliced_tunnel_whose_target_is_not_reading_r41() {
     let config = cfg();
-    let stats = config.stats.clone();
+    let stats = config.wiring.stats.clone();
     let server = start(config).await;
     let (mut s, reply) = request(server.addr, 0x01, &v4(stalled_target().await)).await;
     assert_eq!(&reply[..2], &hex("05 00"));
@@ -159,8 +159,11 @@ async fn a_client_reset_ends_a_spliced_tunnel_whose_target_is_not_reading_r41() 
 
 #[tokio::test]
 async fn a_client_reset_ends_a_tls_tunnel_whose_target_is_not_reading_r41() {
-    let config = ServerConfig { tls: Some(socksref::tls::server_config().unwrap()), ..cfg() };
-    let stats = config.stats.clone();
+    let config = ServerConfig {
+        wiring: Wiring { tls: Some(socksref::tls::server_config().unwrap()), ..Wiring::default() },
+        ..cfg()
+    };
+    let stats = config.wiring.stats.clone();
     let server = start(config).await;
     let mut hop = Hop::new(Version::V5, server.addr.into());
     hop.tls = HopTls::AcceptAny;
@@ -178,8 +181,8 @@ async fn a_client_reset_ends_a_tls_tunnel_whose_target_is_not_reading_r41() {
 #[tokio::test]
 async fn no_service_connects_to_another_service_of_the_process_v22() {
     let own = Arc::new(LocalListeners::default());
-    let a = start(ServerConfig { local_listeners: own.clone(), ..cfg() }).await;
-    let b = start(ServerConfig { local_listeners: own.clone(), ..cfg() }).await;
+    let a = start(ServerConfig { wiring: Wiring { local_listeners: own.clone(), ..Wiring::default() }, ..cfg() }).await;
+    let b = start(ServerConfig { wiring: Wiring { local_listeners: own.clone(), ..Wiring::default() }, ..cfg() }).await;
     until("both listeners recorded", || own.snapshot().len() == 2).await;
     for (via, to) in [(a.addr, b.addr), (b.addr, a.addr)] {
         let (_s, reply) = request(via, 0x01, &v4(to)).await;
@@ -235,7 +238,7 @@ async fn recv(s: &UdpSocket) -> Vec<u8> {
 #[tokio::test]
 async fn udp_datagrams_with_nonzero_rsv_are_dropped_like_tcp_requests_d14() {
     let config = cfg();
-    let stats = config.stats.clone();
+    let stats = config.wiring.stats.clone();
     let server = start(config).await;
     let echo = udp_xor_echo_on("127.0.0.1:0").await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -310,7 +313,7 @@ async fn pysocks_udp_through_the_reference() {
 #[tokio::test]
 async fn v2ray_declaring_the_target_gets_its_datagrams_relayed_and_nobody_else_v01() {
     let config = cfg();
-    let stats = config.stats.clone();
+    let stats = config.wiring.stats.clone();
     let server = start(config).await;
     let echo = udp_xor_echo_on("127.0.0.1:0").await;
     // V2Ray puts the target in DST, then sends every datagram to it from a port of its own.
@@ -359,7 +362,7 @@ async fn rules_are_checked_per_datagram_v08() {
     let t1 = udp_xor_echo_on("127.0.0.1:0").await;
     let t2 = udp_xor_echo_on("127.0.0.1:0").await;
     let config = ruled("", &format!("127.0.0.1:{}", t2.port()));
-    let stats = config.stats.clone();
+    let stats = config.wiring.stats.clone();
     let server = start(config).await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (_control, relay) = associate_as(server.addr, &addr_bytes(client.local_addr().unwrap())).await;
@@ -386,7 +389,10 @@ async fn rules_check_names_sent_on_through_a_chain_v08() {
     let denied = xor_echo().await;
     let last = start(cfg()).await;
     let chain = Arc::new(Chain::new(vec![Hop::new(Version::V5, last.addr.into())]));
-    let config = ServerConfig { upstream: Some(chain), ..ruled("", &format!("*:{}", denied.port())) };
+    let config = ServerConfig {
+        wiring: Wiring { upstream: Some(chain), ..Wiring::default() },
+        ..ruled("", &format!("*:{}", denied.port()))
+    };
     let server = start(config).await;
     // The last hop would resolve the name; the rules here see its local answers first.
     let name = [&hex("03 09")[..], b"localhost", &denied.port().to_be_bytes()].concat();
@@ -461,7 +467,8 @@ async fn v2ray_4_udp_through_the_reference() {
 #[tokio::test]
 async fn a_stopped_service_leaves_no_listener_record() {
     let own = Arc::new(LocalListeners::default());
-    let server = start(ServerConfig { local_listeners: own.clone(), ..cfg() }).await;
+    let server =
+        start(ServerConfig { wiring: Wiring { local_listeners: own.clone(), ..Wiring::default() }, ..cfg() }).await;
     until("listener recorded", || own.snapshot().len() == 1).await;
     drop(server); // stops serve()
     until("record removed", || own.snapshot().is_empty()).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use rstest::rstest;
-use socksref::server::{Credential, ServerConfig, Stats};
+use socksref::server::{Credential, ServerConfig, Stats, Wiring};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -278,7 +278,7 @@ async fn connections_over_the_cap_are_closed_at_once_r85() {
     // Idle connections fill the cap here, so the handshake cap (which would shed them first,
     // see tests/hardening.rs) is set to the connection cap to test the connection cap alone.
     let config = ServerConfig { max_connections: 2, max_handshakes: Some(2), ..cfg() };
-    let stats = config.stats.clone();
+    let stats = config.wiring.stats.clone();
     let server = start(config).await;
     let _a = TcpStream::connect(server.addr).await.unwrap();
     let _b = TcpStream::connect(server.addr).await.unwrap();
@@ -404,7 +404,7 @@ async fn udp_round_trip_carries_the_real_source_r61() {
 #[tokio::test]
 async fn udp_from_sources_that_never_authenticated_is_dropped_v01() {
     let config = auth_cfg();
-    let stats = config.stats.clone();
+    let stats = config.wiring.stats.clone();
     let server = start(config).await;
     let echo = udp_xor_echo().await;
     // 1. Before any TCP: to the TCP port number (nothing listens on UDP there) — nothing back.
@@ -446,7 +446,7 @@ async fn udp_after_a_failed_login_there_is_no_relay_at_all() {
 #[tokio::test]
 async fn udp_frag_nonzero_and_malformed_headers_are_dropped_d12_r58() {
     let config = cfg();
-    let stats = config.stats.clone();
+    let stats = config.wiring.stats.clone();
     let server = start(config).await;
     let echo = udp_xor_echo().await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -483,7 +483,7 @@ async fn udp_associate_declaring_a_foreign_address_is_refused_r55() {
 #[tokio::test]
 async fn udp_from_remotes_never_contacted_is_dropped_d16() {
     let config = cfg();
-    let stats = config.stats.clone();
+    let stats = config.wiring.stats.clone();
     let server = start(config).await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (_control, relay) = associate(server.addr, &client).await;
@@ -553,7 +553,7 @@ async fn sixty_four_mib_each_way_arrive_intact_r44() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_tunnels() {
     let config = cfg();
-    let stats = config.stats.clone();
+    let stats = config.wiring.stats.clone();
     let server = start(config).await;
     let echo = xor_echo().await;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(200));
@@ -585,7 +585,10 @@ fn via(upstreams: &[SocketAddr]) -> ServerConfig {
     use socksref::client::{Chain, Hop};
     use socksref::proto::{Address, Version};
     let hops = upstreams.iter().map(|a| Hop::new(Version::V5, Address::from(*a))).collect();
-    ServerConfig { upstream: Some(std::sync::Arc::new(Chain::new(hops))), ..cfg() }
+    ServerConfig {
+        wiring: Wiring { upstream: Some(std::sync::Arc::new(Chain::new(hops))), ..Wiring::default() },
+        ..cfg()
+    }
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use socksref::config;
 use socksref::forward::UdpVia;
 use socksref::policy::{DestRules, LocalListeners, Transport};
 use socksref::proto::{Address, Version};
-use socksref::server::{Credential, ServerConfig};
+use socksref::server::{Credential, ServerConfig, Wiring};
 use socksref::transport::TransportSpec;
 use socksref::url::{ProxyUrl, UrlError};
 use tokio::net::{TcpListener, UdpSocket};
@@ -480,7 +480,12 @@ impl Service {
                 message: "a socks service takes no forward target".into(),
             });
         }
-        let mut c = ServerConfig { socks4, socks5, local_listeners: own.clone(), ..Default::default() };
+        let mut c = ServerConfig {
+            socks4,
+            socks5,
+            wiring: Wiring { local_listeners: own.clone(), ..Wiring::default() },
+            ..Default::default()
+        };
         match &url.auth {
             // `socks4://admin@…`: as gost, serve only SOCKS4 requests whose USERID is `admin` and
             // answer the rest 00 5D. (A password cannot be checked over SOCKS4; with one the
@@ -516,7 +521,7 @@ impl Service {
         // gost's default (docs/gost.md §3.4.3): a fresh self-signed certificate, and the
         // TLS methods selected when offered, unless `notls=true`.
         if socks5 && !url.bool_param("notls", false)? {
-            c.tls = Some(socksref::tls::server_config().map_err(|e| url.param_error("notls", e.to_string()))?);
+            c.wiring.tls = Some(socksref::tls::server_config().map_err(|e| url.param_error("notls", e.to_string()))?);
         }
         let set = |d: &mut Duration, key: &str| -> Result<(), UrlError> {
             if let Some(v) = url.duration_param(key)? {
@@ -560,7 +565,7 @@ impl Service {
             });
         }
         if !chain.hops.is_empty() {
-            c.upstream = Some(chain.clone());
+            c.wiring.upstream = Some(chain.clone());
         }
         Ok(Service::Socks { url, config: Box::new(c), max_conns_given, transport: Box::new(transport) })
     }

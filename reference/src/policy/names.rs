@@ -46,12 +46,12 @@ impl ServerConfig {
         }
         match (allowed.is_empty(), denial) {
             (true, Some(rep)) => {
-                Stats::bump(&self.stats.policy_denials);
+                Stats::bump(&self.wiring.stats.policy_denials);
                 Err(rep)
             }
             (true, None) => Err(reply::NO_ADDRESS),
             (false, Some(rep)) if self.deny_private => {
-                Stats::bump(&self.stats.policy_denials);
+                Stats::bump(&self.wiring.stats.policy_denials);
                 Err(rep)
             }
             _ => Ok(allowed),

@@ -42,9 +42,9 @@ pub(crate) async fn run(
     if !early.is_empty() {
         upstream.write_all(&early).await?;
     }
-    cfg.stats.live_tunnels.fetch_add(1, Ordering::Relaxed);
+    cfg.wiring.stats.live_tunnels.fetch_add(1, Ordering::Relaxed);
     let moved = crate::tls::relay(&mut client, &mut upstream, Some(cfg.idle_timeout)).await;
-    cfg.stats.live_tunnels.fetch_sub(1, Ordering::Relaxed);
+    cfg.wiring.stats.live_tunnels.fetch_sub(1, Ordering::Relaxed);
     let (up, down) = moved.as_ref().map(|t| (t.a_to_b + early.len() as u64, t.b_to_a)).unwrap_or_default();
     info!(%peer, target = %request.target, up, down, ok = moved.is_ok(), "tunnel closed");
     moved.map(drop)

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::policy::Transport;
-pub use crate::policy::{Credential, ServerConfig, Stats};
+pub use crate::policy::{Credential, ServerConfig, Stats, Wiring};
 use crate::proto::server::{HandshakeConfig, ProxyRequest, ServerEvent, ServerHandshake};
 use crate::proto::{encode_reply, Address, Command, Reply};
 use crate::tls::Stream;
@@ -107,7 +107,7 @@ fn enter_handshake(
 }
 
 /// Serves SOCKS on `listener` until `shutdown` completes; then stops accepting and aborts the
-/// connections still open. The listener is recorded in `config.local_listeners` while it serves,
+/// connections still open. The listener is recorded in `config.wiring.local_listeners` while it serves,
 /// so that no service of the process can be asked to connect to it (V-22).
 pub async fn serve(listener: TcpListener, config: ServerConfig, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     serve_on(crate::transport::Listener::tcp(listener)?, config, shutdown).await
@@ -123,7 +123,7 @@ pub async fn serve_on(
 ) -> io::Result<()> {
     let local = listener.local_addr();
     let transport = listener.kind();
-    let _record = config.local_listeners.register(Transport::Tcp, local);
+    let _record = config.wiring.local_listeners.register(Transport::Tcp, local);
     let shared = Arc::new(Shared { config });
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
     let handshake_cap = shared.config.handshake_cap();
@@ -146,13 +146,13 @@ pub async fn serve_on(
                 }
             },
         };
-        Stats::bump(&shared.config.stats.accepted);
+        Stats::bump(&shared.config.wiring.stats.accepted);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            Stats::bump(&shared.config.stats.over_cap);
+            Stats::bump(&shared.config.wiring.stats.over_cap);
             debug!(%peer, "connection cap reached; closing");
             continue; // dropping the stream closes it at once
         };
-        let (slot, shed, marker) = enter_handshake(&handshaking, handshake_cap, &shared.config.stats);
+        let (slot, shed, marker) = enter_handshake(&handshaking, handshake_cap, &shared.config.wiring.stats);
         let shared = shared.clone();
         tasks.spawn(async move {
             let _permit = permit;
@@ -194,7 +194,7 @@ async fn handle(
         r = deadline => r,
         // Shed to make room for a newer connection: close without a reply, as on the deadline.
         Ok(()) = shed => {
-            Stats::bump(&cfg.stats.handshake_failures);
+            Stats::bump(&cfg.wiring.stats.handshake_failures);
             debug!(%peer, "closed while handshaking: handshake cap reached");
             return;
         }
@@ -203,17 +203,17 @@ async fn handle(
     let (stream, Handshaken { request, early }) = match hs {
         Ok(Ok((stream, Some(h)))) => (stream, h),
         Ok(Ok((stream, None))) => {
-            Stats::bump(&cfg.stats.handshake_failures);
+            Stats::bump(&cfg.wiring.stats.handshake_failures);
             return linger_close(stream).await;
         }
         Ok(Err(e)) => {
-            Stats::bump(&cfg.stats.handshake_failures);
+            Stats::bump(&cfg.wiring.stats.handshake_failures);
             debug!(%peer, error = %e, "handshake i/o error");
             return;
         }
         Err(_) => {
             // never a partial reply; just close.
-            Stats::bump(&cfg.stats.handshake_failures);
+            Stats::bump(&cfg.wiring.stats.handshake_failures);
             debug!(%peer, "handshake deadline passed");
             return;
         }
@@ -277,7 +277,7 @@ async fn handshake(
                 ServerEvent::Authenticate(req) => {
                     let ok = cfg.check_credentials(&req.user, &req.pass);
                     if !ok {
-                        Stats::bump(&cfg.stats.auth_failures);
+                        Stats::bump(&cfg.wiring.stats.auth_failures);
                         info!(user = %req.user.escape_ascii(), "authentication failed");
                     }
                     hs.auth_result(ok);
@@ -285,7 +285,7 @@ async fn handshake(
                 ServerEvent::CheckUserid(userid) => {
                     let ok = cfg.check_socks4_userid(&userid);
                     if !ok {
-                        Stats::bump(&cfg.stats.auth_failures);
+                        Stats::bump(&cfg.wiring.stats.auth_failures);
                         info!(userid = %userid.escape_ascii(), "SOCKS4 USERID not accepted");
                     }
                     hs.userid_result(ok);
@@ -297,7 +297,7 @@ async fn handshake(
                         stream.write_all(&out).await?;
                         stream.flush().await?;
                     }
-                    let Some(tls) = cfg.tls.clone() else {
+                    let Some(tls) = cfg.wiring.tls.clone() else {
                         // Methods come from the configuration, which lists 80/82 only with a
                         // TLS config; anything else cannot be set up.
                         return Ok((stream, None));

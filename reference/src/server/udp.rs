@@ -61,7 +61,7 @@ pub(crate) async fn run(
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &bnd(cfg, relay_addr))).await?;
     info!(%peer, relay = %relay_addr, "udp association open");
     // Declared before the association, so it is dropped after the relay socket has closed.
-    let _live = Live::count(&cfg.stats.live_udp_associations);
+    let _live = Live::count(&cfg.wiring.stats.live_udp_associations);
 
     let mut assoc = Association {
         shared,
@@ -201,7 +201,7 @@ struct Association<'a> {
 
 impl Association<'_> {
     async fn on_client_datagram(&mut self, datagram: &[u8], src: SocketAddr) {
-        let stats = &self.shared.config.stats;
+        let stats = &self.shared.config.wiring.stats;
         let decoded = UdpHeader::decode(datagram);
         let header_dst = decoded.as_ref().ok().map(|(h, _)| &h.address);
         // RFC 1928 §7: only the associated client's IP, and its port as the lock says.
@@ -239,7 +239,7 @@ impl Association<'_> {
     }
 
     async fn on_remote_datagram(&mut self, payload: &[u8], src: &Address) {
-        let stats = &self.shared.config.stats;
+        let stats = &self.shared.config.wiring.stats;
         if !self.shared.config.udp_full_cone && !self.remotes.contains(src) {
             return Stats::bump(&stats.udp_dropped_unsolicited); // D-16
         }

@@ -155,20 +155,20 @@ impl Tunnel<'_> {
                         continue; // gost cannot read an empty frame (§4.7)
                     }
                     if !self.bind_mode && !cfg.udp_full_cone && !self.remotes.contains(&src) {
-                        Stats::bump(&cfg.stats.udp_dropped_unsolicited);
+                        Stats::bump(&cfg.wiring.stats.udp_dropped_unsolicited);
                         continue; // D-16
                     }
                     // Bind mode relays whoever sends to the socket: the allow/deny rules decide
                     // which senders may (V-08).
                     if self.bind_mode && src.socket_addr().is_some_and(|a| cfg.check_peer(a).is_err()) {
-                        Stats::bump(&cfg.stats.udp_dropped_policy);
+                        Stats::bump(&cfg.wiring.stats.udp_dropped_policy);
                         continue;
                     }
                     frame.clear();
                     if TunFrame::encode(&src, &from_remote[..n], &mut frame).is_ok() {
                         control.write_all(&frame).await?;
                         control.flush().await?;
-                        Stats::bump(&cfg.stats.udp_relayed_in);
+                        Stats::bump(&cfg.wiring.stats.udp_relayed_in);
                     }
                 }
                 () = idle => { debug!("udp-tun idle"); return Ok(()) }
@@ -177,7 +177,7 @@ impl Tunnel<'_> {
     }
 
     async fn on_frame(&mut self, outbound: &Outbound, dest: &Address, payload: &[u8]) {
-        let stats = &self.shared.config.stats;
+        let stats = &self.shared.config.wiring.stats;
         if payload.is_empty() {
             return; // RSV = 0: nothing to send
         }
