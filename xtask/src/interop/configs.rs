@@ -40,9 +40,10 @@ enum Check {
     /// A SOCKS5 datagram sent straight to the TCP port's UDP twin with no association (V2Ray's
     /// UDP authentication bypass): passes when it is relayed.
     UdpUnassociated { port: u16 },
-    /// socksref's client does a SOCKS5 BIND (with RFC 1929 when `user`), a loopback peer
-    /// connects to BND, and bytes go both ways.
-    Bind { port: u16, user: Option<&'static str> },
+    /// socksref's client does a SOCKS5 BIND (with RFC 1929 when `user`) naming the peer
+    /// (127.0.0.1, or all-zero when `any_peer`: "whoever connects"), a loopback peer connects
+    /// to BND, and bytes go both ways.
+    Bind { port: u16, user: Option<&'static str>, any_peer: bool },
     /// The same with gost's MBIND (`F2`): the peer's connection arrives as an smux stream.
     Mbind { port: u16, user: Option<&'static str> },
     /// A TCP echo through a local forwarder port.
@@ -71,6 +72,13 @@ struct Expected {
 }
 
 const EXPECTED: &[Expected] = &[
+    Expected {
+        file: "gost-socks5-bind.yaml",
+        check: "bind-any-peer",
+        reason: "a BIND whose DST.ADDR is all-zero: gost lets anyone connect; socksref refuses it (REP 02) \
+                 unless bindAnyPeer is set, since the peer check is what keeps a third party out of the \
+                 client's listener (D-07, docs/config.md §5)",
+    },
     Expected {
         file: "v2ray4-socks-server.json",
         check: "udp-unassociated",
@@ -122,7 +130,8 @@ fn suites() -> Vec<Suite> {
             checks: vec![
                 ("curl-userpass", Curl { port: 1080, proto: "--socks5-hostname", user: up }),
                 ("udp-associate", UdpAssociate { port: 1080, user: up }),
-                ("bind", Bind { port: 1080, user: up }),
+                ("bind", Bind { port: 1080, user: up, any_peer: false }),
+                ("bind-any-peer", Bind { port: 1080, user: up, any_peer: true }),
                 ("mbind", Mbind { port: 1080, user: up }),
             ],
         },
@@ -169,7 +178,7 @@ fn suites() -> Vec<Suite> {
             checks: vec![
                 ("curl-userpass", Curl { port: 1080, proto: "--socks5-hostname", user: up }),
                 ("udp-associate", UdpAssociate { port: 1080, user: up }),
-                ("bind", Bind { port: 1080, user: up }),
+                ("bind", Bind { port: 1080, user: up, any_peer: false }),
                 ("mbind", Mbind { port: 1080, user: up }),
             ],
         },
@@ -185,7 +194,7 @@ fn suites() -> Vec<Suite> {
                 ("udp-associate", UdpAssociate { port: 1080, user: alice }),
                 ("udp-unassociated", UdpUnassociated { port: 1080 }),
                 // V2Ray has no BIND: both must refuse it (a pass would be a difference).
-                ("bind", Bind { port: 1080, user: alice }),
+                ("bind", Bind { port: 1080, user: alice, any_peer: false }),
             ],
         },
         Suite {
@@ -486,10 +495,11 @@ async fn run_check(
             r.stop().await;
             Ok(ok)
         }
-        Check::Bind { port: p, user } => {
+        Check::Bind { port: p, user, any_peer } => {
             let chain = one_hop(port(p), user);
+            let peer = if any_peer { Address::UNSPECIFIED } else { SocketAddr::from(([127, 0, 0, 1], 0)).into() };
             let work = async {
-                let pending = chain.bind(&Address::UNSPECIFIED).await?;
+                let pending = chain.bind(&peer).await?;
                 let bound = pending.bound.socket_addr().context("BND is not an IP address")?;
                 let mut peer = TcpStream::connect(bound).await?;
                 let (mut s, _) = pending.accept().await?;
