@@ -278,6 +278,9 @@ impl Player<'_> {
                         tokio::time::sleep(SPLIT_PAUSE).await;
                     }
                 }
+                // Over TLS the last writes may sit in rustls until flushed (see the
+                // one-byte test in harness/tests/catalogue_transports.rs).
+                let _ = conn.stream.flush().await;
             }
             StepKind::Expect(pat) => {
                 let until = Instant::now() + self.deadline(i, EXPECT_DEADLINE);

@@ -63,6 +63,9 @@ pub(crate) async fn run(
     };
     let bound = listener.local_addr()?;
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &bnd(cfg, bound))).await?;
+    // Flushed: the server now waits, and over a TLS transport a reply can sit in rustls
+    // until flushed (docs/transports.md).
+    control.flush().await?;
     info!(%peer, %bound, "bind listening");
 
     // Wait for the one peer, the deadline, or the control connection going away.
@@ -130,6 +133,9 @@ async fn via_chain(
         Err(_) => return fail(control, request, reply::TIMED_OUT).await,
     };
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &pending.bound)).await?;
+    // Flushed: the server now waits, and over a TLS transport a reply can sit in rustls
+    // until flushed (docs/transports.md).
+    control.flush().await?;
     let accept = tokio::time::timeout(shared.config.bind_accept_timeout, pending.accept());
     let (mut remote, peer) = match accept.await {
         Ok(Ok(v)) => v,

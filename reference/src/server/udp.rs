@@ -59,6 +59,9 @@ pub(crate) async fn run(
     // D-02: a concrete BND.ADDR, the address the client reached us on.
     let relay_addr = relay.local_addr()?;
     control.write_all(&encode_reply(request.version, Reply::SUCCEEDED, &bnd(cfg, relay_addr))).await?;
+    // Flushed: the server now waits, and over a TLS transport a reply can sit in rustls
+    // until flushed (docs/transports.md).
+    control.flush().await?;
     info!(%peer, relay = %relay_addr, "udp association open");
     // Declared before the association, so it is dropped after the relay socket has closed.
     let _live = Live::count(&cfg.wiring.stats.live_udp_associations);
