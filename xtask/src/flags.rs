@@ -137,7 +137,7 @@ pub struct InteropArgs {
     /// Run the transport family instead of the matrix: {reference, gost} × {reference, gost} ×
     /// these transports × {connect, udp-tun, mbind}, 64 MiB each way (docs/transports.md).
     #[arg(long = "transport", value_name = "LIST", value_delimiter = ',',
-          value_parser = ["tcp", "tls", "ws", "wss", "mtls", "mws", "mwss"])]
+          value_parser = ["tcp", "tls", "ws", "wss", "mtls", "mws", "mwss", "kcp"])]
     pub transports: Vec<String>,
 }
 
