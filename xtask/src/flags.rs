@@ -183,7 +183,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub tunnels: Option<usize>,
 
-    /// Only the transport rows (tls and wss throughput and handshakes/s, socksref vs gost).
+    /// Only the transport rows (tls, wss and kcp throughput and handshakes/s, socksref vs gost).
     #[arg(long)]
     pub transports_only: bool,
 }
