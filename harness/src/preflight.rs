@@ -84,6 +84,10 @@ pub async fn run_via(
     creds: Option<(&[u8], &[u8])>,
 ) -> Result<Preflight, PreflightError> {
     let connect = async {
+        // kcp dials its own UDP session.
+        if let Some(s) = transport.open_own(&addr.into()).await {
+            return s;
+        }
         let tcp = TcpStream::connect(addr).await?;
         let _ = tcp.set_nodelay(true);
         transport.establish(socksref::tls::Stream::Tcp(tcp), &addr.into()).await

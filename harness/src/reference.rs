@@ -154,9 +154,13 @@ pub async fn start_on(
     instance: Option<String>,
     transport: &socksref::transport::TransportSpec,
 ) -> std::io::Result<RunningRef> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr: SocketAddr = listener.local_addr()?;
-    let listener = socksref::transport::Listener::new(listener, transport)?;
+    // kcp binds its own (UDP) socket; the others run on a TCP listener.
+    let listener = if transport.kind.is_udp() {
+        socksref::transport::Listener::bind("127.0.0.1:0", transport).await?
+    } else {
+        socksref::transport::Listener::new(TcpListener::bind("127.0.0.1:0").await?, transport)?
+    };
+    let addr: SocketAddr = listener.local_addr();
     let dialer = std::sync::Arc::new(socksref::transport::Dialer::new(transport.clone())?);
     let (tx, rx) = oneshot::channel::<()>();
     let config = opts.config();

@@ -547,3 +547,40 @@ async fn kcptun_client_through_a_lossy_link_to_our_listener() {
     assert_eq!(want, got, "8 MiB over a link losing 1 datagram in 7");
     println!("kcptun-client → lossy link → socksref kcp listener: {rate:.1} MiB/s each way");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcptun_client_carries_socks5_to_the_socksref_binary_over_socks5_kcp() {
+    // kcptun is a plain kcp tunnel: its client hands our `-L socks5+kcp://` service the bytes of
+    // a SOCKS5 client, so this is a second kcp-go implementation against the whole binary.
+    let Some(client) = which("kcptun-client") else {
+        println!("SKIP: kcptun-client not installed (apt-get install kcptun)");
+        return;
+    };
+    let cfg = Config { key: "sockslab".into(), ..kcptun_cfg() };
+    let port = free_udp();
+    let query = format!(
+        "kcp.key={}&kcp.mode={}&kcp.mtu={}&kcp.sndwnd={}&kcp.rcvwnd={}",
+        cfg.key, cfg.mode, cfg.mtu, cfg.sndwnd, cfg.rcvwnd
+    );
+    let _server = Peer(
+        Command::new(env!("CARGO_BIN_EXE_socksref"))
+            .args(["-L", &format!("socks5+kcp://127.0.0.1:{port}?{query}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn socksref"),
+    );
+    let local: SocketAddr = format!("127.0.0.1:{}", free_tcp()).parse().unwrap();
+    let mut args = vec!["-l".into(), local.to_string(), "-r".into(), format!("127.0.0.1:{port}")];
+    args.extend(kcptun_flags(&cfg, "aes"));
+    let _peer = spawn(&client, &args);
+    let target = tcp_echo_server().await;
+    // kcp has no handshake: kcptun's first datagrams may reach the port before socksref binds
+    // it, and KCP resends them, so the first CONNECT needs no readiness probe.
+    let mut tcp = connect_retry(local).await;
+    socks5_connect(&mut tcp, target).await;
+    let (want, got, rate) = echo_roundtrip(tcp, 16 * MIB).await;
+    assert_eq!(want, got, "16 MiB through kcptun-client → socksref -L socks5+kcp → echo → back");
+    println!("kcptun-client → socksref -L socks5+kcp: {rate:.1} MiB/s each way");
+}

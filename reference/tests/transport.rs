@@ -28,9 +28,9 @@ struct Server {
 }
 
 async fn server(spec: &TransportSpec) -> Server {
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    let listener = Listener::new(tcp, spec).unwrap();
+    // A TCP listener, or kcp's UDP socket.
+    let listener = Listener::bind("127.0.0.1:0", spec).await.unwrap();
+    let addr = listener.local_addr();
     let config = ServerConfig { allow_bind: true, allow_udp: true, ..ServerConfig::default() };
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(serve_on(listener, config, async move {
@@ -68,7 +68,7 @@ async fn xor_roundtrip<S: AsyncRead + AsyncWrite + Unpin>(s: S, data: &[u8]) {
     assert_eq!(Sha256::digest(&got), Sha256::digest(&expected), "payload corrupted");
 }
 
-const KINDS: [Kind; 7] = [Kind::Tcp, Kind::Tls, Kind::Ws, Kind::Wss, Kind::Mtls, Kind::Mws, Kind::Mwss];
+const KINDS: [Kind; 8] = [Kind::Tcp, Kind::Tls, Kind::Ws, Kind::Wss, Kind::Mtls, Kind::Mws, Kind::Mwss, Kind::Kcp];
 
 #[rstest]
 #[case::tcp(Kind::Tcp)]
@@ -78,6 +78,7 @@ const KINDS: [Kind; 7] = [Kind::Tcp, Kind::Tls, Kind::Ws, Kind::Wss, Kind::Mtls,
 #[case::mtls(Kind::Mtls)]
 #[case::mws(Kind::Mws)]
 #[case::mwss(Kind::Mwss)]
+#[case::kcp(Kind::Kcp)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_carries_megabytes_both_ways(#[case] kind: Kind) {
     let echo = common::xor_echo().await;
@@ -85,8 +86,8 @@ async fn connect_carries_megabytes_both_ways(#[case] kind: Kind) {
     let c = chain(vec![hop(kind, srv.addr)]);
     let s = c.connect(&echo.into()).await.unwrap();
     xor_roundtrip(s, &pseudo_random(7, 4 << 20)).await;
-    // A second and third conversation: for the smux kinds they are new streams on the same
-    // session, concurrently.
+    // A second and third conversation: for the smux kinds (and kcp) they are new streams on the
+    // same session, concurrently.
     let target: Address = echo.into();
     let (a, b) = tokio::join!(c.connect(&target), c.connect(&target));
     let (pa, pb) = (pseudo_random(1, 300_000), pseudo_random(2, 300_000));
@@ -100,6 +101,7 @@ async fn connect_carries_megabytes_both_ways(#[case] kind: Kind) {
 #[case::mtls(Kind::Mtls)]
 #[case::mws(Kind::Mws)]
 #[case::mwss(Kind::Mwss)]
+#[case::kcp(Kind::Kcp)]
 #[tokio::test]
 async fn udp_tun_over_the_transport(#[case] kind: Kind) {
     let echo = common::udp_xor_echo().await;
@@ -123,6 +125,7 @@ async fn udp_tun_over_the_transport(#[case] kind: Kind) {
 #[case::mtls(Kind::Mtls)]
 #[case::mws(Kind::Mws)]
 #[case::mwss(Kind::Mwss)]
+#[case::kcp(Kind::Kcp)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mbind_over_the_transport(#[case] kind: Kind) {
     let srv = server(&TransportSpec::new(kind)).await;
@@ -301,4 +304,61 @@ async fn ws_path_and_host_reach_the_server() {
     let mut h = Hop::new(Version::V5, srv.addr.into());
     h.transport = Arc::new(Dialer::new(spec).unwrap());
     xor_roundtrip(chain(vec![h]).connect(&echo.into()).await.unwrap(), b"on /tunnel").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcp_garbage_and_wrong_keys_are_dropped_and_the_listener_lives_on() {
+    let echo = common::xor_echo().await;
+    let (_, spec) =
+        split_url(ProxyUrl::parse("socks5+kcp://127.0.0.1:0?kcp.key=right&kcp.mode=fast").unwrap()).unwrap();
+    let srv = server(&spec).await;
+    // Garbage of every length, then a whole kcp session under the wrong key (its datagrams fail
+    // the CRC after decryption): all dropped with a debug line, nothing answered.
+    let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for len in [0usize, 1, 19, 20, 24, 52, 300, 1400, 1500, 9000] {
+        junk.send_to(&pseudo_random(len as u64, len), srv.addr).await.unwrap();
+    }
+    let mut wrong_spec = spec.clone();
+    wrong_spec.kcp.key = "wrong".into();
+    let mut wrong = Hop::new(Version::V5, srv.addr.into());
+    wrong.transport = Arc::new(Dialer::new(wrong_spec).unwrap());
+    let wrong = Chain {
+        handshake_timeout: Duration::from_millis(1500),
+        connect_timeout: Duration::from_millis(1500),
+        ..Chain::new(vec![wrong])
+    };
+    let e = wrong.connect(&echo.into()).await.expect_err("a wrong key gets no reply");
+    assert!(e.to_string().contains("timed out") || e.to_string().contains("deadline"), "{e}");
+    let mut buf = [0u8; 64];
+    let silent = tokio::time::timeout(Duration::from_millis(300), junk.recv_from(&mut buf)).await;
+    assert!(silent.is_err(), "the listener answered garbage");
+    // The right key still gets a tunnel.
+    let mut right = Hop::new(Version::V5, srv.addr.into());
+    right.transport = Arc::new(Dialer::new(spec).unwrap());
+    xor_roundtrip(chain(vec![right]).connect(&echo.into()).await.unwrap(), &pseudo_random(3, 200_000)).await;
+}
+
+#[tokio::test]
+async fn kcp_urls_take_gosts_keys_and_refuse_bad_values() {
+    let url = "socks5+kcp://127.0.0.1:1080?kcp.key=k&kcp.mode=fast3&nocomp=true&kcp.datashard=0&bind=true";
+    let (url, spec) = split_url(ProxyUrl::parse(url).unwrap()).unwrap();
+    assert_eq!((url.scheme.as_str(), spec.kind), ("socks5", Kind::Kcp));
+    assert_eq!((spec.kcp.key.as_str(), spec.kcp.interval, spec.kcp.nocomp, spec.kcp.datashard), ("k", 10, true, 0));
+    // kcp's keys are gone, the handler's stay; smux inside: gost's TLS methods are off.
+    assert!(url.params.keys().all(|k| !k.starts_with("kcp.") && k != "nocomp"), "{url}");
+    assert!(url.params.contains_key("bind"));
+    assert_eq!(url.params.get("notls").map(String::as_str), Some("true"));
+    let e = split_url(ProxyUrl::parse("socks5+kcp://:1?kcp.key=k&kcp.sndwnd=lots").unwrap()).unwrap_err();
+    assert_eq!(e.part, "query kcp.sndwnd", "{e}");
+    let e = split_url(ProxyUrl::parse("socks5+kcp://:1?kcp.crypt=tea").unwrap()).unwrap_err();
+    assert_eq!(e.part, "query kcp.crypt", "{e}");
+}
+
+#[tokio::test]
+async fn a_kcp_hop_behind_another_hop_is_a_clear_error() {
+    let first = server(&TransportSpec::tcp()).await;
+    let second = server(&TransportSpec::new(Kind::Kcp)).await;
+    let c = chain(vec![hop(Kind::Tcp, first.addr), hop(Kind::Kcp, second.addr)]);
+    let e = c.connect(&"127.0.0.1:9".parse::<SocketAddr>().unwrap().into()).await.unwrap_err();
+    assert!(e.to_string().contains("first hop"), "{e}");
 }

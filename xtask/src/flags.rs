@@ -137,7 +137,7 @@ pub struct InteropArgs {
     /// Run the transport family instead of the matrix: {reference, gost} × {reference, gost} ×
     /// these transports × {connect, udp-tun, mbind}, 64 MiB each way (docs/transports.md).
     #[arg(long = "transport", value_name = "LIST", value_delimiter = ',',
-          value_parser = ["tcp", "tls", "ws", "wss", "mtls", "mws", "mwss"])]
+          value_parser = ["tcp", "tls", "ws", "wss", "mtls", "mws", "mwss", "kcp"])]
     pub transports: Vec<String>,
 }
 
@@ -183,7 +183,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub tunnels: Option<usize>,
 
-    /// Only the transport rows (tls and wss throughput and handshakes/s, socksref vs gost).
+    /// Only the transport rows (tls, wss and kcp throughput and handshakes/s, socksref vs gost).
     #[arg(long)]
     pub transports_only: bool,
 }

@@ -26,10 +26,15 @@ pub const TIMER_MARGIN: Duration = Duration::from_millis(2000);
 /// detecting the condition that caused a failure".
 pub const FAILURE_CLOSE: Duration = Duration::from_secs(10);
 
-/// Connects to the server under test: TCP, then its transport's handshake (none for TCP).
+/// Connects to the server under test: TCP, then its transport's handshake (none for TCP); kcp
+/// opens a stream of its own UDP session instead.
 async fn connect_sut(sut: &Sut) -> std::io::Result<socksref::tls::Stream> {
     if let Some(s) = sut.transport.reuse().await {
         return Ok(s);
+    }
+    // kcp dials its own UDP session.
+    if let Some(s) = sut.transport.open_own(&sut.addr.into()).await {
+        return s;
     }
     let tcp = TcpStream::connect(sut.addr).await?;
     let _ = tcp.set_nodelay(true);

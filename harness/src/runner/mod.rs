@@ -182,14 +182,29 @@ pub fn scenario_limit(scn: &Scenario, c: &Claims) -> Duration {
 }
 
 /// Why `scn` cannot be judged over the transport `sut` is reached by, if it cannot: a
-/// WebSocket and an smux stream close as a whole, so a scenario that half-closes the SOCKS
-/// connection, or expects the server to, would judge the transport rather than the server
-/// (docs/transports.md).
+/// WebSocket and an smux stream (kcp's too) close as a whole, so a scenario that half-closes the
+/// SOCKS connection, or expects the server to, would judge the transport rather than the server
+/// (docs/transports.md). Over kcp the server listens on UDP, so a scenario that CONNECTs to the
+/// proxy's own port (`{proxy.port}`, a loop over TCP) names a TCP port that is not the server.
 pub fn transport_not_applicable(scn: &Scenario, sut: &Sut) -> Option<String> {
     use socksref::transport::Kind;
     let kind = sut.transport.kind();
     if matches!(kind, Kind::Tcp | Kind::Tls) {
         return None;
+    }
+    if kind.is_udp() {
+        let own_port = scn.steps.iter().any(|s| match &s.kind {
+            StepKind::Send(t) => {
+                t.tokens.iter().any(|tok| matches!(tok, crate::scenario::template::Token::Var(v) if v == "proxy.port"))
+            }
+            _ => false,
+        });
+        if own_port {
+            return Some(format!(
+                "targets the proxy's own port over TCP, which the {kind} transport cannot carry: over {kind} \
+                 the proxy listens on UDP there, so that TCP port is not the proxy"
+            ));
+        }
     }
     let half = scn.steps.iter().any(|s| matches!(s.kind, StepKind::HalfClose | StepKind::ExpectHalfClose));
     half.then(|| format!("needs a TCP half-close of the SOCKS connection, which the {kind} transport cannot carry"))

@@ -368,6 +368,13 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
             part: "host".into(),
             message: e.to_string(),
         })?;
+        if transport.kind.is_udp() && !hops.is_empty() {
+            return Err(UrlError {
+                url: raw.clone(),
+                part: "scheme".into(),
+                message: "kcp runs over UDP: it can only be the first -F hop".into(),
+            });
+        }
         let mut hop = Hop::new(version, proxy);
         hop.transport = Arc::new(
             socksref::transport::Dialer::new(transport).map_err(|e| url.param_error("caFile", e.to_string()))?,
@@ -608,13 +615,22 @@ async fn run(services: Vec<Service>, own: Arc<LocalListeners>, chains: Vec<Arc<C
         match service {
             Service::Socks { url, config, transport, .. } => {
                 let addr = url.host_port("127.0.0.1");
-                let listener =
-                    TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} for {url}"))?;
-                // Recorded now (serve records it again while it runs) so the start-up loop
-                // check below sees every listener.
-                own.add(Transport::Tcp, listener.local_addr()?);
-                let listener = socksref::transport::Listener::new(listener, &transport)
-                    .with_context(|| format!("{url}: {} transport", transport.kind))?;
+                let listener = if transport.kind.is_udp() {
+                    // kcp: a UDP socket on the port, as gost's kcp listener.
+                    let l = socksref::transport::Listener::bind(&addr, &transport)
+                        .await
+                        .with_context(|| format!("cannot listen on {addr} (UDP) for {url}"))?;
+                    own.add(Transport::Udp, l.local_addr());
+                    l
+                } else {
+                    let listener =
+                        TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} for {url}"))?;
+                    // Recorded now (serve records it again while it runs) so the start-up loop
+                    // check below sees every listener.
+                    own.add(Transport::Tcp, listener.local_addr()?);
+                    socksref::transport::Listener::new(listener, &transport)
+                        .with_context(|| format!("{url}: {} transport", transport.kind))?
+                };
                 tasks.spawn(async move { socksref::server::serve_on(listener, *config, shutdown).await });
             }
             Service::Forward { url, target, chain, via } => {

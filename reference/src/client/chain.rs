@@ -228,10 +228,14 @@ impl Chain {
 
     /// Rejects, before any connection is made, a request some hop could never encode: an
     /// over-long name or credential, or a UDP ASSOCIATE through a hop that cannot carry it
-    /// (C-01, C-02, V-28: the error comes before a byte is sent).
+    /// (C-01, C-02, V-28: the error comes before a byte is sent), or a kcp hop behind another hop.
     fn preflight(&self, command: Command, target: &Address) -> Result<(), Error> {
         let last = self.hops.len() - 1;
         for (i, hop) in self.hops.iter().enumerate() {
+            if i > 0 && hop.transport.kind().is_udp() {
+                // Its datagrams would have to cross the earlier hops, which carry streams.
+                return Err(Error::Unsupported("kcp runs over UDP: it can only be the first hop").at_hop(i, &hop.proxy));
+            }
             let (cmd, next) = if i == last { (command, target) } else { (Command::CONNECT, &self.hops[i + 1].proxy) };
             // SOCKS4 resolves names locally (C-09), so stand in an IPv4 address for a name here;
             // the name's length is still checked.
@@ -254,13 +258,19 @@ impl Chain {
     /// Dials what the chain reaches first (hop 0, or the target of a direct chain), refusing
     /// this process's own listeners when they are known.
     async fn dial_first(&self, addr: &Address) -> Result<TcpStream, Error> {
+        self.refuse_own(addr, crate::policy::Transport::Tcp).await?;
+        dial(addr, self.connect_timeout).await
+    }
+
+    /// Refuses `addr` when it is one of this process's own `proto` listeners (a loop).
+    async fn refuse_own(&self, addr: &Address, proto: crate::policy::Transport) -> Result<(), Error> {
         if let Some(own) = &self.own_listeners {
             let addrs = within(self.connect_timeout, "name resolution", lookup(addr)).await?;
-            if addrs.iter().any(|sa| own.contains(crate::policy::Transport::Tcp, *sa)) {
+            if addrs.iter().any(|sa| own.contains(proto, *sa)) {
                 return Err(Error::Unsupported("refusing to connect to one of this process's own listeners (a loop)"));
             }
         }
-        dial(addr, self.connect_timeout).await
+        Ok(())
     }
 
     pub(crate) async fn reach(&self, upto: usize) -> Result<Stream, Error> {
@@ -276,8 +286,23 @@ impl Chain {
             Some(v) => v,
             None => {
                 let first = &self.hops[0];
-                let tcp = Stream::Tcp(self.dial_first(&first.proxy).await.map_err(|e| e.at_hop(0, &first.proxy))?);
-                (0, self.through_transport(tcp, 0).await?)
+                // kcp makes its own (UDP) connection: no TCP dial first.
+                if first.transport.kind().is_udp() {
+                    self.refuse_own(&first.proxy, crate::policy::Transport::Udp)
+                        .await
+                        .map_err(|e| e.at_hop(0, &first.proxy))?;
+                }
+                let own = within(self.connect_timeout, "kcp session", async {
+                    first.transport.open_own(&first.proxy).await.transpose().map_err(Error::Io)
+                });
+                match own.await.map_err(|e| e.at_hop(0, &first.proxy))? {
+                    Some(s) => (0, s),
+                    None => {
+                        let tcp =
+                            Stream::Tcp(self.dial_first(&first.proxy).await.map_err(|e| e.at_hop(0, &first.proxy))?);
+                        (0, self.through_transport(tcp, 0).await?)
+                    }
+                }
             }
         };
         for i in from..upto {

@@ -77,9 +77,12 @@ fn service(raw: &str) -> Result<ServiceConfig, UrlError> {
     let take = |p: &mut std::collections::BTreeMap<String, String>, keys: &[&str]| {
         keys.iter().filter_map(|k| p.remove(*k)).last().unwrap_or_default()
     };
+    // On kcp, a bare `key` is kcp's pre-shared key (the transport has no TLS).
+    let key_keys: &[&str] =
+        if listener == "kcp" { &["keyFile", "tls.keyFile"] } else { &["key", "keyFile", "tls.keyFile"] };
     let tls = TlsConfig {
         cert_file: take(&mut params, &["cert", "certFile", "tls.certFile"]),
-        key_file: take(&mut params, &["key", "keyFile", "tls.keyFile"]),
+        key_file: take(&mut params, key_keys),
         ca_file: take(&mut params, &["ca", "caFile", "tls.caFile"]),
         ..Default::default()
     };
@@ -142,9 +145,11 @@ fn hop(index: usize, raw: &str) -> Result<HopConfig, UrlError> {
     };
     // TLS verification settings go to the dialer (as gost); gost names the node's host as the
     // server name when none is given.
+    let key_keys: &[&str] =
+        if dialer == "kcp" { &["keyFile", "tls.keyFile"] } else { &["key", "keyFile", "tls.keyFile"] };
     let mut tls = TlsConfig {
         cert_file: take(&mut params, &["cert", "certFile", "tls.certFile"]),
-        key_file: take(&mut params, &["key", "keyFile", "tls.keyFile"]),
+        key_file: take(&mut params, key_keys),
         ca_file: take(&mut params, &["ca", "caFile", "tls.caFile"]),
         server_name: take(&mut params, &["serverName", "tls.servername"]),
         secure: false,

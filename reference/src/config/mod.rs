@@ -28,11 +28,11 @@ use serde::{Deserialize, Serialize};
 pub const HANDLER_TYPES: &[&str] = &["socks5", "socks4", "socks4a", "socks", "tcp", "udp", "rtcp", "rudp"];
 /// The listener types a `services[].listener.type` may name. Transports other than plain TCP/UDP
 /// are added here when the binary can run them.
-pub const LISTENER_TYPES: &[&str] = &["tcp", "udp", "rtcp", "rudp", "tls", "ws", "wss", "mtls", "mws", "mwss"];
+pub const LISTENER_TYPES: &[&str] = &["tcp", "udp", "rtcp", "rudp", "tls", "ws", "wss", "mtls", "mws", "mwss", "kcp"];
 /// The connector types a `chains[].hops[].nodes[].connector.type` may name.
 pub const CONNECTOR_TYPES: &[&str] = &["socks5", "socks4", "socks4a", "socks"];
 /// The dialer types a node's `dialer.type` may name (see [`LISTENER_TYPES`]).
-pub const DIALER_TYPES: &[&str] = &["tcp", "tls", "ws", "wss", "mtls", "mws", "mwss"];
+pub const DIALER_TYPES: &[&str] = &["tcp", "tls", "ws", "wss", "mtls", "mws", "mwss", "kcp"];
 
 /// A whole configuration: what `-C` reads and `-O` prints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -123,7 +123,9 @@ pub async fn serve_on(
 ) -> io::Result<()> {
     let local = listener.local_addr();
     let transport = listener.kind();
-    let _record = config.wiring.local_listeners.register(Transport::Tcp, local);
+    // A kcp listener is a UDP socket: that is the port a loop would come back to.
+    let proto = if transport.is_udp() { Transport::Udp } else { Transport::Tcp };
+    let _record = config.wiring.local_listeners.register(proto, local);
     let shared = Arc::new(Shared { config });
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
     let handshake_cap = shared.config.handshake_cap();

@@ -13,11 +13,16 @@
 //! | `ws` / `wss` | TCP → (TLS) → WebSocket | the WebSocket, one binary message per write |
 //! | `mtls` | TCP → TLS → smux | one smux stream; the dialer keeps one session |
 //! | `mws` / `mwss` | TCP → (TLS) → WebSocket → smux | one smux stream; the dialer keeps one session |
-//! | `kcp` | (another module; see [`Kind`]) | |
+//! | `kcp` | UDP → crypt → FEC → KCP → snappy → smux ([`kcp`]) | one smux stream; the dialer keeps one session |
 //!
 //! The upgrade of an accepted connection (TLS handshake, WebSocket upgrade) runs in the
 //! connection's own task, under the SOCKS handshake deadline ([`Incoming::establish`]), so a
 //! slow or hostile client never holds up the accept loop.
+//!
+//! kcp is the one transport with UDP, not TCP, underneath: its listener is a UDP socket on the
+//! URL's port (as gost's), and its dialer makes its own UDP "connection", so a kcp hop can only be
+//! the first hop of a chain (the hops before it would have to carry datagrams; see
+//! [`Dialer::open_own`]).
 
 pub mod kcp;
 
@@ -56,14 +61,13 @@ pub enum Kind {
     Mws,
     /// smux over WebSocket over TLS.
     Mwss,
-    // KCP plugs in here as one more variant (`Kcp`), with its own listener/dialer in
-    // `transport/kcp/` (UDP, not TCP, underneath); `split_url` would accept `kcp` and the
-    // `Listener`/`Dialer` matches below would gain one arm each.
+    /// smux over KCP over UDP, kcp-go's wire ([`kcp`]).
+    Kcp,
 }
 
 impl Kind {
     /// Every transport this build knows, as its URL name.
-    pub const NAMES: &'static [&'static str] = &["tcp", "tls", "ws", "wss", "mtls", "mws", "mwss"];
+    pub const NAMES: &'static [&'static str] = &["tcp", "tls", "ws", "wss", "mtls", "mws", "mwss", "kcp"];
 
     /// The transport named `name` (`tls`, `ws`, …).
     pub fn from_name(name: &str) -> Option<Self> {
@@ -75,6 +79,7 @@ impl Kind {
             "mtls" => Kind::Mtls,
             "mws" => Kind::Mws,
             "mwss" => Kind::Mwss,
+            "kcp" => Kind::Kcp,
             _ => return None,
         })
     }
@@ -89,6 +94,7 @@ impl Kind {
             Kind::Mtls => "mtls",
             Kind::Mws => "mws",
             Kind::Mwss => "mwss",
+            Kind::Kcp => "kcp",
         }
     }
 
@@ -102,9 +108,16 @@ impl Kind {
         matches!(self, Kind::Ws | Kind::Wss | Kind::Mws | Kind::Mwss)
     }
 
-    /// Whether SOCKS conversations are smux streams of one shared session.
+    /// Whether SOCKS conversations are smux streams of one shared session over a TCP
+    /// connection (kcp's are too, over UDP: see [`Kind::is_udp`]).
     pub fn is_mux(self) -> bool {
         matches!(self, Kind::Mtls | Kind::Mws | Kind::Mwss)
+    }
+
+    /// Whether the transport runs over UDP (kcp): its listener binds a UDP socket and its
+    /// dialer needs no TCP connection from the caller.
+    pub fn is_udp(self) -> bool {
+        self == Kind::Kcp
     }
 }
 
@@ -141,6 +154,8 @@ pub struct TransportSpec {
     pub ws: WsOptions,
     /// smux settings (`mux.*`, for the mux kinds).
     pub mux: smux::Config,
+    /// kcp settings (`kcp.*`, for kcp; gost's effective defaults otherwise).
+    pub kcp: kcp::Config,
     /// Deadline of the transport handshake (`handshakeTimeout`); `None` leaves it to the SOCKS
     /// handshake deadline.
     pub handshake_timeout: Option<Duration>,
@@ -159,6 +174,7 @@ impl TransportSpec {
             tls: TlsFiles::default(),
             ws: WsOptions::default(),
             mux: smux::Config::default(),
+            kcp: kcp::Config::default(),
             handshake_timeout: None,
         }
     }
@@ -208,6 +224,34 @@ const MUX_KEYS: &[&str] = &[
     "mux.maxStreamBuffer",
 ];
 
+/// kcp's keys without gost's `kcp.` prefix, which [`kcp::Config::from_params`] also takes
+/// (every `kcp.`-prefixed key belongs to kcp too).
+const KCP_KEYS: &[&str] = &[
+    "key",
+    "crypt",
+    "mode",
+    "mtu",
+    "sndwnd",
+    "rcvwnd",
+    "datashard",
+    "ds",
+    "parityshard",
+    "ps",
+    "dscp",
+    "nocomp",
+    "acknodelay",
+    "nodelay",
+    "interval",
+    "resend",
+    "nc",
+    "sockbuf",
+    "keepalive",
+    "smuxver",
+    "smuxbuf",
+    "streambuf",
+    "tcp",
+];
+
 /// The first of `keys` present in `url`.
 fn first_key(url: &ProxyUrl, keys: &[&'static str]) -> Option<&'static str> {
     keys.iter().find(|k| url.params.contains_key(**k)).copied()
@@ -223,6 +267,10 @@ fn first_key(url: &ProxyUrl, keys: &[&'static str]) -> Option<&'static str> {
 /// holds for mws: there, a method-`80` handshake inside one smux stream breaks gost's session
 /// for every later stream (seen between two gost 3.2.6 peers: the next stream's first write
 /// fails with "i/o timeout"), so a peer that wants to work with gost must not select or offer it.
+/// kcp is smux too (and encrypts unless `crypt=none`), so the same holds there.
+///
+/// kcp's keys (`kcp.key`, `kcp.mode`, …, with or without the `kcp.` prefix) go to
+/// [`kcp::Config::from_params`]; a bad value is a URL error naming the key.
 pub fn split_url(mut url: ProxyUrl) -> Result<(ProxyUrl, TransportSpec), UrlError> {
     let Some((handler, transport)) = url.scheme.split_once('+') else {
         return Ok((url, TransportSpec::tcp()));
@@ -260,7 +308,7 @@ pub fn split_url(mut url: ProxyUrl) -> Result<(ProxyUrl, TransportSpec), UrlErro
         }
         consumed.extend_from_slice(TLS_KEYS);
     }
-    if (kind.has_tls() || kind.is_mux()) && !url.params.contains_key("notls") {
+    if (kind.has_tls() || kind.is_mux() || kind == Kind::Kcp) && !url.params.contains_key("notls") {
         url.params.insert("notls".into(), "true".into());
     }
     if kind.has_ws() {
@@ -340,6 +388,30 @@ pub fn split_url(mut url: ProxyUrl) -> Result<(ProxyUrl, TransportSpec), UrlErro
         // mux.maxReceiveBuffer: xtaci's session-wide cap; our sessions apply back-pressure per
         // stream (each stream's buffer is bounded), so the key is accepted and has no effect.
         consumed.extend_from_slice(MUX_KEYS);
+    }
+    if kind == Kind::Kcp {
+        let ours: std::collections::BTreeMap<String, String> = url
+            .params
+            .iter()
+            .filter(|(k, _)| k.starts_with("kcp.") || KCP_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        spec.kcp = kcp::Config::from_params(&ours).map_err(|message| {
+            // The config's messages name the key ("kcp: bad value \"x\" for kcp.sndwnd"); the
+            // URL error names the first key that fails alone, so the user sees where.
+            let key = ours
+                .iter()
+                .find(|(k, v)| {
+                    let one = std::collections::BTreeMap::from([((*k).clone(), (*v).clone())]);
+                    kcp::Config::from_params(&one).is_err()
+                })
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| "kcp".into());
+            url.param_error(&key, message)
+        })?;
+        for k in ours.keys() {
+            url.params.remove(k);
+        }
     }
     for k in consumed {
         url.params.remove(k);
@@ -559,6 +631,7 @@ pub struct Listener {
 enum ListenerInner {
     Plain { tcp: TcpListener, layers: Option<Arc<ServerLayers>> },
     Mux { streams: mpsc::Receiver<(Stream, SocketAddr)>, _sessions: AbortOnDrop },
+    Kcp(kcp::Listener),
 }
 
 /// How long an smux listener waits for a connection's TLS/WebSocket handshake when the URL sets
@@ -574,6 +647,9 @@ impl Listener {
     /// `spec`'s transport on an already-bound TCP listener. Fails only when the TLS
     /// configuration cannot be built (unreadable certificate or key).
     pub fn new(tcp: TcpListener, spec: &TransportSpec) -> io::Result<Self> {
+        if spec.kind.is_udp() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "kcp listens on UDP, not on a TCP listener"));
+        }
         let local = tcp.local_addr()?;
         let layers = ServerLayers {
             tls: if spec.kind.has_tls() { Some(server_tls(&spec.tls)?) } else { None },
@@ -595,9 +671,25 @@ impl Listener {
         })
     }
 
-    /// Binds `addr` and listens with `spec`'s transport.
+    /// Binds `addr` and listens with `spec`'s transport: a TCP listener, or for kcp a UDP
+    /// socket on that address (gost's kcp listener takes the same port number over UDP).
     pub async fn bind(addr: &str, spec: &TransportSpec) -> io::Result<Self> {
+        if spec.kind.is_udp() {
+            let mut last = io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address"));
+            for sa in tokio::net::lookup_host(addr).await? {
+                match kcp::Listener::bind(sa, &spec.kcp).await {
+                    Ok(l) => return Ok(Self::kcp(l)),
+                    Err(e) => last = e,
+                }
+            }
+            return Err(last);
+        }
         Self::new(TcpListener::bind(addr).await?, spec)
+    }
+
+    /// kcp on an already-bound kcp listener.
+    pub fn kcp(listener: kcp::Listener) -> Self {
+        Self { local: listener.local_addr(), kind: Kind::Kcp, inner: ListenerInner::Kcp(listener) }
     }
 
     /// The bound address.
@@ -627,6 +719,11 @@ impl Listener {
                 Some((s, peer)) => Ok((Incoming(IncomingInner::Ready(s)), peer)),
                 None => Err(io::Error::other("smux listener stopped")),
             },
+            ListenerInner::Kcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let layered = Layered::new(s, self.local, peer);
+                Ok((Incoming(IncomingInner::Ready(Stream::Layered(Box::new(layered)))), peer))
+            }
         }
     }
 }
@@ -679,6 +776,32 @@ async fn mux_accept_loop(
 
 // --- Dialer ---------------------------------------------------------------------------------
 
+/// The first address of `server` (IP literals as they are).
+async fn resolve(server: &Address) -> io::Result<SocketAddr> {
+    let name = match &server.host {
+        crate::proto::Host::Ip(ip) => return Ok(SocketAddr::new(*ip, server.port)),
+        crate::proto::Host::Domain(d) => String::from_utf8_lossy(d).into_owned(),
+    };
+    let mut found = tokio::net::lookup_host((name.as_str(), server.port)).await?;
+    found.next().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{server}: no addresses")))
+}
+
+/// Whether `host` names `addr`'s IP (a name is taken to, as it resolved to it when the dialer was made).
+fn host_is(host: &crate::proto::Host, addr: SocketAddr) -> bool {
+    match host {
+        crate::proto::Host::Ip(ip) => *ip == addr.ip(),
+        crate::proto::Host::Domain(_) => true,
+    }
+}
+
+/// The unspecified address of `peer`'s family, port 0.
+fn unspecified(peer: SocketAddr) -> SocketAddr {
+    match peer {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
+
 /// A live smux session of a dialer and the addresses of the connection it runs on.
 struct MuxSession {
     session: Arc<smux::Session>,
@@ -693,6 +816,9 @@ pub struct Dialer {
     spec: TransportSpec,
     tls: Option<Arc<rustls::ClientConfig>>,
     session: Mutex<Option<MuxSession>>,
+    /// kcp: the kcp dialer (one KCP+smux session, re-dialled by it when it ends), made on first
+    /// use because only then is the server's address known.
+    kcp: Mutex<Option<Arc<kcp::Dialer>>>,
 }
 
 impl std::fmt::Debug for Dialer {
@@ -712,7 +838,7 @@ impl Eq for Dialer {}
 
 impl Default for Dialer {
     fn default() -> Self {
-        Self { spec: TransportSpec::tcp(), tls: None, session: Mutex::new(None) }
+        Self { spec: TransportSpec::tcp(), tls: None, session: Mutex::new(None), kcp: Mutex::new(None) }
     }
 }
 
@@ -720,7 +846,36 @@ impl Dialer {
     /// A dialer for `spec`. Fails only when the TLS configuration cannot be built.
     pub fn new(spec: TransportSpec) -> io::Result<Self> {
         let tls = if spec.kind.has_tls() { Some(client_tls(&spec.tls)?) } else { None };
-        Ok(Self { spec, tls, session: Mutex::new(None) })
+        Ok(Self { spec, tls, session: Mutex::new(None), kcp: Mutex::new(None) })
+    }
+
+    /// Opens a conversation to `server` when this transport makes its own connection: kcp,
+    /// which talks UDP to the server itself (one session per dialer, a stream per call, a new
+    /// session when the old one has ended, as gost's kcp dialer). `None` for the TCP-based
+    /// transports, which run on a connection the caller makes ([`Dialer::establish`]).
+    pub async fn open_own(&self, server: &Address) -> Option<io::Result<Stream>> {
+        if !self.spec.kind.is_udp() {
+            return None;
+        }
+        Some(self.open_kcp(server).await)
+    }
+
+    async fn open_kcp(&self, server: &Address) -> io::Result<Stream> {
+        let known = self.kcp.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let dialer = match known {
+            Some(d) if d.peer_addr().port() == server.port && host_is(&server.host, d.peer_addr()) => d,
+            _ => {
+                let addr = resolve(server).await?;
+                let d = Arc::new(kcp::Dialer::new(addr, &self.spec.kcp));
+                *self.kcp.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
+                d
+            }
+        };
+        let stream = dialer.open().await?;
+        let peer = dialer.peer_addr();
+        let local = dialer.local_addr().unwrap_or_else(|| unspecified(peer));
+        let owner: Arc<dyn std::any::Any + Send + Sync> = dialer;
+        Ok(Stream::Layered(Box::new(Layered::new(stream, local, peer).keeping(owner))))
     }
 
     /// The transport.
@@ -736,6 +891,12 @@ impl Dialer {
     /// A new stream on the live smux session, when this is an smux dialer that has one; then no
     /// connection needs to be made. `None` otherwise (also when the session has died).
     pub async fn reuse(&self) -> Option<Stream> {
+        if self.spec.kind.is_udp() {
+            // A kcp dialer always has a session to open a stream on (it re-dials by itself).
+            let d = self.kcp.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+            let peer = d.peer_addr();
+            return self.open_kcp(&Address::from(peer)).await.ok();
+        }
         let (session, local, peer) = {
             let guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
             let s = guard.as_ref()?;
@@ -755,6 +916,14 @@ impl Dialer {
     pub async fn establish(&self, base: Stream, server: &Address) -> io::Result<Stream> {
         if self.spec.kind == Kind::Tcp {
             return Ok(base);
+        }
+        if self.spec.kind.is_udp() {
+            // Through earlier hops kcp would need a datagram path the SOCKS chain does not offer
+            // as a stream; the URL parser refuses such chains, this is the library's guard.
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("kcp runs over UDP: it can only be the first hop (to {server})"),
+            ));
         }
         let fut = async {
             let (local, peer) = (base.local_addr()?, base.peer_addr()?);

@@ -1,4 +1,4 @@
-//! Transport rows of `cargo xtask bench` (docs/transports.md): tls and wss throughput and
+//! Transport rows of `cargo xtask bench` (docs/transports.md): tls, wss and kcp throughput and
 //! handshakes per second, socksref against gost.
 //!
 //! A transport needs a client that speaks it, so each subject is a pair of one implementation:
@@ -8,6 +8,9 @@
 //! the forwarder (so a new TCP + TLS (+ WebSocket upgrade) + SOCKS handshake to the server),
 //! exchanging one byte with an echo, and closing. `notls=true` on both so gost does not add its
 //! method-level TLS inside the transport's (socksref does not by default over these transports).
+//! Over kcp a "handshake" is a new smux stream of the forwarder's one KCP session (no new
+//! session per connection, in gost as in socksref) plus the SOCKS handshake; both ends set the
+//! same `kcp.key` and otherwise run gost's effective kcp defaults.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The transports measured.
-pub const TRANSPORTS: [&str; 2] = ["tls", "wss"];
+pub const TRANSPORTS: [&str; 3] = ["tls", "wss", "kcp"];
 /// Concurrent workers of the handshake rows.
 const HANDSHAKE_WORKERS: usize = 8;
 
@@ -83,6 +86,28 @@ async fn wait_listening(addr: SocketAddr) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!("nothing listens on {addr} after 10 s")
+}
+
+/// Waits until something has bound UDP `addr` (a kcp server), by trying to bind it ourselves.
+async fn wait_udp_bound(addr: SocketAddr) -> Result<()> {
+    for _ in 0..200 {
+        match std::net::UdpSocket::bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Ok(()),
+            Err(e) => return Err(e).context(format!("probing UDP {addr}")),
+            Ok(s) => drop(s),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("nothing bound UDP {addr} after 10 s")
+}
+
+/// The query both ends of `transport` carry.
+fn keys(transport: &str) -> &'static str {
+    if transport == "kcp" {
+        "notls=true&kcp.key=sockslab-bench"
+    } else {
+        "notls=true"
+    }
 }
 
 /// A discard target and a one-byte echo target; the tasks end with the runtime.
@@ -160,12 +185,16 @@ async fn measure_pair(bin: &Path, transport: &str, window: Duration, logs: &Path
     let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let _server = spawn(
         bin,
-        &["-L".into(), format!("socks5+{transport}://127.0.0.1:{port}?notls=true")],
+        &["-L".into(), format!("socks5+{transport}://127.0.0.1:{port}?{}", keys(transport))],
         &logs.join(format!("{name}-{transport}-server.log")),
     )?;
-    wait_listening(server_addr).await?;
+    if transport == "kcp" {
+        wait_udp_bound(server_addr).await?;
+    } else {
+        wait_listening(server_addr).await?;
+    }
     let (up, hs) = (free_port()?, free_port()?);
-    let hop = format!("socks5+{transport}://127.0.0.1:{port}?notls=true");
+    let hop = format!("socks5+{transport}://127.0.0.1:{port}?{}", keys(transport));
     let _client = spawn(
         bin,
         &[

@@ -23,7 +23,7 @@ use super::{progress, reproduce, Cell, CellResult, Kind, Lab, Status};
 use crate::peers::{Feature, PeerId};
 
 /// Transports the family knows, in matrix order.
-pub const TRANSPORTS: [&str; 7] = ["tcp", "tls", "ws", "wss", "mtls", "mws", "mwss"];
+pub const TRANSPORTS: [&str; 8] = ["tcp", "tls", "ws", "wss", "mtls", "mws", "mwss", "kcp"];
 /// Peers on both sides of the family.
 const PEERS: [PeerId; 2] = [PeerId::Reference, PeerId::Gost];
 /// The features of the family.
@@ -77,12 +77,29 @@ fn scheme(transport: &str) -> String {
 /// Query keys every URL of the family carries. `notls=true` on the smux transports: gost's own
 /// default (method 80 inside an smux stream) breaks its session for later streams, so gost ↔
 /// gost itself fails there, and that is not what these cells test (docs/transports.md). On tcp,
-/// too: the method-level TLS has its own cells.
+/// too: the method-level TLS has its own cells. kcp is smux too; its key is set on both ends
+/// as interoperating kcp nodes should (gost's effective default is the empty key, docs/kcp.md),
+/// every other kcp setting is gost's effective default.
 fn common_keys(transport: &str) -> &'static str {
     match transport {
         "tcp" | "mtls" | "mws" | "mwss" => "notls=true",
+        "kcp" => "notls=true&kcp.key=sockslab",
         _ => "",
     }
+}
+
+/// Waits until something has bound UDP `addr` (a kcp server: no TCP port to probe), by trying
+/// to bind it ourselves; gives up after 10 s.
+async fn udp_bound(addr: SocketAddr) -> Result<()> {
+    for _ in 0..200 {
+        match std::net::UdpSocket::bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Ok(()),
+            Err(e) => return Err(e).context(format!("probing UDP {addr}")),
+            Ok(s) => drop(s),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("nothing bound UDP {addr} after 10 s")
 }
 
 /// A running XOR echo for this family's datagrams, separate from the lab's shared one (which
@@ -236,7 +253,20 @@ async fn start_server(lab: &Lab, peer: PeerId, transport: &str) -> Result<Family
         let sep = if keys.is_empty() { "" } else { "&" };
         let url = format!("{}://127.0.0.1:{port}?bind=true&udp=true{sep}{keys}", scheme(transport));
         let args = vec!["-L".to_string(), url];
-        match lab.launchers[&peer].start(&args, &[], Some(addr)).await {
+        // kcp listens on UDP: probed by [`udp_bound`] instead of a TCP connect.
+        let kcp = transport == "kcp";
+        let started = match lab.launchers[&peer].start(&args, &[], (!kcp).then_some(addr)).await {
+            Ok(running) if kcp => match udp_bound(addr).await {
+                Ok(()) => Ok(running),
+                Err(e) => {
+                    let logs = running.logs().await;
+                    running.stop().await;
+                    Err(e.context(logs))
+                }
+            },
+            other => other,
+        };
+        match started {
             Ok(running) => return Ok(FamilyServer { addr, running }),
             Err(_) if attempt < 2 => attempt += 1,
             Err(e) => return Err(e),
@@ -342,8 +372,9 @@ mod tests {
 
     #[test]
     fn the_family_is_peers_squared_times_features_per_transport() {
-        let cells = plan(&["tls".into(), "mwss".into()]);
-        assert_eq!(cells.len(), 2 * FEATURES.len() * PEERS.len() * PEERS.len());
+        let cells = plan(&["tls".into(), "mwss".into(), "kcp".into()]);
+        assert_eq!(cells.len(), 3 * FEATURES.len() * PEERS.len() * PEERS.len());
+        assert!(cells.iter().any(|c| c.id == "transport.kcp.udp-tun.reference.gost"));
         assert!(cells.iter().any(|c| c.id == "transport.tls.mbind.gost.reference"));
         assert!(cells.iter().all(|c| c.kind == Kind::Transport && c.transport.is_some()));
     }

@@ -229,12 +229,25 @@ pub struct Dialer {
     addr: SocketAddr,
     cfg: Arc<Config>,
     session: Mutex<Option<Arc<crate::smux::Session>>>,
+    /// The UDP socket's address of the newest session (SOCKS replies and logs want a local
+    /// address; with a connected socket it names the interface the kernel chose).
+    local: std::sync::Mutex<Option<SocketAddr>>,
 }
 
 impl Dialer {
     /// A dialer for `addr`; nothing is sent until [`Dialer::open`].
     pub fn new(addr: SocketAddr, cfg: &Config) -> Self {
-        Self { addr, cfg: Arc::new(cfg.clone()), session: Mutex::new(None) }
+        Self { addr, cfg: Arc::new(cfg.clone()), session: Mutex::new(None), local: std::sync::Mutex::new(None) }
+    }
+
+    /// The server address this dialer talks to.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The local UDP address of the newest session, once one has started.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        *self.local.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn connect(&self) -> std::io::Result<crate::smux::Session> {
@@ -242,6 +255,7 @@ impl Dialer {
         let sock = Arc::new(UdpSocket::bind(bind).await?);
         sock.connect(self.addr).await?;
         tune_socket(&sock, &self.cfg);
+        *self.local.lock().unwrap_or_else(|p| p.into_inner()) = sock.local_addr().ok();
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let reader_sock = sock.clone();
         let crypt = BlockCrypt::new(self.cfg.crypt, &self.cfg.key);
