@@ -28,6 +28,22 @@ pub struct Imported {
     pub yaml: String,
     /// What was left out, for the user.
     pub notes: Vec<String>,
+    /// A curl command line (with `check-client`'s placeholders) that makes the same request as
+    /// the captured client: protocol, addressing (an IP or a name) and login. `None` when the
+    /// conversation is not a CONNECT curl can make.
+    pub curl: Option<String>,
+}
+
+/// Which side of the captured conversation the runner plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The runner is the client (`replay --against`): client messages are sent, server messages
+    /// are what the server under test must answer.
+    Client,
+    /// The runner is the server (`replay --as-server`): client messages are what the client
+    /// under test must send, server messages are what the runner answers. A granted CONNECT
+    /// then tunnels to the target fixture so the client's own traffic completes.
+    Server,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -40,8 +56,19 @@ fn hex(b: &[u8]) -> String {
 
 const XOR_KEY: u8 = crate::scenario::template::XOR_KEY;
 
-/// Builds the scenario for `conv`. `id` names it; `source` (the capture file) goes in its notes.
+/// Builds the client-side scenario for `conv` (see [`to_scenario_for`]).
 pub fn to_scenario(conv: &Conversation, id: &str, source: &str) -> Result<Imported, String> {
+    to_scenario_for(conv, id, source, Side::Client)
+}
+
+/// Whether relayed client data looks like an HTTP request (what curl sends through a tunnel).
+fn is_http(data: &[u8]) -> bool {
+    ["GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "OPTIONS ", "PATCH "].iter().any(|m| data.starts_with(m.as_bytes()))
+}
+
+/// Builds the scenario for `conv`, played from `side`. `id` names it; `source` (the capture
+/// file) goes in its notes.
+pub fn to_scenario_for(conv: &Conversation, id: &str, source: &str, side: Side) -> Result<Imported, String> {
     let msgs = &conv.raw.messages;
     if msgs.is_empty() {
         return Err(format!("conversation #{} has no complete message to replay", conv.index));
@@ -56,6 +83,14 @@ pub fn to_scenario(conv: &Conversation, id: &str, source: &str) -> Result<Import
     let mut stop_after_reply = false;
     let mut failed = false;
     let mut client_data: Vec<u8> = Vec::new();
+    // Server side: whether the request was a CONNECT, whether it named a host, and whether the
+    // runner tunnels after the reply.
+    let mut connect = false;
+    let mut by_name = false;
+    let mut tunnel = false;
+    let mut replied = false;
+    let mut socks4_user: Vec<u8> = Vec::new();
+    let server = side == Side::Server;
     for (dir, what, bytes) in msgs {
         let send = *dir == Dir::ClientToServer;
         match (send, what.as_str()) {
@@ -99,6 +134,10 @@ pub fn to_scenario(conv: &Conversation, id: &str, source: &str) -> Result<Import
                 refs.push("SOCKS4-connect");
                 if req.command.0 != 1 {
                     stop_after_reply = true;
+                } else {
+                    connect = true;
+                    by_name = req.hostname.is_some();
+                    socks4_user = req.user_id.clone();
                 }
                 let user = hex(&req.user_id);
                 let rest = if req.hostname.is_some() { "00000001 ".to_string() } else { "{target.addr} ".to_string() };
@@ -131,7 +170,11 @@ pub fn to_scenario(conv: &Conversation, id: &str, source: &str) -> Result<Import
                     }
                 };
                 match req.command {
-                    Command::CONNECT => target = "xor-echo",
+                    Command::CONNECT => {
+                        target = "xor-echo";
+                        connect = true;
+                        by_name = matches!(req.address.host, Host::Domain(_));
+                    }
                     Command::MUX_BIND | Command::UDP_TUN => {
                         gost = true;
                         stop_after_reply = true;
@@ -145,19 +188,31 @@ pub fn to_scenario(conv: &Conversation, id: &str, source: &str) -> Result<Import
             }
             (false, "reply") if version != "socks5" => {
                 refs.push("SOCKS4-reply-cd");
+                replied = true;
                 let granted = bytes.get(1) == Some(&0x5a);
                 failed = !granted;
                 let vn = bytes.first().copied().unwrap_or(0);
-                steps.push(format!("expect: \"{vn:02x} {:02x} {{bnd:addr4}}\"", bytes.get(1).copied().unwrap_or(0)));
+                // Played by the runner, BND is its own (`bnd4`: the SOCKS4 form of its address).
+                let bnd = if server { "{bnd4:addr4}" } else { "{bnd:addr4}" };
+                steps.push(format!("expect: \"{vn:02x} {:02x} {bnd}\"", bytes.get(1).copied().unwrap_or(0)));
+                if server && granted && connect {
+                    tunnel = true;
+                    break;
+                }
                 if stop_after_reply {
                     break;
                 }
             }
             (false, "reply") => {
                 refs.push("RFC1928-6-reply-format");
+                replied = true;
                 let rep = bytes.get(1).copied().unwrap_or(0);
                 failed = rep != 0;
                 steps.push(format!("expect: \"05 {rep:02x} {:02x} {{bnd:addr}}\"", bytes.get(2).copied().unwrap_or(0)));
+                if server && rep == 0 && connect {
+                    tunnel = true;
+                    break;
+                }
                 if stop_after_reply {
                     break;
                 }
@@ -178,6 +233,16 @@ pub fn to_scenario(conv: &Conversation, id: &str, source: &str) -> Result<Import
             _ => {}
         }
     }
+    if tunnel {
+        // The client under test sends its own data (the runner cannot know it): the runner
+        // relays it to the target fixture: an HTTP one when the captured client spoke HTTP (or
+        // sent nothing), the XOR echo the lab's other clients talked to otherwise.
+        steps.push("tunnel: {}".into());
+        let data = msgs.iter().find(|m| m.0 == Dir::ClientToServer && m.1 == "data");
+        if data.is_none_or(|m| is_http(&m.2)) {
+            target = "http";
+        }
+    }
     if failed && conv.raw.server_closed {
         steps.push("expect_close: {}".into());
     }
@@ -192,6 +257,9 @@ pub fn to_scenario(conv: &Conversation, id: &str, source: &str) -> Result<Import
     // The requirements the replayed messages exercise; an importer narrows them to the one the
     // regression is about.
     let _ = writeln!(y, "refs: [{}]", refs.join(", "));
+    if server {
+        let _ = writeln!(y, "roles: [server]");
+    }
     let _ = writeln!(y, "needs:\n  version: {version}\n  method: {method}");
     if gost {
         let _ = writeln!(y, "  extension: gost");
@@ -208,6 +276,11 @@ pub fn to_scenario(conv: &Conversation, id: &str, source: &str) -> Result<Import
         }
     }
     let _ = writeln!(y, "target: {target}");
+    if server && connect && replied {
+        // A CONNECT the server granted ends with the client's own exchange done; a refused one
+        // must make the client report an error.
+        let _ = writeln!(y, "client: {{success: {}}}", !failed);
+    }
     // The captured client waited for each answer unless the dissector saw pipelining; the
     // coalesced schedule would test pipelining, which the capture says nothing about.
     let pipelined = conv.events.iter().any(|e| e.fields.iter().any(|(_, v)| v.starts_with("pipelined")));
@@ -226,5 +299,27 @@ pub fn to_scenario(conv: &Conversation, id: &str, source: &str) -> Result<Import
     for s in &steps {
         let _ = writeln!(y, "  - {s}");
     }
-    Ok(Imported { id: id.to_string(), yaml: y, notes })
+    // curl fits a CONNECT whose tunnel (if any) carried HTTP, as curl's does.
+    let curl = (connect && replied && (!tunnel || target == "http"))
+        .then(|| curl_for(version, by_name, userpass, &socks4_user));
+    Ok(Imported { id: id.to_string(), yaml: y, notes, curl })
+}
+
+/// A curl command line that makes the request of a captured CONNECT: `--socks5` (an IP
+/// address), `--socks5-hostname` (a name), `--socks4`, `--socks4a`, with `--proxy-user` for a
+/// login and the SOCKS4 user id in the proxy URL. Placeholders as for `check-client`.
+fn curl_for(version: &str, by_name: bool, userpass: bool, socks4_user: &[u8]) -> String {
+    let userid = String::from_utf8_lossy(socks4_user);
+    let (proxy, url) = match (version, by_name) {
+        ("socks4", _) if !userid.is_empty() => (format!("-x socks4://{userid}@{{proxy}}"), "{target}"),
+        ("socks4", _) => ("--socks4 {proxy}".to_string(), "{target}"),
+        ("socks4a", _) if !userid.is_empty() => {
+            (format!("-x socks4a://{userid}@{{proxy}}"), "{target.host}:{target.port}")
+        }
+        ("socks4a", _) => ("--socks4a {proxy}".to_string(), "{target.host}:{target.port}"),
+        (_, true) => ("--socks5-hostname {proxy}".to_string(), "{target.host}:{target.port}"),
+        (_, false) => ("--socks5 {proxy}".to_string(), "{target}"),
+    };
+    let login = if userpass { " --proxy-user {user}:{pass}" } else { "" };
+    format!("curl -sS -m 5 {proxy}{login} http://{url}/")
 }
