@@ -210,3 +210,66 @@ fn replay_as_server_without_a_fitting_curl_line_is_unavailable() {
     assert!(text.contains("--client"), "{text}");
     assert_ne!(code, Some(2), "{text}");
 }
+
+/// Flips the last hex digit of the last `expect`/`udp_expect` pattern of a scenario's YAML: the
+/// captured answer the replay compares against, made wrong.
+fn tamper_last_answer(yaml: &str) -> String {
+    let mut lines: Vec<String> = yaml.lines().map(str::to_string).collect();
+    let i = lines.iter().rposition(|l| l.contains("expect: \"")).expect("an expect step");
+    let l = &lines[i];
+    let close = l.rfind('"').expect("a closing quote");
+    let digit = l[..close].chars().last().expect("a pattern");
+    assert!(digit.is_ascii_hexdigit(), "the last answer ends in hex: {l}");
+    let flipped = if digit == '0' { '1' } else { '0' };
+    lines[i] = format!("{}{flipped}{}", &l[..close - 1], &l[close..]);
+    lines.join("\n") + "\n"
+}
+
+/// BIND, UDP ASSOCIATE, UDP-TUN and MBIND conversations replay past their first reply: BIND's
+/// peer connects to BND and the second reply and both directions of data are compared, the
+/// association's datagrams go to the live reply's relay, UDP-TUN's frames go over the stream,
+/// MBIND's smux SYN and PSH frames are compared while the runner plays the peer. Each passes
+/// against the in-process reference, and fails once its last captured answer is changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_udp_and_gost_conversations_replay_past_the_first_reply() {
+    use sockslab::coverage::Requirements;
+    use sockslab::pcap::scenario::Side;
+    use sockslab::reference::{self, RefOptions};
+    use sockslab::runner::{run_scenario, RunOptions};
+    use sockslab::scenario::Scenario;
+    use sockslab::verdict::{Expectations, Verdict};
+    let scenarios_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let reqs = Requirements::load(&scenarios_dir.join("requirements.yaml")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // (capture, conversation, what its continuation must contain, how many times)
+    let cases: [(&str, usize, &str, usize); 5] = [
+        ("bind/reference-gost.pcapng", 1, "open: peer", 1),
+        ("udp-associate/v2ray5-reference.pcapng", 2, "udp_send:", 3),
+        ("udp-associate/gost-v2ray5.pcapng", 2, "udp_expect:", 1),
+        ("udp-tun/gost-reference.pcapng", 1, "send: \"0020 ff 01 {target.addr}", 1),
+        ("mbind/reference-gost.pcapng", 1, "expect: \"01020a0003000000 050000 {peer:ipaddr}\"", 1),
+    ];
+    for (file, conv, needle, times) in cases {
+        let path = captures_dir().join(file);
+        let mut got = sockslab::pcap::replay::scenarios_for(&path, &scenarios_dir, Some(conv), Side::Client)
+            .unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        assert_eq!(got.len(), 1, "{file} #{conv}");
+        let (scn, imp) = got.remove(0);
+        assert_eq!(imp.yaml.matches(needle).count(), times, "{file} #{conv}: `{needle}` in\n{}", imp.yaml);
+        let server = reference::start(&RefOptions::for_needs(&scn.needs), None).await.expect("reference starts");
+        let r = run_scenario(&scn, &server.sut, &RunOptions::default(), &Expectations::default()).await;
+        assert_eq!(
+            r.verdict,
+            Verdict::Pass,
+            "{file} #{conv}: {:?}\n{}",
+            r.failures.first().map(|f| &f.message),
+            imp.yaml
+        );
+
+        let bad = tmp.path().join(format!("{}.yaml", file.replace('/', "_")));
+        std::fs::write(&bad, tamper_last_answer(&imp.yaml)).unwrap();
+        let tampered = Scenario::load_with(&bad, &reqs).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let r = run_scenario(&tampered, &server.sut, &RunOptions::default(), &Expectations::default()).await;
+        assert_eq!(r.verdict, Verdict::Fail, "{file} #{conv}: a wrong captured answer must fail");
+    }
+}
