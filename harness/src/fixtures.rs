@@ -103,12 +103,13 @@ impl Fixture {
                 }
                 f._held.push(HeldSocket::Listener(l));
             }
-            FixtureKind::UdpEcho => {
+            FixtureKind::UdpEcho | FixtureKind::UdpXorEcho => {
                 let (s4, s6) = bind_pair(|a| async move { UdpSocket::bind(a).await }, |s| s.local_addr()).await?;
                 f.addr = s4.local_addr()?;
                 f.addr6 = s6.as_ref().and_then(|s| s.local_addr().ok());
+                let xor = kind == FixtureKind::UdpXorEcho;
                 for s in std::iter::once(s4).chain(s6) {
-                    f.tasks.push(tokio::spawn(udp_echo(s, record.clone())));
+                    f.tasks.push(tokio::spawn(udp_echo(s, record.clone(), xor)));
                 }
             }
             _ => {
@@ -247,15 +248,22 @@ async fn serve_conn(mut s: TcpStream, kind: FixtureKind, record: Arc<Mutex<Recor
     }
 }
 
-async fn udp_echo(s: UdpSocket, record: Arc<Mutex<Record>>) {
+async fn udp_echo(s: UdpSocket, record: Arc<Mutex<Record>>, xor: bool) {
     let mut buf = vec![0u8; 65_536];
     for _ in 0..100_000 {
         let Ok((n, from)) = s.recv_from(&mut buf).await else { continue };
         if let Ok(mut r) = record.lock() {
             r.datagrams.push((from, buf[..n].to_vec()));
         }
-        let mut reply = UDP_ECHO_PREFIX.to_vec();
-        reply.extend_from_slice(&buf[..n]);
+        // The XOR echo answers with the datagram XOR the key and nothing else, as the lab's UDP
+        // target does; the plain echo prefixes `echo:`.
+        let reply = if xor {
+            buf[..n].iter().map(|b| b ^ XOR_KEY).collect()
+        } else {
+            let mut r = UDP_ECHO_PREFIX.to_vec();
+            r.extend_from_slice(&buf[..n]);
+            r
+        };
         let _ = s.send_to(&reply, from).await;
     }
 }
@@ -284,6 +292,17 @@ mod tests {
         let f = Fixture::start(FixtureKind::Blackhole).await.unwrap();
         let r = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(f.addr)).await;
         assert!(r.is_err(), "connect to the blackhole completed: {r:?}");
+    }
+
+    #[tokio::test]
+    async fn udp_xor_echo_transforms_and_records() {
+        let f = Fixture::start(FixtureKind::UdpXorEcho).await.unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        c.send_to(b"\x00\xff", f.addr).await.unwrap();
+        let mut b = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(2), c.recv(&mut b)).await.unwrap().unwrap();
+        assert_eq!(&b[..n], [XOR_KEY, 0xff ^ XOR_KEY]);
+        assert_eq!(f.record().datagrams.len(), 1);
     }
 
     #[tokio::test]

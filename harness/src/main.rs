@@ -149,8 +149,22 @@ struct ReplayArgs {
     /// The capture file.
     file: PathBuf,
     /// The server to replay against: socks5://[user:pass@]127.0.0.1:PORT (socks4://, socks4a://, socks://).
+    #[arg(long, required_unless_present = "as_server", conflicts_with = "as_server")]
+    against: Option<String>,
+    /// Play the captured server side instead, against a client under test (as `check-client`).
     #[arg(long)]
-    against: String,
+    as_server: bool,
+    /// With --as-server: the client command line (`check-client`'s placeholders). Default: for
+    /// each conversation, the curl line that makes its request (--socks5, --socks5-hostname,
+    /// --socks4, --socks4a, --proxy-user).
+    #[arg(long, requires = "as_server")]
+    client: Option<String>,
+    /// With --as-server: the username the runner accepts and `{user}` becomes.
+    #[arg(long, default_value = "alice", requires = "as_server")]
+    user: String,
+    /// With --as-server: the password the runner accepts and `{pass}` becomes.
+    #[arg(long, default_value = "s3cret", requires = "as_server")]
+    pass: String,
     /// Only this conversation (the `#N` of `sockslab dissect`).
     #[arg(long)]
     conversation: Option<usize>,
@@ -248,7 +262,21 @@ fn dissect(file: &std::path::Path, json: bool) -> Result<i32> {
 }
 
 async fn replay(a: ReplayArgs) -> Result<i32> {
-    let t = parse_url(&a.against)?;
+    let dir = a.scenarios.clone().unwrap_or_else(sockslab::default_scenarios_dir);
+    let Some(against) = a.against.clone() else {
+        let results = sockslab::pcap::replay::replay_as_server(
+            &a.file,
+            &dir,
+            a.conversation,
+            a.client.as_deref(),
+            &a.user,
+            &a.pass,
+        )
+        .await?;
+        let label = a.client.clone().unwrap_or_else(|| format!("{} as server", a.file.display()));
+        return finish(Report::new(label, results), Strictness::default(), true, &a.reports);
+    };
+    let t = parse_url(&against)?;
     let method = if t.user.is_some() { Method::Userpass } else { Method::Noauth };
     let mut claims = Claims { versions: t.versions.clone(), method, ipv6: true, domain: true, ..Claims::default() };
     for c in &a.claims {
@@ -267,12 +295,11 @@ async fn replay(a: ReplayArgs) -> Result<i32> {
         instance: None,
         transport: t.transport.clone(),
     };
-    let dir = a.scenarios.clone().unwrap_or_else(sockslab::default_scenarios_dir);
     let results = sockslab::pcap::replay::replay(&a.file, &dir, a.conversation, &sut).await?;
     for r in &results {
         print_result(r, a.verbose);
     }
-    let report = Report::new(a.against.clone(), results);
+    let report = Report::new(against, results);
     let s = &report.summary;
     println!(
         "{} replayed: {} pass, {} fail or warn, {} n/a",
@@ -746,7 +773,6 @@ async fn check_client(a: ClientArgs) -> Result<i32> {
     };
     let mut results = Vec::new();
     for s in &selected {
-        let t0 = std::time::Instant::now();
         if s.needs.command != request {
             let reason =
                 format!("the scenario is about {:?}, the client makes {:?} requests", s.needs.command, request)
@@ -766,38 +792,8 @@ async fn check_client(a: ClientArgs) -> Result<i32> {
             results.push(ScenarioResult::new(s, None, Verdict::NotApplicable { reason }));
             continue;
         }
-        if let Err(why) = runner::server::playable(s) {
-            // A catalogue error, not the client's: say so instead of grading it.
-            results.push(ScenarioResult::new(s, None, Verdict::Unavailable { reason: why }));
-            continue;
-        }
-        let mut failures = Vec::new();
-        let ran: Vec<Schedule> = s.schedules().into_iter().filter(|x| scheds.contains(x)).collect();
-        for sch in &ran {
-            match runner::server::play(s, *sch, &a.command, &a.user, &a.pass).await {
-                Ok(t) => {
-                    // The client's exit line, for the text log of passing runs too.
-                    if let Some(e) = t.entries.iter().rev().find(|e| e.line.starts_with("client exit ")) {
-                        eprintln!("{} [{}]: {}", s.id, sch.name(), e.line);
-                    }
-                }
-                Err(f) => {
-                    eprintln!("{} [{}]: {}", s.id, sch.name(), f.message);
-                    failures.push(sockslab::verdict::ScheduleFailure {
-                        schedule: *sch,
-                        step: f.step,
-                        message: f.message,
-                        transcript: f.transcript,
-                    })
-                }
-            }
-        }
         let exp = expected.expected_failures.iter().find(|e| e.id == s.id);
-        let mut r = ScenarioResult::new(s, None, sockslab::verdict::decide(s.grade, &ran, &failures, exp));
-        r.schedules = ran;
-        r.failures = failures;
-        r.millis = t0.elapsed().as_millis() as u64;
-        results.push(r);
+        results.push(runner::server::grade(s, &scheds, &a.command, &a.user, &a.pass, exp).await);
     }
     let report = Report::new(a.command.clone(), results).with_wall(started.elapsed());
     finish(report, Strictness::default(), true, &a.reports)

@@ -93,6 +93,12 @@ pub struct Conversation {
 pub struct RawConversation {
     /// TCP messages in order, each with its direction and bytes.
     pub messages: Vec<(Dir, String, Vec<u8>)>,
+    /// The packet number that completed each of `messages` (the first one of relayed data), so
+    /// the two directions after the handshake can be put back in wire order.
+    pub at: Vec<usize>,
+    /// The association's UDP datagrams (client to relay and back), with their packet numbers,
+    /// in capture order.
+    pub datagrams: Vec<(Dir, usize, Vec<u8>)>,
     /// The UDP relay address from the ASSOCIATE reply, if any.
     pub relay: Option<SocketAddr>,
     /// Whether the server closed the connection (FIN/RST) after its last message.
@@ -205,8 +211,18 @@ fn attach_udp(conv: &mut Conversation, relay: SocketAddr, flows: &Flows, origin:
     let relay = if relay.ip().is_unspecified() { SocketAddr::new(conv.server.ip(), relay.port()) } else { relay };
     let client_ip = conv.client.ip();
     let start = conv.events.first().map(|e| e.packet).unwrap_or(0);
+    // The association ends with its TCP connection (RFC 1928 §6): once both sides have closed
+    // it, later datagrams to the same relay (a server with one relay port for all) are another
+    // association's. A connection the capture never saw close bounds nothing.
+    let closes: Vec<usize> =
+        conv.events.iter().filter(|e| e.what == "fin" || e.what == "rst").map(|e| e.packet).collect();
+    let end = if conv.events.iter().any(|e| e.what == "rst") || closes.len() >= 2 {
+        closes.iter().max().copied().unwrap_or(usize::MAX)
+    } else {
+        usize::MAX
+    };
     for (i, dg) in flows.udp.iter().enumerate() {
-        if dg.packet < start || used.contains(&i) {
+        if dg.packet < start || dg.packet > end || used.contains(&i) {
             continue;
         }
         let dir = if same_endpoint(relay, dg.dst) && same_host(dg.src.ip(), client_ip) {
@@ -220,6 +236,7 @@ fn attach_udp(conv: &mut Conversation, relay: SocketAddr, flows: &Flows, origin:
         let mut fields = vec![(if dir == Dir::ClientToRelay { "from" } else { "to" }.into(), peer(dg, dir))];
         fields.extend(udp_fields(&dg.payload));
         conv.events.push(Event { time: rel(dg.time, origin), packet: dg.packet, dir, what: "udp".into(), fields });
+        conv.raw.datagrams.push((dir, dg.packet, dg.payload.clone()));
     }
     conv.events.sort_by_key(|e| e.packet);
 }
@@ -382,6 +399,7 @@ impl<'a> Decoder<'a> {
                     self.s.pos += n;
                 }
                 self.raw.messages.push((dir, what.to_string(), bytes));
+                self.raw.at.push(packet);
                 Some((msg, packet))
             }
             Err(DecodeError::Incomplete) => {
@@ -652,6 +670,7 @@ impl<'a> Decoder<'a> {
             let fields = vec![("bytes", rest.len().to_string()), ("first", preview(rest))];
             let bytes = rest.to_vec();
             self.raw.messages.push((dir, "data".into(), bytes));
+            self.raw.at.push(first);
             self.event(dir, first, "data", fields);
         }
     }

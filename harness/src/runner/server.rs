@@ -215,6 +215,20 @@ pub async fn play(
             addr: Some(bnd_at),
         },
     );
+    // The same address in a SOCKS4 reply's form (port, then IPv4), for `{bnd4:addr4}`: an
+    // imported SOCKS4 conversation answers with the runner's own address, as a SOCKS5 one does.
+    let ip4 = match bnd_at.ip() {
+        std::net::IpAddr::V4(a) => a.octets(),
+        std::net::IpAddr::V6(_) => [0; 4],
+    };
+    vars.insert(
+        "bnd4".into(),
+        Value {
+            bytes: [&bnd_at.port().to_be_bytes()[..], &ip4[..]].concat(),
+            label: Some("{bnd4=127.0.0.1:PORT}".into()),
+            addr: Some(bnd_at),
+        },
+    );
     let ctx = Arc::new(Ctx {
         scn: scn.clone(),
         schedule,
@@ -740,4 +754,50 @@ fn step_name(k: &StepKind) -> &'static str {
         StepKind::TargetReceived(_) => "target_received",
         StepKind::Tunnel => "tunnel",
     }
+}
+
+/// Plays `scn` in the server role under each of `schedules` (those the scenario runs) against
+/// the client `command`, and grades it as `check-client` does: the verdict from the failures,
+/// the scenario's grade and `expected` (a known failure of this client), with the schedules run
+/// and the failures recorded. Each schedule's outcome is logged on stderr (the client's exit
+/// line for a pass, the failure otherwise), so a text log shows passing runs too.
+pub async fn grade(
+    scn: &Scenario,
+    schedules: &[Schedule],
+    command: &str,
+    user: &str,
+    pass: &str,
+    expected: Option<&crate::verdict::ExpectedFailure>,
+) -> crate::verdict::ScenarioResult {
+    use crate::verdict::{decide, ScenarioResult, ScheduleFailure, Verdict};
+    let t0 = std::time::Instant::now();
+    if let Err(why) = playable(scn) {
+        // A catalogue error, not the client's: say so instead of grading it.
+        return ScenarioResult::new(scn, None, Verdict::Unavailable { reason: why });
+    }
+    let mut failures = Vec::new();
+    let ran: Vec<Schedule> = scn.schedules().into_iter().filter(|x| schedules.contains(x)).collect();
+    for sch in &ran {
+        match play(scn, *sch, command, user, pass).await {
+            Ok(t) => {
+                if let Some(e) = t.entries.iter().rev().find(|e| e.line.starts_with("client exit ")) {
+                    eprintln!("{} [{}]: {}", scn.id, sch.name(), e.line);
+                }
+            }
+            Err(f) => {
+                eprintln!("{} [{}]: {}", scn.id, sch.name(), f.message);
+                failures.push(ScheduleFailure {
+                    schedule: *sch,
+                    step: f.step,
+                    message: f.message,
+                    transcript: f.transcript,
+                })
+            }
+        }
+    }
+    let mut r = ScenarioResult::new(scn, None, decide(scn.grade, &ran, &failures, expected));
+    r.schedules = ran;
+    r.failures = failures;
+    r.millis = t0.elapsed().as_millis() as u64;
+    r
 }

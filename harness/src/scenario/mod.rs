@@ -192,6 +192,9 @@ pub enum FixtureKind {
     SlowDrip,
     /// UDP echo that records every datagram.
     UdpEcho,
+    /// UDP echo that XORs each octet with [`template::XOR_KEY`] (the lab's UDP target, so an
+    /// imported capture's datagram answers can be compared as captured).
+    UdpXorEcho,
 }
 
 /// What the server under test must offer for a scenario to apply.

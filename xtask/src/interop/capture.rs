@@ -26,15 +26,32 @@ pub const UDP_PAYLOAD: usize = 32;
 pub struct Recorder {
     child: tokio::process::Child,
     file: PathBuf,
+    /// What tcpdump says on stderr after it started (its closing statistics).
+    said: tokio::task::JoinHandle<Vec<String>>,
     _dir: tempfile::TempDir,
     /// The tcpdump command line, for the sidecar.
     pub command: String,
 }
 
-/// The BPF filter of a cell: the server's SOCKS port(s) and every UDP datagram on loopback.
-pub fn filter(ports: &[u16]) -> String {
+/// The BPF filter of a cell: the server's SOCKS port(s), and every UDP datagram on loopback
+/// only for a cell whose SOCKS traffic has datagrams (`udp`: UDP ASSOCIATE, whose relay ports
+/// are not known before the reply). UDP is not taken otherwise: another program's UDP on the
+/// shared loopback (a kcp transport run, a bench) can fill tcpdump's buffer faster than it is
+/// read, and the kernel then drops packets of the cell itself, which is how SOCKS4a captures
+/// came out with connections missing their start (no SYN, so the flow's direction was guessed
+/// from a server packet) or holding no conversation at all.
+pub fn filter(ports: &[u16], udp: bool) -> String {
     let tcp: Vec<String> = ports.iter().map(|p| format!("tcp port {p}")).collect();
-    format!("{} or udp", tcp.join(" or "))
+    if udp {
+        format!("{} or udp", tcp.join(" or "))
+    } else {
+        tcp.join(" or ")
+    }
+}
+
+/// The number in tcpdump's closing `N packets dropped by kernel` line, if it printed one.
+pub fn dropped(stderr: &[String]) -> Option<u64> {
+    stderr.iter().find_map(|l| l.strip_suffix("packets dropped by kernel")?.trim().parse().ok())
 }
 
 impl Recorder {
@@ -49,8 +66,9 @@ impl Recorder {
             .context("tcpdump is not installed (apt-get install -y tcpdump)")?;
         // --immediate-mode and -U: take and write each packet at once (libpcap otherwise hands
         // packets over in blocks, and a stop within a second loses them); -Z root: stay root so the file
-        // in our private directory can be written; -s 0: whole packets.
-        let args = ["-i", "lo", "--immediate-mode", "-n", "-U", "-s", "0", "-Z", "root", "-w"];
+        // in our private directory can be written; -s 0: whole packets; -B: a 16 MiB kernel
+        // buffer (the default 2 MiB holds only a few whole-size loopback packets).
+        let args = ["-i", "lo", "--immediate-mode", "-n", "-U", "-s", "0", "-B", "16384", "-Z", "root", "-w"];
         let mut cmd = tokio::process::Command::new(tcpdump);
         cmd.args(args).arg(&file).arg(filter).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         cmd.kill_on_drop(true);
@@ -73,10 +91,17 @@ impl Recorder {
             let _ = child.kill().await;
             bail!("tcpdump did not start listening: {}", said.join(" / "));
         }
-        // Keep draining stderr so tcpdump never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep draining stderr so tcpdump never blocks on a full pipe, and keep what it says:
+        // its closing lines count the packets the kernel dropped.
+        let said = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok(Some(l)) = lines.next_line().await {
+                kept.push(l);
+            }
+            kept
+        });
         let command = format!("tcpdump {} <file> '{filter}'", args.join(" "));
-        Ok(Recorder { child, file, _dir: dir, command })
+        Ok(Recorder { child, file, said, _dir: dir, command })
     }
 
     /// Stops tcpdump (SIGINT, so it closes the file properly) and returns the pcap bytes.
@@ -90,6 +115,12 @@ impl Recorder {
             }
         }
         let _ = self.child.wait().await;
+        // A capture with dropped packets is missing part of the cell (often a connection's
+        // start): never keep it, say why instead.
+        let said = self.said.await.unwrap_or_default();
+        if let Some(n) = dropped(&said).filter(|&n| n > 0) {
+            bail!("tcpdump dropped {n} packets (loopback busy with other traffic): run the cell again");
+        }
         std::fs::read(&self.file).with_context(|| format!("reading {}", self.file.display()))
     }
 }
@@ -186,4 +217,31 @@ pub fn now() -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_is_captured_only_for_cells_with_datagrams() {
+        assert_eq!(filter(&[1080], false), "tcp port 1080");
+        assert_eq!(filter(&[1080, 1081], true), "tcp port 1080 or tcp port 1081 or udp");
+    }
+
+    #[test]
+    fn the_kernel_drop_count_is_read_from_tcpdumps_closing_lines() {
+        let said = |ls: &[&str]| ls.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        let ok = said(&[
+            "listening on lo",
+            "17 packets captured",
+            "40 packets received by filter",
+            "0 packets dropped by kernel",
+        ]);
+        assert_eq!(dropped(&ok), Some(0));
+        let lost =
+            said(&["2231 packets captured", "9000 packets received by filter", "6769 packets dropped by kernel"]);
+        assert_eq!(dropped(&lost), Some(6769));
+        assert_eq!(dropped(&said(&["tcpdump: killed"])), None);
+    }
 }

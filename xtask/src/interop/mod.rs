@@ -555,7 +555,10 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             let client = c.client.expect("feature cells have a client");
             let feature = c.feature.expect("feature cells have a feature");
             let recorder = match (capture, server) {
-                (true, Some(addr)) => Some(capture::Recorder::start(&capture::filter(&[addr.port()])).await),
+                (true, Some(addr)) => {
+                    let udp = feature == Feature::UdpAssociate;
+                    Some(capture::Recorder::start(&capture::filter(&[addr.port()], udp)).await)
+                }
                 _ => None,
             };
             let r = match (server, server_err) {
