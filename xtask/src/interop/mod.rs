@@ -31,6 +31,8 @@ use crate::flags::{BackendArg, InteropAction, InteropArgs, Shard};
 use crate::peers::{self, Backend, Feature, PeerId, Prepared};
 use backend::Launcher;
 use servers::{Config, Server};
+use sockslab::verdict::Strictness;
+pub(crate) use sockslab::verdict::Verdict;
 use targets::Targets;
 
 /// Clients of the matrix, in row order.
@@ -53,58 +55,10 @@ pub enum Kind {
     Transport,
 }
 
-/// A cell's status. `Unavailable` is separate from `NotApplicable`: the peer claims the feature,
-/// but could not be obtained on this machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "status")]
-pub enum Status {
-    /// Ran and passed.
-    Pass,
-    /// Ran and failed, not listed as expected.
-    Fail,
-    /// A peer does not claim what the cell needs.
-    NotApplicable {
-        /// Which claim is missing.
-        reason: String,
-    },
-    /// Failed as the expected-results file says, for this reason.
-    ExpectedFailure {
-        /// Why.
-        reason: String,
-        /// Where it is documented upstream.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        link: Option<String>,
-    },
-    /// Listed as an expected failure but passed (stale file): an error.
-    Xpass {
-        /// The listed reason.
-        reason: String,
-    },
-    /// A peer could not be obtained; nothing ran.
-    Unavailable {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl Status {
-    /// Short label for progress lines and the HTML.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Status::Pass => "PASS",
-            Status::Fail => "FAIL",
-            Status::NotApplicable { .. } => "N/A",
-            Status::ExpectedFailure { .. } => "XFAIL",
-            Status::Xpass { .. } => "XPASS",
-            Status::Unavailable { .. } => "UNAVAILABLE",
-        }
-    }
-
-    /// Whether the run must exit non-zero because of it.
-    pub fn is_error(&self) -> bool {
-        matches!(self, Status::Fail | Status::Xpass { .. })
-    }
-}
+/// How strictly the lab holds every peer to its expected results: at every level. An unlisted
+/// SHOULD or policy deviation of a catalogue scenario is a regression as much as a MUST one (the
+/// peers' expected results list every deviation, whatever its grade).
+pub const STRICT: Strictness = Strictness { warn: true, policy: true };
 
 /// A planned cell.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,9 +84,9 @@ pub struct CellResult {
     /// The cell.
     #[serde(flatten)]
     pub cell: Cell,
-    /// Verdict.
+    /// Verdict, decided by the harness's rules (`sockslab::verdict`).
     #[serde(flatten)]
-    pub status: Status,
+    pub status: Verdict,
     /// What happened, in a line or a few.
     pub detail: String,
     /// Peer logs (failing cells).
@@ -142,16 +96,6 @@ pub struct CellResult {
     pub reproduce: String,
     /// Wall time.
     pub millis: u64,
-}
-
-/// An expected failure of a matrix cell.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExpectedCell {
-    id: String,
-    reason: String,
-    #[serde(default)]
-    link: Option<String>,
 }
 
 /// `docker/<peer>/expected*.yaml`.
@@ -168,7 +112,7 @@ struct ExpectedFile {
     #[serde(default)]
     scenarios: Option<String>,
     #[serde(default)]
-    cells: Vec<ExpectedCell>,
+    cells: Vec<sockslab::verdict::ExpectedFailure>,
 }
 
 fn load_expected(peer: PeerId) -> Result<ExpectedFile> {
@@ -283,7 +227,7 @@ struct Lab {
 }
 
 impl Lab {
-    fn expected_cell(&self, c: &Cell) -> Option<&ExpectedCell> {
+    fn expected_cell(&self, c: &Cell) -> Option<&sockslab::verdict::ExpectedFailure> {
         [c.client, Some(c.server)]
             .into_iter()
             .flatten()
@@ -292,13 +236,10 @@ impl Lab {
             .find(|e| e.id == c.id)
     }
 
-    fn decide(&self, c: &Cell, ok: bool) -> Status {
-        match (self.expected_cell(c), ok) {
-            (None, true) => Status::Pass,
-            (None, false) => Status::Fail,
-            (Some(e), true) => Status::Xpass { reason: e.reason.clone() },
-            (Some(e), false) => Status::ExpectedFailure { reason: e.reason.clone(), link: e.link.clone() },
-        }
+    /// A cell's verdict, by the harness's rules for a check run once (`decide_check`), from
+    /// whether it passed and the expected results of its client and server.
+    fn decide(&self, c: &Cell, ok: bool) -> Verdict {
+        sockslab::verdict::decide_check(ok, "", self.expected_cell(c))
     }
 }
 
@@ -312,9 +253,10 @@ fn reproduce(id: &str, backend: Backend) -> String {
 
 /// Prints one progress line.
 fn progress(done: usize, total: usize, r: &CellResult) {
-    let extra = match &r.status {
-        Status::Fail => format!(" — {}", r.detail.lines().next().unwrap_or_default()),
-        _ => String::new(),
+    let extra = if r.status.is_error(STRICT) && !matches!(r.status, Verdict::Xpass { .. }) {
+        format!(" — {}", r.detail.lines().next().unwrap_or_default())
+    } else {
+        String::new()
     };
     eprintln!("[{done:>4}/{total}] {:<11} {} ({} ms){extra}", r.status.label(), r.cell.id, r.millis);
 }
@@ -332,19 +274,21 @@ fn write_reports(rep: &report::Report, out: &Path) -> Result<()> {
 fn conclude(rep: &report::Report, out: &Path) -> Result<()> {
     let s = &rep.summary;
     eprintln!(
-        "interop: {} cells in {:.1} s: {} pass, {} fail, {} xfail, {} xpass, {} n/a, {} unavailable — {}",
+        "interop: {} cells in {:.1} s: {} pass, {} fail, {} warn, {} policy, {} xfail, {} xpass, {} n/a, {} unavailable — {}",
         s.total,
         rep.meta.seconds,
-        s.pass,
-        s.fail,
-        s.xfail,
+        s.passed,
+        s.failed,
+        s.warned,
+        s.policy,
+        s.expected_failures,
         s.xpass,
         s.not_applicable,
         s.unavailable,
         out.join("interop.html").display()
     );
-    if s.fail + s.xpass > 0 {
-        anyhow::bail!("{} unexpected result(s)", s.fail + s.xpass);
+    if !s.ok(STRICT) {
+        anyhow::bail!("{} unexpected result(s)", s.failed + s.warned + s.policy + s.xpass);
     }
     Ok(())
 }
@@ -487,11 +431,11 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     let mut results: Vec<CellResult> = Vec::new();
     let mut to_run = Vec::new();
     for c in cells {
-        let pre = not_applicable(&c).map(|reason| Status::NotApplicable { reason }).or_else(|| {
+        let pre = not_applicable(&c).map(|reason| Verdict::NotApplicable { reason }).or_else(|| {
             [c.client, Some(c.server)]
                 .into_iter()
                 .flatten()
-                .find_map(|p| lab.unavailable.get(&p).map(|r| Status::Unavailable { reason: format!("{p}: {r}") }))
+                .find_map(|p| lab.unavailable.get(&p).map(|r| Verdict::Unavailable { reason: format!("{p}: {r}") }))
         });
         match pre {
             Some(status) => results.push(CellResult {
@@ -568,10 +512,10 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             };
             if let (Some(rec), Some(addr)) = (recorder, server) {
                 let note =
-                    record_cell(&c, rec, addr.port(), status == Status::Pass, &detail, &logs, server_command).await;
+                    record_cell(&c, rec, addr.port(), status == Verdict::Pass, &detail, &logs, server_command).await;
                 detail = format!("{detail}; {note}");
             }
-            let logs = if status == Status::Pass { String::new() } else { logs };
+            let logs = if status == Verdict::Pass { String::new() } else { logs };
             CellResult {
                 reproduce: reproduce(&c.id, lab.backend),
                 cell: c,
@@ -643,10 +587,10 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         let (status, detail, logs) = match r {
             Ok((obs, snap_err, logs)) => {
                 let status = if let Some(e) = &snap_err {
-                    (Status::Fail, format!("snapshot differs: {e}"))
+                    (Verdict::Fail, format!("snapshot differs: {e}"))
                 } else if obs.control != bypass::Fate::Relayed {
                     (
-                        Status::Fail,
+                        Verdict::Fail,
                         "the authenticated control datagram was not relayed: the probes prove nothing".into(),
                     )
                 } else {
@@ -666,7 +610,7 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         let r = CellResult {
             reproduce: reproduce(&c.id, backend),
             cell: c.clone(),
-            logs: if status == Status::Pass { String::new() } else { logs },
+            logs: if status == Verdict::Pass { String::new() } else { logs },
             status,
             detail,
             millis: t.elapsed().as_millis() as u64,
@@ -922,7 +866,7 @@ async fn run_catalogue(
                 let r = CellResult {
                     reproduce: reproduce(&cell(&scn.id).id, lab.backend),
                     cell: cell(&scn.id),
-                    status: Status::NotApplicable { reason: format!("{peer} does not claim gost's {}", f.name()) },
+                    status: Verdict::NotApplicable { reason: format!("{peer} does not claim gost's {}", f.name()) },
                     detail: String::new(),
                     logs: String::new(),
                     millis: 0,
@@ -956,7 +900,7 @@ async fn run_catalogue(
             let r = CellResult {
                 reproduce: reproduce(&cell(&s.id).id, lab.backend),
                 cell: cell(&s.id),
-                status: Status::Fail,
+                status: Verdict::Fail,
                 detail: format!("could not start the server instances: {e}"),
                 logs: String::new(),
                 millis: 0,
@@ -985,17 +929,9 @@ async fn run_catalogue(
         s.running.stop().await;
     }
     for r in results {
-        use sockslab::verdict::Verdict;
-        let status = match &r.verdict {
-            Verdict::Pass => Status::Pass,
-            // The lab holds every peer to its expected results at every level: an unlisted SHOULD
-            // or policy deviation is a regression too.
-            Verdict::Fail | Verdict::Warn | Verdict::Policy => Status::Fail,
-            Verdict::NotApplicable { reason } => Status::NotApplicable { reason: reason.clone() },
-            Verdict::ExpectedFailure { reason } => Status::ExpectedFailure { reason: reason.clone(), link: None },
-            Verdict::Xpass { reason } => Status::Xpass { reason: reason.clone() },
-            Verdict::Unavailable { reason } => Status::Unavailable { reason: reason.clone() },
-        };
+        // The harness decided the verdict (schedules, intermittent entries, grades); the lab
+        // only holds a WARN or POLICY to be an error too (`STRICT`).
+        let status = r.verdict;
         let detail = r
             .failures
             .iter()
@@ -1005,7 +941,7 @@ async fn run_catalogue(
         let c = cell(&r.id);
         let cr = CellResult {
             reproduce: reproduce(&c.id, backend),
-            logs: if status.is_error() { logs.clone() } else { String::new() },
+            logs: if status.is_error(STRICT) { logs.clone() } else { String::new() },
             cell: c,
             detail: format!(
                 "instance {}{}{detail}",
