@@ -31,7 +31,7 @@ use crate::flags::{BackendArg, InteropAction, InteropArgs, Shard};
 use crate::peers::{self, Backend, Feature, PeerId, Prepared};
 use backend::Launcher;
 use servers::{Config, Server};
-use sockslab::verdict::Strictness;
+use sockslab::verdict::{Expectations, Strictness};
 pub(crate) use sockslab::verdict::Verdict;
 use targets::Targets;
 
@@ -96,32 +96,6 @@ pub struct CellResult {
     pub reproduce: String,
     /// Wall time.
     pub millis: u64,
-}
-
-/// `docker/<peer>/expected*.yaml`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ExpectedFile {
-    #[serde(default)]
-    #[allow(dead_code)]
-    peer: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    version: String,
-    /// The peer's catalogue expected failures (a sockslab expected-results file), workspace-relative.
-    #[serde(default)]
-    scenarios: Option<String>,
-    #[serde(default)]
-    cells: Vec<sockslab::verdict::ExpectedFailure>,
-}
-
-fn load_expected(peer: PeerId) -> Result<ExpectedFile> {
-    let p = peers::root().join(peer.expected_file());
-    if !p.exists() {
-        return Ok(ExpectedFile::default());
-    }
-    let text = std::fs::read_to_string(&p)?;
-    serde_yaml::from_str(&text).with_context(|| format!("{}", p.display()))
 }
 
 fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Result<Vec<Cell>> {
@@ -222,7 +196,8 @@ struct Lab {
     targets: Targets,
     launchers: BTreeMap<PeerId, Launcher>,
     unavailable: BTreeMap<PeerId, String>,
-    expected: BTreeMap<PeerId, ExpectedFile>,
+    /// Each peer's expected results (the harness peer's `expected.yaml`: scenarios and cells).
+    expected: BTreeMap<PeerId, Expectations>,
     backend: Backend,
 }
 
@@ -232,8 +207,7 @@ impl Lab {
             .into_iter()
             .flatten()
             .filter_map(|p| self.expected.get(&p))
-            .flat_map(|e| e.cells.iter())
-            .find(|e| e.id == c.id)
+            .find_map(|e| e.cell(&c.id))
     }
 
     /// A cell's verdict, by the harness's rules for a check run once (`decide_check`), from
@@ -397,7 +371,7 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     let mut unavailable = BTreeMap::new();
     let mut expected = BTreeMap::new();
     for p in PeerId::ALL {
-        expected.insert(p, load_expected(p)?);
+        expected.insert(p, p.expectations().with_context(|| format!("expected results of {p}"))?);
     }
     for p in &needed {
         let t = Instant::now();
@@ -887,14 +861,7 @@ async fn run_catalogue(
             Err(e) => err = Some(format!("{e:#}")),
         }
     }
-    let expectations = match lab.expected.get(&peer).and_then(|e| e.scenarios.clone()) {
-        Some(p) => sockslab::verdict::Expectations::load(&peers::root().join(&p)).map_err(|e| e.to_string()),
-        None => Ok(sockslab::verdict::Expectations::default()),
-    };
-    let (expectations, err) = match (expectations, err) {
-        (Ok(e), None) => (e, None),
-        (Err(e), _) | (_, Some(e)) => (sockslab::verdict::Expectations::default(), Some(e)),
-    };
+    let expectations = lab.expected.get(&peer).cloned().unwrap_or_default();
     if let Some(e) = err {
         for s in scns {
             let r = CellResult {
@@ -1035,6 +1002,23 @@ mod tests {
         let curl = plan(&args(&["*.curl.*"]), &[]).unwrap();
         assert!(!curl.is_empty() && curl.iter().all(|c| c.id.contains(".curl.")), "{curl:?}");
         assert!(plan(&args(&["bad.[1"]), &[]).is_err(), "an unclosed class is refused");
+    }
+
+    /// A lab-cell entry of a peer's expected results must name a cell the lab plans with that
+    /// peer as client or server, or it would never be decided (and never turn into an xpass).
+    #[test]
+    fn every_expected_cell_is_a_planned_cell_of_its_peer() {
+        let cells = plan(&args(&[]), &[]).unwrap();
+        let mut entries = 0;
+        for peer in PeerId::ALL {
+            for e in &peer.expectations().unwrap().cells {
+                let c = cells.iter().find(|c| c.id == e.id).unwrap_or_else(|| panic!("{peer}: no cell `{}`", e.id));
+                assert!(c.client == Some(peer) || c.server == peer, "{peer}: `{}` does not involve it", e.id);
+                assert!(not_applicable(c).is_none(), "{peer}: `{}` is not applicable, so never runs", e.id);
+                entries += 1;
+            }
+        }
+        assert_eq!(entries, 5, "every entry moved from the lab's old cell files is here");
     }
 
     #[test]
