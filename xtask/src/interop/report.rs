@@ -264,14 +264,33 @@ td.diff{background:#fff3cd} .small{font-size:12px;color:#555} pre{background:#f7
 code{background:#f3f3f3;padding:0 3px} td a{color:inherit}
 "#;
 
-/// The static HTML page.
+/// The static HTML page: the run's facts, then one section per view, each written by its own
+/// function in page order.
 pub fn html(r: &Report) -> String {
     let mut o = String::new();
+    let _ = write!(
+        o,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sockslab interop</title><style>{STYLE}</style></head><body>"
+    );
+    run_summary(&mut o, r);
+    peers_and_phases(&mut o, r);
+    let by_id: BTreeMap<&str, &CellResult> = r.cells.iter().map(|c| (c.cell.id.as_str(), c)).collect();
+    feature_matrix(&mut o, r, &by_id);
+    transport_matrix(&mut o, r, &by_id);
+    udp_bypass_section(&mut o, r);
+    behaviour_section(&mut o, r);
+    catalogue_section(&mut o, r);
+    failing_cells(&mut o, r);
+    o.push_str("</body></html>\n");
+    o
+}
+
+/// The heading: backend, wall time, counts per verdict, the shard note and the legend.
+fn run_summary(o: &mut String, r: &Report) {
     let s = &r.summary;
     let _ = write!(
         o,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sockslab interop</title><style>{STYLE}</style></head><body>\
-         <h1>sockslab interop matrix</h1><p class=\"small\">backend <b>{:?}</b>, {:.1} s (of which preparing peers {:.1} s). \
+        "<h1>sockslab interop matrix</h1><p class=\"small\">backend <b>{:?}</b>, {:.1} s (of which preparing peers {:.1} s). \
          {} cells: <b>{} pass</b>, <b>{} fail</b>, {} warn, {} policy, {} expected failures, {} xpass, {} not applicable, {} unavailable.</p>",
         r.meta.backend,
         r.meta.seconds,
@@ -314,6 +333,10 @@ pub fn html(r: &Report) -> String {
          <span style=\"background:#f7e3a1\">XFAIL (expected, with reason)</span><span style=\"background:#eee\">N/A (not claimed)</span>\
          <span style=\"background:#d8d8f0\">UNAVAILABLE (peer not obtainable)</span></p>",
     );
+}
+
+/// The peers with their versions and availability, and where the time went per shard.
+fn peers_and_phases(o: &mut String, r: &Report) {
     o.push_str("<h3>Peers</h3><table><tr><th>peer</th><th>version</th><th>availability</th></tr>");
     for p in PeerId::ALL {
         let avail = r.meta.unavailable.get(p.name()).cloned().unwrap_or_else(|| "ready".into());
@@ -340,9 +363,11 @@ pub fn html(r: &Report) -> String {
         }
         o.push_str("</table></details>");
     }
+}
 
+/// The pass/fail view: one table per feature, clients down, servers across.
+fn feature_matrix(o: &mut String, r: &Report, by_id: &BTreeMap<&str, &CellResult>) {
     // Pass/fail view: one table per feature, clients down, servers across.
-    let by_id: BTreeMap<&str, &CellResult> = r.cells.iter().map(|c| (c.cell.id.as_str(), c)).collect();
     o.push_str("<h2>Feature matrix (client ↓ × server →)</h2><div class=\"grid\">");
     for f in Feature::ALL {
         if !r.cells.iter().any(|c| c.cell.kind == Kind::Feature && c.cell.feature == Some(f)) {
@@ -382,8 +407,10 @@ pub fn html(r: &Report) -> String {
         o.push_str("</table></div>");
     }
     o.push_str("</div>");
-    transport_matrix(&mut o, r, &by_id);
+}
 
+/// The UDP authentication bypass observations per server, and the bypass cells' verdicts.
+fn udp_bypass_section(o: &mut String, r: &Report) {
     // UDP bypass.
     if !r.udp_bypass.is_empty() || r.cells.iter().any(|c| c.cell.kind == Kind::UdpBypass) {
         o.push_str(
@@ -437,7 +464,10 @@ pub fn html(r: &Report) -> String {
         }
         o.push_str("</table>");
     }
+}
 
+/// The behaviour diff: the same raw requests to every server, disagreements highlighted.
+fn behaviour_section(o: &mut String, r: &Report) {
     // Behaviour diff.
     if !r.behaviour.is_empty() {
         o.push_str(
@@ -467,7 +497,10 @@ pub fn html(r: &Report) -> String {
         }
         o.push_str("</table>");
     }
+}
 
+/// The catalogue's counts per server and its expected failures with their reasons.
+fn catalogue_section(o: &mut String, r: &Report) {
     // Catalogue summary.
     let cat: Vec<&CellResult> = r.cells.iter().filter(|c| c.cell.kind == Kind::Scenario).collect();
     if !cat.is_empty() {
@@ -491,7 +524,10 @@ pub fn html(r: &Report) -> String {
         }
         o.push_str("</table></details>");
     }
+}
 
+/// Failing cells with reproducer and logs; expected failures (outside the catalogue) with their reason.
+fn failing_cells(o: &mut String, r: &Report) {
     // Failing cells, with reproducer and logs; expected failures with their reason.
     let bad: Vec<&CellResult> = r
         .cells
@@ -523,8 +559,6 @@ pub fn html(r: &Report) -> String {
             let _ = write!(o, "<details><summary>logs</summary><pre>{}</pre></details>", esc(&c.logs));
         }
     }
-    o.push_str("</body></html>\n");
-    o
 }
 
 #[cfg(test)]
