@@ -31,8 +31,8 @@ use crate::flags::{BackendArg, InteropAction, InteropArgs, Shard};
 use crate::peers::{self, Backend, Feature, PeerId, Prepared};
 use backend::Launcher;
 use servers::{Config, Server};
-use sockslab::verdict::{Expectations, Strictness};
 pub(crate) use sockslab::verdict::Verdict;
+use sockslab::verdict::{Expectations, Strictness};
 use targets::Targets;
 
 /// Clients of the matrix, in row order.
@@ -300,6 +300,79 @@ pub fn run(args: &InteropArgs) -> Result<()> {
 
 async fn run_async(args: &InteropArgs) -> Result<()> {
     let started = Instant::now();
+    let Some(p) = plan_run(args)? else { return Ok(()) };
+    let backend = choose_backend(args)?;
+    if args.configs {
+        return run_configs(args, backend).await;
+    }
+    let lab = Arc::new(prepare_lab(&p, backend).await?);
+    let prep_secs = started.elapsed().as_secs_f64();
+    let mut phases = Phases::new(prep_secs);
+
+    let total = p.cells.len();
+    let (mut results, to_run) = predecide(&lab, p.cells.clone());
+    let mut done = 0;
+    for r in &results {
+        done += 1;
+        progress(done, total, r);
+    }
+    let shared = start_shared_servers(&lab, &to_run, &p.behaviour_servers).await;
+    results.extend(run_feature_cells(&lab, &to_run, &shared, args.capture, args.jobs, &mut done, total).await?);
+    phases.end("feature cells (with their shared servers)");
+    let behaviour = run_behaviour(&lab, &p.behaviour_servers, shared).await?;
+    phases.end("behaviour diff");
+    let (bypass, bypass_obs) = run_bypass_cells(&lab, &to_run, args.capture, &mut done, total).await?;
+    results.extend(bypass);
+    phases.end("udp-bypass");
+    // The transport family, one server per (peer, transport).
+    let transport_cells: Vec<Cell> = to_run.iter().filter(|c| c.kind == Kind::Transport).cloned().collect();
+    if !transport_cells.is_empty() {
+        results.extend(transport::run(&lab, transport_cells, &mut done, total).await?);
+        phases.end("transport cells");
+    }
+    let schedules = args.schedules.as_deref();
+    results.extend(run_catalogues(&lab, &p, &to_run, schedules, &mut phases, &mut done, total).await);
+    write_run_report(args, &lab, &p, results, behaviour, bypass_obs, started, prep_secs, &phases)
+}
+
+/// What a run plans before anything starts: the catalogue, the whole plan, this shard's cells and
+/// the servers whose behaviour diff this shard probes.
+struct Planned {
+    catalogue: Vec<sockslab::scenario::Scenario>,
+    full: Vec<Cell>,
+    cells: Vec<Cell>,
+    shard: Shard,
+    behaviour_servers: BTreeSet<PeerId>,
+}
+
+/// Wall time per phase, for the report: where a slow run spends its time.
+struct Phases {
+    list: Vec<report::Phase>,
+    start: Instant,
+}
+
+impl Phases {
+    /// Starts with the peers' preparation, which took `prep_secs`.
+    fn new(prep_secs: f64) -> Phases {
+        Phases { list: vec![report::Phase { name: "prepare peers".into(), seconds: prep_secs }], start: Instant::now() }
+    }
+
+    /// Ends the current phase under `name` and starts the next.
+    fn end(&mut self, name: impl Into<String>) {
+        self.list.push(report::Phase { name: name.into(), seconds: self.start.elapsed().as_secs_f64() });
+        self.start = Instant::now();
+    }
+}
+
+/// The shared servers (open and with password) of the feature cells and the behaviour diff, and
+/// the start errors of those that did not come up.
+struct Shared {
+    servers: BTreeMap<(PeerId, Config), Arc<Server>>,
+    errors: BTreeMap<(PeerId, Config), String>,
+}
+
+/// Loads the catalogue and plans the cells; `None` when `--list` printed them instead.
+fn plan_run(args: &InteropArgs) -> Result<Option<Planned>> {
     let catalogue =
         sockslab::scenario::load_catalogue(&peers::root().join("scenarios")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let catalogue: Vec<_> =
@@ -330,13 +403,16 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             let na = not_applicable(c).map(|r| format!("  (not applicable: {r})")).unwrap_or_default();
             println!("{}{na}", c.id);
         }
-        return Ok(());
+        return Ok(None);
     }
     if shard.of > 1 {
         eprintln!("interop: shard {shard}: {} of the {} planned cells", cells.len(), full.len());
     }
+    Ok(Some(Planned { catalogue, full, cells, shard, behaviour_servers }))
+}
 
-    // The backend: docker when a daemon is usable (starting one as root), else processes.
+/// The backend: docker when a daemon is usable (starting one as root), else processes.
+fn choose_backend(args: &InteropArgs) -> Result<Backend> {
     let backend = match args.backend {
         Some(BackendArg::Process) => Backend::Process,
         Some(BackendArg::Docker) => {
@@ -354,18 +430,18 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     if backend == Backend::Docker {
         peers::remove_leftovers()?;
     }
+    Ok(backend)
+}
 
-    if args.configs {
-        return run_configs(args, backend).await;
-    }
-
-    // Prepare only the peers some runnable cell needs.
-    let needed: BTreeSet<PeerId> = cells
+/// Prepares the peers some runnable cell needs and loads every peer's expected results.
+async fn prepare_lab(p: &Planned, backend: Backend) -> Result<Lab> {
+    let needed: BTreeSet<PeerId> = p
+        .cells
         .iter()
         .filter(|c| not_applicable(c).is_none())
         .flat_map(|c| [c.client, Some(c.server)])
         .flatten()
-        .chain(behaviour_servers.iter().copied())
+        .chain(p.behaviour_servers.iter().copied())
         .collect();
     let mut launchers = BTreeMap::new();
     let mut unavailable = BTreeMap::new();
@@ -390,18 +466,11 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             }
         }
     }
-    let lab = Arc::new(Lab { targets: Targets::start().await?, launchers, unavailable, expected, backend });
-    let prep_secs = started.elapsed().as_secs_f64();
-    // Wall time per phase, for the report: where a slow run spends its time.
-    let mut phases: Vec<report::Phase> = vec![report::Phase { name: "prepare peers".into(), seconds: prep_secs }];
-    let mut phase_start = Instant::now();
-    let mut phase = |name: String| {
-        phases.push(report::Phase { name, seconds: phase_start.elapsed().as_secs_f64() });
-        phase_start = Instant::now();
-    };
+    Ok(Lab { targets: Targets::start().await?, launchers, unavailable, expected, backend })
+}
 
-    // Decide N/A and unavailable cells up front; the rest run.
-    let total = cells.len();
+/// Decides the not-applicable and unavailable cells up front; returns them and the cells to run.
+fn predecide(lab: &Lab, cells: Vec<Cell>) -> (Vec<CellResult>, Vec<Cell>) {
     let mut results: Vec<CellResult> = Vec::new();
     let mut to_run = Vec::new();
     for c in cells {
@@ -413,7 +482,7 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         });
         match pre {
             Some(status) => results.push(CellResult {
-                reproduce: reproduce(&c.id, backend),
+                reproduce: reproduce(&c.id, lab.backend),
                 cell: c,
                 status,
                 detail: String::new(),
@@ -423,18 +492,16 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             None => to_run.push(c),
         }
     }
-    let mut done = 0;
-    for r in &results {
-        done += 1;
-        progress(done, total, r);
-    }
+    (results, to_run)
+}
 
-    // Shared servers (open and with password) for the feature cells.
+/// Starts the shared servers the feature cells and the behaviour diff use.
+async fn start_shared_servers(lab: &Lab, to_run: &[Cell], behaviour_servers: &BTreeSet<PeerId>) -> Shared {
     let mut shared: BTreeMap<(PeerId, Config), Arc<Server>> = BTreeMap::new();
     let mut server_errors: BTreeMap<(PeerId, Config), String> = BTreeMap::new();
-    let feature_cells: Vec<Cell> = to_run.iter().filter(|c| c.kind == Kind::Feature).cloned().collect();
-    let wanted: BTreeSet<(PeerId, Config)> = feature_cells
+    let wanted: BTreeSet<(PeerId, Config)> = to_run
         .iter()
+        .filter(|c| c.kind == Kind::Feature)
         .map(|c| (c.server, server_config(c.feature)))
         .chain(
             behaviour_servers
@@ -453,18 +520,30 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             }
         }
     }
+    Shared { servers: shared, errors: server_errors }
+}
 
+/// Runs the feature cells against the shared servers, a few at once.
+async fn run_feature_cells(
+    lab: &Arc<Lab>,
+    to_run: &[Cell],
+    shared: &Shared,
+    capture: bool,
+    jobs: usize,
+    done: &mut usize,
+    total: usize,
+) -> Result<Vec<CellResult>> {
+    let mut results = Vec::new();
     // Feature cells, a few at once (2 cores; containers start in parallel fine).
     // While capturing, one cell at a time: each capture's filter must see only its own cell.
-    let jobs = if args.capture { 1 } else { args.jobs.max(1) };
+    let jobs = if capture { 1 } else { jobs.max(1) };
     let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
-    let capture = args.capture;
     let mut set = tokio::task::JoinSet::new();
-    for c in feature_cells {
+    for c in to_run.iter().filter(|c| c.kind == Kind::Feature).cloned() {
         let key = (c.server, server_config(c.feature));
-        let server = shared.get(&key).map(|s| s.addr_for(c.feature.unwrap_or(Feature::Socks5Connect)));
-        let server_err = server_errors.get(&key).cloned();
-        let server_command = shared.get(&key).map(|s| s.command.clone()).unwrap_or_default();
+        let server = shared.servers.get(&key).map(|s| s.addr_for(c.feature.unwrap_or(Feature::Socks5Connect)));
+        let server_err = shared.errors.get(&key).cloned();
+        let server_command = shared.servers.get(&key).map(|s| s.command.clone()).unwrap_or_default();
         let lab = lab.clone();
         let sem = sem.clone();
         set.spawn(async move {
@@ -502,22 +581,28 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     }
     while let Some(j) = set.join_next().await {
         let r = j.context("a cell panicked")?;
-        done += 1;
-        progress(done, total, &r);
+        *done += 1;
+        progress(*done, total, &r);
         results.push(r);
     }
+    Ok(results)
+}
 
-    phase("feature cells (with their shared servers)".into());
-
+/// The behaviour-diff probes against the shared servers, which are stopped afterwards.
+async fn run_behaviour(
+    lab: &Lab,
+    behaviour_servers: &BTreeSet<PeerId>,
+    shared: Shared,
+) -> Result<BTreeMap<PeerId, Vec<behaviour::Row>>> {
     // The behaviour-diff view, against the shared servers (no filter: only on full runs).
     let mut behaviour: BTreeMap<PeerId, Vec<behaviour::Row>> = BTreeMap::new();
     if !behaviour_servers.is_empty() {
         let closed = servers::free_port()?;
         let mut set = tokio::task::JoinSet::new();
         for s in behaviour_servers.iter().copied() {
-            if let Some(open) = shared.get(&(s, Config::Open)) {
+            if let Some(open) = shared.servers.get(&(s, Config::Open)) {
                 let (open, echo) = (open.addr, lab.targets.echo_port);
-                let auth = shared.get(&(s, Config::Auth)).map(|a| a.addr);
+                let auth = shared.servers.get(&(s, Config::Auth)).map(|a| a.addr);
                 set.spawn(async move { (s, behaviour::probe(open, auth, echo, closed).await) });
             }
         }
@@ -526,14 +611,23 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             behaviour.insert(s, rows);
         }
     }
-    for (_, s) in std::mem::take(&mut shared) {
+    for (_, s) in shared.servers {
         if let Ok(s) = Arc::try_unwrap(s) {
             s.running.stop().await;
         }
     }
+    Ok(behaviour)
+}
 
-    phase("behaviour diff".into());
-
+/// The UDP bypass cells: observations per server, compared with their snapshots.
+async fn run_bypass_cells(
+    lab: &Arc<Lab>,
+    to_run: &[Cell],
+    capture: bool,
+    done: &mut usize,
+    total: usize,
+) -> Result<(Vec<CellResult>, BTreeMap<PeerId, bypass::Observations>)> {
+    let mut results = Vec::new();
     // UDP bypass: a fresh password+UDP server per peer, so "before any TCP" really is first.
     // The probes of different servers run at once (payloads are unique per server); the snapshot
     // comparisons then run one by one, because they swap the process-wide panic hook.
@@ -582,27 +676,31 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             Err(e) => (lab.decide(c, false), format!("{e:#}"), String::new()),
         };
         let r = CellResult {
-            reproduce: reproduce(&c.id, backend),
+            reproduce: reproduce(&c.id, lab.backend),
             cell: c.clone(),
             logs: if status == Verdict::Pass { String::new() } else { logs },
             status,
             detail,
             millis: t.elapsed().as_millis() as u64,
         };
-        done += 1;
-        progress(done, total, &r);
+        *done += 1;
+        progress(*done, total, &r);
         results.push(r);
     }
+    Ok((results, bypass_obs))
+}
 
-    phase("udp-bypass".into());
-
-    // The transport family, one server per (peer, transport).
-    let transport_cells: Vec<Cell> = to_run.iter().filter(|c| c.kind == Kind::Transport).cloned().collect();
-    if !transport_cells.is_empty() {
-        results.extend(transport::run(&lab, transport_cells, &mut done, total).await?);
-        phase("transport cells".into());
-    }
-
+/// The catalogue against every server peer that has scenario cells to run.
+async fn run_catalogues(
+    lab: &Lab,
+    p: &Planned,
+    to_run: &[Cell],
+    schedules: Option<&[String]>,
+    phases: &mut Phases,
+    done: &mut usize,
+    total: usize,
+) -> Vec<CellResult> {
+    let mut results = Vec::new();
     // The catalogue against every server peer.
     let mut catalogue_servers = BTreeSet::new();
     for c in to_run.iter().filter(|c| c.kind == Kind::Scenario) {
@@ -614,36 +712,49 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             .filter(|c| c.kind == Kind::Scenario && c.server == s)
             .map(|c| c.id.trim_start_matches(&format!("scenario.{}.", s.name())).to_string())
             .collect();
-        let scns: Vec<_> = catalogue.iter().filter(|x| wanted.contains(&x.id)).cloned().collect();
-        let rs = run_catalogue(&lab, s, &scns, &mut done, total, args.schedules.as_deref()).await;
-        phase(format!("catalogue against {s}"));
-        results.extend(rs);
+        let scns: Vec<_> = p.catalogue.iter().filter(|x| wanted.contains(&x.id)).cloned().collect();
+        results.extend(run_catalogue(lab, s, &scns, done, total, schedules).await);
+        phases.end(format!("catalogue against {s}"));
     }
+    results
+}
 
-    // Reports.
-    let order: BTreeMap<&str, usize> = full.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
+/// Orders the results as planned, writes the reports and concludes the run.
+#[allow(clippy::too_many_arguments)]
+fn write_run_report(
+    args: &InteropArgs,
+    lab: &Lab,
+    p: &Planned,
+    mut results: Vec<CellResult>,
+    behaviour: BTreeMap<PeerId, Vec<behaviour::Row>>,
+    bypass_obs: BTreeMap<PeerId, bypass::Observations>,
+    started: Instant,
+    prep_secs: f64,
+    phases: &Phases,
+) -> Result<()> {
+    let order: BTreeMap<&str, usize> = p.full.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
     results.sort_by_key(|r| order.get(r.cell.id.as_str()).copied().unwrap_or(usize::MAX));
     let out = args.out.clone().unwrap_or_else(|| peers::work_dir().join("report"));
     let meta = report::Meta {
-        backend,
+        backend: lab.backend,
         seconds: started.elapsed().as_secs_f64(),
         prepare_seconds: prep_secs,
         versions: PeerId::ALL.iter().map(|p| (p.name().to_string(), p.version().to_string())).collect(),
         unavailable: lab.unavailable.iter().map(|(p, r)| (p.name().to_string(), r.clone())).collect(),
     };
     let plan_info = report::PlanInfo {
-        cells: full.iter().map(|c| c.id.clone()).collect(),
-        of: shard.of,
+        cells: p.full.iter().map(|c| c.id.clone()).collect(),
+        of: p.shard.of,
         shards: vec![report::ShardRun {
-            index: shard.index,
+            index: p.shard.index,
             seconds: meta.seconds,
             prepare_seconds: prep_secs,
-            phases: phases.clone(),
+            phases: phases.list.clone(),
         }],
     };
     let rep = report::Report::new(meta, plan_info, results, behaviour, bypass_obs);
     write_reports(&rep, &out)?;
-    let by_phase: Vec<String> = phases.iter().map(|p| format!("{} {:.1} s", p.name, p.seconds)).collect();
+    let by_phase: Vec<String> = phases.list.iter().map(|p| format!("{} {:.1} s", p.name, p.seconds)).collect();
     eprintln!("interop: time by phase: {}", by_phase.join(", "));
     conclude(&rep, &out)
 }
