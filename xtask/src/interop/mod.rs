@@ -248,17 +248,10 @@ fn write_reports(rep: &report::Report, out: &Path) -> Result<()> {
 fn conclude(rep: &report::Report, out: &Path) -> Result<()> {
     let s = &rep.summary;
     eprintln!(
-        "interop: {} cells in {:.1} s: {} pass, {} fail, {} warn, {} policy, {} xfail, {} xpass, {} n/a, {} unavailable — {}",
+        "interop: {} cells in {:.1} s: {} — {}",
         s.total,
         rep.meta.seconds,
-        s.passed,
-        s.failed,
-        s.warned,
-        s.policy,
-        s.expected_failures,
-        s.xpass,
-        s.not_applicable,
-        s.unavailable,
+        report::counts(s),
         out.join("interop.html").display()
     );
     if !s.ok(STRICT) {

@@ -285,25 +285,26 @@ pub fn html(r: &Report) -> String {
     o
 }
 
+/// The counts per verdict, in the one wording the summary line and the page share.
+pub fn counts(s: &Summary) -> String {
+    format!(
+        "{} pass, {} fail, {} warn, {} policy, {} xfail, {} xpass, {} n/a, {} unavailable",
+        s.passed, s.failed, s.warned, s.policy, s.expected_failures, s.xpass, s.not_applicable, s.unavailable
+    )
+}
+
 /// The heading: backend, wall time, counts per verdict, the shard note and the legend.
 fn run_summary(o: &mut String, r: &Report) {
     let s = &r.summary;
     let _ = write!(
         o,
         "<h1>sockslab interop matrix</h1><p class=\"small\">backend <b>{:?}</b>, {:.1} s (of which preparing peers {:.1} s). \
-         {} cells: <b>{} pass</b>, <b>{} fail</b>, {} warn, {} policy, {} expected failures, {} xpass, {} not applicable, {} unavailable.</p>",
+         {} cells: {}.</p>",
         r.meta.backend,
         r.meta.seconds,
         r.meta.prepare_seconds,
         s.total,
-        s.passed,
-        s.failed,
-        s.warned,
-        s.policy,
-        s.expected_failures,
-        s.xpass,
-        s.not_applicable,
-        s.unavailable
+        counts(s)
     );
     if let [only] = &r.plan.shards[..] {
         if r.plan.of > 1 {
