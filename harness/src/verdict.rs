@@ -474,6 +474,19 @@ mod tests {
     }
 
     #[test]
+    fn lab_cells_load_beside_the_scenarios_and_ids_stay_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("expected.yaml");
+        let entry = "  - id: udp-bypass.x\n    reason: relays\n    link: https://example.invalid/1\n";
+        std::fs::write(&p, format!("peer: x\nexpected_failures: []\ncells:\n{entry}")).unwrap();
+        let e = Expectations::load(&p).unwrap();
+        assert_eq!(e.cell("udp-bypass.x").and_then(|c| c.link.as_deref()), Some("https://example.invalid/1"));
+        assert!(e.get("udp-bypass.x").is_none(), "a cell entry is not a scenario entry");
+        std::fs::write(&p, format!("peer: x\ncells:\n{entry}{entry}")).unwrap();
+        assert!(Expectations::load(&p).unwrap_err().to_string().contains("listed twice"));
+    }
+
+    #[test]
     fn a_deviation_is_graded_by_the_level_it_breaks() {
         let all = Schedule::ALL.to_vec();
         let f = [fail(Schedule::AsWritten)];
