@@ -650,7 +650,7 @@ fn print_result(r: &ScenarioResult, verbose: bool) {
         Verdict::NotApplicable { reason } if verbose => println!("N/A     {}: {reason}", r.id),
         Verdict::NotApplicable { .. } => {}
         Verdict::Unavailable { reason } => println!("UNAVAIL {}: {reason}", r.id),
-        Verdict::ExpectedFailure { reason } => println!("XFAIL   {}{inst}: {reason}", r.id),
+        Verdict::ExpectedFailure { reason, .. } => println!("XFAIL   {}{inst}: {reason}", r.id),
         Verdict::Xpass { reason } => println!("XPASS   {}{inst}: passed, but expected to fail ({reason})", r.id),
         Verdict::Fail | Verdict::Warn | Verdict::Policy => {
             // One line per scenario: the first failure (its schedules grouped), then the

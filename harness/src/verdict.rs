@@ -89,6 +89,10 @@ pub enum Verdict {
     ExpectedFailure {
         /// Why the peer deviates, from the expected-results file.
         reason: String,
+        /// Where the deviation is documented upstream (an issue or advisory), when the file gives one.
+        /// Absent from the serialised form when there is none, so older reports read the same.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link: Option<String>,
     },
     /// Listed as an expected failure but passed: the expected-results file is stale. An error.
     Xpass {
@@ -208,6 +212,9 @@ pub struct ExpectedFailure {
     pub id: String,
     /// Why the peer deviates from the catalogue's expectation.
     pub reason: String,
+    /// Where the deviation is documented upstream (an issue or advisory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
     /// Only under these schedules (all schedules when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedules: Option<Vec<Schedule>>,
@@ -218,7 +225,10 @@ pub struct ExpectedFailure {
     pub intermittent: bool,
 }
 
-/// A peer's expected-results file (`harness/peers/<peer>/expected.yaml`).
+/// A peer's expected-results file (`harness/peers/<peer>/expected.yaml`): the catalogue
+/// scenarios that deviate against it and, for the interop lab (`cargo xtask interop`), the lab's
+/// matrix cells that involve it and fail for a known reason. Both lists hold the same entries and
+/// are decided by the same [`decide`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Expectations {
@@ -231,6 +241,11 @@ pub struct Expectations {
     /// Scenarios that fail against this peer, each with its reason.
     #[serde(default)]
     pub expected_failures: Vec<ExpectedFailure>,
+    /// Interop-lab cells (ids such as `half-close.gost.gost` or `udp-bypass.v2ray4`) that fail
+    /// for a known reason when this peer is the cell's client or server. Not scenario ids: the
+    /// harness's own runs never look here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cells: Vec<ExpectedFailure>,
 }
 
 impl Expectations {
@@ -238,7 +253,7 @@ impl Expectations {
     pub fn load(path: &Path) -> Result<Expectations, LoadError> {
         let e: Expectations = yaml::from_file(path)?;
         let mut seen = BTreeMap::new();
-        for f in &e.expected_failures {
+        for f in e.expected_failures.iter().chain(&e.cells) {
             if seen.insert(f.id.clone(), ()).is_some() {
                 return Err(LoadError::Invalid {
                     path: path.to_path_buf(),
@@ -252,6 +267,11 @@ impl Expectations {
     /// The entry for a scenario id.
     pub fn get(&self, id: &str) -> Option<&ExpectedFailure> {
         self.expected_failures.iter().find(|f| f.id == id)
+    }
+
+    /// The entry for an interop-lab cell id.
+    pub fn cell(&self, id: &str) -> Option<&ExpectedFailure> {
+        self.cells.iter().find(|f| f.id == id)
     }
 }
 
@@ -301,9 +321,26 @@ pub fn decide(
             {
                 return Verdict::Xpass { reason: e.reason.clone() };
             }
-            Verdict::ExpectedFailure { reason: e.reason.clone() }
+            Verdict::ExpectedFailure { reason: e.reason.clone(), link: e.link.clone() }
         }
     }
+}
+
+/// Decides the verdict of a check that runs once, with no delivery schedules (an interop-lab
+/// cell: a real client through a real server), from whether it passed and the expectation. The
+/// same rules as [`decide`]: a MUST-grade check run once as written.
+pub fn decide_check(passed: bool, message: &str, expected: Option<&ExpectedFailure>) -> Verdict {
+    let failures: Vec<ScheduleFailure> = if passed {
+        Vec::new()
+    } else {
+        vec![ScheduleFailure {
+            schedule: Schedule::AsWritten,
+            step: None,
+            message: message.to_string(),
+            transcript: Transcript::default(),
+        }]
+    };
+    decide(Grade::Must, &[Schedule::AsWritten], &failures, expected)
 }
 
 /// Counts per verdict, for the summary line.
@@ -338,9 +375,15 @@ pub struct Summary {
 impl Summary {
     /// Tallies results.
     pub fn of(results: &[ScenarioResult]) -> Summary {
-        let mut s = Summary { total: results.len(), ..Summary::default() };
-        for r in results {
-            match r.verdict {
+        Summary::of_verdicts(results.iter().map(|r| &r.verdict))
+    }
+
+    /// Tallies verdicts of any kind of check (the interop lab's cells as well as scenarios).
+    pub fn of_verdicts<'a>(verdicts: impl IntoIterator<Item = &'a Verdict>) -> Summary {
+        let mut s = Summary::default();
+        for v in verdicts {
+            s.total += 1;
+            match v {
                 Verdict::Pass => s.passed += 1,
                 Verdict::Fail => s.failed += 1,
                 Verdict::Warn => s.warned += 1,
@@ -392,7 +435,8 @@ mod tests {
     #[test]
     fn verdicts_follow_expectations() {
         let all = Schedule::ALL.to_vec();
-        let e = ExpectedFailure { id: "a".into(), reason: "r".into(), schedules: None, intermittent: false };
+        let e =
+            ExpectedFailure { id: "a".into(), reason: "r".into(), link: None, schedules: None, intermittent: false };
         let must = Grade::Must;
         assert_eq!(decide(must, &all, &[], None), Verdict::Pass);
         assert_eq!(decide(must, &all, &[fail(Schedule::OneByte)], None), Verdict::Fail);
@@ -404,6 +448,42 @@ mod tests {
         assert!(matches!(decide(must, &all, &[], Some(&only)), Verdict::Xpass { .. }));
         let racy = ExpectedFailure { intermittent: true, ..e.clone() };
         assert_eq!(decide(must, &all, &[], Some(&racy)), Verdict::Pass, "an intermittent deviation may pass");
+    }
+
+    #[test]
+    fn a_check_run_once_follows_the_same_rules_and_keeps_the_link() {
+        let e = ExpectedFailure {
+            id: "udp-bypass.x".into(),
+            reason: "r".into(),
+            link: Some("https://example.invalid/1".into()),
+            schedules: None,
+            intermittent: false,
+        };
+        assert_eq!(decide_check(true, "", None), Verdict::Pass);
+        assert_eq!(decide_check(false, "boom", None), Verdict::Fail);
+        assert_eq!(
+            decide_check(false, "boom", Some(&e)),
+            Verdict::ExpectedFailure { reason: "r".into(), link: Some("https://example.invalid/1".into()) }
+        );
+        assert_eq!(decide_check(true, "", Some(&e)), Verdict::Xpass { reason: "r".into() });
+        let racy = ExpectedFailure { intermittent: true, ..e };
+        assert_eq!(decide_check(true, "", Some(&racy)), Verdict::Pass, "an intermittent cell may pass");
+        // The serialised form without a link is the one older reports have.
+        let old = serde_json::to_value(Verdict::ExpectedFailure { reason: "r".into(), link: None }).unwrap();
+        assert_eq!(old, serde_json::json!({"verdict": "expected-failure", "reason": "r"}));
+    }
+
+    #[test]
+    fn lab_cells_load_beside_the_scenarios_and_ids_stay_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("expected.yaml");
+        let entry = "  - id: udp-bypass.x\n    reason: relays\n    link: https://example.invalid/1\n";
+        std::fs::write(&p, format!("peer: x\nexpected_failures: []\ncells:\n{entry}")).unwrap();
+        let e = Expectations::load(&p).unwrap();
+        assert_eq!(e.cell("udp-bypass.x").and_then(|c| c.link.as_deref()), Some("https://example.invalid/1"));
+        assert!(e.get("udp-bypass.x").is_none(), "a cell entry is not a scenario entry");
+        std::fs::write(&p, format!("peer: x\ncells:\n{entry}{entry}")).unwrap();
+        assert!(Expectations::load(&p).unwrap_err().to_string().contains("listed twice"));
     }
 
     #[test]

@@ -920,6 +920,32 @@ async fn wait_listening(peer: &mut Peer) -> Result<(), testkit::NotReady> {
     testkit::wait_accepting_async(&mut peer.child, &[peer.addr], Duration::from_secs(3)).await
 }
 
+/// Writes the harness peer's Dante configuration (harness/peers/danted/peer.yaml, instance
+/// `open`: the one place it is written) into `dir` for `port`, and returns its command line.
+/// Only `{port}` and `{dir}` occur in that instance; the harness fills in the same two.
+fn dante_open_instance(port: u16, dir: &std::path::Path) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../harness/peers/danted/peer.yaml");
+    let text = std::fs::read_to_string(&path).expect("harness/peers/danted/peer.yaml is readable");
+    let def: serde_yaml::Value = serde_yaml::from_str(&text).expect("danted's peer.yaml is YAML");
+    let inst = def["instances"]
+        .as_sequence()
+        .and_then(|all| all.iter().find(|i| i["name"].as_str() == Some("open")))
+        .expect("danted's peer.yaml has an `open` instance");
+    let fill = |s: &str| s.replace("{port}", &port.to_string()).replace("{dir}", &dir.to_string_lossy());
+    for (name, body) in inst["files"].as_mapping().expect("the instance has files") {
+        let (name, body) = (name.as_str().expect("file name"), body.as_str().expect("file body"));
+        std::fs::write(dir.join(name), fill(body)).expect("writing danted's config");
+    }
+    let argv: Vec<String> = inst["command"]
+        .as_sequence()
+        .expect("the instance has a command")
+        .iter()
+        .map(|a| fill(a.as_str().expect("a command argument")))
+        .collect();
+    assert!(argv.iter().all(|a| !a.contains('{')), "an unfilled placeholder in {argv:?}");
+    argv
+}
+
 async fn dante() -> Option<Peer> {
     let Some(bin) = find("danted") else {
         eprintln!("note: danted not installed (apt-get install dante-server); skipping");
@@ -928,27 +954,9 @@ async fn dante() -> Option<Peer> {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("sockslab-dante-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("danted.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "logoutput: stderr\ninternal: 127.0.0.1 port={port}\nexternal: 127.0.0.1\nsocksmethod: none\n\
-             clientmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n\
-             client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
-             socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: bind connect udpassociate bindreply udpreply }}\n"
-        ),
-    )
-    .unwrap();
-    let child = std::process::Command::new(bin)
-        .arg("-f")
-        .arg(&conf)
-        .arg("-p")
-        .arg(dir.join("pid"))
-        .args(["-N", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let argv = dante_open_instance(port, &dir);
+    let child =
+        std::process::Command::new(bin).args(&argv[1..]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let mut peer = Peer { child, addr: ([127, 0, 0, 1], port).into(), _dir: Some(dir) };
     if let Err(e) = wait_listening(&mut peer).await {
         panic!("danted did not start on {}: {e}", peer.addr);

@@ -47,7 +47,7 @@ impl PeerId {
         }
     }
 
-    /// The folder under `docker/` holding its Dockerfile and expected results.
+    /// The folder under `docker/` holding its Dockerfile.
     pub fn docker_dir(self) -> &'static str {
         match self {
             PeerId::Curl => "curl",
@@ -57,15 +57,26 @@ impl PeerId {
         }
     }
 
-    /// The matrix expected-results file (cells that fail for a known, documented reason).
-    pub fn expected_file(self) -> &'static str {
+    /// The harness peer (`harness/peers/<name>/`) this lab peer is: its definition and its
+    /// expected results, which hold both the catalogue's expected failures and the lab's matrix
+    /// cells. curl is a client only and has no harness peer (and no expected failures).
+    pub fn harness_peer(self) -> Option<&'static str> {
         match self {
-            PeerId::Curl => "docker/curl/expected.yaml",
-            PeerId::Gost => "docker/gost/expected.yaml",
-            PeerId::V2ray5 => "docker/v2ray/expected-v5.yaml",
-            PeerId::V2ray4 => "docker/v2ray/expected-v4.yaml",
-            PeerId::Reference => "docker/reference/expected.yaml",
+            PeerId::Curl => None,
+            PeerId::Gost => Some("gost"),
+            PeerId::V2ray5 => Some("v2ray5"),
+            PeerId::V2ray4 => Some("v2ray"),
+            PeerId::Reference => Some("socksref"),
         }
+    }
+
+    /// The peer's expected results (scenarios and lab cells), loaded by the harness's one loader;
+    /// none for a peer without a harness peer.
+    pub fn expectations(self) -> Result<sockslab::verdict::Expectations> {
+        let Some(name) = self.harness_peer() else { return Ok(sockslab::verdict::Expectations::default()) };
+        let def = sockslab::peers::PeerDef::load(&root().join("harness/peers").join(name))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        def.expectations().map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// Where the program lives inside its image.
@@ -719,30 +730,27 @@ pub fn prepare(peer: PeerId, backend: Backend) -> Result<Prepared> {
 mod tests {
     use super::*;
 
-    /// The catalogue's expectations against a server have one home, the harness peer's
-    /// `expected.yaml`; a matrix file names it. A dangling or stale pointer would make the lab's
-    /// catalogue run fail every scenario (or hide an xpass), so check it without running the lab.
+    /// Every lab peer's expected results are a harness peer's: they load, and their scenario
+    /// entries name real catalogue scenarios (a stale entry would hide an xpass or fail every run).
     #[test]
-    fn catalogue_expectations_live_with_the_harness_peers_and_name_real_scenarios() {
+    fn lab_expectations_are_the_harness_peers_and_name_real_scenarios() {
         let ids: BTreeSet<String> = sockslab::scenario::load_catalogue(&root().join("scenarios"))
             .expect("the catalogue loads")
             .into_iter()
             .map(|s| s.id)
             .collect();
-        let mut pointed = Vec::new();
+        let mut with_cells = Vec::new();
         for peer in PeerId::ALL {
-            let path = root().join(peer.expected_file());
-            let doc: serde_yaml::Value =
-                serde_yaml::from_str(&std::fs::read_to_string(&path).expect("matrix file readable")).expect("yaml");
-            let Some(rel) = doc.get("scenarios").and_then(|v| v.as_str()) else { continue };
-            assert!(rel.starts_with("harness/peers/"), "{peer}: `scenarios: {rel}` is outside harness/peers");
-            let exp = sockslab::verdict::Expectations::load(&root().join(rel)).expect("expectations load");
+            let exp = peer.expectations().unwrap_or_else(|e| panic!("{peer}: {e:#}"));
             for f in &exp.expected_failures {
-                assert!(ids.contains(&f.id), "{rel}: `{}` is not a catalogue scenario", f.id);
+                assert!(ids.contains(&f.id), "{peer}: `{}` is not a catalogue scenario", f.id);
             }
-            pointed.push(peer);
+            if !exp.cells.is_empty() {
+                with_cells.push(peer);
+            }
         }
-        assert_eq!(pointed, [PeerId::Gost, PeerId::V2ray5, PeerId::V2ray4]);
+        assert_eq!(with_cells, [PeerId::Gost, PeerId::V2ray5, PeerId::V2ray4]);
+        assert!(PeerId::Curl.expectations().unwrap().cells.is_empty());
     }
 
     /// Whether a child sees descriptor `fd` open.

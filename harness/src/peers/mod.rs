@@ -182,6 +182,30 @@ pub fn expand_env(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
+impl InstanceDef {
+    /// Writes the instance's `files` into `dir` and returns its command line, both with `{port}`,
+    /// `{dir}`, `{user}`, `{pass}` and `{env:NAME}` substituted. The one place a peer's start
+    /// command and config template become real: [`launch`] uses it, and so does anything else
+    /// that starts the peer (the bench's danted), so its configuration is written once.
+    pub fn materialize(&self, port: u16, dir: &Path) -> Result<Vec<String>, String> {
+        let user = self.user.clone().unwrap_or_default();
+        let pass = self.pass.clone().unwrap_or_default();
+        for (name, body) in &self.files {
+            let body = expand_env(&subst(body, port, dir, &user, &pass))?;
+            std::fs::write(dir.join(name), body).map_err(|e| format!("writing {name}: {e}"))?;
+        }
+        let argv = self
+            .command
+            .iter()
+            .map(|a| expand_env(&subst(a, port, dir, &user, &pass)))
+            .collect::<Result<Vec<String>, String>>()?;
+        if argv.is_empty() {
+            return Err(format!("instance `{}` has no command", self.name));
+        }
+        Ok(argv)
+    }
+}
+
 /// Starts one instance on loopback and waits until it accepts TCP connections.
 pub async fn launch(def: &PeerDef, inst: &InstanceDef) -> Result<Running, PeerError> {
     let err = |m: String| PeerError::Start { instance: format!("{}/{}", def.name, inst.name), message: m };
@@ -195,16 +219,7 @@ pub async fn launch(def: &PeerDef, inst: &InstanceDef) -> Result<Running, PeerEr
     }
     let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
     let port = testkit::free_port().map_err(|e| err(e.to_string()))?;
-    for (name, body) in &inst.files {
-        let body = expand_env(&subst(body, port, dir.path(), &user, &pass)).map_err(err)?;
-        std::fs::write(dir.path().join(name), body).map_err(|e| err(e.to_string()))?;
-    }
-    let argv = inst
-        .command
-        .iter()
-        .map(|a| expand_env(&subst(a, port, dir.path(), &user, &pass)))
-        .collect::<Result<Vec<String>, String>>()
-        .map_err(err)?;
+    let argv = inst.materialize(port, dir.path()).map_err(err)?;
     let log = std::fs::File::create(dir.path().join("output.log")).map_err(|e| err(e.to_string()))?;
     let log2 = log.try_clone().map_err(|e| err(e.to_string()))?;
     let mut child = tokio::process::Command::new(&argv[0])

@@ -45,7 +45,7 @@ fn class(v: &Verdict) -> &'static str {
 fn reason(v: &Verdict) -> Option<&str> {
     match v {
         Verdict::NotApplicable { reason }
-        | Verdict::ExpectedFailure { reason }
+        | Verdict::ExpectedFailure { reason, .. }
         | Verdict::Xpass { reason }
         | Verdict::Unavailable { reason } => Some(reason),
         _ => None,

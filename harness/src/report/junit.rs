@@ -90,8 +90,9 @@ fn outcome(t: &crate::verdict::ScenarioResult) -> Outcome {
             details: String::new(),
         },
         Verdict::NotApplicable { reason } => Outcome::Skipped { message: reason.clone() },
-        Verdict::ExpectedFailure { reason } => {
-            Outcome::Pass { note: Some(format!("expected failure: {reason}\n{details}")) }
+        Verdict::ExpectedFailure { reason, link } => {
+            let link = link.as_ref().map(|l| format!(" (see {l})")).unwrap_or_default();
+            Outcome::Pass { note: Some(format!("expected failure: {reason}{link}\n{details}")) }
         }
     }
 }

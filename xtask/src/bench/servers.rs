@@ -229,12 +229,14 @@ impl ServerProcess {
                 cmd.args(["-i", "127.0.0.1", "-p"]).arg(port.to_string());
             }
             ServerName::Danted => {
+                // The harness peer's definition (harness/peers/danted/peer.yaml, instance `open`)
+                // is the one Dante configuration: its config file and arguments (-N 1, a pid file
+                // in the scratch directory so a system danted is never disturbed), run with the
+                // binary found here.
                 let dir = scratch_dir()?;
-                let conf = dir.join("danted.conf");
-                fs::write(&conf, danted_config(port)).context("writing danted.conf")?;
-                // -N 1: one "mother" process is enough on loopback; -p keeps the pid file out
-                // of /var/run so a system danted is never disturbed.
-                cmd.arg("-f").arg(&conf).args(["-N", "1", "-p"]).arg(dir.join("danted.pid"));
+                let argv =
+                    danted_open_instance()?.materialize(port, &dir).map_err(|e| anyhow::anyhow!("danted: {e}"))?;
+                cmd.args(&argv[1..]);
                 scratch = Some(dir);
             }
             ServerName::Gost => {
@@ -333,21 +335,12 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
-/// Dante's configuration for an open SOCKS4/5 server on 127.0.0.1:`port` (see danted.conf(5)).
-fn danted_config(port: u16) -> String {
-    format!(
-        "logoutput: stderr\n\
-         internal: 127.0.0.1 port = {port}\n\
-         external: 127.0.0.1\n\
-         socksmethod: none\n\
-         clientmethod: none\n\
-         user.privileged: root\n\
-         user.unprivileged: nobody\n\
-         client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
-         socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate bindreply udpreply bind }}\n"
-    )
+/// The harness's `danted` peer, instance `open`: what the bench runs as Dante.
+fn danted_open_instance() -> Result<sockslab::peers::InstanceDef> {
+    let def = sockslab::peers::PeerDef::load(&peers::root().join("harness/peers/danted"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    def.instances.into_iter().find(|i| i.name == "open").context("harness/peers/danted has no `open` instance")
 }
-
 /// The fields of `/proc/PID/stat` we need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ProcStat {
@@ -421,6 +414,21 @@ pub fn tree_rss_kib(pid: u32) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bench's Dante is the harness peer's: its config file, on the bench's port, in the
+    /// scratch directory, named by `-f` (so there is no second Dante configuration to drift).
+    #[test]
+    fn the_bench_runs_the_harness_peers_dante_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = danted_open_instance().unwrap().materialize(41234, dir.path()).unwrap();
+        let conf_path = dir.path().join("danted.conf");
+        let f = argv.iter().position(|a| a == "-f").expect("danted is given its config with -f");
+        assert_eq!(argv[f + 1], conf_path.to_string_lossy());
+        let conf = std::fs::read_to_string(&conf_path).unwrap();
+        assert!(conf.contains("internal: 127.0.0.1 port = 41234"), "{conf}");
+        assert!(conf.contains("socksmethod: none") && conf.contains("udpassociate"), "{conf}");
+        assert!(argv.windows(2).any(|w| w == ["-N", "1"]), "{argv:?}");
+    }
 
     #[test]
     fn vm_rss_is_read_in_kib() {

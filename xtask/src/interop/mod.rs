@@ -31,6 +31,8 @@ use crate::flags::{BackendArg, InteropAction, InteropArgs, Shard};
 use crate::peers::{self, Backend, Feature, PeerId, Prepared};
 use backend::Launcher;
 use servers::{Config, Server};
+pub(crate) use sockslab::verdict::Verdict;
+use sockslab::verdict::{Expectations, Strictness};
 use targets::Targets;
 
 /// Clients of the matrix, in row order.
@@ -53,58 +55,10 @@ pub enum Kind {
     Transport,
 }
 
-/// A cell's status. `Unavailable` is separate from `NotApplicable`: the peer claims the feature,
-/// but could not be obtained on this machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "status")]
-pub enum Status {
-    /// Ran and passed.
-    Pass,
-    /// Ran and failed, not listed as expected.
-    Fail,
-    /// A peer does not claim what the cell needs.
-    NotApplicable {
-        /// Which claim is missing.
-        reason: String,
-    },
-    /// Failed as the expected-results file says, for this reason.
-    ExpectedFailure {
-        /// Why.
-        reason: String,
-        /// Where it is documented upstream.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        link: Option<String>,
-    },
-    /// Listed as an expected failure but passed (stale file): an error.
-    Xpass {
-        /// The listed reason.
-        reason: String,
-    },
-    /// A peer could not be obtained; nothing ran.
-    Unavailable {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl Status {
-    /// Short label for progress lines and the HTML.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Status::Pass => "PASS",
-            Status::Fail => "FAIL",
-            Status::NotApplicable { .. } => "N/A",
-            Status::ExpectedFailure { .. } => "XFAIL",
-            Status::Xpass { .. } => "XPASS",
-            Status::Unavailable { .. } => "UNAVAILABLE",
-        }
-    }
-
-    /// Whether the run must exit non-zero because of it.
-    pub fn is_error(&self) -> bool {
-        matches!(self, Status::Fail | Status::Xpass { .. })
-    }
-}
+/// How strictly the lab holds every peer to its expected results: at every level. An unlisted
+/// SHOULD or policy deviation of a catalogue scenario is a regression as much as a MUST one (the
+/// peers' expected results list every deviation, whatever its grade).
+pub const STRICT: Strictness = Strictness { warn: true, policy: true };
 
 /// A planned cell.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,9 +84,9 @@ pub struct CellResult {
     /// The cell.
     #[serde(flatten)]
     pub cell: Cell,
-    /// Verdict.
+    /// Verdict, decided by the harness's rules (`sockslab::verdict`).
     #[serde(flatten)]
-    pub status: Status,
+    pub status: Verdict,
     /// What happened, in a line or a few.
     pub detail: String,
     /// Peer logs (failing cells).
@@ -142,42 +96,6 @@ pub struct CellResult {
     pub reproduce: String,
     /// Wall time.
     pub millis: u64,
-}
-
-/// An expected failure of a matrix cell.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExpectedCell {
-    id: String,
-    reason: String,
-    #[serde(default)]
-    link: Option<String>,
-}
-
-/// `docker/<peer>/expected*.yaml`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ExpectedFile {
-    #[serde(default)]
-    #[allow(dead_code)]
-    peer: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    version: String,
-    /// The peer's catalogue expected failures (a sockslab expected-results file), workspace-relative.
-    #[serde(default)]
-    scenarios: Option<String>,
-    #[serde(default)]
-    cells: Vec<ExpectedCell>,
-}
-
-fn load_expected(peer: PeerId) -> Result<ExpectedFile> {
-    let p = peers::root().join(peer.expected_file());
-    if !p.exists() {
-        return Ok(ExpectedFile::default());
-    }
-    let text = std::fs::read_to_string(&p)?;
-    serde_yaml::from_str(&text).with_context(|| format!("{}", p.display()))
 }
 
 fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Result<Vec<Cell>> {
@@ -278,27 +196,24 @@ struct Lab {
     targets: Targets,
     launchers: BTreeMap<PeerId, Launcher>,
     unavailable: BTreeMap<PeerId, String>,
-    expected: BTreeMap<PeerId, ExpectedFile>,
+    /// Each peer's expected results (the harness peer's `expected.yaml`: scenarios and cells).
+    expected: BTreeMap<PeerId, Expectations>,
     backend: Backend,
 }
 
 impl Lab {
-    fn expected_cell(&self, c: &Cell) -> Option<&ExpectedCell> {
+    fn expected_cell(&self, c: &Cell) -> Option<&sockslab::verdict::ExpectedFailure> {
         [c.client, Some(c.server)]
             .into_iter()
             .flatten()
             .filter_map(|p| self.expected.get(&p))
-            .flat_map(|e| e.cells.iter())
-            .find(|e| e.id == c.id)
+            .find_map(|e| e.cell(&c.id))
     }
 
-    fn decide(&self, c: &Cell, ok: bool) -> Status {
-        match (self.expected_cell(c), ok) {
-            (None, true) => Status::Pass,
-            (None, false) => Status::Fail,
-            (Some(e), true) => Status::Xpass { reason: e.reason.clone() },
-            (Some(e), false) => Status::ExpectedFailure { reason: e.reason.clone(), link: e.link.clone() },
-        }
+    /// A cell's verdict, by the harness's rules for a check run once (`decide_check`), from
+    /// whether it passed and the expected results of its client and server.
+    fn decide(&self, c: &Cell, ok: bool) -> Verdict {
+        sockslab::verdict::decide_check(ok, "", self.expected_cell(c))
     }
 }
 
@@ -312,9 +227,10 @@ fn reproduce(id: &str, backend: Backend) -> String {
 
 /// Prints one progress line.
 fn progress(done: usize, total: usize, r: &CellResult) {
-    let extra = match &r.status {
-        Status::Fail => format!(" — {}", r.detail.lines().next().unwrap_or_default()),
-        _ => String::new(),
+    let extra = if r.status.is_error(STRICT) && !matches!(r.status, Verdict::Xpass { .. }) {
+        format!(" — {}", r.detail.lines().next().unwrap_or_default())
+    } else {
+        String::new()
     };
     eprintln!("[{done:>4}/{total}] {:<11} {} ({} ms){extra}", r.status.label(), r.cell.id, r.millis);
 }
@@ -332,19 +248,14 @@ fn write_reports(rep: &report::Report, out: &Path) -> Result<()> {
 fn conclude(rep: &report::Report, out: &Path) -> Result<()> {
     let s = &rep.summary;
     eprintln!(
-        "interop: {} cells in {:.1} s: {} pass, {} fail, {} xfail, {} xpass, {} n/a, {} unavailable — {}",
+        "interop: {} cells in {:.1} s: {} — {}",
         s.total,
         rep.meta.seconds,
-        s.pass,
-        s.fail,
-        s.xfail,
-        s.xpass,
-        s.not_applicable,
-        s.unavailable,
+        report::counts(s),
         out.join("interop.html").display()
     );
-    if s.fail + s.xpass > 0 {
-        anyhow::bail!("{} unexpected result(s)", s.fail + s.xpass);
+    if !s.ok(STRICT) {
+        anyhow::bail!("{} unexpected result(s)", s.failed + s.warned + s.policy + s.xpass);
     }
     Ok(())
 }
@@ -382,6 +293,79 @@ pub fn run(args: &InteropArgs) -> Result<()> {
 
 async fn run_async(args: &InteropArgs) -> Result<()> {
     let started = Instant::now();
+    let Some(p) = plan_run(args)? else { return Ok(()) };
+    let backend = choose_backend(args)?;
+    if args.configs {
+        return run_configs(args, backend).await;
+    }
+    let lab = Arc::new(prepare_lab(&p, backend).await?);
+    let prep_secs = started.elapsed().as_secs_f64();
+    let mut phases = Phases::new(prep_secs);
+
+    let total = p.cells.len();
+    let (mut results, to_run) = predecide(&lab, p.cells.clone());
+    let mut done = 0;
+    for r in &results {
+        done += 1;
+        progress(done, total, r);
+    }
+    let shared = start_shared_servers(&lab, &to_run, &p.behaviour_servers).await;
+    results.extend(run_feature_cells(&lab, &to_run, &shared, args.capture, args.jobs, &mut done, total).await?);
+    phases.end("feature cells (with their shared servers)");
+    let behaviour = run_behaviour(&lab, &p.behaviour_servers, shared).await?;
+    phases.end("behaviour diff");
+    let (bypass, bypass_obs) = run_bypass_cells(&lab, &to_run, args.capture, &mut done, total).await?;
+    results.extend(bypass);
+    phases.end("udp-bypass");
+    // The transport family, one server per (peer, transport).
+    let transport_cells: Vec<Cell> = to_run.iter().filter(|c| c.kind == Kind::Transport).cloned().collect();
+    if !transport_cells.is_empty() {
+        results.extend(transport::run(&lab, transport_cells, &mut done, total).await?);
+        phases.end("transport cells");
+    }
+    let schedules = args.schedules.as_deref();
+    results.extend(run_catalogues(&lab, &p, &to_run, schedules, &mut phases, &mut done, total).await);
+    write_run_report(args, &lab, &p, results, behaviour, bypass_obs, started, prep_secs, &phases)
+}
+
+/// What a run plans before anything starts: the catalogue, the whole plan, this shard's cells and
+/// the servers whose behaviour diff this shard probes.
+struct Planned {
+    catalogue: Vec<sockslab::scenario::Scenario>,
+    full: Vec<Cell>,
+    cells: Vec<Cell>,
+    shard: Shard,
+    behaviour_servers: BTreeSet<PeerId>,
+}
+
+/// Wall time per phase, for the report: where a slow run spends its time.
+struct Phases {
+    list: Vec<report::Phase>,
+    start: Instant,
+}
+
+impl Phases {
+    /// Starts with the peers' preparation, which took `prep_secs`.
+    fn new(prep_secs: f64) -> Phases {
+        Phases { list: vec![report::Phase { name: "prepare peers".into(), seconds: prep_secs }], start: Instant::now() }
+    }
+
+    /// Ends the current phase under `name` and starts the next.
+    fn end(&mut self, name: impl Into<String>) {
+        self.list.push(report::Phase { name: name.into(), seconds: self.start.elapsed().as_secs_f64() });
+        self.start = Instant::now();
+    }
+}
+
+/// The shared servers (open and with password) of the feature cells and the behaviour diff, and
+/// the start errors of those that did not come up.
+struct Shared {
+    servers: BTreeMap<(PeerId, Config), Arc<Server>>,
+    errors: BTreeMap<(PeerId, Config), String>,
+}
+
+/// Loads the catalogue and plans the cells; `None` when `--list` printed them instead.
+fn plan_run(args: &InteropArgs) -> Result<Option<Planned>> {
     let catalogue =
         sockslab::scenario::load_catalogue(&peers::root().join("scenarios")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let catalogue: Vec<_> =
@@ -412,13 +396,16 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             let na = not_applicable(c).map(|r| format!("  (not applicable: {r})")).unwrap_or_default();
             println!("{}{na}", c.id);
         }
-        return Ok(());
+        return Ok(None);
     }
     if shard.of > 1 {
         eprintln!("interop: shard {shard}: {} of the {} planned cells", cells.len(), full.len());
     }
+    Ok(Some(Planned { catalogue, full, cells, shard, behaviour_servers }))
+}
 
-    // The backend: docker when a daemon is usable (starting one as root), else processes.
+/// The backend: docker when a daemon is usable (starting one as root), else processes.
+fn choose_backend(args: &InteropArgs) -> Result<Backend> {
     let backend = match args.backend {
         Some(BackendArg::Process) => Backend::Process,
         Some(BackendArg::Docker) => {
@@ -436,24 +423,24 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     if backend == Backend::Docker {
         peers::remove_leftovers()?;
     }
+    Ok(backend)
+}
 
-    if args.configs {
-        return run_configs(args, backend).await;
-    }
-
-    // Prepare only the peers some runnable cell needs.
-    let needed: BTreeSet<PeerId> = cells
+/// Prepares the peers some runnable cell needs and loads every peer's expected results.
+async fn prepare_lab(p: &Planned, backend: Backend) -> Result<Lab> {
+    let needed: BTreeSet<PeerId> = p
+        .cells
         .iter()
         .filter(|c| not_applicable(c).is_none())
         .flat_map(|c| [c.client, Some(c.server)])
         .flatten()
-        .chain(behaviour_servers.iter().copied())
+        .chain(p.behaviour_servers.iter().copied())
         .collect();
     let mut launchers = BTreeMap::new();
     let mut unavailable = BTreeMap::new();
     let mut expected = BTreeMap::new();
     for p in PeerId::ALL {
-        expected.insert(p, load_expected(p)?);
+        expected.insert(p, p.expectations().with_context(|| format!("expected results of {p}"))?);
     }
     for p in &needed {
         let t = Instant::now();
@@ -472,30 +459,23 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             }
         }
     }
-    let lab = Arc::new(Lab { targets: Targets::start().await?, launchers, unavailable, expected, backend });
-    let prep_secs = started.elapsed().as_secs_f64();
-    // Wall time per phase, for the report: where a slow run spends its time.
-    let mut phases: Vec<report::Phase> = vec![report::Phase { name: "prepare peers".into(), seconds: prep_secs }];
-    let mut phase_start = Instant::now();
-    let mut phase = |name: String| {
-        phases.push(report::Phase { name, seconds: phase_start.elapsed().as_secs_f64() });
-        phase_start = Instant::now();
-    };
+    Ok(Lab { targets: Targets::start().await?, launchers, unavailable, expected, backend })
+}
 
-    // Decide N/A and unavailable cells up front; the rest run.
-    let total = cells.len();
+/// Decides the not-applicable and unavailable cells up front; returns them and the cells to run.
+fn predecide(lab: &Lab, cells: Vec<Cell>) -> (Vec<CellResult>, Vec<Cell>) {
     let mut results: Vec<CellResult> = Vec::new();
     let mut to_run = Vec::new();
     for c in cells {
-        let pre = not_applicable(&c).map(|reason| Status::NotApplicable { reason }).or_else(|| {
+        let pre = not_applicable(&c).map(|reason| Verdict::NotApplicable { reason }).or_else(|| {
             [c.client, Some(c.server)]
                 .into_iter()
                 .flatten()
-                .find_map(|p| lab.unavailable.get(&p).map(|r| Status::Unavailable { reason: format!("{p}: {r}") }))
+                .find_map(|p| lab.unavailable.get(&p).map(|r| Verdict::Unavailable { reason: format!("{p}: {r}") }))
         });
         match pre {
             Some(status) => results.push(CellResult {
-                reproduce: reproduce(&c.id, backend),
+                reproduce: reproduce(&c.id, lab.backend),
                 cell: c,
                 status,
                 detail: String::new(),
@@ -505,18 +485,16 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             None => to_run.push(c),
         }
     }
-    let mut done = 0;
-    for r in &results {
-        done += 1;
-        progress(done, total, r);
-    }
+    (results, to_run)
+}
 
-    // Shared servers (open and with password) for the feature cells.
+/// Starts the shared servers the feature cells and the behaviour diff use.
+async fn start_shared_servers(lab: &Lab, to_run: &[Cell], behaviour_servers: &BTreeSet<PeerId>) -> Shared {
     let mut shared: BTreeMap<(PeerId, Config), Arc<Server>> = BTreeMap::new();
     let mut server_errors: BTreeMap<(PeerId, Config), String> = BTreeMap::new();
-    let feature_cells: Vec<Cell> = to_run.iter().filter(|c| c.kind == Kind::Feature).cloned().collect();
-    let wanted: BTreeSet<(PeerId, Config)> = feature_cells
+    let wanted: BTreeSet<(PeerId, Config)> = to_run
         .iter()
+        .filter(|c| c.kind == Kind::Feature)
         .map(|c| (c.server, server_config(c.feature)))
         .chain(
             behaviour_servers
@@ -535,18 +513,30 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             }
         }
     }
+    Shared { servers: shared, errors: server_errors }
+}
 
+/// Runs the feature cells against the shared servers, a few at once.
+async fn run_feature_cells(
+    lab: &Arc<Lab>,
+    to_run: &[Cell],
+    shared: &Shared,
+    capture: bool,
+    jobs: usize,
+    done: &mut usize,
+    total: usize,
+) -> Result<Vec<CellResult>> {
+    let mut results = Vec::new();
     // Feature cells, a few at once (2 cores; containers start in parallel fine).
     // While capturing, one cell at a time: each capture's filter must see only its own cell.
-    let jobs = if args.capture { 1 } else { args.jobs.max(1) };
+    let jobs = if capture { 1 } else { jobs.max(1) };
     let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
-    let capture = args.capture;
     let mut set = tokio::task::JoinSet::new();
-    for c in feature_cells {
+    for c in to_run.iter().filter(|c| c.kind == Kind::Feature).cloned() {
         let key = (c.server, server_config(c.feature));
-        let server = shared.get(&key).map(|s| s.addr_for(c.feature.unwrap_or(Feature::Socks5Connect)));
-        let server_err = server_errors.get(&key).cloned();
-        let server_command = shared.get(&key).map(|s| s.command.clone()).unwrap_or_default();
+        let server = shared.servers.get(&key).map(|s| s.addr_for(c.feature.unwrap_or(Feature::Socks5Connect)));
+        let server_err = shared.errors.get(&key).cloned();
+        let server_command = shared.servers.get(&key).map(|s| s.command.clone()).unwrap_or_default();
         let lab = lab.clone();
         let sem = sem.clone();
         set.spawn(async move {
@@ -571,10 +561,10 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             };
             if let (Some(rec), Some(addr)) = (recorder, server) {
                 let note =
-                    record_cell(&c, rec, addr.port(), status == Status::Pass, &detail, &logs, server_command).await;
+                    record_cell(&c, rec, addr.port(), status == Verdict::Pass, &detail, &logs, server_command).await;
                 detail = format!("{detail}; {note}");
             }
-            let logs = if status == Status::Pass { String::new() } else { logs };
+            let logs = if status == Verdict::Pass { String::new() } else { logs };
             CellResult {
                 reproduce: reproduce(&c.id, lab.backend),
                 cell: c,
@@ -587,22 +577,28 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     }
     while let Some(j) = set.join_next().await {
         let r = j.context("a cell panicked")?;
-        done += 1;
-        progress(done, total, &r);
+        *done += 1;
+        progress(*done, total, &r);
         results.push(r);
     }
+    Ok(results)
+}
 
-    phase("feature cells (with their shared servers)".into());
-
+/// The behaviour-diff probes against the shared servers, which are stopped afterwards.
+async fn run_behaviour(
+    lab: &Lab,
+    behaviour_servers: &BTreeSet<PeerId>,
+    shared: Shared,
+) -> Result<BTreeMap<PeerId, Vec<behaviour::Row>>> {
     // The behaviour-diff view, against the shared servers (no filter: only on full runs).
     let mut behaviour: BTreeMap<PeerId, Vec<behaviour::Row>> = BTreeMap::new();
     if !behaviour_servers.is_empty() {
         let closed = servers::free_port()?;
         let mut set = tokio::task::JoinSet::new();
         for s in behaviour_servers.iter().copied() {
-            if let Some(open) = shared.get(&(s, Config::Open)) {
+            if let Some(open) = shared.servers.get(&(s, Config::Open)) {
                 let (open, echo) = (open.addr, lab.targets.echo_port);
-                let auth = shared.get(&(s, Config::Auth)).map(|a| a.addr);
+                let auth = shared.servers.get(&(s, Config::Auth)).map(|a| a.addr);
                 set.spawn(async move { (s, behaviour::probe(open, auth, echo, closed).await) });
             }
         }
@@ -611,14 +607,23 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             behaviour.insert(s, rows);
         }
     }
-    for (_, s) in std::mem::take(&mut shared) {
+    for (_, s) in shared.servers {
         if let Ok(s) = Arc::try_unwrap(s) {
             s.running.stop().await;
         }
     }
+    Ok(behaviour)
+}
 
-    phase("behaviour diff".into());
-
+/// The UDP bypass cells: observations per server, compared with their snapshots.
+async fn run_bypass_cells(
+    lab: &Arc<Lab>,
+    to_run: &[Cell],
+    capture: bool,
+    done: &mut usize,
+    total: usize,
+) -> Result<(Vec<CellResult>, BTreeMap<PeerId, bypass::Observations>)> {
+    let mut results = Vec::new();
     // UDP bypass: a fresh password+UDP server per peer, so "before any TCP" really is first.
     // The probes of different servers run at once (payloads are unique per server); the snapshot
     // comparisons then run one by one, because they swap the process-wide panic hook.
@@ -646,10 +651,10 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         let (status, detail, logs) = match r {
             Ok((obs, snap_err, logs)) => {
                 let status = if let Some(e) = &snap_err {
-                    (Status::Fail, format!("snapshot differs: {e}"))
+                    (Verdict::Fail, format!("snapshot differs: {e}"))
                 } else if obs.control != bypass::Fate::Relayed {
                     (
-                        Status::Fail,
+                        Verdict::Fail,
                         "the authenticated control datagram was not relayed: the probes prove nothing".into(),
                     )
                 } else {
@@ -667,27 +672,31 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             Err(e) => (lab.decide(c, false), format!("{e:#}"), String::new()),
         };
         let r = CellResult {
-            reproduce: reproduce(&c.id, backend),
+            reproduce: reproduce(&c.id, lab.backend),
             cell: c.clone(),
-            logs: if status == Status::Pass { String::new() } else { logs },
+            logs: if status == Verdict::Pass { String::new() } else { logs },
             status,
             detail,
             millis: t.elapsed().as_millis() as u64,
         };
-        done += 1;
-        progress(done, total, &r);
+        *done += 1;
+        progress(*done, total, &r);
         results.push(r);
     }
+    Ok((results, bypass_obs))
+}
 
-    phase("udp-bypass".into());
-
-    // The transport family, one server per (peer, transport).
-    let transport_cells: Vec<Cell> = to_run.iter().filter(|c| c.kind == Kind::Transport).cloned().collect();
-    if !transport_cells.is_empty() {
-        results.extend(transport::run(&lab, transport_cells, &mut done, total).await?);
-        phase("transport cells".into());
-    }
-
+/// The catalogue against every server peer that has scenario cells to run.
+async fn run_catalogues(
+    lab: &Lab,
+    p: &Planned,
+    to_run: &[Cell],
+    schedules: Option<&[String]>,
+    phases: &mut Phases,
+    done: &mut usize,
+    total: usize,
+) -> Vec<CellResult> {
+    let mut results = Vec::new();
     // The catalogue against every server peer.
     let mut catalogue_servers = BTreeSet::new();
     for c in to_run.iter().filter(|c| c.kind == Kind::Scenario) {
@@ -699,36 +708,49 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
             .filter(|c| c.kind == Kind::Scenario && c.server == s)
             .map(|c| c.id.trim_start_matches(&format!("scenario.{}.", s.name())).to_string())
             .collect();
-        let scns: Vec<_> = catalogue.iter().filter(|x| wanted.contains(&x.id)).cloned().collect();
-        let rs = run_catalogue(&lab, s, &scns, &mut done, total, args.schedules.as_deref()).await;
-        phase(format!("catalogue against {s}"));
-        results.extend(rs);
+        let scns: Vec<_> = p.catalogue.iter().filter(|x| wanted.contains(&x.id)).cloned().collect();
+        results.extend(run_catalogue(lab, s, &scns, done, total, schedules).await);
+        phases.end(format!("catalogue against {s}"));
     }
+    results
+}
 
-    // Reports.
-    let order: BTreeMap<&str, usize> = full.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
+/// Orders the results as planned, writes the reports and concludes the run.
+#[allow(clippy::too_many_arguments)]
+fn write_run_report(
+    args: &InteropArgs,
+    lab: &Lab,
+    p: &Planned,
+    mut results: Vec<CellResult>,
+    behaviour: BTreeMap<PeerId, Vec<behaviour::Row>>,
+    bypass_obs: BTreeMap<PeerId, bypass::Observations>,
+    started: Instant,
+    prep_secs: f64,
+    phases: &Phases,
+) -> Result<()> {
+    let order: BTreeMap<&str, usize> = p.full.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
     results.sort_by_key(|r| order.get(r.cell.id.as_str()).copied().unwrap_or(usize::MAX));
     let out = args.out.clone().unwrap_or_else(|| peers::work_dir().join("report"));
     let meta = report::Meta {
-        backend,
+        backend: lab.backend,
         seconds: started.elapsed().as_secs_f64(),
         prepare_seconds: prep_secs,
         versions: PeerId::ALL.iter().map(|p| (p.name().to_string(), p.version().to_string())).collect(),
         unavailable: lab.unavailable.iter().map(|(p, r)| (p.name().to_string(), r.clone())).collect(),
     };
     let plan_info = report::PlanInfo {
-        cells: full.iter().map(|c| c.id.clone()).collect(),
-        of: shard.of,
+        cells: p.full.iter().map(|c| c.id.clone()).collect(),
+        of: p.shard.of,
         shards: vec![report::ShardRun {
-            index: shard.index,
+            index: p.shard.index,
             seconds: meta.seconds,
             prepare_seconds: prep_secs,
-            phases: phases.clone(),
+            phases: phases.list.clone(),
         }],
     };
     let rep = report::Report::new(meta, plan_info, results, behaviour, bypass_obs);
     write_reports(&rep, &out)?;
-    let by_phase: Vec<String> = phases.iter().map(|p| format!("{} {:.1} s", p.name, p.seconds)).collect();
+    let by_phase: Vec<String> = phases.list.iter().map(|p| format!("{} {:.1} s", p.name, p.seconds)).collect();
     eprintln!("interop: time by phase: {}", by_phase.join(", "));
     conclude(&rep, &out)
 }
@@ -925,7 +947,7 @@ async fn run_catalogue(
                 let r = CellResult {
                     reproduce: reproduce(&cell(&scn.id).id, lab.backend),
                     cell: cell(&scn.id),
-                    status: Status::NotApplicable { reason: format!("{peer} does not claim gost's {}", f.name()) },
+                    status: Verdict::NotApplicable { reason: format!("{peer} does not claim gost's {}", f.name()) },
                     detail: String::new(),
                     logs: String::new(),
                     millis: 0,
@@ -946,20 +968,13 @@ async fn run_catalogue(
             Err(e) => err = Some(format!("{e:#}")),
         }
     }
-    let expectations = match lab.expected.get(&peer).and_then(|e| e.scenarios.clone()) {
-        Some(p) => sockslab::verdict::Expectations::load(&peers::root().join(&p)).map_err(|e| e.to_string()),
-        None => Ok(sockslab::verdict::Expectations::default()),
-    };
-    let (expectations, err) = match (expectations, err) {
-        (Ok(e), None) => (e, None),
-        (Err(e), _) | (_, Some(e)) => (sockslab::verdict::Expectations::default(), Some(e)),
-    };
+    let expectations = lab.expected.get(&peer).cloned().unwrap_or_default();
     if let Some(e) = err {
         for s in scns {
             let r = CellResult {
                 reproduce: reproduce(&cell(&s.id).id, lab.backend),
                 cell: cell(&s.id),
-                status: Status::Fail,
+                status: Verdict::Fail,
                 detail: format!("could not start the server instances: {e}"),
                 logs: String::new(),
                 millis: 0,
@@ -988,17 +1003,9 @@ async fn run_catalogue(
         s.running.stop().await;
     }
     for r in results {
-        use sockslab::verdict::Verdict;
-        let status = match &r.verdict {
-            Verdict::Pass => Status::Pass,
-            // The lab holds every peer to its expected results at every level: an unlisted SHOULD
-            // or policy deviation is a regression too.
-            Verdict::Fail | Verdict::Warn | Verdict::Policy => Status::Fail,
-            Verdict::NotApplicable { reason } => Status::NotApplicable { reason: reason.clone() },
-            Verdict::ExpectedFailure { reason } => Status::ExpectedFailure { reason: reason.clone(), link: None },
-            Verdict::Xpass { reason } => Status::Xpass { reason: reason.clone() },
-            Verdict::Unavailable { reason } => Status::Unavailable { reason: reason.clone() },
-        };
+        // The harness decided the verdict (schedules, intermittent entries, grades); the lab
+        // only holds a WARN or POLICY to be an error too (`STRICT`).
+        let status = r.verdict;
         let detail = r
             .failures
             .iter()
@@ -1008,7 +1015,7 @@ async fn run_catalogue(
         let c = cell(&r.id);
         let cr = CellResult {
             reproduce: reproduce(&c.id, backend),
-            logs: if status.is_error() { logs.clone() } else { String::new() },
+            logs: if status.is_error(STRICT) { logs.clone() } else { String::new() },
             cell: c,
             detail: format!(
                 "instance {}{}{detail}",
@@ -1102,6 +1109,23 @@ mod tests {
         let curl = plan(&args(&["*.curl.*"]), &[]).unwrap();
         assert!(!curl.is_empty() && curl.iter().all(|c| c.id.contains(".curl.")), "{curl:?}");
         assert!(plan(&args(&["bad.[1"]), &[]).is_err(), "an unclosed class is refused");
+    }
+
+    /// A lab-cell entry of a peer's expected results must name a cell the lab plans with that
+    /// peer as client or server, or it would never be decided (and never turn into an xpass).
+    #[test]
+    fn every_expected_cell_is_a_planned_cell_of_its_peer() {
+        let cells = plan(&args(&[]), &[]).unwrap();
+        let mut entries = 0;
+        for peer in PeerId::ALL {
+            for e in &peer.expectations().unwrap().cells {
+                let c = cells.iter().find(|c| c.id == e.id).unwrap_or_else(|| panic!("{peer}: no cell `{}`", e.id));
+                assert!(c.client == Some(peer) || c.server == peer, "{peer}: `{}` does not involve it", e.id);
+                assert!(not_applicable(c).is_none(), "{peer}: `{}` is not applicable, so never runs", e.id);
+                entries += 1;
+            }
+        }
+        assert_eq!(entries, 5, "every entry moved from the lab's old cell files is here");
     }
 
     #[test]

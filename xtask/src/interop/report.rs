@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::behaviour::Row;
 use super::bypass::Observations;
-use super::{CellResult, Kind, Status, CLIENTS, SERVERS};
+use super::{CellResult, Kind, Verdict, CLIENTS, SERVERS, STRICT};
 use crate::peers::{Backend, Feature, PeerId};
+use sockslab::verdict::Summary;
 
 /// Facts about the run.
 #[derive(Debug, Serialize, Deserialize)]
@@ -25,25 +26,6 @@ pub struct Meta {
     pub versions: BTreeMap<String, String>,
     /// Peers that could not be obtained, with the reason.
     pub unavailable: BTreeMap<String, String>,
-}
-
-/// Counts per status.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Summary {
-    /// All cells.
-    pub total: usize,
-    /// Passed.
-    pub pass: usize,
-    /// Failed unexpectedly.
-    pub fail: usize,
-    /// Failed as expected.
-    pub xfail: usize,
-    /// Passed though expected to fail.
-    pub xpass: usize,
-    /// Not applicable.
-    pub not_applicable: usize,
-    /// Peer unavailable.
-    pub unavailable: usize,
 }
 
 /// Which plan a report covers and which parts of it ran, so shard reports can be merged and
@@ -88,7 +70,7 @@ pub struct Report {
     pub meta: Meta,
     /// The plan this report is (a part of).
     pub plan: PlanInfo,
-    /// Counts.
+    /// Counts per verdict (the harness's summary: the lab's cells are verdicts like scenarios).
     pub summary: Summary,
     /// Every cell.
     pub cells: Vec<CellResult>,
@@ -127,20 +109,10 @@ impl Report {
         behaviour: BTreeMap<PeerId, Vec<Row>>,
         udp_bypass: BTreeMap<PeerId, Observations>,
     ) -> Report {
-        let mut s = Summary { total: cells.len(), ..Summary::default() };
         for c in &mut cells {
             c.logs = log_tail(std::mem::take(&mut c.logs));
         }
-        for c in &cells {
-            match c.status {
-                Status::Pass => s.pass += 1,
-                Status::Fail => s.fail += 1,
-                Status::ExpectedFailure { .. } => s.xfail += 1,
-                Status::Xpass { .. } => s.xpass += 1,
-                Status::NotApplicable { .. } => s.not_applicable += 1,
-                Status::Unavailable { .. } => s.unavailable += 1,
-            }
-        }
+        let s = Summary::of_verdicts(cells.iter().map(|c| &c.status));
         Report { meta, plan, summary: s, cells, behaviour, udp_bypass }
     }
 }
@@ -154,10 +126,12 @@ pub(super) fn leak(s: String) -> &'static str {
 
 use sockslab::report::html::escape as esc;
 
-fn reason(s: &Status) -> String {
+fn reason(s: &Verdict) -> String {
     match s {
-        Status::NotApplicable { reason } | Status::Xpass { reason } | Status::Unavailable { reason } => reason.clone(),
-        Status::ExpectedFailure { reason, link } => match link {
+        Verdict::NotApplicable { reason } | Verdict::Xpass { reason } | Verdict::Unavailable { reason } => {
+            reason.clone()
+        }
+        Verdict::ExpectedFailure { reason, link } => match link {
             Some(l) => format!("{reason} ({l})"),
             None => reason.clone(),
         },
@@ -180,15 +154,17 @@ pub fn junit(r: &Report) -> String {
         let mut suite = quick_junit::TestSuite::new(format!("interop.{name}"));
         for c in r.cells.iter().filter(|c| c.cell.kind == kind) {
             let outcome = match &c.status {
-                Status::Pass => Outcome::Pass { note: None },
-                Status::Fail | Status::Xpass { .. } => Outcome::Failure {
+                Verdict::Pass => Outcome::Pass { note: None },
+                Verdict::Fail | Verdict::Warn | Verdict::Policy | Verdict::Xpass { .. } => Outcome::Failure {
                     message: format!("{}: {}", c.status.label(), reason(&c.status)),
                     details: format!("{}\nreproduce: {}\n{}", c.detail, c.reproduce, c.logs),
                 },
-                Status::NotApplicable { .. } | Status::Unavailable { .. } => {
+                Verdict::NotApplicable { .. } | Verdict::Unavailable { .. } => {
                     Outcome::Skipped { message: format!("{}: {}", c.status.label(), reason(&c.status)) }
                 }
-                Status::ExpectedFailure { .. } => Outcome::Pass { note: Some(format!("XFAIL: {}", reason(&c.status))) },
+                Verdict::ExpectedFailure { .. } => {
+                    Outcome::Pass { note: Some(format!("XFAIL: {}", reason(&c.status))) }
+                }
             };
             let classname = format!("interop.{name}.{}", c.cell.server.name());
             suite.add_test_case(case(&c.cell.id, &classname, Duration::from_millis(c.millis), outcome));
@@ -226,7 +202,7 @@ fn transport_matrix(o: &mut String, r: &Report, by_id: &BTreeMap<&str, &CellResu
                 match by_id.get(super::transport::cell_id(t, f, cl, sv).as_str()) {
                     Some(c) => {
                         let title = esc(&format!("{}\n{}\n{}", c.cell.id, reason(&c.status), c.detail));
-                        let label = if c.status.is_error() {
+                        let label = if c.status.is_error(STRICT) {
                             format!("<a href=\"#{}\">{}</a>", anchor(&c.cell.id), c.status.label())
                         } else {
                             c.status.label().to_string()
@@ -260,14 +236,15 @@ fn transport_matrix(o: &mut String, r: &Report, by_id: &BTreeMap<&str, &CellResu
     o.push_str("</table></details>");
 }
 
-fn class(s: &Status) -> &'static str {
+fn class(s: &Verdict) -> &'static str {
     match s {
-        Status::Pass => "pass",
-        Status::Fail => "fail",
-        Status::NotApplicable { .. } => "na",
-        Status::ExpectedFailure { .. } => "xfail",
-        Status::Xpass { .. } => "xpass",
-        Status::Unavailable { .. } => "unavail",
+        Verdict::Pass => "pass",
+        // The lab holds WARN and POLICY to be errors (`STRICT`): they show as failures.
+        Verdict::Fail | Verdict::Warn | Verdict::Policy => "fail",
+        Verdict::NotApplicable { .. } => "na",
+        Verdict::ExpectedFailure { .. } => "xfail",
+        Verdict::Xpass { .. } => "xpass",
+        Verdict::Unavailable { .. } => "unavail",
     }
 }
 
@@ -287,16 +264,47 @@ td.diff{background:#fff3cd} .small{font-size:12px;color:#555} pre{background:#f7
 code{background:#f3f3f3;padding:0 3px} td a{color:inherit}
 "#;
 
-/// The static HTML page.
+/// The static HTML page: the run's facts, then one section per view, each written by its own
+/// function in page order.
 pub fn html(r: &Report) -> String {
     let mut o = String::new();
+    let _ = write!(
+        o,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sockslab interop</title><style>{STYLE}</style></head><body>"
+    );
+    run_summary(&mut o, r);
+    peers_and_phases(&mut o, r);
+    let by_id: BTreeMap<&str, &CellResult> = r.cells.iter().map(|c| (c.cell.id.as_str(), c)).collect();
+    feature_matrix(&mut o, r, &by_id);
+    transport_matrix(&mut o, r, &by_id);
+    udp_bypass_section(&mut o, r);
+    behaviour_section(&mut o, r);
+    catalogue_section(&mut o, r);
+    failing_cells(&mut o, r);
+    o.push_str("</body></html>\n");
+    o
+}
+
+/// The counts per verdict, in the one wording the summary line and the page share.
+pub fn counts(s: &Summary) -> String {
+    format!(
+        "{} pass, {} fail, {} warn, {} policy, {} xfail, {} xpass, {} n/a, {} unavailable",
+        s.passed, s.failed, s.warned, s.policy, s.expected_failures, s.xpass, s.not_applicable, s.unavailable
+    )
+}
+
+/// The heading: backend, wall time, counts per verdict, the shard note and the legend.
+fn run_summary(o: &mut String, r: &Report) {
     let s = &r.summary;
     let _ = write!(
         o,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sockslab interop</title><style>{STYLE}</style></head><body>\
-         <h1>sockslab interop matrix</h1><p class=\"small\">backend <b>{:?}</b>, {:.1} s (of which preparing peers {:.1} s). \
-         {} cells: <b>{} pass</b>, <b>{} fail</b>, {} expected failures, {} xpass, {} not applicable, {} unavailable.</p>",
-        r.meta.backend, r.meta.seconds, r.meta.prepare_seconds, s.total, s.pass, s.fail, s.xfail, s.xpass, s.not_applicable, s.unavailable
+        "<h1>sockslab interop matrix</h1><p class=\"small\">backend <b>{:?}</b>, {:.1} s (of which preparing peers {:.1} s). \
+         {} cells: {}.</p>",
+        r.meta.backend,
+        r.meta.seconds,
+        r.meta.prepare_seconds,
+        s.total,
+        counts(s)
     );
     if let [only] = &r.plan.shards[..] {
         if r.plan.of > 1 {
@@ -326,6 +334,10 @@ pub fn html(r: &Report) -> String {
          <span style=\"background:#f7e3a1\">XFAIL (expected, with reason)</span><span style=\"background:#eee\">N/A (not claimed)</span>\
          <span style=\"background:#d8d8f0\">UNAVAILABLE (peer not obtainable)</span></p>",
     );
+}
+
+/// The peers with their versions and availability, and where the time went per shard.
+fn peers_and_phases(o: &mut String, r: &Report) {
     o.push_str("<h3>Peers</h3><table><tr><th>peer</th><th>version</th><th>availability</th></tr>");
     for p in PeerId::ALL {
         let avail = r.meta.unavailable.get(p.name()).cloned().unwrap_or_else(|| "ready".into());
@@ -352,9 +364,11 @@ pub fn html(r: &Report) -> String {
         }
         o.push_str("</table></details>");
     }
+}
 
+/// The pass/fail view: one table per feature, clients down, servers across.
+fn feature_matrix(o: &mut String, r: &Report, by_id: &BTreeMap<&str, &CellResult>) {
     // Pass/fail view: one table per feature, clients down, servers across.
-    let by_id: BTreeMap<&str, &CellResult> = r.cells.iter().map(|c| (c.cell.id.as_str(), c)).collect();
     o.push_str("<h2>Feature matrix (client ↓ × server →)</h2><div class=\"grid\">");
     for f in Feature::ALL {
         if !r.cells.iter().any(|c| c.cell.kind == Kind::Feature && c.cell.feature == Some(f)) {
@@ -372,7 +386,8 @@ pub fn html(r: &Report) -> String {
                 match by_id.get(id.as_str()) {
                     Some(c) => {
                         let title = esc(&format!("{}\n{}\n{}", c.cell.id, reason(&c.status), c.detail));
-                        let label = if c.status.is_error() || matches!(c.status, Status::ExpectedFailure { .. }) {
+                        let label = if c.status.is_error(STRICT) || matches!(c.status, Verdict::ExpectedFailure { .. })
+                        {
                             format!("<a href=\"#{}\">{}</a>", anchor(&c.cell.id), c.status.label())
                         } else {
                             c.status.label().to_string()
@@ -393,8 +408,10 @@ pub fn html(r: &Report) -> String {
         o.push_str("</table></div>");
     }
     o.push_str("</div>");
-    transport_matrix(&mut o, r, &by_id);
+}
 
+/// The UDP authentication bypass observations per server, and the bypass cells' verdicts.
+fn udp_bypass_section(o: &mut String, r: &Report) {
     // UDP bypass.
     if !r.udp_bypass.is_empty() || r.cells.iter().any(|c| c.cell.kind == Kind::UdpBypass) {
         o.push_str(
@@ -448,7 +465,10 @@ pub fn html(r: &Report) -> String {
         }
         o.push_str("</table>");
     }
+}
 
+/// The behaviour diff: the same raw requests to every server, disagreements highlighted.
+fn behaviour_section(o: &mut String, r: &Report) {
     // Behaviour diff.
     if !r.behaviour.is_empty() {
         o.push_str(
@@ -478,7 +498,10 @@ pub fn html(r: &Report) -> String {
         }
         o.push_str("</table>");
     }
+}
 
+/// The catalogue's counts per server and its expected failures with their reasons.
+fn catalogue_section(o: &mut String, r: &Report) {
     // Catalogue summary.
     let cat: Vec<&CellResult> = r.cells.iter().filter(|c| c.cell.kind == Kind::Scenario).collect();
     if !cat.is_empty() {
@@ -497,18 +520,22 @@ pub fn html(r: &Report) -> String {
             o.push_str("</tr>");
         }
         o.push_str("</table><details><summary>Expected failures of the catalogue (with reasons)</summary><table><tr><th>cell</th><th>reason</th></tr>");
-        for c in cat.iter().filter(|c| matches!(c.status, Status::ExpectedFailure { .. })) {
+        for c in cat.iter().filter(|c| matches!(c.status, Verdict::ExpectedFailure { .. })) {
             let _ = write!(o, "<tr><td>{}</td><td>{}</td></tr>", esc(&c.cell.id), esc(&reason(&c.status)));
         }
         o.push_str("</table></details>");
     }
+}
 
+/// Failing cells with reproducer and logs; expected failures (outside the catalogue) with their reason.
+fn failing_cells(o: &mut String, r: &Report) {
     // Failing cells, with reproducer and logs; expected failures with their reason.
     let bad: Vec<&CellResult> = r
         .cells
         .iter()
         .filter(|c| {
-            c.status.is_error() || (matches!(c.status, Status::ExpectedFailure { .. }) && c.cell.kind != Kind::Scenario)
+            c.status.is_error(STRICT)
+                || (matches!(c.status, Verdict::ExpectedFailure { .. }) && c.cell.kind != Kind::Scenario)
         })
         .collect();
     o.push_str("<h2>Failing and expected-failing cells</h2>");
@@ -533,8 +560,6 @@ pub fn html(r: &Report) -> String {
             let _ = write!(o, "<details><summary>logs</summary><pre>{}</pre></details>", esc(&c.logs));
         }
     }
-    o.push_str("</body></html>\n");
-    o
 }
 
 #[cfg(test)]
@@ -545,7 +570,7 @@ mod tests {
     fn long_logs_keep_their_tail_and_say_what_was_cut() {
         let mut cells = fixture::cells();
         let long: String = (0..100_000).map(|i| format!("line {i} é\n")).collect();
-        let at = cells.iter().position(|c| c.status.is_error()).unwrap();
+        let at = cells.iter().position(|c| c.status.is_error(STRICT)).unwrap();
         cells[at].logs = long.clone();
         let whole = fixture::report();
         let r = Report::new(whole.meta, whole.plan, cells, BTreeMap::new(), BTreeMap::new());
@@ -568,7 +593,7 @@ mod tests {
 #[cfg(test)]
 pub(super) mod fixture {
     use super::super::bypass::{Fate, Observations, Probe};
-    use super::super::{not_applicable, reproduce, Cell, CellResult, Kind, Status, CLIENTS, SERVERS};
+    use super::super::{not_applicable, reproduce, Cell, CellResult, Kind, Verdict, CLIENTS, SERVERS, STRICT};
     use super::*;
 
     /// The one unexpected failure.
@@ -578,20 +603,20 @@ pub(super) mod fixture {
 
     fn result(cell: Cell) -> CellResult {
         let status = if let Some(reason) = not_applicable(&cell) {
-            Status::NotApplicable { reason }
+            Verdict::NotApplicable { reason }
         } else if cell.id == FAIL_ID {
-            Status::Fail
+            Verdict::Fail
         } else if cell.id == XFAIL_ID {
-            Status::ExpectedFailure {
+            Verdict::ExpectedFailure {
                 reason: "answers from the wrong port".into(),
                 link: Some("https://example.invalid/issue/1".into()),
             }
         } else if cell.client == Some(PeerId::V2ray4) && cell.feature == Some(Feature::Userpass) {
-            Status::Unavailable { reason: "v2ray4: /usr/bin/v2ray missing".into() }
+            Verdict::Unavailable { reason: "v2ray4: /usr/bin/v2ray missing".into() }
         } else {
-            Status::Pass
+            Verdict::Pass
         };
-        let failing = status.is_error();
+        let failing = status.is_error(STRICT);
         CellResult {
             reproduce: reproduce(&cell.id, Backend::Docker),
             detail: if failing { "MBIND: reply 0x01 <general failure> & closed".into() } else { String::new() },
@@ -625,7 +650,7 @@ pub(super) mod fixture {
                 result(Cell { id, kind: Kind::UdpBypass, client: None, server: s, feature: None, transport: None });
             if matches!(s, PeerId::V2ray5 | PeerId::V2ray4) {
                 r.status =
-                    Status::ExpectedFailure { reason: "V-01: relays unauthenticated datagrams".into(), link: None };
+                    Verdict::ExpectedFailure { reason: "V-01: relays unauthenticated datagrams".into(), link: None };
             }
             cells.push(r);
         }

@@ -215,11 +215,11 @@ mod tests {
             let ids: Vec<&str> = m.cells.iter().map(|c| c.cell.id.as_str()).collect();
             let want: Vec<&str> = whole.cells.iter().map(|c| c.cell.id.as_str()).collect();
             assert_eq!(ids, want, "{of} shards");
-            let statuses: Vec<&Status> = m.cells.iter().map(|c| &c.status).collect();
+            let statuses: Vec<&Verdict> = m.cells.iter().map(|c| &c.status).collect();
             assert_eq!(statuses, whole.cells.iter().map(|c| &c.status).collect::<Vec<_>>());
             assert_eq!(m.behaviour.len(), whole.behaviour.len());
             assert_eq!(m.udp_bypass.len(), whole.udp_bypass.len());
-            assert_eq!(m.summary.fail, whole.summary.fail);
+            assert_eq!(m.summary.failed, whole.summary.failed);
             assert_eq!(m.summary.total, whole.summary.total);
             assert_eq!(m.plan.shards.iter().map(|s| s.index).collect::<Vec<_>>(), (1..=of).collect::<Vec<_>>());
             // The slowest shard's wall time: shard k took k seconds in `split`.
@@ -227,7 +227,7 @@ mod tests {
         }
     }
 
-    use super::super::Status;
+    use super::super::Verdict;
 
     #[test]
     fn a_cell_in_two_inputs_is_refused() {

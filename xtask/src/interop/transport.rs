@@ -19,7 +19,7 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use super::servers::free_port;
 use super::targets::{xor, KEY};
-use super::{progress, reproduce, Cell, CellResult, Kind, Lab, Status};
+use super::{progress, reproduce, Cell, CellResult, Kind, Lab, Verdict};
 use crate::peers::{Feature, PeerId};
 
 /// Transports the family knows, in matrix order.
@@ -342,7 +342,7 @@ pub async fn run(lab: &Arc<Lab>, cells: Vec<Cell>, done: &mut usize, total: usiz
                 Err(e) => (lab.decide(&c, false), format!("{e:#}"), String::new()),
             };
             let logs = match (&status, &server) {
-                (Status::Pass, _) => String::new(),
+                (Verdict::Pass, _) => String::new(),
                 (_, Ok(s)) => format!("{logs}\n--- server\n{}", s.running.logs().await),
                 _ => logs,
             };
