@@ -152,6 +152,23 @@ pub async fn wait_accepting_async(
     Ok(())
 }
 
+/// Waits until something has bound UDP `addr` (a kcp server has no TCP port to probe): binding
+/// it ourselves fails with `AddrInUse` once it is taken. Gives up after `within`.
+pub async fn wait_udp_bound(addr: SocketAddr, within: Duration) -> Result<(), NotReady> {
+    let start = Instant::now();
+    loop {
+        match std::net::UdpSocket::bind(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Ok(()),
+            Err(e) => return Err(NotReady::Io(e)),
+            Ok(probe) => drop(probe),
+        }
+        if start.elapsed() >= within {
+            return Err(NotReady::Timeout { addr, after: within });
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
 /// Stops the process we started: SIGTERM to its pid (a daemon such as danted then stops the
 /// helpers it forked), then SIGKILL if it has not exited within `grace`. Reaps it either way.
 pub fn terminate(child: &mut std::process::Child, grace: Duration) {

@@ -88,19 +88,6 @@ async fn wait_listening(addr: SocketAddr) -> Result<()> {
     bail!("nothing listens on {addr} after 10 s")
 }
 
-/// Waits until something has bound UDP `addr` (a kcp server), by trying to bind it ourselves.
-async fn wait_udp_bound(addr: SocketAddr) -> Result<()> {
-    for _ in 0..200 {
-        match std::net::UdpSocket::bind(addr) {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Ok(()),
-            Err(e) => return Err(e).context(format!("probing UDP {addr}")),
-            Ok(s) => drop(s),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("nothing bound UDP {addr} after 10 s")
-}
-
 /// The query both ends of `transport` carry.
 fn keys(transport: &str) -> &'static str {
     if transport == "kcp" {
@@ -189,7 +176,7 @@ async fn measure_pair(bin: &Path, transport: &str, window: Duration, logs: &Path
         &logs.join(format!("{name}-{transport}-server.log")),
     )?;
     if transport == "kcp" {
-        wait_udp_bound(server_addr).await?;
+        testkit::wait_udp_bound(server_addr, Duration::from_secs(10)).await?;
     } else {
         wait_listening(server_addr).await?;
     }

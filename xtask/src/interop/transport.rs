@@ -88,20 +88,6 @@ fn common_keys(transport: &str) -> &'static str {
     }
 }
 
-/// Waits until something has bound UDP `addr` (a kcp server: no TCP port to probe), by trying
-/// to bind it ourselves; gives up after 10 s.
-async fn udp_bound(addr: SocketAddr) -> Result<()> {
-    for _ in 0..200 {
-        match std::net::UdpSocket::bind(addr) {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Ok(()),
-            Err(e) => return Err(e).context(format!("probing UDP {addr}")),
-            Ok(s) => drop(s),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("nothing bound UDP {addr} after 10 s")
-}
-
 /// A running XOR echo for this family's datagrams, separate from the lab's shared one (which
 /// records every datagram it sees for the bypass probes: 64 MiB per cell would pile up there).
 async fn udp_echo() -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -253,15 +239,15 @@ async fn start_server(lab: &Lab, peer: PeerId, transport: &str) -> Result<Family
         let sep = if keys.is_empty() { "" } else { "&" };
         let url = format!("{}://127.0.0.1:{port}?bind=true&udp=true{sep}{keys}", scheme(transport));
         let args = vec!["-L".to_string(), url];
-        // kcp listens on UDP: probed by [`udp_bound`] instead of a TCP connect.
+        // kcp listens on UDP: probed by `testkit::wait_udp_bound` instead of a TCP connect.
         let kcp = transport == "kcp";
         let started = match lab.launchers[&peer].start(&args, &[], (!kcp).then_some(addr)).await {
-            Ok(running) if kcp => match udp_bound(addr).await {
+            Ok(running) if kcp => match testkit::wait_udp_bound(addr, Duration::from_secs(10)).await {
                 Ok(()) => Ok(running),
                 Err(e) => {
                     let logs = running.logs().await;
                     running.stop().await;
-                    Err(e.context(logs))
+                    Err(anyhow::Error::new(e).context(logs))
                 }
             },
             other => other,
