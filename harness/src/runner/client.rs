@@ -256,131 +256,10 @@ impl Player<'_> {
         let step = &self.scn.steps[i];
         let cname = step.conn.clone();
         match &step.kind {
-            StepKind::Send(t) => {
-                self.prepare(t).await?;
-                let fields = t.render(&self.vars).map_err(|e| e.to_string())?;
-                let octets: Vec<u8> = fields.iter().flat_map(|f| f.bytes.iter().copied()).collect();
-                self.say(&cname, Direction::ClientToServer, &octets, format!("C→S {}", show(&fields)));
-                if self.prewritten.contains(&i) {
-                    return Ok(());
-                }
-                let (writes, paused) = if self.schedule == Schedule::Coalesced {
-                    (vec![self.coalesce(i, fields).await?], false)
-                } else {
-                    (
-                        plan(&fields, self.schedule),
-                        self.schedule != Schedule::AsWritten || fields.iter().any(|f| f.boundary_after),
-                    )
-                };
-                let conn = self.conn(&cname).await?;
-                for (k, w) in writes.iter().enumerate() {
-                    // A write can fail once the server has closed; the steps that follow say whether
-                    // that close was the expected behaviour, so the error is not a verdict by itself.
-                    if conn.stream.write_all(w).await.is_err() {
-                        break;
-                    }
-                    if paused && k + 1 < writes.len() && k < MAX_PAUSED_WRITES {
-                        tokio::time::sleep(SPLIT_PAUSE).await;
-                    }
-                }
-                // Over TLS the last writes may sit in rustls until flushed (see the
-                // one-byte test in harness/tests/catalogue_transports.rs).
-                let _ = conn.stream.flush().await;
-            }
-            StepKind::Expect(pat) => {
-                let until = Instant::now() + self.deadline(i, EXPECT_DEADLINE);
-                let vars = self.vars.clone();
-                let conn = self.conn(&cname).await?;
-                let m = loop {
-                    match pat.match_prefix(&conn.buf, &vars) {
-                        Ok(Some(m)) => break m,
-                        Ok(None) => match conn.read_more(until).await {
-                            Read::Data => {}
-                            Read::Eof => {
-                                return Err(format!(
-                                    "connection {} after [{}]; expected {}",
-                                    conn.ended(),
-                                    hex_spaced(&conn.buf, 64),
-                                    show_pattern(pat)
-                                ))
-                            }
-                            Read::Timeout => {
-                                return Err(format!(
-                                    "no complete reply in time: received [{}]; expected {}",
-                                    hex_spaced(&conn.buf, 64),
-                                    show_pattern(pat)
-                                ))
-                            }
-                        },
-                        Err(mm) => {
-                            return Err(format!(
-                                "received [{}]: at offset {}, field {}: {}",
-                                hex_spaced(&conn.buf, 64),
-                                mm.offset,
-                                mm.expected,
-                                mm.why
-                            ))
-                        }
-                    }
-                };
-                let got: Vec<u8> = conn.buf.drain(..m.consumed).collect();
-                for (k, v) in m.captures {
-                    self.vars.insert(k, v);
-                }
-                self.say(&cname, Direction::ServerToClient, &got, format!("S→C {}", m.shown));
-            }
-            StepKind::ExpectOptional { pattern: pat, silence_ms } => {
-                // Either the pattern arrives, or the connection ends with nothing (the following
-                // expect_close then confirms it), or silence where that is allowed; anything else
-                // is a failure.
-                let wait = match silence_ms {
-                    Some(ms) => Duration::from_millis(*ms),
-                    None => self.deadline(i, CLOSE_DEADLINE),
-                };
-                let silence_ok = silence_ms.is_some();
-                let until = Instant::now() + wait;
-                let vars = self.vars.clone();
-                let conn = self.conn(&cname).await?;
-                loop {
-                    if conn.buf.is_empty() && conn.eof {
-                        return Ok(());
-                    }
-                    match pat.match_prefix(&conn.buf, &vars) {
-                        Ok(Some(m)) => {
-                            let got: Vec<u8> = conn.buf.drain(..m.consumed).collect();
-                            for (k, v) in m.captures {
-                                self.vars.insert(k, v);
-                            }
-                            self.say(&cname, Direction::ServerToClient, &got, format!("S→C {}", m.shown));
-                            return Ok(());
-                        }
-                        Ok(None) => match conn.read_more(until).await {
-                            Read::Data => {}
-                            Read::Eof if conn.buf.is_empty() => return Ok(()),
-                            Read::Eof => {
-                                return Err(format!(
-                                    "connection {} after a partial reply [{}]",
-                                    conn.ended(),
-                                    hex_spaced(&conn.buf, 64)
-                                ))
-                            }
-                            Read::Timeout if silence_ok && conn.buf.is_empty() => {
-                                self.event(&cname, format!("S→C <no reply {} ms>", wait.as_millis()));
-                                return Ok(());
-                            }
-                            Read::Timeout => return Err(format!("neither {} nor a close in time", show_pattern(pat))),
-                        },
-                        Err(mm) => {
-                            return Err(format!(
-                                "received [{}]: at offset {}, field {}: {}",
-                                hex_spaced(&conn.buf, 64),
-                                mm.offset,
-                                mm.expected,
-                                mm.why
-                            ))
-                        }
-                    }
-                }
+            StepKind::Send(t) => self.send(i, &cname, t).await?,
+            StepKind::Expect(pat) => self.expect(i, &cname, pat).await?,
+            StepKind::ExpectOptional { pattern, silence_ms } => {
+                self.expect_optional(i, &cname, pattern, *silence_ms).await?
             }
             StepKind::ExpectRefusal { silence_ms } => {
                 let wait = match silence_ms {
@@ -390,42 +269,9 @@ impl Player<'_> {
                 let line = self.refusal(&cname, wait, silence_ms.is_some()).await?;
                 self.event(&cname, line);
             }
-            StepKind::ExpectClose | StepKind::ExpectHalfClose => {
-                let half = matches!(step.kind, StepKind::ExpectHalfClose);
-                let until = Instant::now() + self.deadline(i, CLOSE_DEADLINE);
-                let conn = self.conn(&cname).await?;
-                loop {
-                    if !conn.buf.is_empty() {
-                        return Err(format!("expected a close, received [{}]", hex_spaced(&conn.buf, 64)));
-                    }
-                    match conn.read_more(until).await {
-                        Read::Data => {}
-                        Read::Eof if half && conn.reset => return Err("connection was reset, not half-closed".into()),
-                        Read::Eof => break,
-                        Read::Timeout => return Err("the connection stayed open".into()),
-                    }
-                }
-                self.event(&cname, format!("S→C <{}>", if half { "half-close" } else { "close" }));
-            }
-            StepKind::ExpectSilence(ms) => {
-                let wait = self.deadline(i, Duration::from_millis(*ms));
-                let ms = wait.as_millis();
-                let until = Instant::now() + wait;
-                let conn = self.conn(&cname).await?;
-                if !conn.buf.is_empty() {
-                    return Err(format!("expected silence, received [{}]", hex_spaced(&conn.buf, 64)));
-                }
-                match conn.read_more(until).await {
-                    Read::Timeout => {}
-                    Read::Data => return Err(format!("expected silence, received [{}]", hex_spaced(&conn.buf, 64))),
-                    Read::Eof => return Err(format!("expected silence, connection {}", conn.ended())),
-                }
-                let shown = match step.deadline {
-                    Some(Deadline::Named(NamedDeadline::Handshake)) => "beyond the handshake timeout".to_string(),
-                    _ => format!("{ms} ms"),
-                };
-                self.event(&cname, format!("S→C <silence {shown}>"));
-            }
+            StepKind::ExpectClose => self.expect_close(i, &cname, false).await?,
+            StepKind::ExpectHalfClose => self.expect_close(i, &cname, true).await?,
+            StepKind::ExpectSilence(ms) => self.expect_silence(i, &cname, *ms, step.deadline.as_ref()).await?,
             StepKind::HalfClose => {
                 let conn = self.conn(&cname).await?;
                 let _ = conn.stream.shutdown().await;
@@ -436,95 +282,292 @@ impl Player<'_> {
                 self.closed.insert(cname.clone());
                 self.event(&cname, "C→S <close>".into());
             }
-            StepKind::Open { to } => {
-                let addr = self.resolve(to)?;
-                // Plain TCP to fixtures; through the transport when it is the server under test.
-                let connect = async {
-                    if addr == self.sut.addr {
-                        connect_sut(self.sut).await
-                    } else {
-                        let s = TcpStream::connect(addr).await?;
-                        let _ = s.set_nodelay(true);
-                        Ok(socksref::tls::Stream::Tcp(s))
-                    }
-                };
-                let stream = tokio::time::timeout(self.deadline(i, EXPECT_DEADLINE), connect)
-                    .await
-                    .map_err(|_| format!("connect to {to} timed out"))?
-                    .map_err(|e| format!("connect to {to}: {e}"))?;
-                self.conns.insert(cname.clone(), Conn { stream, buf: Vec::new(), eof: false, reset: false });
-                self.event(&cname, format!("open → {to}"));
-            }
+            StepKind::Open { to } => self.open(i, &cname, to).await?,
             StepKind::Sleep(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
-            StepKind::UdpSend { data, to } => {
-                let sock = step.socket.clone();
-                self.prepare(data).await?;
-                let dest = self.resolve(to)?;
-                let fields = data.render(&self.vars).map_err(|e| e.to_string())?;
-                let payload: Vec<u8> = fields.iter().flat_map(|f| f.bytes.iter().copied()).collect();
-                let s = self.udp_socket(&sock, sock == "fresh").await?;
-                s.send_to(&payload, dest).await.map_err(|e| format!("udp send to {to}: {e}"))?;
-                let on = format!("udp[{sock}]");
-                self.rec.push(&on, Direction::UdpOut, &payload, format!("{on} C→{to} {}", show(&fields)));
-            }
-            StepKind::UdpExpect(pat) => {
-                let sock = step.socket.clone();
-                let wait = self.deadline(i, EXPECT_DEADLINE);
-                let vars = self.vars.clone();
-                let s = self.udp_socket(&sock, false).await?;
-                let mut buf = vec![0u8; 65_536];
-                let (n, _from) = tokio::time::timeout(wait, s.recv_from(&mut buf))
-                    .await
-                    .map_err(|_| format!("no datagram on udp[{sock}] in time; expected {}", show_pattern(pat)))?
-                    .map_err(|e| format!("udp recv: {e}"))?;
-                let got = &buf[..n];
-                let m = match pat.match_prefix(got, &vars) {
-                    Ok(Some(m)) if m.consumed == n => m,
-                    Ok(Some(m)) => {
-                        return Err(format!(
-                            "datagram [{}] has {} octets past the pattern",
-                            hex_spaced(got, 64),
-                            n - m.consumed
-                        ))
-                    }
-                    Ok(None) => {
-                        return Err(format!("datagram [{}] is shorter than {}", hex_spaced(got, 64), show_pattern(pat)))
-                    }
-                    Err(mm) => {
-                        return Err(format!(
-                            "datagram [{}]: at offset {}, field {}: {}",
-                            hex_spaced(got, 64),
-                            mm.offset,
-                            mm.expected,
-                            mm.why
-                        ))
-                    }
-                };
-                for (k, v) in m.captures {
-                    self.vars.insert(k, v);
-                }
-                let on = format!("udp[{sock}]");
-                self.rec.push(&on, Direction::UdpIn, got, format!("{on} ←S {}", m.shown));
-            }
-            StepKind::UdpExpectNone(ms) => {
-                let sock = step.socket.clone();
-                let s = self.udp_socket(&sock, false).await?;
-                let mut buf = vec![0u8; 65_536];
-                if let Ok(r) = tokio::time::timeout(Duration::from_millis(*ms), s.recv_from(&mut buf)).await {
-                    let (n, from) = r.map_err(|e| format!("udp recv: {e}"))?;
-                    return Err(format!(
-                        "a datagram arrived on udp[{sock}] from {from}: [{}]",
-                        hex_spaced(&buf[..n], 64)
-                    ));
-                }
-                self.event(&format!("udp[{sock}]"), format!("udp[{sock}] <no datagram {ms} ms>"));
-            }
+            StepKind::UdpSend { data, to } => self.udp_send(&step.socket, data, to).await?,
+            StepKind::UdpExpect(pat) => self.udp_expect(i, &step.socket, pat).await?,
+            StepKind::UdpExpectNone(ms) => self.udp_expect_none(&step.socket, *ms).await?,
             StepKind::TargetReceived(check) => {
                 let until = Instant::now() + self.deadline(i, Duration::from_millis(1000));
                 self.target_check(check, until).await?;
             }
             StepKind::Tunnel => self.event("main", "--- tunnel ---".into()),
         }
+        Ok(())
+    }
+
+    /// `send`: renders the template and writes it under the run's delivery schedule.
+    async fn send(&mut self, i: usize, cname: &str, t: &Template) -> Result<(), String> {
+        self.prepare(t).await?;
+        let fields = t.render(&self.vars).map_err(|e| e.to_string())?;
+        let octets: Vec<u8> = fields.iter().flat_map(|f| f.bytes.iter().copied()).collect();
+        self.say(cname, Direction::ClientToServer, &octets, format!("C→S {}", show(&fields)));
+        if self.prewritten.contains(&i) {
+            return Ok(());
+        }
+        let (writes, paused) = if self.schedule == Schedule::Coalesced {
+            (vec![self.coalesce(i, fields).await?], false)
+        } else {
+            (
+                plan(&fields, self.schedule),
+                self.schedule != Schedule::AsWritten || fields.iter().any(|f| f.boundary_after),
+            )
+        };
+        let conn = self.conn(cname).await?;
+        for (k, w) in writes.iter().enumerate() {
+            // A write can fail once the server has closed; the steps that follow say whether
+            // that close was the expected behaviour, so the error is not a verdict by itself.
+            if conn.stream.write_all(w).await.is_err() {
+                break;
+            }
+            if paused && k + 1 < writes.len() && k < MAX_PAUSED_WRITES {
+                tokio::time::sleep(SPLIT_PAUSE).await;
+            }
+        }
+        // Over TLS the last writes may sit in rustls until flushed (see the
+        // one-byte test in harness/tests/catalogue_transports.rs).
+        let _ = conn.stream.flush().await;
+        Ok(())
+    }
+
+    /// `expect`: reads until the pattern matches (its captures become variables), the connection ends or the deadline passes.
+    async fn expect(&mut self, i: usize, cname: &str, pat: &Template) -> Result<(), String> {
+        let until = Instant::now() + self.deadline(i, EXPECT_DEADLINE);
+        let vars = self.vars.clone();
+        let conn = self.conn(cname).await?;
+        let m = loop {
+            match pat.match_prefix(&conn.buf, &vars) {
+                Ok(Some(m)) => break m,
+                Ok(None) => match conn.read_more(until).await {
+                    Read::Data => {}
+                    Read::Eof => {
+                        return Err(format!(
+                            "connection {} after [{}]; expected {}",
+                            conn.ended(),
+                            hex_spaced(&conn.buf, 64),
+                            show_pattern(pat)
+                        ))
+                    }
+                    Read::Timeout => {
+                        return Err(format!(
+                            "no complete reply in time: received [{}]; expected {}",
+                            hex_spaced(&conn.buf, 64),
+                            show_pattern(pat)
+                        ))
+                    }
+                },
+                Err(mm) => {
+                    return Err(format!(
+                        "received [{}]: at offset {}, field {}: {}",
+                        hex_spaced(&conn.buf, 64),
+                        mm.offset,
+                        mm.expected,
+                        mm.why
+                    ))
+                }
+            }
+        };
+        let got: Vec<u8> = conn.buf.drain(..m.consumed).collect();
+        for (k, v) in m.captures {
+            self.vars.insert(k, v);
+        }
+        self.say(cname, Direction::ServerToClient, &got, format!("S→C {}", m.shown));
+        Ok(())
+    }
+
+    /// `expect_optional`: the pattern, or a close with nothing, or (when allowed) silence.
+    async fn expect_optional(
+        &mut self,
+        i: usize,
+        cname: &str,
+        pat: &Template,
+        silence_ms: Option<u64>,
+    ) -> Result<(), String> {
+        // Either the pattern arrives, or the connection ends with nothing (the following
+        // expect_close then confirms it), or silence where that is allowed; anything else
+        // is a failure.
+        let wait = match silence_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None => self.deadline(i, CLOSE_DEADLINE),
+        };
+        let silence_ok = silence_ms.is_some();
+        let until = Instant::now() + wait;
+        let vars = self.vars.clone();
+        let conn = self.conn(cname).await?;
+        loop {
+            if conn.buf.is_empty() && conn.eof {
+                return Ok(());
+            }
+            match pat.match_prefix(&conn.buf, &vars) {
+                Ok(Some(m)) => {
+                    let got: Vec<u8> = conn.buf.drain(..m.consumed).collect();
+                    for (k, v) in m.captures {
+                        self.vars.insert(k, v);
+                    }
+                    self.say(cname, Direction::ServerToClient, &got, format!("S→C {}", m.shown));
+                    return Ok(());
+                }
+                Ok(None) => match conn.read_more(until).await {
+                    Read::Data => {}
+                    Read::Eof if conn.buf.is_empty() => return Ok(()),
+                    Read::Eof => {
+                        return Err(format!(
+                            "connection {} after a partial reply [{}]",
+                            conn.ended(),
+                            hex_spaced(&conn.buf, 64)
+                        ))
+                    }
+                    Read::Timeout if silence_ok && conn.buf.is_empty() => {
+                        self.event(cname, format!("S→C <no reply {} ms>", wait.as_millis()));
+                        return Ok(());
+                    }
+                    Read::Timeout => return Err(format!("neither {} nor a close in time", show_pattern(pat))),
+                },
+                Err(mm) => {
+                    return Err(format!(
+                        "received [{}]: at offset {}, field {}: {}",
+                        hex_spaced(&conn.buf, 64),
+                        mm.offset,
+                        mm.expected,
+                        mm.why
+                    ))
+                }
+            }
+        }
+    }
+
+    /// `expect_close` / `expect_half_close`: nothing more arrives and the connection ends (a reset is not a half-close).
+    async fn expect_close(&mut self, i: usize, cname: &str, half: bool) -> Result<(), String> {
+        let until = Instant::now() + self.deadline(i, CLOSE_DEADLINE);
+        let conn = self.conn(cname).await?;
+        loop {
+            if !conn.buf.is_empty() {
+                return Err(format!("expected a close, received [{}]", hex_spaced(&conn.buf, 64)));
+            }
+            match conn.read_more(until).await {
+                Read::Data => {}
+                Read::Eof if half && conn.reset => return Err("connection was reset, not half-closed".into()),
+                Read::Eof => break,
+                Read::Timeout => return Err("the connection stayed open".into()),
+            }
+        }
+        self.event(cname, format!("S→C <{}>", if half { "half-close" } else { "close" }));
+        Ok(())
+    }
+
+    /// `expect_silence`: nothing arrives, and the connection stays open, for the step's time.
+    async fn expect_silence(
+        &mut self,
+        i: usize,
+        cname: &str,
+        ms: u64,
+        deadline: Option<&Deadline>,
+    ) -> Result<(), String> {
+        let wait = self.deadline(i, Duration::from_millis(ms));
+        let ms = wait.as_millis();
+        let until = Instant::now() + wait;
+        let conn = self.conn(cname).await?;
+        if !conn.buf.is_empty() {
+            return Err(format!("expected silence, received [{}]", hex_spaced(&conn.buf, 64)));
+        }
+        match conn.read_more(until).await {
+            Read::Timeout => {}
+            Read::Data => return Err(format!("expected silence, received [{}]", hex_spaced(&conn.buf, 64))),
+            Read::Eof => return Err(format!("expected silence, connection {}", conn.ended())),
+        }
+        let shown = match deadline {
+            Some(Deadline::Named(NamedDeadline::Handshake)) => "beyond the handshake timeout".to_string(),
+            _ => format!("{ms} ms"),
+        };
+        self.event(cname, format!("S→C <silence {shown}>"));
+        Ok(())
+    }
+
+    /// `open`: a new named connection, through the transport when it goes to the server under test.
+    async fn open(&mut self, i: usize, cname: &str, to: &str) -> Result<(), String> {
+        let addr = self.resolve(to)?;
+        // Plain TCP to fixtures; through the transport when it is the server under test.
+        let connect = async {
+            if addr == self.sut.addr {
+                connect_sut(self.sut).await
+            } else {
+                let s = TcpStream::connect(addr).await?;
+                let _ = s.set_nodelay(true);
+                Ok(socksref::tls::Stream::Tcp(s))
+            }
+        };
+        let stream = tokio::time::timeout(self.deadline(i, EXPECT_DEADLINE), connect)
+            .await
+            .map_err(|_| format!("connect to {to} timed out"))?
+            .map_err(|e| format!("connect to {to}: {e}"))?;
+        self.conns.insert(cname.to_string(), Conn { stream, buf: Vec::new(), eof: false, reset: false });
+        self.event(cname, format!("open → {to}"));
+        Ok(())
+    }
+
+    /// `udp_send`: one datagram from the step's socket.
+    async fn udp_send(&mut self, sock: &str, data: &Template, to: &str) -> Result<(), String> {
+        self.prepare(data).await?;
+        let dest = self.resolve(to)?;
+        let fields = data.render(&self.vars).map_err(|e| e.to_string())?;
+        let payload: Vec<u8> = fields.iter().flat_map(|f| f.bytes.iter().copied()).collect();
+        let s = self.udp_socket(sock, sock == "fresh").await?;
+        s.send_to(&payload, dest).await.map_err(|e| format!("udp send to {to}: {e}"))?;
+        let on = format!("udp[{sock}]");
+        self.rec.push(&on, Direction::UdpOut, &payload, format!("{on} C→{to} {}", show(&fields)));
+        Ok(())
+    }
+
+    /// `udp_expect`: one datagram on the step's socket, matching the pattern exactly.
+    async fn udp_expect(&mut self, i: usize, sock: &str, pat: &Template) -> Result<(), String> {
+        let wait = self.deadline(i, EXPECT_DEADLINE);
+        let vars = self.vars.clone();
+        let s = self.udp_socket(sock, false).await?;
+        let mut buf = vec![0u8; 65_536];
+        let (n, _from) = tokio::time::timeout(wait, s.recv_from(&mut buf))
+            .await
+            .map_err(|_| format!("no datagram on udp[{sock}] in time; expected {}", show_pattern(pat)))?
+            .map_err(|e| format!("udp recv: {e}"))?;
+        let got = &buf[..n];
+        let m = match pat.match_prefix(got, &vars) {
+            Ok(Some(m)) if m.consumed == n => m,
+            Ok(Some(m)) => {
+                return Err(format!(
+                    "datagram [{}] has {} octets past the pattern",
+                    hex_spaced(got, 64),
+                    n - m.consumed
+                ))
+            }
+            Ok(None) => {
+                return Err(format!("datagram [{}] is shorter than {}", hex_spaced(got, 64), show_pattern(pat)))
+            }
+            Err(mm) => {
+                return Err(format!(
+                    "datagram [{}]: at offset {}, field {}: {}",
+                    hex_spaced(got, 64),
+                    mm.offset,
+                    mm.expected,
+                    mm.why
+                ))
+            }
+        };
+        for (k, v) in m.captures {
+            self.vars.insert(k, v);
+        }
+        let on = format!("udp[{sock}]");
+        self.rec.push(&on, Direction::UdpIn, got, format!("{on} ←S {}", m.shown));
+        Ok(())
+    }
+
+    /// `udp_expect_none`: no datagram on the step's socket for `ms`.
+    async fn udp_expect_none(&mut self, sock: &str, ms: u64) -> Result<(), String> {
+        let s = self.udp_socket(sock, false).await?;
+        let mut buf = vec![0u8; 65_536];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(ms), s.recv_from(&mut buf)).await {
+            let (n, from) = r.map_err(|e| format!("udp recv: {e}"))?;
+            return Err(format!("a datagram arrived on udp[{sock}] from {from}: [{}]", hex_spaced(&buf[..n], 64)));
+        }
+        self.event(&format!("udp[{sock}]"), format!("udp[{sock}] <no datagram {ms} ms>"));
         Ok(())
     }
 
