@@ -356,15 +356,7 @@ impl Player<'_> {
                         ))
                     }
                 },
-                Err(mm) => {
-                    return Err(format!(
-                        "received [{}]: at offset {}, field {}: {}",
-                        hex_spaced(&conn.buf, 64),
-                        mm.offset,
-                        mm.expected,
-                        mm.why
-                    ))
-                }
+                Err(mm) => return Err(mismatch("received", &conn.buf, &mm)),
             }
         };
         let got: Vec<u8> = conn.buf.drain(..m.consumed).collect();
@@ -423,15 +415,7 @@ impl Player<'_> {
                     }
                     Read::Timeout => return Err(format!("neither {} nor a close in time", show_pattern(pat))),
                 },
-                Err(mm) => {
-                    return Err(format!(
-                        "received [{}]: at offset {}, field {}: {}",
-                        hex_spaced(&conn.buf, 64),
-                        mm.offset,
-                        mm.expected,
-                        mm.why
-                    ))
-                }
+                Err(mm) => return Err(mismatch("received", &conn.buf, &mm)),
             }
         }
     }
@@ -541,15 +525,7 @@ impl Player<'_> {
             Ok(None) => {
                 return Err(format!("datagram [{}] is shorter than {}", hex_spaced(got, 64), show_pattern(pat)))
             }
-            Err(mm) => {
-                return Err(format!(
-                    "datagram [{}]: at offset {}, field {}: {}",
-                    hex_spaced(got, 64),
-                    mm.offset,
-                    mm.expected,
-                    mm.why
-                ))
-            }
+            Err(mm) => return Err(mismatch("datagram", got, &mm)),
         };
         for (k, v) in m.captures {
             self.vars.insert(k, v);
@@ -778,4 +754,9 @@ fn show_pattern(t: &Template) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// What a failed match says: what arrived, and where and why it stops fitting the pattern.
+fn mismatch(what: &str, got: &[u8], mm: &crate::scenario::template::Mismatch) -> String {
+    format!("{what} [{}]: at offset {}, field {}: {}", hex_spaced(got, 64), mm.offset, mm.expected, mm.why)
 }
