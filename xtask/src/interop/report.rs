@@ -199,24 +199,7 @@ fn transport_matrix(o: &mut String, r: &Report, by_id: &BTreeMap<&str, &CellResu
             }
             let _ = write!(o, "<tr><th>{t}</th>");
             for (cl, sv) in pairs {
-                match by_id.get(super::transport::cell_id(t, f, cl, sv).as_str()) {
-                    Some(c) => {
-                        let title = esc(&format!("{}\n{}\n{}", c.cell.id, reason(&c.status), c.detail));
-                        let label = if c.status.is_error(STRICT) {
-                            format!("<a href=\"#{}\">{}</a>", anchor(&c.cell.id), c.status.label())
-                        } else {
-                            c.status.label().to_string()
-                        };
-                        let _ = write!(
-                            o,
-                            "<td class=\"{}\" data-cell=\"{}\" data-verdict=\"{}\" title=\"{title}\">{label}</td>",
-                            class(&c.status),
-                            esc(&c.cell.id),
-                            c.status.label()
-                        );
-                    }
-                    None => o.push_str("<td></td>"),
-                }
+                matrix_cell(o, by_id.get(super::transport::cell_id(t, f, cl, sv).as_str()).copied(), false);
             }
             o.push_str("</tr>");
         }
@@ -383,25 +366,7 @@ fn feature_matrix(o: &mut String, r: &Report, by_id: &BTreeMap<&str, &CellResult
             let _ = write!(o, "<tr><th>{cl}</th>");
             for sv in SERVERS {
                 let id = format!("{}.{}.{}", f.name(), cl.name(), sv.name());
-                match by_id.get(id.as_str()) {
-                    Some(c) => {
-                        let title = esc(&format!("{}\n{}\n{}", c.cell.id, reason(&c.status), c.detail));
-                        let label = if c.status.is_error(STRICT) || matches!(c.status, Verdict::ExpectedFailure { .. })
-                        {
-                            format!("<a href=\"#{}\">{}</a>", anchor(&c.cell.id), c.status.label())
-                        } else {
-                            c.status.label().to_string()
-                        };
-                        let _ = write!(
-                            o,
-                            "<td class=\"{}\" data-cell=\"{}\" data-verdict=\"{}\" title=\"{title}\">{label}</td>",
-                            class(&c.status),
-                            esc(&c.cell.id),
-                            c.status.label()
-                        );
-                    }
-                    None => o.push_str("<td></td>"),
-                }
+                matrix_cell(o, by_id.get(id.as_str()).copied(), true);
             }
             o.push_str("</tr>");
         }
@@ -708,4 +673,27 @@ pub(super) mod fixture {
         };
         Report::new(meta, plan, cells, behaviour, udp_bypass)
     }
+}
+
+/// One `<td>` of a matrix: the verdict, the cell's id, reason and detail as its title, and a link
+/// to the failing-cells section for errors (and, with `link_xfail`, for expected failures).
+fn matrix_cell(o: &mut String, cell: Option<&CellResult>, link_xfail: bool) {
+    let Some(c) = cell else {
+        o.push_str("<td></td>");
+        return;
+    };
+    let title = esc(&format!("{}\n{}\n{}", c.cell.id, reason(&c.status), c.detail));
+    let linked = c.status.is_error(STRICT) || (link_xfail && matches!(c.status, Verdict::ExpectedFailure { .. }));
+    let label = if linked {
+        format!("<a href=\"#{}\">{}</a>", anchor(&c.cell.id), c.status.label())
+    } else {
+        c.status.label().to_string()
+    };
+    let _ = write!(
+        o,
+        "<td class=\"{}\" data-cell=\"{}\" data-verdict=\"{}\" title=\"{title}\">{label}</td>",
+        class(&c.status),
+        esc(&c.cell.id),
+        c.status.label()
+    );
 }
