@@ -460,6 +460,8 @@ async fn udp_twin(port: u16) -> Result<tokio::task::JoinHandle<()>> {
 }
 
 const LIMIT: Duration = Duration::from_secs(5);
+/// Between tries of a forwarder check whose remote listen may not be open yet.
+const RETRY: Duration = Duration::from_millis(300);
 
 async fn run_check(
     check: Check,
@@ -518,15 +520,29 @@ async fn run_check(
             };
             Ok(tokio::time::timeout(LIMIT, work).await.is_ok_and(|r| r.unwrap_or(false)))
         }
-        Check::TcpForward { port: p } => tcp_echo(port(p)).await,
+        // A remote listen (rtcp/rudp) opens only once the forwarder has reached its server, which
+        // takes longer on a busy machine: a refused connect or an unanswered datagram is tried
+        // again until LIMIT; a wrong echo is an answer.
+        Check::TcpForward { port: p } => {
+            let until = tokio::time::Instant::now() + LIMIT;
+            loop {
+                match tcp_echo(port(p)).await {
+                    Err(_) if tokio::time::Instant::now() < until => tokio::time::sleep(RETRY).await,
+                    r => return r,
+                }
+            }
+        }
         Check::UdpForward { port: p } => {
             let s = UdpSocket::bind("127.0.0.1:0").await?;
-            s.send_to(b"configs-udp", ("127.0.0.1", port(p))).await?;
             let mut buf = [0u8; 2048];
-            match tokio::time::timeout(LIMIT, s.recv_from(&mut buf)).await {
-                Ok(Ok((n, _))) => Ok(&buf[..n] == b"configs-udp"),
-                _ => Ok(false),
+            let until = tokio::time::Instant::now() + LIMIT;
+            while tokio::time::Instant::now() < until {
+                let _ = s.send_to(b"configs-udp", ("127.0.0.1", port(p))).await;
+                if let Ok(Ok((n, _))) = tokio::time::timeout(RETRY, s.recv_from(&mut buf)).await {
+                    return Ok(&buf[..n] == b"configs-udp");
+                }
             }
+            Ok(false)
         }
         Check::UdpAssociate { port: p, user } => udp_associate(port(p), user, t.udp).await,
         Check::UdpUnassociated { port: p } => {
