@@ -76,7 +76,7 @@ impl<'a> Reader<'a> {
     /// arrive, which bounds the memory a peer can make us hold (catalogue ).
     pub fn nul_terminated(&mut self, max: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         let rest = self.rest();
-        match rest.iter().take(max + 1).position(|&b| b == 0) {
+        match rest.iter().take(max.saturating_add(1)).position(|&b| b == 0) {
             Some(len) => {
                 let s = &rest[..len];
                 self.pos += len + 1;
@@ -85,5 +85,19 @@ impl<'a> Reader<'a> {
             None if rest.len() > max => Err(ProtoError::FieldTooLong { field, max }.into()),
             None => Err(DecodeError::Incomplete),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unbounded_nul_terminated_field_reads_without_overflow() {
+        // `usize::MAX` means "no cap": `max + 1` once overflowed here.
+        let mut r = Reader::new(b"abc\0rest");
+        assert_eq!(r.nul_terminated(usize::MAX, "F").ok(), Some(&b"abc"[..]));
+        let mut r = Reader::new(b"abc");
+        assert!(matches!(r.nul_terminated(usize::MAX, "F"), Err(DecodeError::Incomplete)));
     }
 }
