@@ -98,6 +98,36 @@ pub struct CellResult {
     pub millis: u64,
 }
 
+impl CellResult {
+    /// A cell decided without running it (not applicable, unavailable, or its server did not
+    /// start), with the command that reruns it on `backend`.
+    fn decided(cell: Cell, status: Verdict, detail: String, backend: Backend) -> CellResult {
+        CellResult { reproduce: reproduce(&cell.id, backend), cell, status, detail, logs: String::new(), millis: 0 }
+    }
+
+    /// A cell that ran from `started`. The peers' `logs` are kept only for a verdict that is an
+    /// error (what a reader has to diagnose); a pass or an expected failure drops them.
+    fn finished(
+        cell: Cell,
+        status: Verdict,
+        detail: String,
+        logs: String,
+        started: Instant,
+        backend: Backend,
+    ) -> CellResult {
+        let logs = if status.is_error(STRICT) { logs } else { String::new() };
+        let millis = started.elapsed().as_millis() as u64;
+        CellResult { reproduce: reproduce(&cell.id, backend), cell, status, detail, logs, millis }
+    }
+}
+
+/// Counts a finished cell, prints its progress line and keeps it.
+fn tally(out: &mut Vec<CellResult>, r: CellResult, done: &mut usize, total: usize) {
+    *done += 1;
+    progress(*done, total, &r);
+    out.push(r);
+}
+
 fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Result<Vec<Cell>> {
     let only = sockslab::select::Only::new(&args.only)?;
     if !args.transports.is_empty() {
@@ -474,14 +504,7 @@ fn predecide(lab: &Lab, cells: Vec<Cell>) -> (Vec<CellResult>, Vec<Cell>) {
                 .find_map(|p| lab.unavailable.get(&p).map(|r| Verdict::Unavailable { reason: format!("{p}: {r}") }))
         });
         match pre {
-            Some(status) => results.push(CellResult {
-                reproduce: reproduce(&c.id, lab.backend),
-                cell: c,
-                status,
-                detail: String::new(),
-                logs: String::new(),
-                millis: 0,
-            }),
+            Some(status) => results.push(CellResult::decided(c, status, String::new(), lab.backend)),
             None => to_run.push(c),
         }
     }
@@ -564,22 +587,11 @@ async fn run_feature_cells(
                     record_cell(&c, rec, addr.port(), status == Verdict::Pass, &detail, &logs, server_command).await;
                 detail = format!("{detail}; {note}");
             }
-            let logs = if status == Verdict::Pass { String::new() } else { logs };
-            CellResult {
-                reproduce: reproduce(&c.id, lab.backend),
-                cell: c,
-                status,
-                detail,
-                logs,
-                millis: t.elapsed().as_millis() as u64,
-            }
+            CellResult::finished(c, status, detail, logs, t, lab.backend)
         });
     }
     while let Some(j) = set.join_next().await {
-        let r = j.context("a cell panicked")?;
-        *done += 1;
-        progress(*done, total, &r);
-        results.push(r);
+        tally(&mut results, j.context("a cell panicked")?, done, total);
     }
     Ok(results)
 }
@@ -919,6 +931,7 @@ fn catalogue_configs(peer: PeerId) -> Vec<Config> {
     }
 }
 
+/// The catalogue's scenarios `scns` against `peer`'s catalogue instances, graded by the harness.
 async fn run_catalogue(
     lab: &Lab,
     peer: PeerId,
@@ -928,73 +941,39 @@ async fn run_catalogue(
     schedules: Option<&[String]>,
 ) -> Vec<CellResult> {
     let t = Instant::now();
-    let cell = |id: &str| Cell {
-        id: format!("scenario.{}.{id}", peer.name()),
-        kind: Kind::Scenario,
-        client: None,
-        server: peer,
-        feature: None,
-        transport: None,
-    };
-    // gost-extension scenarios need only `command: udp` etc. in their `needs`, which every UDP
-    // server claims; the peer's own capabilities decide them here instead (not applicable when
-    // the server does not claim that extension).
     let mut out = Vec::new();
-    let mut runnable = Vec::new();
-    for scn in scns {
-        match gost_extension(&scn.id).filter(|f| !peer.caps().server.contains(f)) {
-            Some(f) => {
-                let r = CellResult {
-                    reproduce: reproduce(&cell(&scn.id).id, lab.backend),
-                    cell: cell(&scn.id),
-                    status: Verdict::NotApplicable { reason: format!("{peer} does not claim gost's {}", f.name()) },
-                    detail: String::new(),
-                    logs: String::new(),
-                    millis: 0,
-                };
-                *done += 1;
-                progress(*done, total, &r);
-                out.push(r);
+    let (unclaimed, scns) = split_unclaimed_extensions(peer, scns);
+    for (scn, reason) in unclaimed {
+        let r = CellResult::decided(
+            scenario_cell(peer, &scn),
+            Verdict::NotApplicable { reason },
+            String::new(),
+            lab.backend,
+        );
+        tally(&mut out, r, done, total);
+    }
+    let started = match start_catalogue_instances(lab, peer).await {
+        Ok(started) => started,
+        Err(e) => {
+            for s in &scns {
+                let detail = format!("could not start the server instances: {e}");
+                tally(
+                    &mut out,
+                    CellResult::decided(scenario_cell(peer, &s.id), Verdict::Fail, detail, lab.backend),
+                    done,
+                    total,
+                );
             }
-            None => runnable.push(scn.clone()),
+            return out;
         }
-    }
-    let scns = &runnable[..];
-    let mut started = Vec::new();
-    let mut err = None;
-    for c in catalogue_configs(peer) {
-        match servers::start(peer, &lab.launchers[&peer], c).await {
-            Ok(s) => started.push(s),
-            Err(e) => err = Some(format!("{e:#}")),
-        }
-    }
-    let expectations = lab.expected.get(&peer).cloned().unwrap_or_default();
-    if let Some(e) = err {
-        for s in scns {
-            let r = CellResult {
-                reproduce: reproduce(&cell(&s.id).id, lab.backend),
-                cell: cell(&s.id),
-                status: Verdict::Fail,
-                detail: format!("could not start the server instances: {e}"),
-                logs: String::new(),
-                millis: 0,
-            };
-            *done += 1;
-            progress(*done, total, &r);
-            out.push(r);
-        }
-        for s in started {
-            s.running.stop().await;
-        }
-        return out;
-    }
+    };
     let suts: Vec<_> = started.iter().map(Server::sut).collect();
     let mut opts = sockslab::runner::RunOptions::default();
     if let Some(names) = schedules {
         opts.schedules = names.iter().filter_map(|n| sockslab::scenario::Schedule::from_name(n)).collect();
     }
-    let backend = lab.backend;
-    let results = sockslab::runner::run_all(scns, &suts, &opts, &expectations, |_, _, _| {}).await;
+    let expectations = lab.expected.get(&peer).cloned().unwrap_or_default();
+    let results = sockslab::runner::run_all(&scns, &suts, &opts, &expectations, |_, _, _| {}).await;
     let mut logs = String::new();
     for s in &started {
         logs.push_str(&format!("--- {} instance {}\n{}\n", peer, s.config.name(), s.running.logs().await));
@@ -1003,34 +982,76 @@ async fn run_catalogue(
         s.running.stop().await;
     }
     for r in results {
-        // The harness decided the verdict (schedules, intermittent entries, grades); the lab
-        // only holds a WARN or POLICY to be an error too (`STRICT`).
-        let status = r.verdict;
-        let detail = r
-            .failures
-            .iter()
-            .map(|f| format!("{} step {:?}: {}", f.schedule.name(), f.step, f.message))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let c = cell(&r.id);
-        let cr = CellResult {
-            reproduce: reproduce(&c.id, backend),
-            logs: if status.is_error(STRICT) { logs.clone() } else { String::new() },
-            cell: c,
-            detail: format!(
-                "instance {}{}{detail}",
-                r.instance.unwrap_or_default(),
-                if detail.is_empty() { "" } else { "\n" }
-            ),
-            status,
-            millis: r.millis,
-        };
-        *done += 1;
-        progress(*done, total, &cr);
-        out.push(cr);
+        tally(&mut out, scenario_result(peer, r, &logs, lab.backend), done, total);
     }
     eprintln!("interop: catalogue against {peer} took {:.1} s", t.elapsed().as_secs_f64());
     out
+}
+
+/// The lab cell of one catalogue scenario against `peer`.
+fn scenario_cell(peer: PeerId, id: &str) -> Cell {
+    Cell {
+        id: format!("scenario.{}.{id}", peer.name()),
+        kind: Kind::Scenario,
+        client: None,
+        server: peer,
+        feature: None,
+        transport: None,
+    }
+}
+
+/// Splits off the gost-extension scenarios `peer` does not claim, with why they do not apply.
+/// Their `needs` say only `command: udp` etc., which every UDP server claims; the peer's own
+/// capabilities decide them instead.
+fn split_unclaimed_extensions(
+    peer: PeerId,
+    scns: &[sockslab::scenario::Scenario],
+) -> (Vec<(String, String)>, Vec<sockslab::scenario::Scenario>) {
+    let mut unclaimed = Vec::new();
+    let mut runnable = Vec::new();
+    for scn in scns {
+        match gost_extension(&scn.id).filter(|f| !peer.caps().server.contains(f)) {
+            Some(f) => unclaimed.push((scn.id.clone(), format!("{peer} does not claim gost's {}", f.name()))),
+            None => runnable.push(scn.clone()),
+        }
+    }
+    (unclaimed, runnable)
+}
+
+/// Starts every catalogue instance of `peer`; if one fails, stops those started and says why.
+async fn start_catalogue_instances(lab: &Lab, peer: PeerId) -> std::result::Result<Vec<Server>, String> {
+    let mut started = Vec::new();
+    let mut err = None;
+    for c in catalogue_configs(peer) {
+        match servers::start(peer, &lab.launchers[&peer], c).await {
+            Ok(s) => started.push(s),
+            Err(e) => err = Some(format!("{e:#}")),
+        }
+    }
+    match err {
+        None => Ok(started),
+        Some(e) => {
+            for s in started {
+                s.running.stop().await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A scenario's harness result as a lab cell. The harness decided the verdict (schedules,
+/// intermittent entries, grades); the lab only holds a WARN or POLICY to be an error too
+/// (`STRICT`), and keeps the instances' `logs` for an error.
+fn scenario_result(peer: PeerId, r: sockslab::verdict::ScenarioResult, logs: &str, backend: Backend) -> CellResult {
+    let failures = r
+        .failures
+        .iter()
+        .map(|f| format!("\n{} step {:?}: {}", f.schedule.name(), f.step, f.message))
+        .collect::<String>();
+    let detail = format!("instance {}{failures}", r.instance.unwrap_or_default());
+    let logs = if r.verdict.is_error(STRICT) { logs.to_string() } else { String::new() };
+    let cell = scenario_cell(peer, &r.id);
+    CellResult { reproduce: reproduce(&cell.id, backend), cell, status: r.verdict, detail, logs, millis: r.millis }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use super::servers::free_port;
 use super::targets::{xor, KEY};
-use super::{progress, reproduce, Cell, CellResult, Kind, Lab, Verdict};
+use super::{tally, Cell, CellResult, Kind, Lab, Verdict};
 use crate::peers::{Feature, PeerId};
 
 /// Transports the family knows, in matrix order.
@@ -332,17 +332,7 @@ pub async fn run(lab: &Arc<Lab>, cells: Vec<Cell>, done: &mut usize, total: usiz
                 (_, Ok(s)) => format!("{logs}\n--- server\n{}", s.running.logs().await),
                 _ => logs,
             };
-            let r = CellResult {
-                reproduce: reproduce(&c.id, lab.backend),
-                cell: c,
-                status,
-                detail,
-                logs,
-                millis: t.elapsed().as_millis() as u64,
-            };
-            *done += 1;
-            progress(*done, total, &r);
-            out.push(r);
+            tally(&mut out, CellResult::finished(c, status, detail, logs, t, lab.backend), done, total);
         }
         if let Ok(s) = server {
             s.running.stop().await;
