@@ -64,34 +64,15 @@ struct Suite {
     checks: Vec<(&'static str, Check)>,
 }
 
-/// A check whose verdict differs between the real program and socksref on purpose.
-struct Expected {
-    file: &'static str,
-    check: &'static str,
-    reason: &'static str,
-}
+/// The prefix of a configs row's id in a peer's expected results (`cells:` in
+/// harness/peers/<peer>/expected.yaml, the one expected-results format): a listed row is a check
+/// whose verdict differs between the real program and socksref on purpose, with the reason.
+pub const ID_PREFIX: &str = "configs.";
 
-const EXPECTED: &[Expected] = &[
-    Expected {
-        file: "gost-socks5-bind.yaml",
-        check: "bind-any-peer",
-        reason: "a BIND whose DST.ADDR is all-zero: gost lets anyone connect; socksref refuses it (REP 02) \
-                 unless bindAnyPeer is set, since the peer check is what keeps a third party out of the \
-                 client's listener (D-07, docs/config.md §5)",
-    },
-    Expected {
-        file: "v2ray4-socks-server.json",
-        check: "udp-unassociated",
-        reason: "V2Ray's UDP authentication bypass (v2fly/v2fly-github-io#104): V2Ray relays a datagram \
-                 from anyone; socksref relays only for an authenticated association (docs/config.md §4)",
-    },
-    Expected {
-        file: "v2ray5-socks-server.json",
-        check: "udp-unassociated",
-        reason: "V2Ray's UDP relay needs no association (the bypass path); socksref relays only for an \
-                 association (docs/config.md §4)",
-    },
-];
+/// The id of the row for `check` of `file`, as expected results name it.
+pub fn row_id(file: &str, check: &str) -> String {
+    format!("{ID_PREFIX}{file}.{check}")
+}
 
 fn suites() -> Vec<Suite> {
     use Check::*;
@@ -363,6 +344,7 @@ pub async fn run(
     let mut rows = Vec::new();
     for suite in suites() {
         for &peer in suite.peers {
+            let expected = peer.expectations()?;
             let Some(real) = launchers.get(&peer) else {
                 eprintln!(
                     "configs: {} on {peer}: unavailable ({})",
@@ -411,8 +393,8 @@ pub async fn run(
             }
             for (k, (name, _)) in suite.checks.iter().enumerate() {
                 let (a, b) = (results[0][k], results[1][k]);
-                let expected = EXPECTED.iter().find(|e| e.file == suite.file && e.check == *name);
-                let verdict = match (a == b, expected) {
+                let listed = expected.cell(&row_id(suite.file, name));
+                let verdict = match (a == b, listed) {
                     (true, None) => "same".to_string(),
                     (false, Some(e)) => format!("expected difference: {}", e.reason),
                     (true, Some(_)) => "listed difference did not show (stale list)".to_string(),
@@ -644,4 +626,28 @@ async fn udp_associate(port: u16, user: Option<&str>, echo: SocketAddr) -> Resul
         anyhow::Ok(buf[..n].ends_with(b"configs-assoc"))
     };
     Ok(tokio::time::timeout(LIMIT, work).await.unwrap_or(Ok(false)).unwrap_or(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configs entry in a peer's expected results must name a check of a file that peer runs,
+    /// or it would never be compared (and never show as stale).
+    #[test]
+    fn every_listed_configs_difference_names_a_check_its_peer_runs() {
+        let suites = suites();
+        let mut entries = 0;
+        for peer in PeerId::ALL {
+            for e in peer.expectations().unwrap().cells.iter().filter(|e| e.id.starts_with(ID_PREFIX)) {
+                let known = suites
+                    .iter()
+                    .any(|s| s.peers.contains(&peer) && s.checks.iter().any(|(name, _)| row_id(s.file, name) == e.id));
+                assert!(known, "{peer}: `{}` is no check of a file {peer} runs", e.id);
+                assert!(!e.reason.trim().is_empty(), "{peer}: `{}` has no reason", e.id);
+                entries += 1;
+            }
+        }
+        assert_eq!(entries, 4, "the bind-any-peer difference and V2Ray's UDP bypass on three rows");
+    }
 }

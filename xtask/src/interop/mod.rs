@@ -1139,7 +1139,8 @@ mod tests {
         let cells = plan(&args(&[]), &[]).unwrap();
         let mut entries = 0;
         for peer in PeerId::ALL {
-            for e in &peer.expectations().unwrap().cells {
+            // The configs section's rows are checked against its suites (configs.rs).
+            for e in peer.expectations().unwrap().cells.iter().filter(|e| !e.id.starts_with(configs::ID_PREFIX)) {
                 let c = cells.iter().find(|c| c.id == e.id).unwrap_or_else(|| panic!("{peer}: no cell `{}`", e.id));
                 assert!(c.client == Some(peer) || c.server == peer, "{peer}: `{}` does not involve it", e.id);
                 assert!(not_applicable(c).is_none(), "{peer}: `{}` is not applicable, so never runs", e.id);
