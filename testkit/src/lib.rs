@@ -5,7 +5,8 @@
 //! one copy of that: [`free_port`], [`wait_accepting`] (blocking) and
 //! [`wait_accepting_async`] (tokio), which both notice a process that exited instead of waiting
 //! out the deadline, and [`terminate`], which stops only the process it is given; and
-//! [`pseudo_random`], the one deterministic payload generator for volume checks.
+//! [`pseudo_random`], the one deterministic payload generator for volume checks; and [`echo`],
+//! the loopback echo targets those checks point at.
 //!
 //! The crate depends on no other workspace crate, so `socksref`'s own tests can use it as a
 //! dev-dependency without a cycle.
@@ -190,6 +191,44 @@ pub fn terminate(child: &mut std::process::Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// Loopback echo targets: what a tunnel under test is pointed at, so every byte that goes out
+/// must come back. The one copy of the loops the lab, the soak, the configs section and the tests
+/// each wrote before.
+pub mod echo {
+    use tokio::net::{TcpListener, UdpSocket};
+    use tokio::task::JoinHandle;
+
+    /// Echoes every connection accepted on `l` back to itself until `l` fails (the task is
+    /// aborted or dropped with the runtime).
+    pub fn tcp(l: TcpListener) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        })
+    }
+
+    /// Answers every datagram on `s` to its sender with the same octets after `transform`
+    /// (identity, or a XOR that proves the answer passed the echo and is not a reflection).
+    pub fn udp(s: UdpSocket, transform: impl Fn(&mut [u8]) + Send + 'static) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                transform(&mut buf[..n]);
+                let _ = s.send_to(&buf[..n], from).await;
+            }
+        })
+    }
+
+    /// A `transform` for [`udp`]: XOR with `key`.
+    pub fn xor(key: u8) -> impl Fn(&mut [u8]) + Send + 'static {
+        move |b: &mut [u8]| b.iter_mut().for_each(|x| *x ^= key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +284,27 @@ mod tests {
         terminate(&mut child, Duration::from_secs(5));
         let status = child.try_wait().expect("reaped").expect("exited");
         assert!(!status.success(), "ended by a signal, not by finishing: {status}");
+    }
+
+    #[tokio::test]
+    async fn echoes_answer_tcp_and_udp_with_their_transform() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = l.local_addr().unwrap();
+        let _tcp = echo::tcp(l);
+        let mut c = tokio::net::TcpStream::connect(at).await.unwrap();
+        c.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        c.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let at = s.local_addr().unwrap();
+        let _udp = echo::udp(s, echo::xor(0x5a));
+        let c = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        c.send_to(&[0x00, 0x5a], at).await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = c.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], &[0x5a, 0x00]);
     }
 }

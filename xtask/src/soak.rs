@@ -115,14 +115,7 @@ async fn targets_child() -> Result<()> {
     let port = |l: &TcpListener| l.local_addr().map(|a| a.port());
     println!("{} {} {}", port(&echo)?, port(&sink)?, port(&reset)?);
     std::io::stdout().flush()?;
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = echo.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
+    testkit::echo::tcp(echo);
     // The sink accepts and holds the connection without ever reading: backpressure must stop the
     // client's writes at the server, not grow the server's memory.
     tokio::spawn(async move {

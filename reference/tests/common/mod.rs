@@ -116,13 +116,7 @@ pub async fn udp_xor_echo() -> SocketAddr {
 pub async fn udp_xor_echo_on(bind: &str) -> SocketAddr {
     let s = UdpSocket::bind(bind).await.unwrap();
     let addr = s.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, from)) = s.recv_from(&mut buf).await {
-            buf[..n].iter_mut().for_each(|b| *b ^= 0x5a);
-            let _ = s.send_to(&buf[..n], from).await;
-        }
-    });
+    testkit::echo::udp(s, testkit::echo::xor(0x5a));
     addr
 }
 

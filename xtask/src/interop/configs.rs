@@ -255,20 +255,8 @@ async fn targets() -> Result<Targets> {
             });
         }
     });
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = echo.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    tokio::spawn(async move {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = udp.recv_from(&mut buf).await {
-            let _ = udp.send_to(&buf[..n], from).await;
-        }
-    });
+    testkit::echo::tcp(echo);
+    testkit::echo::udp(udp, |_| {});
     Ok(t)
 }
 
@@ -433,12 +421,7 @@ pub async fn run(
 /// one target port serving both.
 async fn udp_twin(port: u16) -> Result<tokio::task::JoinHandle<()>> {
     let s = UdpSocket::bind(("127.0.0.1", port)).await.context("UDP twin of the TCP echo port")?;
-    Ok(tokio::spawn(async move {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = s.recv_from(&mut buf).await {
-            let _ = s.send_to(&buf[..n], from).await;
-        }
-    }))
+    Ok(testkit::echo::udp(s, |_| {}))
 }
 
 const LIMIT: Duration = Duration::from_secs(5);
