@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -31,17 +31,22 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between failed BIND attempts in [`rtcp`].
 pub const RTCP_MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Forwards every connection accepted on `listener` to `target` through `chain`.
+/// Forwards every connection accepted on `listener` to `target` through `chain`. The listener may
+/// run any transport (gost's `tcp+tls://`, `forward+ws://`, `mtls://:p/target`, …): each
+/// connection's transport handshake runs in its own task, under `handshake_timeout`, so a client
+/// that stalls its TLS or WebSocket handshake holds up no one else.
 pub async fn tcp(
-    listener: TcpListener,
+    mut listener: crate::transport::Listener,
     target: Address,
     chain: Arc<Chain>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    info!(local = %listener.local_addr()?, %target, hops = chain.hops.len(), "tcp forwarder listening");
+    let transport = listener.kind();
+    let handshake_timeout = chain.handshake_timeout;
+    info!(local = %listener.local_addr(), %transport, %target, hops = chain.hops.len(), "tcp forwarder listening");
     tokio::pin!(shutdown);
     loop {
-        let (client, peer) = tokio::select! {
+        let (incoming, peer) = tokio::select! {
             () = &mut shutdown => break,
             r = listener.accept() => match r {
                 Ok(v) => v,
@@ -54,6 +59,11 @@ pub async fn tcp(
         };
         let (target, chain) = (target.clone(), chain.clone());
         tokio::spawn(async move {
+            let mut client = match tokio::time::timeout(handshake_timeout, incoming.establish()).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return debug!(%peer, %transport, error = %e, "tcp forward: transport handshake failed"),
+                Err(_) => return debug!(%peer, %transport, "tcp forward: transport handshake timed out"),
+            };
             debug!(%peer, %target, "tcp forward: new connection");
             let mut upstream = match chain.connect(&target).await {
                 Ok(s) => s,
@@ -62,7 +72,6 @@ pub async fn tcp(
                     return;
                 }
             };
-            let mut client = crate::tls::Stream::Tcp(client);
             match crate::tls::relay(&mut client, &mut upstream, None).await {
                 Ok(t) => debug!(%peer, up = t.a_to_b, down = t.b_to_a, "tcp forward: done"),
                 Err(e) => debug!(%peer, error = %e, "tcp forward: relay ended"),

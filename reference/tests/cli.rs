@@ -267,6 +267,11 @@ fn malformed_urls_get_one_line_naming_the_bad_part_and_exit_2() {
         (vec!["-L", "socks5://:1080?allow=10.0.0.1/8"], "query allow"),
         (vec!["-L", "socks5://:1080?deny=*:70000"], "query deny"),
         (vec!["-L", "socks5://:1080?maxHandshakes=0"], "query maxHandshakes"),
+        // A transport only on the TCP forwarder; a forward node only as the last hop.
+        (vec!["-L", "udp+tls://:5353/127.0.0.1:53"], "services[0].listener.type"),
+        (vec!["-L", "tcp://:8080", "-F", "forward+tls://127.0.0.1:8443", "-F", "socks5://127.0.0.1:1080"], "scheme"),
+        // Without a forward node, a forwarder still needs its target.
+        (vec!["-L", "tcp+tls://:8443"], "path"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_socksref")).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -761,6 +761,7 @@ async fn forward_tcp_end_to_end_direct_and_through_a_proxy() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let local = listener.local_addr().unwrap();
         let (stop, on_stop) = shutdown();
+        let listener = socksref::transport::Listener::tcp(listener).unwrap();
         let fwd = tokio::spawn(socksref::forward::tcp(listener, echo.into(), Arc::new(chain), on_stop));
         for _ in 0..3 {
             let mut s = TcpStream::connect(local).await.unwrap();
@@ -780,6 +781,7 @@ async fn forward_tcp_with_a_dead_proxy_closes_the_client_without_a_direct_connec
     let local = listener.local_addr().unwrap();
     let (_stop, on_stop) = shutdown();
     let chain = one_hop(Version::V5, common::closed_port().await);
+    let listener = socksref::transport::Listener::tcp(listener).unwrap();
     tokio::spawn(socksref::forward::tcp(listener, target.local_addr().unwrap().into(), Arc::new(chain), on_stop));
     let mut s = TcpStream::connect(local).await.unwrap();
     let mut b = [0u8; 1];

@@ -3,8 +3,9 @@
 //! bytes from a live kcp-go peer checked against our encoder. Skips (printing why) only when
 //! kcptun is not installed.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::pseudo_random;
@@ -13,6 +14,9 @@ use sha2::{Digest, Sha256};
 use socksref::transport::kcp::{self, Config};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use common::{connect_retry, gost_bin, spawn, Peer};
+use std::process::{Command, Stdio};
 
 const MIB: usize = 1 << 20;
 
@@ -56,16 +60,6 @@ fn free_tcp() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A child process we started, killed by its own handle when the test ends.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn which(bin: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(bin)).find(|p| p.is_file())
 }
@@ -97,29 +91,6 @@ fn kcptun_flags(cfg: &Config, crypt: &str) -> Vec<String> {
         f.push("--nocomp".into());
     }
     f
-}
-
-fn spawn(bin: &std::path::Path, args: &[String]) -> Peer {
-    Peer(
-        Command::new(bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn kcptun"),
-    )
-}
-
-/// Connects to a TCP port that a just-started peer will open.
-async fn connect_retry(addr: SocketAddr) -> TcpStream {
-    for _ in 0..200 {
-        if let Ok(s) = TcpStream::connect(addr).await {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("nothing listens on {addr}");
 }
 
 fn kcptun_cfg() -> Config {
@@ -344,23 +315,6 @@ async fn kcptun_fec_parity_bytes_equal_ours() {
     }
     assert!(groups >= 10, "only {groups} complete FEC groups captured from {} datagrams", seen.len());
     println!("kcptun FEC parity equal to ours in {groups} groups");
-}
-
-/// The lab's gost peer binary: `SOCKSLAB_GOST`, else the newest `gost-*` the lab built into
-/// this target directory's `interop/bin`.
-fn gost_bin() -> Option<std::path::PathBuf> {
-    if let Some(p) = std::env::var_os("SOCKSLAB_GOST") {
-        return Some(p.into());
-    }
-    // The test binary is target/<profile>/deps/kcp-…; the lab builds into target/interop/bin.
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?.parent()?.join("interop/bin");
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("gost-"))
-        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .map(|e| e.path())
 }
 
 /// SOCKS5 CONNECT (no auth) to `target` on `s`; the reply is read whole before any data

@@ -362,3 +362,59 @@ async fn a_kcp_hop_behind_another_hop_is_a_clear_error() {
     let e = c.connect(&"127.0.0.1:9".parse::<SocketAddr>().unwrap().into()).await.unwrap_err();
     assert!(e.to_string().contains("first hop"), "{e}");
 }
+
+/// A free loopback port for `transport`'s listener: UDP for kcp, TCP otherwise.
+fn free_port_for(transport: &str) -> u16 {
+    if transport == "kcp" {
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    } else {
+        testkit::free_port().unwrap()
+    }
+}
+
+/// Waits until the forwarder's server side listens on `port`.
+async fn wait_listening(transport: &str, port: u16) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if transport == "kcp" {
+        testkit::wait_udp_bound(addr, Duration::from_secs(10)).await.unwrap();
+    } else {
+        drop(common::connect_retry(addr).await);
+    }
+}
+
+/// gost's port forwarding over a transport, both ways with real gost: the server side is a TCP
+/// forwarder on the transport's listener (`-L tcp+T://:p/target`, gost's forward handler), the
+/// client side a plain forwarder through a forward node (`-L tcp://:a -F forward+T://host:p`,
+/// gost's pass-through connector), 4 MiB each way with a checksum through the XOR echo.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_forwarding_over_a_transport_with_gost_both_ways(
+    #[values("tls", "ws", "wss", "mtls", "mws", "mwss", "kcp")] transport: &str,
+) {
+    let Some(gost) = common::gost_bin() else {
+        println!("SKIP: no gost peer binary (run `cargo xtask interop` once, or set SOCKSLAB_GOST)");
+        return;
+    };
+    let socksref = std::path::PathBuf::from(env!("CARGO_BIN_EXE_socksref"));
+    let echo = common::xor_echo().await;
+    let data = pseudo_random(7, 4 << 20);
+    for (server, client) in [(&socksref, &gost), (&gost, &socksref)] {
+        let port = free_port_for(transport);
+        let local = testkit::free_port().unwrap();
+        let _server = common::spawn(server, &["-L".into(), format!("tcp+{transport}://127.0.0.1:{port}/{echo}")]);
+        wait_listening(transport, port).await;
+        let _client = common::spawn(
+            client,
+            &[
+                "-L".into(),
+                format!("tcp://127.0.0.1:{local}"),
+                "-F".into(),
+                format!("forward+{transport}://127.0.0.1:{port}"),
+            ],
+        );
+        let s = common::connect_retry(SocketAddr::from(([127, 0, 0, 1], local))).await;
+        let who = if server == &socksref { "gost → socksref" } else { "socksref → gost" };
+        println!("{transport}: {who}");
+        xor_roundtrip(s, &data).await;
+    }
+}

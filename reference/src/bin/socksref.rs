@@ -342,21 +342,36 @@ fn udp_via(urls: &[String]) -> Result<UdpVia, UrlError> {
 fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
     let mut hops = Vec::with_capacity(urls.len());
     let mut handshake_timeout = None;
-    for raw in urls {
+    let mut ends_in_forward = false;
+    for (n, raw) in urls.iter().enumerate() {
         let (url, transport) = socksref::transport::split_url(ProxyUrl::parse(raw)?)?;
+        // gost's pass-through connectors `forward` and `tcp` (`forward+tls://host:port`,
+        // `tcp+mws://…`): the transport alone, to a server whose forward handler has the target.
+        // (A bare `tls://host:port` hop is gost's HTTP connector, which socksref does not speak.)
+        if matches!(url.scheme.as_str(), "forward" | "tcp") {
+            if n + 1 != urls.len() {
+                return Err(UrlError {
+                    url: raw.clone(),
+                    part: "scheme".into(),
+                    message: "a forward node can only be the last -F hop".into(),
+                });
+            }
+            ends_in_forward = true;
+        }
         if let Some(k) = url.params.keys().find(|k| !NODE_KEYS.contains(&k.as_str())) {
             return Err(url.param_error(k, format!("unknown key (known: {})", NODE_KEYS.join(", "))));
         }
         // As gost's connectors: `socks4` speaks 4a unless `disable4a` (then it resolves locally).
         let version = match url.scheme.as_str() {
-            "socks5" | "socks5h" | "socks" => Version::V5,
+            // A forward node sends no SOCKS; V5 only fills the field (`ends_in_forward` decides).
+            "socks5" | "socks5h" | "socks" | "forward" | "tcp" => Version::V5,
             "socks4" if url.bool_param("disable4a", false)? => Version::V4,
             "socks4" | "socks4a" => Version::V4a,
             other => {
                 return Err(UrlError {
                     url: url.to_string(),
                     part: "scheme".into(),
-                    message: format!("unknown hop {other:?} (socks5, socks4, socks4a)"),
+                    message: format!("unknown hop {other:?} (socks5, socks4, socks4a, forward)"),
                 })
             }
         };
@@ -398,7 +413,7 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
         // Like gost's connector (docs/gost.md §3.2): offer 80/82 unless `notls=true`,
         // and accept any certificate unless `secure=true` (then `caFile` holds the roots; gost
         // puts `secure` on the dialer, we apply it to the method TLS, the only TLS we have).
-        if version == Version::V5 && !url.bool_param("notls", false)? {
+        if version == Version::V5 && !ends_in_forward && !url.bool_param("notls", false)? {
             hop.tls = if url.bool_param("secure", false)? {
                 let ca = url.params.get("caFile").ok_or_else(|| url.param_error("secure", "needs caFile=<pem>"))?;
                 HopTls::Verify(ca.into())
@@ -409,6 +424,7 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
         hops.push(hop);
     }
     let mut chain = Chain::new(hops);
+    chain.ends_in_forward = ends_in_forward;
     if let Some(t) = handshake_timeout {
         chain.handshake_timeout = t;
     }
@@ -419,7 +435,7 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
 #[derive(Debug)]
 enum Service {
     Socks { url: ProxyUrl, config: Box<ServerConfig>, max_conns_given: bool, transport: Box<TransportSpec> },
-    Forward { url: ProxyUrl, target: Address, chain: Arc<Chain>, via: UdpVia },
+    Forward { url: ProxyUrl, target: Address, chain: Arc<Chain>, via: UdpVia, transport: Box<TransportSpec> },
 }
 
 /// Query keys a forwarder understands (`mbind` only for `rtcp`; `keepalive` only `true`).
@@ -452,16 +468,26 @@ const SOCKS_KEYS: &[&str] = &[
 
 impl Service {
     fn from_url(s: &str, chain: &Arc<Chain>, via: UdpVia, own: &Arc<LocalListeners>) -> Result<Self, UrlError> {
-        let (url, transport) = socksref::transport::split_url(ProxyUrl::parse(s)?)?;
+        let (mut url, transport) = socksref::transport::split_url(forward_alias(ProxyUrl::parse(s)?))?;
+        if url.scheme == "forward" {
+            url.scheme = "tcp".into();
+        }
         if matches!(url.scheme.as_str(), "tcp" | "udp" | "rtcp" | "rudp") {
-            if transport.kind != socksref::transport::Kind::Tcp {
+            // gost runs its forward handler on any listener (`tcp+tls://:p/target`); the UDP and
+            // remote forwarders listen on a plain socket or at the last hop.
+            if url.scheme != "tcp" && transport.kind != socksref::transport::Kind::Tcp {
                 return Err(UrlError {
                     url: url.to_string(),
                     part: "scheme".into(),
                     message: format!("a {} forwarder takes no transport (+{})", url.scheme, transport.kind),
                 });
             }
-            return Self::forward(url, chain, via);
+            if transport.kind != socksref::transport::Kind::Tcp {
+                // The transport split implies `notls` for a SOCKS handler on it (no method-level
+                // TLS inside TLS); a forwarder has no methods, so the key means nothing here.
+                url.params.remove("notls");
+            }
+            return Self::forward(url, chain, via, transport);
         }
         let (socks4, socks5) = match url.scheme.as_str() {
             "socks5" | "socks5h" => (false, true),
@@ -577,7 +603,7 @@ impl Service {
         Ok(Service::Socks { url, config: Box::new(c), max_conns_given, transport: Box::new(transport) })
     }
 
-    fn forward(url: ProxyUrl, chain: &Arc<Chain>, via: UdpVia) -> Result<Self, UrlError> {
+    fn forward(url: ProxyUrl, chain: &Arc<Chain>, via: UdpVia, transport: TransportSpec) -> Result<Self, UrlError> {
         if let Some(k) = url.params.keys().find(|k| !FORWARD_KEYS.contains(&k.as_str())) {
             return Err(url.param_error(k, format!("unknown key (known: {})", FORWARD_KEYS.join(", "))));
         }
@@ -592,14 +618,52 @@ impl Service {
         let bad = |part: &str, message: String| UrlError { url: url.to_string(), part: part.into(), message };
         let target = match url.targets.as_slice() {
             [one] => Address::parse(one).map_err(|e| bad("target", e.to_string()))?,
+            // Through a forward node the far server has the target (gost: `-L tcp://:8080
+            // -F forward+tls://host:443`); the address stands in and is never sent.
+            [] if url.scheme == "tcp" && chain.ends_in_forward => Address::UNSPECIFIED,
             [] => return Err(bad("path", "a forwarder needs a target: tcp://:8080/host:80".into())),
             _ => return Err(bad("path", "only one target is supported".into())),
         };
         if matches!(url.scheme.as_str(), "rtcp" | "rudp") && chain.hops.is_empty() {
             return Err(bad("scheme", format!("{} listens at the last hop of the chain: add -F", url.scheme)));
         }
-        Ok(Service::Forward { url, target, chain: chain.clone(), via })
+        Ok(Service::Forward { url, target, chain: chain.clone(), via, transport: Box::new(transport) })
     }
+}
+
+/// Opens the listener of a `-L` service on its transport: a UDP socket for kcp (as gost's kcp
+/// listener), else a TCP socket with the transport's layers. Recorded in `own` now (the server
+/// records it again while it runs) so the start-up loop check sees every listener.
+async fn listen(
+    url: &ProxyUrl,
+    transport: &TransportSpec,
+    own: &LocalListeners,
+) -> anyhow::Result<socksref::transport::Listener> {
+    let addr = url.host_port("127.0.0.1");
+    if transport.kind.is_udp() {
+        let l = socksref::transport::Listener::bind(&addr, transport)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (UDP) for {url}"))?;
+        own.add(Transport::Udp, l.local_addr());
+        return Ok(l);
+    }
+    let listener = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} for {url}"))?;
+    own.add(Transport::Tcp, listener.local_addr()?);
+    socksref::transport::Listener::new(listener, transport)
+        .with_context(|| format!("{url}: {} transport", transport.kind))
+}
+
+/// gost's shorthand for a forwarder on a transport: a scheme that is only a transport name, with a
+/// forward target (`tls://:8443/host:80`, `mws://…/host:80`), means `tcp+tls://…` (gost's parser
+/// turns it into the forward handler on that listener). Without a target it is left alone, and
+/// refused as an unknown service.
+fn forward_alias(mut url: ProxyUrl) -> ProxyUrl {
+    let transport_only =
+        socksref::transport::Kind::from_name(&url.scheme).is_some_and(|k| k != socksref::transport::Kind::Tcp);
+    if transport_only && !url.targets.is_empty() {
+        url.scheme = format!("tcp+{}", url.scheme);
+    }
+    url
 }
 
 async fn run(services: Vec<Service>, own: Arc<LocalListeners>, chains: Vec<Arc<Chain>>) -> anyhow::Result<()> {
@@ -614,33 +678,14 @@ async fn run(services: Vec<Service>, own: Arc<LocalListeners>, chains: Vec<Arc<C
         };
         match service {
             Service::Socks { url, config, transport, .. } => {
-                let addr = url.host_port("127.0.0.1");
-                let listener = if transport.kind.is_udp() {
-                    // kcp: a UDP socket on the port, as gost's kcp listener.
-                    let l = socksref::transport::Listener::bind(&addr, &transport)
-                        .await
-                        .with_context(|| format!("cannot listen on {addr} (UDP) for {url}"))?;
-                    own.add(Transport::Udp, l.local_addr());
-                    l
-                } else {
-                    let listener =
-                        TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} for {url}"))?;
-                    // Recorded now (serve records it again while it runs) so the start-up loop
-                    // check below sees every listener.
-                    own.add(Transport::Tcp, listener.local_addr()?);
-                    socksref::transport::Listener::new(listener, &transport)
-                        .with_context(|| format!("{url}: {} transport", transport.kind))?
-                };
+                let listener = listen(&url, &transport, &own).await?;
                 tasks.spawn(async move { socksref::server::serve_on(listener, *config, shutdown).await });
             }
-            Service::Forward { url, target, chain, via } => {
+            Service::Forward { url, target, chain, via, transport } => {
                 let addr = url.host_port("127.0.0.1");
                 match url.scheme.as_str() {
                     "tcp" => {
-                        let l = TcpListener::bind(&addr)
-                            .await
-                            .with_context(|| format!("cannot listen on {addr} for {url}"))?;
-                        own.add(Transport::Tcp, l.local_addr()?);
+                        let l = listen(&url, &transport, &own).await?;
                         if chain.hops.is_empty() {
                             direct_targets.push((url.clone(), Transport::Tcp, target.clone()));
                         }

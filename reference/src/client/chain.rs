@@ -92,6 +92,10 @@ pub struct Chain {
     /// first hop, or the target of a direct chain), since that is a loop that consumes
     /// descriptors until none are left. `None` checks nothing (library use without services).
     pub own_listeners: Option<Arc<crate::policy::LocalListeners>>,
+    /// The last hop is a forward node (gost's `forward` connector, `-F forward+tls://host:port`):
+    /// only a transport to a server whose forward handler chooses the target itself, so no SOCKS
+    /// request is sent to it and only [`Chain::connect`] goes through (its target unused).
+    pub ends_in_forward: bool,
 }
 
 impl Default for Chain {
@@ -113,6 +117,7 @@ impl Chain {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             own_listeners: None,
+            ends_in_forward: false,
         }
     }
 
@@ -128,6 +133,10 @@ impl Chain {
         };
         self.preflight(Command::CONNECT, target)?;
         let stream = self.reach(last).await?;
+        if self.ends_in_forward {
+            // The forward node's server picks the target: the stream is the tunnel already.
+            return Ok(stream);
+        }
         let (stream, _, _) = self.negotiate(stream, last, Command::CONNECT, target).await?;
         Ok(stream)
     }
@@ -231,6 +240,10 @@ impl Chain {
     /// (C-01, C-02, V-28: the error comes before a byte is sent), or a kcp hop behind another hop.
     fn preflight(&self, command: Command, target: &Address) -> Result<(), Error> {
         let last = self.hops.len() - 1;
+        if self.ends_in_forward && command != Command::CONNECT {
+            let e = Error::Unsupported("the last hop is a forward node: only CONNECT goes through it");
+            return Err(e.at_hop(last, &self.hops[last].proxy));
+        }
         for (i, hop) in self.hops.iter().enumerate() {
             if i > 0 && hop.transport.kind().is_udp() {
                 // Its datagrams would have to cross the earlier hops, which carry streams.

@@ -71,6 +71,10 @@ fn service(raw: &str) -> Result<ServiceConfig, UrlError> {
     });
     if !url.targets.is_empty() && FORWARD_LISTENERS.contains(&listener.as_str()) {
         handler = listener.clone();
+    } else if !url.targets.is_empty() && (handler == "tcp" || handler == listener) {
+        // A forward target on any other listener (`tcp+tls://:p/host:80`, `mws://:p/host:80`):
+        // gost's forward handler on that listener.
+        handler = "forward".into();
     }
     let mut params = url.params.clone();
     // Certificate files belong to the listener's TLS, not to the metadata (as gost).

@@ -236,18 +236,24 @@ pub fn plan(config: &Config) -> Result<Plan, PlanError> {
         let listener =
             s.listener.clone().unwrap_or_else(|| super::ListenerConfig { kind: "tcp".into(), ..Default::default() });
         let handler = &s.handler;
-        let forwarding = matches!(handler.kind.as_str(), "tcp" | "udp" | "rtcp" | "rudp");
-        let remote = matches!(handler.kind.as_str(), "rtcp" | "rudp");
+        // gost's `forward` handler is its `tcp` one: the TCP forwarder, on whatever listener.
+        let kind = if handler.kind == "forward" { "tcp" } else { handler.kind.as_str() };
+        let forwarding = matches!(kind, "tcp" | "udp" | "rtcp" | "rudp");
+        let remote = matches!(kind, "rtcp" | "rudp");
         let mut parts = BTreeMap::new();
-        let scheme = if forwarding {
-            if listener.kind != handler.kind {
+        let scheme = if kind == "tcp" && listener.kind != "tcp" {
+            // A TCP forwarder on a transport listener (`tcp+tls://:p/host:80`).
+            parts.insert("scheme".into(), format!("{spath}.listener.type"));
+            format!("tcp+{}", listener.kind)
+        } else if forwarding {
+            if listener.kind != kind {
                 return Err(err(
                     format!("{spath}.listener.type"),
-                    format!("a {} handler needs a {} listener (not {:?})", handler.kind, handler.kind, listener.kind),
+                    format!("a {kind} handler needs a {kind} listener (not {:?})", listener.kind),
                 ));
             }
             parts.insert("scheme".into(), format!("{spath}.handler.type"));
-            handler.kind.clone()
+            kind.to_string()
         } else if listener.kind == "tcp" {
             parts.insert("scheme".into(), format!("{spath}.handler.type"));
             handler.kind.clone()

@@ -183,3 +183,54 @@ pub async fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("no EOF").ok();
     out
 }
+
+/// A peer process a test started, killed through its own handle when the test ends.
+pub struct Peer(pub std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `bin` with `args`, its output discarded.
+pub fn spawn(bin: &std::path::Path, args: &[String]) -> Peer {
+    let child = std::process::Command::new(bin)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+    Peer(child)
+}
+
+/// Connects to a TCP port that a just-started peer will open (5 s at most).
+pub async fn connect_retry(addr: SocketAddr) -> TcpStream {
+    for _ in 0..200 {
+        if let Ok(s) = TcpStream::connect(addr).await {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nothing listens on {addr}");
+}
+
+/// The lab's gost peer binary: `SOCKSLAB_GOST`, else the newest `gost-*` the lab built into
+/// this target directory's `interop/bin`. `None`: the test says SKIP (`.ci/run` builds gost
+/// before the tests, so CI always has it).
+pub fn gost_bin() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("SOCKSLAB_GOST") {
+        return Some(p.into());
+    }
+    // The test binary is target/<profile>/deps/<name>-…; the lab builds into target/interop/bin.
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.parent()?.join("interop/bin");
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("gost-"))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+}
