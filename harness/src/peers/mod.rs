@@ -384,7 +384,77 @@ pub async fn version(def: &PeerDef) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::expand_env;
+    use super::{expand_env, Kind, PeerDef};
+    use std::path::Path;
+
+    /// Loads `yaml` as a peer definition from a fresh directory.
+    fn load(yaml: &str) -> Result<PeerDef, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("peer.yaml"), yaml).unwrap();
+        PeerDef::load(dir.path()).map_err(|e| e.to_string())
+    }
+
+    const CLAIMS: &str = "{versions: [socks5], commands: [connect], method: noauth}";
+
+    #[test]
+    fn extra_listeners_and_env_are_rendered_only_when_asked_for() {
+        let def = load(&format!(
+            "name: p\ndescription: d\ninstances:\n  - name: open\n    kind: process\n    user: u\n    pass: pw\n    \
+             command: [prog, -L, \"main://{{user}}@:{{port}}\"]\n    env: {{LEVEL: \"{{port}}\"}}\n    \
+             files: {{c.txt: \"at {{dir}} on {{port}}\"}}\n    claims: {CLAIMS}\n    extra:\n      \
+             - features: [a, b]\n        args: [-L, \"x://{{pass}}@:{{port}}\"]\n"
+        ))
+        .unwrap();
+        let inst = def.instance("open").unwrap();
+        let check = inst.render(10, None, Path::new("/d")).unwrap();
+        assert_eq!(check.args, ["-L", "main://u@:10"], "check starts the main listener alone");
+        assert_eq!(check.files, [("c.txt".to_string(), "at /d on 10".to_string())]);
+        assert_eq!(check.env, [("LEVEL".to_string(), "10".to_string())]);
+        let lab = inst.render(10, Some(&[11]), Path::new("{dir}")).unwrap();
+        assert_eq!(lab.args, ["-L", "main://u@:10", "-L", "x://pw@:11"], "each extra on its own port");
+        assert_eq!(lab.files[0].1, "at {dir} on 10", "`{{dir}}` stays for a starter that substitutes it");
+        assert!(inst.render(10, Some(&[]), Path::new("/d")).unwrap_err().contains("1 extra listener"));
+        assert_eq!(inst.program().unwrap(), "prog");
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(inst.materialize(12, dir.path()).unwrap(), ["prog", "-L", "main://u@:12"]);
+        let written = std::fs::read_to_string(dir.path().join("c.txt")).unwrap();
+        assert_eq!(written, format!("at {} on 12", dir.path().display()));
+    }
+
+    #[test]
+    fn lab_instances_are_found_first_and_check_never_sees_them() {
+        let def = load(&format!(
+            "name: p\ndescription: d\ninstances:\n  - {{name: open, kind: reference}}\n  \
+             - {{name: auth, kind: process, command: [a], claims: {CLAIMS}}}\nlab:\n  \
+             - {{name: open, kind: process, command: [b], claims: {CLAIMS}}}\n"
+        ))
+        .unwrap();
+        assert_eq!(def.instances.len(), 2, "`lab:` is not among what check starts");
+        assert_eq!(def.instance("open").unwrap().command, ["b"], "the lab's process shadows the in-process one");
+        assert_eq!(def.instance("auth").unwrap().command, ["a"]);
+        assert!(def.instance("nope").is_err());
+        let only_ref = load("name: p\ndescription: d\ninstances:\n  - {name: open, kind: reference}\n").unwrap();
+        assert_eq!(only_ref.instances[0].kind, Kind::Reference);
+        assert!(only_ref.instance("open").unwrap_err().to_string().contains("in-process"));
+    }
+
+    #[test]
+    fn invalid_definitions_are_refused_with_the_instance_named() {
+        let lab_ref =
+            load("name: p\ndescription: d\ninstances: []\nlab:\n  - {name: x, kind: reference}\n").unwrap_err();
+        assert!(lab_ref.contains("lab instance `x`"), "{lab_ref}");
+        let twice = load(&format!(
+            "name: p\ndescription: d\ninstances:\n  - {{name: x, kind: process, command: [a], claims: {CLAIMS}}}\n  \
+             - {{name: x, kind: process, command: [a], claims: {CLAIMS}}}\n"
+        ))
+        .unwrap_err();
+        assert!(twice.contains("`x` is defined twice"), "{twice}");
+        let ref_extra = load(
+            "name: p\ndescription: d\ninstances:\n  - {name: x, kind: reference, extra: [{features: [a], args: []}]}\n",
+        )
+        .unwrap_err();
+        assert!(ref_extra.contains("instance `x`"), "{ref_extra}");
+    }
 
     #[test]
     fn env_placeholders_are_replaced_and_an_unset_one_is_named() {
