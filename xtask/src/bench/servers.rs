@@ -49,7 +49,7 @@ impl ServerName {
         let (peer, instance) = self.definition();
         let def = sockslab::peers::PeerDef::load(&peers::root().join("harness/peers").join(peer))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        def.instance(instance).map(Clone::clone).map_err(|e| anyhow::anyhow!("{e}"))
+        def.instance(instance).cloned().map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// What this server supports, from its instance's claims (microsocks is SOCKS5 CONNECT
