@@ -634,33 +634,6 @@ fn build_gost(bin_dir: &Path) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// V2Ray's configuration for a SOCKS server on 127.0.0.1:`port` (docs/v2ray.md §3.1 (a)): one
-/// SOCKS inbound (4, 4a and 5) with UDP ASSOCIATE on, RFC 1929 with `account` (user, password)
-/// when given, and a `freedom` (direct) outbound. The interop lab and the benchmark both start
-/// V2Ray from this, so the two run the same server. `handshake` is 4 s as in harness/peers/v2ray
-/// so the catalogue's handshake-timeout scenarios apply.
-///
-/// `close_at_once`: V2Ray by default keeps a tunnel open for 1 s after one side finished
-/// (policy `uplinkOnly`/`downlinkOnly`), so a client whose target closed sees the close a
-/// second late. The benchmark's handshake rows wait for that close, and would time V2Ray's
-/// linger instead of its handshakes; with `true` both timeouts are 0 (close as soon as either
-/// side is done, which is what the other benchmarked servers do). The lab keeps the default.
-pub fn v2ray_socks_server_config(port: u16, account: Option<(&str, &str)>, close_at_once: bool) -> String {
-    let settings = match account {
-        Some((user, pass)) => format!(
-            r#"{{"auth": "password", "accounts": [{{"user": "{user}", "pass": "{pass}"}}], "udp": true, "ip": "127.0.0.1"}}"#
-        ),
-        None => r#"{"auth": "noauth", "udp": true, "ip": "127.0.0.1"}"#.to_string(),
-    };
-    let linger = if close_at_once { r#", "uplinkOnly": 0, "downlinkOnly": 0"# } else { "" };
-    format!(
-        r#"{{"log": {{"loglevel": "warning"}},
- "policy": {{"levels": {{"0": {{"handshake": 4{linger}}}}}}},
- "inbounds": [{{"tag": "socks-in", "listen": "127.0.0.1", "port": {port}, "protocol": "socks", "settings": {settings}}}],
- "outbounds": [{{"tag": "direct", "protocol": "freedom", "settings": {{}}}}]}}"#
-    )
-}
-
 /// Builds socksref as a static binary (for `FROM scratch`) in its own target dir, so the normal
 /// build is not invalidated by the different RUSTFLAGS.
 fn build_reference(bin: &Path) -> Result<()> {
@@ -772,36 +745,5 @@ mod tests {
         assert!(child_sees(fd, false), "the control: an inheritable descriptor reaches a plain child");
         assert!(!child_sees(fd, true));
         unsafe { libc::close(fd) };
-    }
-
-    /// The policy level 0 of a V2Ray config, after checking the config is JSON with the inbound
-    /// on the given port.
-    fn policy(config: &str, port: u16) -> serde_json::Value {
-        let v: serde_json::Value = serde_json::from_str(config).expect("the V2Ray config is JSON");
-        assert_eq!(v["inbounds"][0]["port"], port);
-        assert_eq!(v["inbounds"][0]["protocol"], "socks");
-        assert_eq!(v["inbounds"][0]["settings"]["udp"], true);
-        v["policy"]["levels"]["0"].clone()
-    }
-
-    #[test]
-    fn v2ray_lab_config_keeps_the_default_linger() {
-        let config = v2ray_socks_server_config(1080, Some(("alice", "pw")), false);
-        let level = policy(&config, 1080);
-        assert_eq!(level["handshake"], 4);
-        assert!(level.get("uplinkOnly").is_none() && level.get("downlinkOnly").is_none());
-        let v: serde_json::Value = serde_json::from_str(&config).expect("JSON");
-        assert_eq!(v["inbounds"][0]["settings"]["auth"], "password");
-        assert_eq!(v["inbounds"][0]["settings"]["accounts"][0]["user"], "alice");
-    }
-
-    #[test]
-    fn v2ray_bench_config_closes_at_once() {
-        let config = v2ray_socks_server_config(2080, None, true);
-        let level = policy(&config, 2080);
-        assert_eq!(level["uplinkOnly"], 0);
-        assert_eq!(level["downlinkOnly"], 0);
-        let v: serde_json::Value = serde_json::from_str(&config).expect("JSON");
-        assert_eq!(v["inbounds"][0]["settings"]["auth"], "noauth");
     }
 }

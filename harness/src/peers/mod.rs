@@ -3,6 +3,14 @@
 //! A peer has one or more *instances*: configurations of the same software (open, with password,
 //! with UDP…), each with the claims it makes. A scenario runs against the first instance it applies
 //! to. Expected results sit next to the definition in `expected.yaml`.
+//!
+//! The same file is the one definition the interop lab and the benchmark (xtask) start a peer
+//! from: they look an instance up by name ([`PeerDef::instance`]), render its arguments, files and
+//! environment ([`InstanceDef::render`]) and run them with their own program (a host binary or a
+//! container image). What only they use is kept apart, so `sockslab check --peer` ignores it:
+//! further listeners of the same process (`extra`, ports of their own) and a `lab:` list of
+//! instances that `check` never starts (a process form of the in-process reference, the bench's
+//! variants).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -70,6 +78,38 @@ pub struct InstanceDef {
     /// Reference configuration (reference kind).
     #[serde(default)]
     pub reference: Option<RefOptions>,
+    /// Environment variables set for the process (same substitutions as `command`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Further listeners of the same process, each on a port of its own, for features the main
+    /// listener does not serve (gost's SOCKS4 handler is a service apart from its SOCKS5 one).
+    /// Only the lab and the bench open them: `sockslab check` starts the main command alone.
+    #[serde(default)]
+    pub extra: Vec<ExtraListener>,
+}
+
+/// A further listener of an instance's process ([`InstanceDef::extra`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraListener {
+    /// What it is for, in the words of the program that opens it (the lab's feature names, such
+    /// as `socks4` or `tls-auth`); the harness does not read them.
+    pub features: Vec<String>,
+    /// Arguments appended to the command; `{port}` is this listener's own port, the other
+    /// placeholders are the instance's.
+    pub args: Vec<String>,
+}
+
+/// An instance made concrete for one start: everything but the program, which the starter
+/// chooses (the lab runs the program of its host binary or image, whatever `command[0]` says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// `command[1..]`, then every extra listener's arguments when they were asked for.
+    pub args: Vec<String>,
+    /// File name and body, to write into the instance's directory before it starts.
+    pub files: Vec<(String, String)>,
+    /// Environment variables for the process.
+    pub env: Vec<(String, String)>,
 }
 
 /// A peer definition file.
@@ -83,8 +123,12 @@ pub struct PeerDef {
     /// Command printing the installed version (recorded in reports); `{env:NAME}` is substituted.
     #[serde(default)]
     pub version_command: Vec<String>,
-    /// Its configurations.
+    /// Its configurations, every one of which `sockslab check --peer` starts.
     pub instances: Vec<InstanceDef>,
+    /// Process instances only the interop lab and the benchmark start (by name; `check` never
+    /// does): the reference as a program rather than in-process, or a benchmark variant.
+    #[serde(default)]
+    pub lab: Vec<InstanceDef>,
     /// Directory of the definition (set on load).
     #[serde(skip)]
     pub dir: PathBuf,
@@ -95,22 +139,51 @@ impl PeerDef {
     pub fn load(dir: &Path) -> Result<PeerDef, LoadError> {
         let mut d: PeerDef = yaml::from_file(&dir.join("peer.yaml"))?;
         d.dir = dir.to_path_buf();
+        let invalid = |message: String| LoadError::Invalid { path: dir.join("peer.yaml"), message };
+        let mut names = std::collections::BTreeSet::new();
         for i in &d.instances {
             let ok = match i.kind {
                 Kind::Process => i.claims.is_some() && !i.command.is_empty(),
-                Kind::Reference => i.command.is_empty(),
+                Kind::Reference => i.command.is_empty() && i.extra.is_empty() && i.env.is_empty(),
             };
             if !ok {
-                return Err(LoadError::Invalid {
-                    path: dir.join("peer.yaml"),
-                    message: format!(
-                        "instance `{}`: a process needs `command` and `claims`; a reference has no command",
-                        i.name
-                    ),
-                });
+                return Err(invalid(format!(
+                    "instance `{}`: a process needs `command` and `claims`; a reference has no command, env or extra",
+                    i.name
+                )));
+            }
+            if !names.insert(i.name.as_str()) {
+                return Err(invalid(format!("instance `{}` is defined twice", i.name)));
+            }
+        }
+        // `lab:` instances may reuse a name of `instances` (the lab's `open` reference is a
+        // process, the harness's is in-process): the lab looks in `lab:` first.
+        let mut lab_names = std::collections::BTreeSet::new();
+        for i in &d.lab {
+            if i.kind != Kind::Process || i.claims.is_none() || i.command.is_empty() {
+                return Err(invalid(format!(
+                    "lab instance `{}`: needs `kind: process`, `command` and `claims`",
+                    i.name
+                )));
+            }
+            if !lab_names.insert(i.name.as_str()) {
+                return Err(invalid(format!("lab instance `{}` is defined twice", i.name)));
             }
         }
         Ok(d)
+    }
+
+    /// The process instance the lab or the bench starts as `name`: the `lab:` one of that name,
+    /// else the `instances` one (which must be a process: the lab runs programs).
+    pub fn instance(&self, name: &str) -> Result<&InstanceDef, PeerError> {
+        let found = self.lab.iter().find(|i| i.name == name).or_else(|| self.instances.iter().find(|i| i.name == name));
+        let err =
+            |message: &str| PeerError::Start { instance: format!("{}/{name}", self.name), message: message.into() };
+        match found {
+            Some(i) if i.kind == Kind::Process => Ok(i),
+            Some(_) => Err(err("is the in-process reference, not a program (give a process instance under `lab:`)")),
+            None => Err(err("no such instance in `lab:` or `instances`")),
+        }
     }
 
     /// `dir/expected.yaml`, or no expected failures when it does not exist.
@@ -183,25 +256,61 @@ pub fn expand_env(s: &str) -> Result<String, String> {
 }
 
 impl InstanceDef {
-    /// Writes the instance's `files` into `dir` and returns its command line, both with `{port}`,
-    /// `{dir}`, `{user}`, `{pass}` and `{env:NAME}` substituted. The one place a peer's start
-    /// command and config template become real: [`launch`] uses it, and so does anything else
-    /// that starts the peer (the bench's danted), so its configuration is written once.
-    pub fn materialize(&self, port: u16, dir: &Path) -> Result<Vec<String>, String> {
+    /// The instance's arguments (`command[1..]`), files and environment with `{port}`, `{dir}`,
+    /// `{user}`, `{pass}` and `{env:NAME}` substituted: the one place a peer's start command and
+    /// config template become real, for [`launch`] and for every other starter (the lab, the
+    /// bench), so a configuration is written once.
+    ///
+    /// `extra_ports`: `None` renders the main listener alone (what `check` starts); `Some` gives
+    /// one port per [`ExtraListener`], in order, and appends their arguments. A starter that
+    /// substitutes the directory itself passes `Path::new("{dir}")`, which leaves it in place.
+    pub fn render(&self, port: u16, extra_ports: Option<&[u16]>, dir: &Path) -> Result<Rendered, String> {
         let user = self.user.clone().unwrap_or_default();
         let pass = self.pass.clone().unwrap_or_default();
-        for (name, body) in &self.files {
-            let body = expand_env(&subst(body, port, dir, &user, &pass))?;
-            std::fs::write(dir.join(name), body).map_err(|e| format!("writing {name}: {e}"))?;
-        }
-        let argv = self
-            .command
-            .iter()
-            .map(|a| expand_env(&subst(a, port, dir, &user, &pass)))
-            .collect::<Result<Vec<String>, String>>()?;
-        if argv.is_empty() {
+        let sub = |s: &str, port: u16| expand_env(&subst(s, port, dir, &user, &pass));
+        if self.command.is_empty() {
             return Err(format!("instance `{}` has no command", self.name));
         }
+        let mut args = self.command[1..].iter().map(|a| sub(a, port)).collect::<Result<Vec<String>, String>>()?;
+        if let Some(ports) = extra_ports {
+            if ports.len() != self.extra.len() {
+                return Err(format!(
+                    "instance `{}` has {} extra listener(s) but {} port(s) were given",
+                    self.name,
+                    self.extra.len(),
+                    ports.len()
+                ));
+            }
+            for (x, &p) in self.extra.iter().zip(ports) {
+                for a in &x.args {
+                    args.push(sub(a, p)?);
+                }
+            }
+        }
+        let files = self
+            .files
+            .iter()
+            .map(|(name, body)| Ok((name.clone(), sub(body, port)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let env = self.env.iter().map(|(k, v)| Ok((k.clone(), sub(v, port)?))).collect::<Result<Vec<_>, String>>()?;
+        Ok(Rendered { args, files, env })
+    }
+
+    /// The program `command[0]` names, with `{env:NAME}` substituted.
+    pub fn program(&self) -> Result<String, String> {
+        let first = self.command.first().ok_or_else(|| format!("instance `{}` has no command", self.name))?;
+        expand_env(first)
+    }
+
+    /// Writes the instance's `files` into `dir` and returns its whole command line (program and
+    /// arguments of the main listener, as `check` runs it), both rendered by [`Self::render`].
+    pub fn materialize(&self, port: u16, dir: &Path) -> Result<Vec<String>, String> {
+        let r = self.render(port, None, dir)?;
+        for (name, body) in &r.files {
+            std::fs::write(dir.join(name), body).map_err(|e| format!("writing {name}: {e}"))?;
+        }
+        let mut argv = vec![self.program()?];
+        argv.extend(r.args);
         Ok(argv)
     }
 }
@@ -220,10 +329,12 @@ pub async fn launch(def: &PeerDef, inst: &InstanceDef) -> Result<Running, PeerEr
     let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
     let port = testkit::free_port().map_err(|e| err(e.to_string()))?;
     let argv = inst.materialize(port, dir.path()).map_err(err)?;
+    let env = inst.render(port, None, dir.path()).map_err(err)?.env;
     let log = std::fs::File::create(dir.path().join("output.log")).map_err(|e| err(e.to_string()))?;
     let log2 = log.try_clone().map_err(|e| err(e.to_string()))?;
     let mut child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
+        .envs(env)
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(log)
@@ -273,7 +384,77 @@ pub async fn version(def: &PeerDef) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::expand_env;
+    use super::{expand_env, Kind, PeerDef};
+    use std::path::Path;
+
+    /// Loads `yaml` as a peer definition from a fresh directory.
+    fn load(yaml: &str) -> Result<PeerDef, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("peer.yaml"), yaml).unwrap();
+        PeerDef::load(dir.path()).map_err(|e| e.to_string())
+    }
+
+    const CLAIMS: &str = "{versions: [socks5], commands: [connect], method: noauth}";
+
+    #[test]
+    fn extra_listeners_and_env_are_rendered_only_when_asked_for() {
+        let def = load(&format!(
+            "name: p\ndescription: d\ninstances:\n  - name: open\n    kind: process\n    user: u\n    pass: pw\n    \
+             command: [prog, -L, \"main://{{user}}@:{{port}}\"]\n    env: {{LEVEL: \"{{port}}\"}}\n    \
+             files: {{c.txt: \"at {{dir}} on {{port}}\"}}\n    claims: {CLAIMS}\n    extra:\n      \
+             - features: [a, b]\n        args: [-L, \"x://{{pass}}@:{{port}}\"]\n"
+        ))
+        .unwrap();
+        let inst = def.instance("open").unwrap();
+        let check = inst.render(10, None, Path::new("/d")).unwrap();
+        assert_eq!(check.args, ["-L", "main://u@:10"], "check starts the main listener alone");
+        assert_eq!(check.files, [("c.txt".to_string(), "at /d on 10".to_string())]);
+        assert_eq!(check.env, [("LEVEL".to_string(), "10".to_string())]);
+        let lab = inst.render(10, Some(&[11]), Path::new("{dir}")).unwrap();
+        assert_eq!(lab.args, ["-L", "main://u@:10", "-L", "x://pw@:11"], "each extra on its own port");
+        assert_eq!(lab.files[0].1, "at {dir} on 10", "`{{dir}}` stays for a starter that substitutes it");
+        assert!(inst.render(10, Some(&[]), Path::new("/d")).unwrap_err().contains("1 extra listener"));
+        assert_eq!(inst.program().unwrap(), "prog");
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(inst.materialize(12, dir.path()).unwrap(), ["prog", "-L", "main://u@:12"]);
+        let written = std::fs::read_to_string(dir.path().join("c.txt")).unwrap();
+        assert_eq!(written, format!("at {} on 12", dir.path().display()));
+    }
+
+    #[test]
+    fn lab_instances_are_found_first_and_check_never_sees_them() {
+        let def = load(&format!(
+            "name: p\ndescription: d\ninstances:\n  - {{name: open, kind: reference}}\n  \
+             - {{name: auth, kind: process, command: [a], claims: {CLAIMS}}}\nlab:\n  \
+             - {{name: open, kind: process, command: [b], claims: {CLAIMS}}}\n"
+        ))
+        .unwrap();
+        assert_eq!(def.instances.len(), 2, "`lab:` is not among what check starts");
+        assert_eq!(def.instance("open").unwrap().command, ["b"], "the lab's process shadows the in-process one");
+        assert_eq!(def.instance("auth").unwrap().command, ["a"]);
+        assert!(def.instance("nope").is_err());
+        let only_ref = load("name: p\ndescription: d\ninstances:\n  - {name: open, kind: reference}\n").unwrap();
+        assert_eq!(only_ref.instances[0].kind, Kind::Reference);
+        assert!(only_ref.instance("open").unwrap_err().to_string().contains("in-process"));
+    }
+
+    #[test]
+    fn invalid_definitions_are_refused_with_the_instance_named() {
+        let lab_ref =
+            load("name: p\ndescription: d\ninstances: []\nlab:\n  - {name: x, kind: reference}\n").unwrap_err();
+        assert!(lab_ref.contains("lab instance `x`"), "{lab_ref}");
+        let twice = load(&format!(
+            "name: p\ndescription: d\ninstances:\n  - {{name: x, kind: process, command: [a], claims: {CLAIMS}}}\n  \
+             - {{name: x, kind: process, command: [a], claims: {CLAIMS}}}\n"
+        ))
+        .unwrap_err();
+        assert!(twice.contains("`x` is defined twice"), "{twice}");
+        let ref_extra = load(
+            "name: p\ndescription: d\ninstances:\n  - {name: x, kind: reference, extra: [{features: [a], args: []}]}\n",
+        )
+        .unwrap_err();
+        assert!(ref_extra.contains("instance `x`"), "{ref_extra}");
+    }
 
     #[test]
     fn env_placeholders_are_replaced_and_an_unset_one_is_named() {

@@ -305,11 +305,17 @@ fn transport_rows(runtime: &Runtime, args: &BenchArgs, window: Duration, out_dir
 /// Runs one measurement for one subject and prints a progress line.
 fn measure(runtime: &Runtime, targets: &TargetInfo, subject: Subject, m: Measure, window: Duration) -> Outcome {
     let spec = m.spec();
-    let result: Option<Result<Sample>> = match (subject, m) {
-        (Subject::Direct, Measure::IdleRss(_)) => None,
-        (Subject::Server { name, .. }, Measure::Handshakes { socks4: true, .. }) if !name.capabilities().socks4 => None,
-        (Subject::Server { name, .. }, Measure::UdpPps) if !name.capabilities().udp => None,
-        (subject, m) => Some(runtime.block_on(run_measure(targets, subject, m, window))),
+    // What the server supports comes from its peer definition, which it was started from.
+    let caps = match subject {
+        Subject::Server { name, .. } => Some(name.capabilities()),
+        Subject::Direct => None,
+    };
+    let result: Option<Result<Sample>> = match (subject, m, caps) {
+        (Subject::Direct, Measure::IdleRss(_), _) => None,
+        (_, _, Some(Err(e))) => Some(Err(e)),
+        (_, Measure::Handshakes { socks4: true, .. }, Some(Ok(c))) if !c.socks4 => None,
+        (_, Measure::UdpPps, Some(Ok(c))) if !c.udp => None,
+        (subject, m, _) => Some(runtime.block_on(run_measure(targets, subject, m, window))),
     };
     let outcome = match result {
         None => Outcome::NotApplicable,

@@ -30,15 +30,39 @@ pub struct Capabilities {
 }
 
 impl ServerName {
-    /// What this server supports; microsocks is SOCKS5 CONNECT only. gost serves SOCKS4 from a
-    /// second listener (see [`ServerProcess::start`]); V2Ray's SOCKS inbound answers 4, 4a and 5.
-    pub fn capabilities(self) -> Capabilities {
+    /// The harness peer (harness/peers/<peer>/peer.yaml) and the instance of it the bench runs:
+    /// the one definition of how each server is started and configured.
+    fn definition(self) -> (&'static str, &'static str) {
         match self {
-            ServerName::Socksref | ServerName::Danted | ServerName::Gost | ServerName::V2ray5 => {
-                Capabilities { socks4: true, udp: true }
-            }
-            ServerName::Microsocks => Capabilities { socks4: false, udp: false },
+            // The benchmark variants (default timeouts, quiet logs, V2Ray closing at once) are
+            // `lab:` instances, which `sockslab check` does not start.
+            ServerName::Socksref => ("socksref", "bench"),
+            ServerName::Gost => ("gost", "bench"),
+            ServerName::V2ray5 => ("v2ray5", "bench"),
+            ServerName::Microsocks => ("microsocks", "open"),
+            ServerName::Danted => ("danted", "open"),
         }
+    }
+
+    /// The peer definition's instance this server is started from.
+    pub fn instance(self) -> Result<sockslab::peers::InstanceDef> {
+        let (peer, instance) = self.definition();
+        let def = sockslab::peers::PeerDef::load(&peers::root().join("harness/peers").join(peer))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        def.instance(instance).cloned().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// What this server supports, from its instance's claims (microsocks is SOCKS5 CONNECT
+    /// only) and further listeners (gost serves SOCKS4 from a second one).
+    pub fn capabilities(self) -> Result<Capabilities> {
+        use sockslab::scenario::{Command, Version};
+        let inst = self.instance()?;
+        let claims = inst.claims.as_ref().context("a process instance has claims")?;
+        Ok(Capabilities {
+            socks4: claims.versions.contains(&Version::Socks4)
+                || inst.extra.iter().any(|x| x.features.iter().any(|f| f == "socks4")),
+            udp: claims.commands.contains(&Command::Udp),
+        })
     }
 
     /// Where the executable comes from.
@@ -207,60 +231,36 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `name` from executable `bin` on a free loopback port and waits until it accepts
-    /// connections. Logs go to `logs_dir/<name>.log`.
+    /// connections. Logs go to `logs_dir/<name>.log`. The arguments, config files, environment
+    /// and further listeners are the peer definition's ([`ServerName::instance`]), run with `bin`.
     pub fn start(name: ServerName, bin: &Path, logs_dir: &Path) -> Result<ServerProcess> {
         fs::create_dir_all(logs_dir).with_context(|| format!("creating {}", logs_dir.display()))?;
+        let inst = name.instance()?;
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut socks4_addr = addr;
-        let mut scratch = None;
-        let mut cmd = Command::new(bin);
-        // One scratch directory per server: each removes its own when it stops.
-        let scratch_dir = || -> Result<PathBuf> {
-            let dir = std::env::temp_dir().join(format!("sockslab-bench-{}-{}", std::process::id(), name.as_str()));
-            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            Ok(dir)
-        };
-        match name {
-            ServerName::Socksref => {
-                cmd.arg("-L").arg(format!("socks://127.0.0.1:{port}?udp=true")).args(["--log-level", "warn"]);
+        let mut extra_ports = Vec::new();
+        for x in &inst.extra {
+            let p = free_port()?;
+            // A SOCKS4 service of its own (gost's): SOCKS4 rows go there.
+            if x.features.iter().any(|f| f == "socks4") {
+                socks4_addr = SocketAddr::from(([127, 0, 0, 1], p));
             }
-            ServerName::Microsocks => {
-                cmd.args(["-i", "127.0.0.1", "-p"]).arg(port.to_string());
-            }
-            ServerName::Danted => {
-                // The harness peer's definition (harness/peers/danted/peer.yaml, instance `open`)
-                // is the one Dante configuration: its config file and arguments (-N 1, a pid file
-                // in the scratch directory so a system danted is never disturbed), run with the
-                // binary found here.
-                let dir = scratch_dir()?;
-                let argv =
-                    danted_open_instance()?.materialize(port, &dir).map_err(|e| anyhow::anyhow!("danted: {e}"))?;
-                cmd.args(&argv[1..]);
-                scratch = Some(dir);
-            }
-            ServerName::Gost => {
-                let p4 = free_port()?;
-                socks4_addr = SocketAddr::from(([127, 0, 0, 1], p4));
-                cmd.arg("-L")
-                    .arg(format!("socks5://127.0.0.1:{port}?udp=true"))
-                    .arg("-L")
-                    .arg(format!("socks4://127.0.0.1:{p4}"))
-                    // gost logs every connection at its default level (info); the other servers
-                    // run with warnings only, and writing those lines would be measured too.
-                    .env("GOST_LOGGER_LEVEL", "warn");
-            }
-            ServerName::V2ray5 => {
-                let dir = scratch_dir()?;
-                let conf = dir.join("config.json");
-                // The lab's configuration, but closing a tunnel as soon as one side is done:
-                // V2Ray's default 1 s linger would otherwise be what the handshake rows time.
-                let config = peers::v2ray_socks_server_config(port, None, true);
-                fs::write(&conf, config).context("writing V2Ray's config")?;
-                cmd.args(["run", "-c"]).arg(&conf);
-                scratch = Some(dir);
-            }
+            extra_ports.push(p);
         }
+        // One scratch directory per server (config files, pid files): each removes its own when
+        // it stops.
+        let dir = std::env::temp_dir().join(format!("sockslab-bench-{}-{}", std::process::id(), name.as_str()));
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let scratch = Some(dir.clone());
+        let r = inst
+            .render(port, Some(&extra_ports), &dir)
+            .map_err(|e| anyhow::anyhow!("{} ({}): {e}", name.as_str(), inst.name))?;
+        for (file, body) in &r.files {
+            fs::write(dir.join(file), body).with_context(|| format!("writing {}", dir.join(file).display()))?;
+        }
+        let mut cmd = Command::new(bin);
+        cmd.args(&r.args).envs(r.env);
         let log = logs_dir.join(format!("{}.log", name.as_str()));
         let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = cmd
@@ -335,12 +335,6 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
-/// The harness's `danted` peer, instance `open`: what the bench runs as Dante.
-fn danted_open_instance() -> Result<sockslab::peers::InstanceDef> {
-    let def = sockslab::peers::PeerDef::load(&peers::root().join("harness/peers/danted"))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    def.instances.into_iter().find(|i| i.name == "open").context("harness/peers/danted has no `open` instance")
-}
 /// The fields of `/proc/PID/stat` we need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ProcStat {
@@ -420,7 +414,7 @@ mod tests {
     #[test]
     fn the_bench_runs_the_harness_peers_dante_configuration() {
         let dir = tempfile::tempdir().unwrap();
-        let argv = danted_open_instance().unwrap().materialize(41234, dir.path()).unwrap();
+        let argv = ServerName::Danted.instance().unwrap().materialize(41234, dir.path()).unwrap();
         let conf_path = dir.path().join("danted.conf");
         let f = argv.iter().position(|a| a == "-f").expect("danted is given its config with -f");
         assert_eq!(argv[f + 1], conf_path.to_string_lossy());
@@ -428,6 +422,50 @@ mod tests {
         assert!(conf.contains("internal: 127.0.0.1 port = 41234"), "{conf}");
         assert!(conf.contains("socksmethod: none") && conf.contains("udpassociate"), "{conf}");
         assert!(argv.windows(2).any(|w| w == ["-N", "1"]), "{argv:?}");
+    }
+
+    /// Level 0 of the V2Ray policy in the config file the instance renders, after checking the
+    /// config is JSON with a UDP-enabled SOCKS inbound on the given port.
+    fn v2ray_policy(inst: &sockslab::peers::InstanceDef, port: u16) -> serde_json::Value {
+        let r = inst.render(port, Some(&[]), Path::new("/scratch")).unwrap();
+        assert_eq!(r.args, ["run", "-c", "/scratch/config.json"]);
+        let (name, body) = &r.files[0];
+        assert_eq!(name, "config.json");
+        let v: serde_json::Value = serde_json::from_str(body).expect("the V2Ray config is JSON");
+        assert_eq!(v["inbounds"][0]["port"], port);
+        assert_eq!(v["inbounds"][0]["protocol"], "socks");
+        assert_eq!(v["inbounds"][0]["settings"]["udp"], true);
+        assert_eq!(v["inbounds"][0]["settings"]["auth"], "noauth");
+        v["policy"]["levels"]["0"].clone()
+    }
+
+    /// The bench's V2Ray closes a tunnel as soon as one side is done; the lab's (the harness
+    /// peer's `open`) keeps V2Ray's default linger.
+    #[test]
+    fn the_bench_v2ray_closes_at_once_and_the_labs_keeps_the_linger() {
+        let level = v2ray_policy(&ServerName::V2ray5.instance().unwrap(), 2080);
+        assert_eq!(level["uplinkOnly"], 0);
+        assert_eq!(level["downlinkOnly"], 0);
+        assert_eq!(level["handshake"], 4);
+        let def = sockslab::peers::PeerDef::load(&peers::root().join("harness/peers/v2ray5")).unwrap();
+        let level = v2ray_policy(def.instance("open").unwrap(), 1080);
+        assert_eq!(level["handshake"], 4);
+        assert!(level.get("uplinkOnly").is_none() && level.get("downlinkOnly").is_none(), "{level}");
+    }
+
+    /// What each server supports comes from its definition: microsocks is SOCKS5 CONNECT only,
+    /// gost serves SOCKS4 from a further listener, the others speak both and UDP.
+    #[test]
+    fn capabilities_come_from_the_peer_definitions() {
+        for name in ServerName::ALL {
+            let c = name.capabilities().unwrap();
+            let want = !matches!(name, ServerName::Microsocks);
+            assert_eq!((c.socks4, c.udp), (want, want), "{}", name.as_str());
+        }
+        let gost = ServerName::Gost.instance().unwrap();
+        let r = gost.render(3000, Some(&[3001]), Path::new("/scratch")).unwrap();
+        assert_eq!(r.args, ["-L", "socks5://127.0.0.1:3000?udp=true", "-L", "socks4://127.0.0.1:3001"]);
+        assert_eq!(r.env, [("GOST_LOGGER_LEVEL".to_string(), "warn".to_string())]);
     }
 
     #[test]
