@@ -279,14 +279,7 @@ async fn replay(a: ReplayArgs) -> Result<i32> {
     let t = parse_url(&against)?;
     let method = if t.user.is_some() { Method::Userpass } else { Method::Noauth };
     let mut claims = Claims { versions: t.versions.clone(), method, ipv6: true, domain: true, ..Claims::default() };
-    for c in &a.claims {
-        match c.as_str() {
-            "bind" => claims.commands.insert(Cmd::Bind),
-            "udp" => claims.commands.insert(Cmd::Udp),
-            "gost" => claims.extensions.insert(Extension::Gost),
-            other => bail!("--claims {other}: use bind, udp or gost"),
-        };
-    }
+    add_claims(&mut claims, &a.claims)?;
     let sut = Sut {
         addr: t.addr,
         user: t.user.unwrap_or_default().into_bytes(),
@@ -355,6 +348,19 @@ struct Target {
     transport: std::sync::Arc<socksref::transport::Dialer>,
 }
 
+/// `--claims bind,udp,gost`: what the server under test says it serves beyond CONNECT.
+fn add_claims(claims: &mut Claims, names: &[String]) -> Result<()> {
+    for c in names {
+        match c.as_str() {
+            "bind" => claims.commands.insert(Cmd::Bind),
+            "udp" => claims.commands.insert(Cmd::Udp),
+            "gost" => claims.extensions.insert(Extension::Gost),
+            other => bail!("--claims {other}: use bind, udp or gost"),
+        };
+    }
+    Ok(())
+}
+
 fn parse_url(url: &str) -> Result<Target> {
     // `HANDLER+TRANSPORT://…?transport keys`: the reference's own parser and dialer, so the
     // harness speaks each transport exactly as socksref does (docs/transports.md).
@@ -419,14 +425,7 @@ fn url_claims(a: &CheckArgs, t: &Target, method: Method, profiles: &[Profile]) -
         domain: true,
         ..Claims::default()
     };
-    for c in &a.claims {
-        match c.as_str() {
-            "bind" => claims.commands.insert(Cmd::Bind),
-            "udp" => claims.commands.insert(Cmd::Udp),
-            "gost" => claims.extensions.insert(Extension::Gost),
-            other => bail!("--claims {other}: use bind, udp or gost"),
-        };
-    }
+    add_claims(&mut claims, &a.claims)?;
     for d in &a.disabled {
         let f = Feature::from_name(d).with_context(|| format!("--disabled {d}: use bind, udp, socks4 or socks4a"))?;
         claims.disabled.insert(f);
