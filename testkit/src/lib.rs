@@ -6,7 +6,8 @@
 //! [`wait_accepting_async`] (tokio), which both notice a process that exited instead of waiting
 //! out the deadline, and [`terminate`], which stops only the process it is given; and
 //! [`pseudo_random`], the one deterministic payload generator for volume checks; and [`echo`],
-//! the loopback echo targets those checks point at.
+//! the loopback echo targets those checks point at; and [`hex`], the one way octets are written
+//! as hex (and read back) in tests, transcripts and reports.
 //!
 //! The crate depends on no other workspace crate, so `socksref`'s own tests can use it as a
 //! dev-dependency without a cycle.
@@ -191,6 +192,33 @@ pub fn terminate(child: &mut std::process::Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// Octets as hex, the workspace's one copy (the `hex` crate underneath): plain lower-case for
+/// transcripts and captures, spaced for messages, and spaced or run-together hex read back in
+/// tests.
+pub mod hex {
+    /// Lower-case hex without separators: `05 01 00` → `"050100"`.
+    pub fn encode(b: &[u8]) -> String {
+        ::hex::encode(b)
+    }
+
+    /// Hex with a space between octets, cut after `max` octets with the total said
+    /// (`usize::MAX`: never cut).
+    pub fn spaced(b: &[u8], max: usize) -> String {
+        let mut s: Vec<String> = b.iter().take(max).map(|x| format!("{x:02x}")).collect();
+        if b.len() > max {
+            s.push(format!("… ({} octets)", b.len()));
+        }
+        s.join(" ")
+    }
+
+    /// Reads hex with any whitespace between digits (`"05 01 00"`, `"050100"`). For fixed test
+    /// data: malformed input panics with the input in the message.
+    pub fn decode(text: &str) -> Vec<u8> {
+        let digits: String = text.split_whitespace().collect();
+        ::hex::decode(&digits).unwrap_or_else(|e| panic!("bad hex {text:?}: {e}"))
+    }
+}
+
 /// Loopback echo targets: what a tunnel under test is pointed at, so every byte that goes out
 /// must come back. The one copy of the loops the lab, the soak, the configs section and the tests
 /// each wrote before.
@@ -306,5 +334,13 @@ mod tests {
         let mut buf = [0u8; 8];
         let n = c.recv(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], &[0x5a, 0x00]);
+    }
+
+    #[test]
+    fn hex_round_trips_and_cuts_where_asked() {
+        assert_eq!(hex::encode(&[5, 1, 0xff]), "0501ff");
+        assert_eq!(hex::decode("05 01\nff"), vec![5, 1, 0xff]);
+        assert_eq!(hex::spaced(&[5, 1, 0xff], usize::MAX), "05 01 ff");
+        assert_eq!(hex::spaced(&[5, 1, 0xff], 2), "05 01 … (3 octets)");
     }
 }

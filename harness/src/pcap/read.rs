@@ -119,7 +119,7 @@ pub fn read_capture(bytes: &[u8]) -> Result<Capture, CaptureError> {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+    testkit::hex::spaced(b, usize::MAX)
 }
 
 struct Builder {

@@ -46,13 +46,7 @@ pub enum Side {
     Server,
 }
 
-fn hex(b: &[u8]) -> String {
-    let mut s = String::new();
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
-}
+use testkit::hex::encode as hex;
 
 const XOR_KEY: u8 = crate::scenario::template::XOR_KEY;
 

@@ -14,7 +14,6 @@
 //!   an IP, not a name), `{name:nonzero}` (one octet other than 00), and `{_:N}` to skip N octets.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use socksref::proto::{Address, Host};
@@ -453,23 +452,10 @@ pub fn encode_socks5_addr(a: SocketAddr) -> Vec<u8> {
     addr.to_bytes().unwrap_or_default()
 }
 
-/// Lower-case hex without separators.
-pub fn hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
-}
-
+/// Lower-case hex without separators (the workspace's one hex, `testkit::hex`).
+pub use testkit::hex::encode as hex;
 /// Hex with a space between octets, for failure messages (truncated past `max` octets).
-pub fn hex_spaced(b: &[u8], max: usize) -> String {
-    let mut s: Vec<String> = b.iter().take(max).map(|x| format!("{x:02x}")).collect();
-    if b.len() > max {
-        s.push(format!("… ({} octets)", b.len()));
-    }
-    s.join(" ")
-}
+pub use testkit::hex::spaced as hex_spaced;
 
 fn split_tokens(src: &str) -> Result<Vec<String>, TemplateError> {
     let mut out = Vec::new();

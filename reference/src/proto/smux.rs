@@ -124,10 +124,7 @@ impl<'a> Frame<'a> {
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-    }
+    use testkit::hex::decode as hex;
 
     fn enc(version: u8, cmd: Cmd, sid: u32, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -34,10 +34,7 @@ fn check<T: std::fmt::Debug + PartialEq>(
     assert_eq!(encode(&msg), bytes, "round trip");
 }
 
-fn unhex(s: &str) -> Vec<u8> {
-    let digits: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    (0..digits.len()).step_by(2).map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap()).collect()
-}
+use testkit::hex::decode as unhex;
 
 fn v4(a: u8, b: u8, c: u8, d: u8, port: u16) -> Address {
     Address { host: Host::Ip(IpAddr::V4(Ipv4Addr::new(a, b, c, d))), port }

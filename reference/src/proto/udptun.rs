@@ -69,10 +69,7 @@ mod tests {
     use super::*;
     use crate::proto::Host;
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-    }
+    use testkit::hex::decode as hex;
 
     #[test]
     fn spec_example_encodes_byte_for_byte() {

@@ -146,10 +146,8 @@ pub async fn http(body: &'static str) -> SocketAddr {
 }
 
 /// Decodes spaced hex.
-pub fn hex(s: &str) -> Vec<u8> {
-    let d: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    (0..d.len()).step_by(2).map(|i| u8::from_str_radix(&d[i..i + 2], 16).unwrap()).collect()
-}
+#[allow(unused_imports)] // each test file uses a different subset
+pub use testkit::hex::decode as hex;
 
 /// `ATYP 01 addr port` bytes for a v4 socket address.
 pub fn v4(addr: SocketAddr) -> Vec<u8> {

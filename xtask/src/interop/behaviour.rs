@@ -39,7 +39,7 @@ impl<'de> serde::Deserialize<'de> for Row {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+    testkit::hex::spaced(b, usize::MAX)
 }
 
 /// Reads what the server sends within `wait`, then tells whether it closed.

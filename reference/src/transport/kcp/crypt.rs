@@ -259,9 +259,7 @@ impl BlockCrypt {
 mod tests {
     use super::*;
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use testkit::hex::encode as hex;
 
     #[test]
     fn key_derivation_matches_kcp_go_vectors() {
