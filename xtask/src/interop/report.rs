@@ -557,6 +557,23 @@ mod tests {
         // Short logs are left alone.
         assert_eq!(log_tail("a\nb".into()), "a\nb");
     }
+
+    #[test]
+    fn the_bypass_table_has_a_row_per_scenario_and_survives_a_saved_report() {
+        let r = fixture::report();
+        let page = html(&r);
+        assert!(page.contains("control (authenticated): rfc1928.udp.relay-round-trip"), "no control row");
+        let row = page
+            .split("<tr>")
+            .find(|t| t.starts_with("<td>regressions.v01.udp-without-any-tcp</td>"))
+            .expect("a row for the scenario");
+        // SERVERS order: the V2Ray columns relay, gost and the reference drop.
+        assert_eq!(row.matches("class=\"xfail\">Relayed").count(), 2, "{row}");
+        assert_eq!(row.matches("class=\"pass\">Dropped").count(), 2, "{row}");
+        // `interop report --merge` reads the observations back from the JSON.
+        let saved: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(saved.udp_bypass, r.udp_bypass);
+    }
 }
 
 /// A small, fixed result set shaped like a real run (every client and server of the matrix, gost's
