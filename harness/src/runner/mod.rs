@@ -210,6 +210,18 @@ pub fn transport_not_applicable(scn: &Scenario, sut: &Sut) -> Option<String> {
     half.then(|| format!("needs a TCP half-close of the SOCKS connection, which the {kind} transport cannot carry"))
 }
 
+/// The scenario as it is played against a server with `claims`: a server that requires a
+/// password gets every post-greeting scenario with a login in front. A failure's step index
+/// counts the steps of this scenario, so whoever reads a failing step looks it up here.
+pub fn as_played<'a>(scn: &'a Scenario, claims: &Claims) -> std::borrow::Cow<'a, Scenario> {
+    let login =
+        (claims.method == Method::Userpass && scn.needs.method == Method::Noauth).then(|| scn.with_login()).flatten();
+    match login {
+        Some(l) => std::borrow::Cow::Owned(l),
+        None => std::borrow::Cow::Borrowed(scn),
+    }
+}
+
 /// Plays one scenario under each schedule against `sut` and decides its verdict.
 pub async fn run_scenario(scn: &Scenario, sut: &Sut, opts: &RunOptions, expected: &Expectations) -> ScenarioResult {
     let started = Instant::now();
@@ -218,11 +230,7 @@ pub async fn run_scenario(scn: &Scenario, sut: &Sut, opts: &RunOptions, expected
         result.verdict = Verdict::NotApplicable { reason };
         return result;
     }
-    // A server that requires a password gets every post-greeting scenario with a login in front.
-    let login = (sut.claims.method == Method::Userpass && scn.needs.method == Method::Noauth)
-        .then(|| scn.with_login())
-        .flatten();
-    let scn = login.as_ref().unwrap_or(scn);
+    let scn = &*as_played(scn, &sut.claims);
     let schedules: Vec<Schedule> = scn.schedules().into_iter().filter(|s| opts.schedules.contains(s)).collect();
     let limit = scenario_limit(scn, &sut.claims);
     for s in &schedules {

@@ -2,27 +2,26 @@
 //! password-protected server with UDP on does with SOCKS5 UDP datagrams from sources that never
 //! authenticated. V2Ray relays them (v2fly/v2fly-github-io#104); the reference must drop them.
 //!
-//! The observations are recorded as an `insta` snapshot per server peer, so any change in
-//! behaviour (a fix upstream, a regression here) shows up as a snapshot diff.
+//! The probes are the catalogue's own `regressions.v01.*` scenarios, played one after another by
+//! the harness's runner against a server started for this alone, so the scenarios that open no
+//! TCP connection really run before anything has authenticated. Each scenario's outcome says its
+//! datagram's fate (see [`fate`]); the observations are recorded as an `insta` snapshot per server
+//! peer, so any change in behaviour (a fix upstream, a regression here) shows up as a diff.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
-
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
-use socksref::proto::udp::UdpHeader;
-use socksref::proto::v5::{ReplyMsg, Request};
-use socksref::proto::{AddrType, Address, Command, Host};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use sockslab::runner::{as_played, run_scenario, RunOptions, Sut};
+use sockslab::scenario::{Scenario, Schedule, StepKind};
+use sockslab::verdict::{Expectations, ScenarioResult, Verdict};
 
-use super::servers::{PASS, USER};
-use super::targets::{xor, Targets};
+/// The scenarios the bypass cells play: every one whose id starts with this.
+pub const PREFIX: &str = "regressions.v01.";
 
-/// How long a probe waits for a reply. §6: V2Ray answers within about 2 s when it relays.
-const PROBE_WAIT: Duration = Duration::from_millis(2000);
+/// The authenticated positive control: the plain UDP ASSOCIATE round trip. It must relay, or the
+/// probes' "dropped" proves nothing.
+pub const CONTROL: &str = "rfc1928.udp.relay-round-trip";
 
-/// What happened to one datagram.
+/// What happened to a scenario's unauthenticated datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fate {
@@ -34,39 +33,22 @@ pub enum Fate {
     Dropped,
 }
 
-/// One probe's observation.
-#[derive(Debug, Clone, Serialize)]
+/// One scenario's observation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
-    /// What the probe does.
-    pub probe: &'static str,
-    /// Where the datagram went (`tcp-port`: the server's TCP port number; `bnd`: the relay
-    /// address an authenticated association was given).
-    pub sent_to: &'static str,
-    /// Its fate.
+    /// The catalogue scenario's id.
+    pub scenario: String,
+    /// The fate its outcome shows.
     pub fate: Fate,
 }
 
 /// All observations against one server.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observations {
-    /// The properly authenticated association's datagram (must be relayed, or the probes mean nothing).
-    pub control: Fate,
-    /// The unauthenticated probes.
+    /// The authenticated control ([`CONTROL`]): relayed whenever observations exist at all.
+    pub control: Probe,
+    /// The `regressions.v01.*` scenarios, in the order they ran.
     pub probes: Vec<Probe>,
-}
-
-impl<'de> Deserialize<'de> for Probe {
-    /// From a saved report (`interop report --merge`); the names become `'static` (see `leak`).
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Probe, D::Error> {
-        #[derive(Deserialize)]
-        struct Saved {
-            probe: String,
-            sent_to: String,
-            fate: Fate,
-        }
-        let s = Saved::deserialize(d)?;
-        Ok(Probe { probe: super::report::leak(s.probe), sent_to: super::report::leak(s.sent_to), fate: s.fate })
-    }
 }
 
 impl Observations {
@@ -76,149 +58,207 @@ impl Observations {
     }
 }
 
-/// A SOCKS5 UDP datagram: the reference codec's header for `target`, then `payload`.
-fn datagram(target: &Address, payload: &[u8]) -> Vec<u8> {
-    let mut d = Vec::new();
-    // The probes' targets are an IPv4 address and "localhost": both always encode.
-    let _ = UdpHeader::new(target.clone()).encode(&mut d);
-    d.extend_from_slice(payload);
-    d
+/// Whether a scenario opens no TCP connection at all (only datagrams).
+fn udp_only(scn: &Scenario) -> bool {
+    scn.steps.iter().all(|s| {
+        matches!(
+            s.kind,
+            StepKind::UdpSend { .. }
+                | StepKind::UdpExpect(_)
+                | StepKind::UdpExpectNone(_)
+                | StepKind::TargetReceived(_)
+                | StepKind::Sleep(_)
+        )
+    })
 }
 
-/// The echo target as ATYP 01 (`127.0.0.1`).
-fn atyp1(port: u16) -> Address {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into()
+/// The control and the probes to play against a server with `sut`'s claims, in playing order:
+/// the probes that open no TCP connection first (docs/v2ray.md §6: "before any TCP" must come
+/// before anything authenticated), then the control, then the other probes, each group in
+/// catalogue order. Probes that do not apply to the server (as the runner decides from `needs`)
+/// are left out.
+pub fn plan<'a>(catalogue: &'a [Scenario], sut: &Sut) -> Result<(&'a Scenario, Vec<&'a Scenario>)> {
+    let Some(control) = catalogue.iter().find(|s| s.id == CONTROL) else {
+        bail!("the catalogue has no scenario {CONTROL} (the bypass cells' authenticated control)");
+    };
+    if let Some(why) = sut.claims.not_applicable(control) {
+        bail!("the control {CONTROL} does not apply to this server: {why}");
+    }
+    let probes: Vec<&Scenario> =
+        catalogue.iter().filter(|s| s.id.starts_with(PREFIX) && sut.claims.not_applicable(s).is_none()).collect();
+    if probes.is_empty() {
+        bail!("no {PREFIX}* scenario applies to this server");
+    }
+    let (mut first, rest): (Vec<_>, Vec<_>) = probes.into_iter().partition(|s| udp_only(s));
+    first.extend(rest);
+    Ok((control, first))
 }
 
-/// The echo target as ATYP 03 (`localhost`).
-fn atyp3_localhost(port: u16) -> Address {
-    Address { host: Host::Domain(b"localhost".to_vec()), port }
+/// The step a result's failure is at, looked up in the scenario as it was played.
+fn failing_step<'a>(played: &'a Scenario, r: &ScenarioResult) -> Result<Option<(usize, &'a StepKind)>, String> {
+    match r.failures.first() {
+        None => Ok(None),
+        Some(f) => match f.step.and_then(|i| played.steps.get(i).map(|s| (i, &s.kind))) {
+            Some(at) => Ok(Some(at)),
+            None => Err(format!("{}: {}", r.id, f.message)),
+        },
+    }
 }
 
-/// Sends one datagram from `sock` and decides its fate from the reply and the echo's log.
-async fn probe(sock: &UdpSocket, to: SocketAddr, target: &Address, payload: &[u8], targets: &Targets) -> Result<Fate> {
-    sock.send_to(&datagram(target, payload), to).await?;
-    let want = xor(payload);
-    let deadline = tokio::time::Instant::now() + PROBE_WAIT;
-    let mut buf = vec![0u8; 4096];
-    while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
-        // A SOCKS UDP reply ends with the XORed payload after its header.
-        if n >= want.len() && buf[n - want.len()..n] == want[..] {
-            return Ok(Fate::Relayed);
+/// A probe scenario's fate, from its outcome: it passes when nothing came back and the target
+/// saw only what the scenario's own authenticated datagrams sent (dropped); a reply where
+/// `udp_expect_none` wanted none means the datagram was relayed; a pass up to `target_received`
+/// alone means it reached the target without an answer. Any other failure (the login, the
+/// association, the scenario's own control datagram) decides nothing: it is an error, with the
+/// runner's message.
+pub fn fate(played: &Scenario, r: &ScenarioResult) -> Result<Fate, String> {
+    if let Verdict::NotApplicable { reason } = &r.verdict {
+        return Err(format!("{}: not applicable: {reason}", r.id));
+    }
+    let message = || r.failures.first().map(|f| f.message.clone()).unwrap_or_default();
+    match failing_step(played, r)? {
+        None => Ok(Fate::Dropped),
+        Some((_, StepKind::UdpExpectNone(_))) => Ok(Fate::Relayed),
+        Some((_, StepKind::TargetReceived(_))) => Ok(Fate::ForwardedNoReply),
+        Some((i, _)) => Err(format!("{} failed before its probe could tell, at step {i}: {}", r.id, message())),
+    }
+}
+
+/// Plays one scenario under the as-written schedule (the probes are about datagrams, not about
+/// how TCP octets are cut) with no expected failures, so the outcome is the server's own.
+async fn play(scn: &Scenario, sut: &Sut) -> ScenarioResult {
+    let opts = RunOptions { schedules: vec![Schedule::AsWritten], concurrency: 1 };
+    run_scenario(scn, sut, &opts, &Expectations::default()).await
+}
+
+/// Plays the control and every applicable `regressions.v01.*` scenario, one at a time in
+/// [`plan`]'s order, against `sut`: a server started for this alone, with a password and UDP.
+/// Each scenario starts its own echo target, so a datagram "reached the target" only when this
+/// scenario's target saw it.
+pub async fn observe(catalogue: &[Scenario], sut: &Sut) -> Result<Observations> {
+    let (control, probes) = plan(catalogue, sut)?;
+    let mut errors = Vec::new();
+    let mut observed = Vec::new();
+    let mut control_fate = None;
+    let mut order: Vec<(&Scenario, bool)> = probes.iter().map(|s| (*s, false)).collect();
+    // The control goes right after the probes that open no TCP connection.
+    let at = probes.iter().take_while(|s| udp_only(s)).count();
+    order.insert(at, (control, true));
+    for (scn, is_control) in order {
+        let r = play(scn, sut).await;
+        let played = as_played(scn, &sut.claims);
+        if is_control {
+            match failing_step(&played, &r) {
+                Ok(None) if r.verdict == Verdict::Pass => control_fate = Some(Fate::Relayed),
+                Ok(_) | Err(_) => errors.push(format!(
+                    "the authenticated control {CONTROL} did not relay ({}): the probes prove nothing",
+                    r.failures.first().map(|f| f.message.as_str()).unwrap_or("not run")
+                )),
+            }
+            continue;
+        }
+        match fate(&played, &r) {
+            Ok(fate) => observed.push(Probe { scenario: scn.id.clone(), fate }),
+            Err(e) => errors.push(e),
         }
     }
-    Ok(if targets.udp_received(payload) { Fate::ForwardedNoReply } else { Fate::Dropped })
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    let Some(fate) = control_fate else { bail!("the control {CONTROL} was not played") };
+    Ok(Observations { control: Probe { scenario: CONTROL.into(), fate }, probes: observed })
 }
 
-async fn read_n(s: &mut TcpStream, n: usize) -> Result<Vec<u8>> {
-    let mut b = vec![0u8; n];
-    tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut b)).await.context("timed out")??;
-    Ok(b)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sockslab::verdict::ScheduleFailure;
 
-/// Greeting + RFC 1929 login; returns the stream and whether the login succeeded.
-async fn login(server: SocketAddr, pass: &str) -> Result<(TcpStream, bool)> {
-    let mut s = TcpStream::connect(server).await?;
-    let mut m = vec![0x05, 0x01, 0x02, 0x01, USER.len() as u8];
-    m.extend_from_slice(USER.as_bytes());
-    m.push(pass.len() as u8);
-    m.extend_from_slice(pass.as_bytes());
-    s.write_all(&m[..3]).await?;
-    ensure!(read_n(&mut s, 2).await? == [0x05, 0x02], "server did not choose method 02");
-    s.write_all(&m[3..]).await?;
-    let ok = matches!(read_n(&mut s, 2).await, Ok(r) if r[1] == 0x00);
-    Ok((s, ok))
-}
-
-/// UDP ASSOCIATE on an authenticated connection; returns the relay address (0.0.0.0 → server IP).
-async fn associate(s: &mut TcpStream, server: SocketAddr, client: SocketAddr) -> Result<SocketAddr> {
-    // DST = the address the client will send from (RFC 1928 §7; the reference checks it). An IPv6
-    // source is declared as 0.0.0.0 with its port, as the probes always did.
-    let dst = match client {
-        SocketAddr::V4(_) => client,
-        SocketAddr::V6(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, client.port())),
-    };
-    let mut req = Vec::new();
-    // An IPv4 address always encodes (only an over-long name can fail), so the result is unused.
-    let _ = Request { command: Command::UDP_ASSOCIATE, reserved: 0, address: dst.into() }.encode(&mut req);
-    s.write_all(&req).await?;
-    let mut reply = read_n(s, 4).await?;
-    ensure!(reply[1] == 0x00, "UDP ASSOCIATE refused with REP {:02x}", reply[1]);
-    ensure!(reply[3] == AddrType::IPV4.0, "BND ATYP {:02x} (only 01 handled)", reply[3]);
-    reply.extend(read_n(s, 6).await?);
-    let (msg, _) = ReplyMsg::decode(&reply).map_err(|e| anyhow::anyhow!("UDP ASSOCIATE reply: {e}"))?;
-    let bnd = msg.address.socket_addr().context("BND is not an IP address")?;
-    let ip = if bnd.ip().is_unspecified() { server.ip() } else { bnd.ip() };
-    Ok(SocketAddr::new(ip, bnd.port()))
-}
-
-/// Runs every probe against a freshly started password+UDP server, in §6's order (the "no TCP at
-/// all" probe first, before anything has authenticated).
-///
-/// `tag` makes every payload unique to this run and server: the echo's log is shared by all cells,
-/// and "reached the target" must not be confused with an earlier server's probe.
-pub async fn observe(server: SocketAddr, targets: &Targets, tag: &str) -> Result<Observations> {
-    let p = |name: &str| format!("{name}-{tag}").into_bytes();
-    let t1 = atyp1(targets.echo_port);
-    let t3 = atyp3_localhost(targets.echo_port);
-    let fresh = || UdpSocket::bind("127.0.0.1:0");
-    let mut probes = Vec::new();
-
-    // (a) No TCP connection ever made, ATYP 01 and ATYP 03.
-    let s = fresh().await?;
-    probes.push(Probe {
-        probe: "before-any-tcp",
-        sent_to: "tcp-port",
-        fate: probe(&s, server, &t1, &p("PROBE-a-before-any-tcp"), targets).await?,
-    });
-    let s = fresh().await?;
-    probes.push(Probe {
-        probe: "before-any-tcp-atyp-domain",
-        sent_to: "tcp-port",
-        fate: probe(&s, server, &t3, &p("PROBE-a-domain"), targets).await?,
-    });
-
-    // (b) After a login with a wrong password.
-    let (bad, ok) = login(server, "wrong-password").await?;
-    ensure!(!ok, "a wrong password was accepted");
-    let s = fresh().await?;
-    probes.push(Probe {
-        probe: "after-failed-login",
-        sent_to: "tcp-port",
-        fate: probe(&s, server, &t1, &p("PROBE-b-after-failed-login"), targets).await?,
-    });
-    drop(bad);
-
-    // Positive control: a proper association relays.
-    let (mut tcp, ok) = login(server, PASS).await?;
-    ensure!(ok, "the right password was refused");
-    let assoc = fresh().await?;
-    let relay = associate(&mut tcp, server, assoc.local_addr()?).await?;
-    let control = probe(&assoc, relay, &t1, &p("CONTROL-authenticated"), targets).await?;
-
-    // (c) Another source port while the association is alive: to its relay and to the TCP port.
-    let s = fresh().await?;
-    probes.push(Probe {
-        probe: "other-port-during-association",
-        sent_to: "bnd",
-        fate: probe(&s, relay, &t1, &p("PROBE-c-other-port-bnd"), targets).await?,
-    });
-    if relay != server {
-        let s = fresh().await?;
-        probes.push(Probe {
-            probe: "other-port-during-association",
-            sent_to: "tcp-port",
-            fate: probe(&s, server, &t1, &p("PROBE-c-other-port-tcp"), targets).await?,
-        });
+    fn catalogue() -> Vec<Scenario> {
+        sockslab::scenario::load_catalogue(&crate::peers::root().join("scenarios")).expect("the catalogue loads")
     }
 
-    // (c') After the association's TCP connection closed, from the very socket that associated.
-    drop(tcp);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    probes.push(Probe {
-        probe: "after-association-closed",
-        sent_to: "bnd",
-        fate: probe(&assoc, relay, &t1, &p("PROBE-c-after-close"), targets).await?,
-    });
-    Ok(Observations { control, probes })
+    /// A server's view with a password and UDP on, as the lab's `auth` instance claims.
+    fn auth_sut() -> Sut {
+        use sockslab::scenario::{Command, Method, Version};
+        Sut {
+            addr: "127.0.0.1:1".parse().expect("a literal address"),
+            user: b"u".to_vec(),
+            pass: b"p".to_vec(),
+            claims: sockslab::runner::Claims {
+                versions: [Version::Socks5].into(),
+                commands: [Command::Connect, Command::Udp].into(),
+                method: Method::Userpass,
+                ..Default::default()
+            },
+            instance: None,
+            transport: Default::default(),
+        }
+    }
+
+    fn failed_at(scn: &Scenario, step: usize) -> ScenarioResult {
+        let mut r = ScenarioResult::new(scn, None, Verdict::Fail);
+        r.failures.push(ScheduleFailure {
+            schedule: Schedule::AsWritten,
+            step: Some(step),
+            message: "boom".into(),
+            transcript: Default::default(),
+        });
+        r
+    }
+
+    fn position(scn: &Scenario, want: impl Fn(&StepKind) -> bool) -> usize {
+        scn.steps.iter().position(|s| want(&s.kind)).expect("the scenario has that step")
+    }
+
+    #[test]
+    fn plan_puts_the_scenarios_without_tcp_first_and_the_control_is_the_relay_round_trip() {
+        let cat = catalogue();
+        let (control, probes) = plan(&cat, &auth_sut()).expect("the catalogue has the scenarios");
+        assert_eq!(control.id, CONTROL);
+        let ids: Vec<&str> = probes.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids.first(), Some(&"regressions.v01.udp-without-any-tcp"), "{ids:?}");
+        assert!(ids.iter().all(|i| i.starts_with(PREFIX)), "{ids:?}");
+        // The open-listener scenario needs a server without authentication: filtered by `needs`.
+        assert!(!ids.contains(&"regressions.v01.udp-without-tcp-open-listener"), "{ids:?}");
+        for id in ["regressions.v01.udp-after-failed-login", "regressions.v01.udp-from-unassociated-socket-to-tcp-port"]
+        {
+            assert!(ids.contains(&id), "{id} missing from {ids:?}");
+        }
+        let first_tcp = probes.iter().position(|s| !udp_only(s)).expect("some probes log in");
+        assert!(probes[first_tcp..].iter().all(|s| !udp_only(s)), "{ids:?}");
+    }
+
+    #[test]
+    fn the_failing_step_decides_the_fate() {
+        let cat = catalogue();
+        let scn =
+            cat.iter().find(|s| s.id == "regressions.v01.udp-from-unassociated-socket").expect("in the catalogue");
+        let pass = ScenarioResult::new(scn, None, Verdict::Pass);
+        assert_eq!(fate(scn, &pass), Ok(Fate::Dropped));
+        let none = position(scn, |k| matches!(k, StepKind::UdpExpectNone(_)));
+        assert_eq!(fate(scn, &failed_at(scn, none)), Ok(Fate::Relayed));
+        let target = position(scn, |k| matches!(k, StepKind::TargetReceived(_)));
+        assert_eq!(fate(scn, &failed_at(scn, target)), Ok(Fate::ForwardedNoReply));
+        // The scenario's own authenticated datagram unanswered: nothing is decided.
+        let control = position(scn, |k| matches!(k, StepKind::UdpExpect(_)));
+        let e = fate(scn, &failed_at(scn, control)).expect_err("a failed control step decides nothing");
+        assert!(e.contains("boom"), "{e}");
+        let mut setup = failed_at(scn, 0);
+        setup.failures[0].step = None;
+        assert!(fate(scn, &setup).is_err());
+    }
+
+    #[test]
+    fn a_login_in_front_shifts_the_failing_step_of_the_control() {
+        // The control needs no authentication: against a password server the runner plays it
+        // with a login in front, and a failure's index counts those steps.
+        let cat = catalogue();
+        let control = cat.iter().find(|s| s.id == CONTROL).expect("in the catalogue");
+        let played = as_played(control, &auth_sut().claims);
+        assert!(played.steps.len() > control.steps.len());
+        let i = position(&played, |k| matches!(k, StepKind::UdpExpect(_)));
+        let at = failing_step(&played, &failed_at(control, i)).expect("in range");
+        assert!(matches!(at, Some((_, StepKind::UdpExpect(_)))));
+    }
 }

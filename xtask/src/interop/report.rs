@@ -381,30 +381,37 @@ fn udp_bypass_section(o: &mut String, r: &Report) {
     if !r.udp_bypass.is_empty() || r.cells.iter().any(|c| c.cell.kind == Kind::UdpBypass) {
         o.push_str(
             "<h2>UDP authentication bypass (V-01, <a href=\"https://github.com/v2fly/v2fly-github-io/issues/104\">v2fly/v2fly-github-io#104</a>)</h2>\
-             <p class=\"small\">Password-protected server with UDP on. Each probe is a SOCKS5 UDP datagram from a source that never authenticated; \
-             <i>relayed</i> = it reached the XOR-echo target and the answer came back.</p><table><tr><th>probe</th><th>sent to</th>",
+             <p class=\"small\">Password-protected server with UDP on, started for these alone. Each row is a catalogue scenario \
+             (<code>regressions.v01.*</code>, played by the runner in this order) whose probe is a SOCKS5 UDP datagram from a source that never \
+             authenticated; <i>Relayed</i> = a reply came back where the scenario expected none, <i>ForwardedNoReply</i> = only the \
+             echo target saw it, <i>Dropped</i> = the scenario passed.</p><table><tr><th>scenario</th>",
         );
         let servers: Vec<PeerId> = r.udp_bypass.keys().copied().collect();
         for sv in &servers {
             let _ = write!(o, "<th>{sv}</th>");
         }
-        o.push_str("</tr><tr><td>control: authenticated association</td><td>bnd</td>");
+        o.push_str("</tr><tr><td>control (authenticated): ");
+        // Every server's control is the same scenario; the first names it.
+        if let Some(obs) = r.udp_bypass.values().next() {
+            o.push_str(&esc(&obs.control.scenario));
+        }
+        o.push_str("</td>");
         for sv in &servers {
-            let _ = write!(o, "<td>{:?}</td>", r.udp_bypass[sv].control);
+            let _ = write!(o, "<td>{:?}</td>", r.udp_bypass[sv].control.fate);
         }
         o.push_str("</tr>");
-        let mut rows: Vec<(&str, &str)> = Vec::new();
+        let mut rows: Vec<&str> = Vec::new();
         for obs in r.udp_bypass.values() {
             for p in &obs.probes {
-                if !rows.contains(&(p.probe, p.sent_to)) {
-                    rows.push((p.probe, p.sent_to));
+                if !rows.contains(&p.scenario.as_str()) {
+                    rows.push(&p.scenario);
                 }
             }
         }
-        for (probe, to) in rows {
-            let _ = write!(o, "<tr><td>{probe}</td><td>{to}</td>");
+        for scenario in rows {
+            let _ = write!(o, "<tr><td>{}</td>", esc(scenario));
             for sv in &servers {
-                match r.udp_bypass[sv].probes.iter().find(|p| p.probe == probe && p.sent_to == to) {
+                match r.udp_bypass[sv].probes.iter().find(|p| p.scenario == scenario) {
                     Some(p) => {
                         let c = if p.fate == super::bypass::Fate::Dropped { "pass" } else { "xfail" };
                         let _ = write!(o, "<td class=\"{c}\">{:?}</td>", p.fate);
@@ -550,6 +557,23 @@ mod tests {
         // Short logs are left alone.
         assert_eq!(log_tail("a\nb".into()), "a\nb");
     }
+
+    #[test]
+    fn the_bypass_table_has_a_row_per_scenario_and_survives_a_saved_report() {
+        let r = fixture::report();
+        let page = html(&r);
+        assert!(page.contains("control (authenticated): rfc1928.udp.relay-round-trip"), "no control row");
+        let row = page
+            .split("<tr>")
+            .find(|t| t.starts_with("<td>regressions.v01.udp-without-any-tcp</td>"))
+            .expect("a row for the scenario");
+        // SERVERS order: the V2Ray columns relay, gost and the reference drop.
+        assert_eq!(row.matches("class=\"xfail\">Relayed").count(), 2, "{row}");
+        assert_eq!(row.matches("class=\"pass\">Dropped").count(), 2, "{row}");
+        // `interop report --merge` reads the observations back from the JSON.
+        let saved: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(saved.udp_bypass, r.udp_bypass);
+    }
 }
 
 /// A small, fixed result set shaped like a real run (every client and server of the matrix, gost's
@@ -639,10 +663,9 @@ pub(super) mod fixture {
     pub fn report() -> Report {
         let cells = cells();
         let bypass = |relayed: bool| Observations {
-            control: Fate::Relayed,
+            control: Probe { scenario: "rfc1928.udp.relay-round-trip".into(), fate: Fate::Relayed },
             probes: vec![Probe {
-                probe: "unauthenticated source",
-                sent_to: "bnd",
+                scenario: "regressions.v01.udp-without-any-tcp".into(),
                 fate: if relayed { Fate::Relayed } else { Fate::Dropped },
             }],
         };

@@ -6,7 +6,6 @@
 //! proxy may resolve `localhost` to either address.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,8 +28,6 @@ pub struct Targets {
     pub http_port: u16,
     /// Reply-after-FIN port: the XOR of everything comes back only after the client's FIN.
     pub after_fin_port: u16,
-    /// Every UDP payload the echo received, for the bypass probes ("did it reach the target?").
-    pub udp_seen: Arc<Mutex<Vec<Vec<u8>>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -152,24 +149,13 @@ impl Targets {
         for l in http {
             tasks.push(serve(l, http_xor));
         }
-        let udp_seen = Arc::new(Mutex::new(Vec::new()));
-        let seen = udp_seen.clone();
         let udp = udp.expect("bind_pair(true) returns a UDP socket");
         tasks.push(tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];
             while let Ok((n, from)) = udp.recv_from(&mut buf).await {
-                // The lock is never held across an await, and a poisoned lock only loses the log.
-                if let Ok(mut s) = seen.lock() {
-                    s.push(buf[..n].to_vec());
-                }
                 let _ = udp.send_to(&xor(&buf[..n]), from).await;
             }
         }));
-        Ok(Targets { echo_port, http_port, after_fin_port, udp_seen, tasks })
-    }
-
-    /// Whether the UDP echo ever received `payload`.
-    pub fn udp_received(&self, payload: &[u8]) -> bool {
-        self.udp_seen.lock().map(|s| s.iter().any(|p| p == payload)).unwrap_or(false)
+        Ok(Targets { echo_port, http_port, after_fin_port, tasks })
     }
 }
