@@ -682,17 +682,7 @@ async fn run_bypass_cells(
             }
             Err(e) => (lab.decide(c, false), format!("{e:#}"), String::new()),
         };
-        let r = CellResult {
-            reproduce: reproduce(&c.id, lab.backend),
-            cell: c.clone(),
-            logs: if status == Verdict::Pass { String::new() } else { logs },
-            status,
-            detail,
-            millis: t.elapsed().as_millis() as u64,
-        };
-        *done += 1;
-        progress(*done, total, &r);
-        results.push(r);
+        tally(&mut results, CellResult::finished(c.clone(), status, detail, logs, t, lab.backend), done, total);
     }
     Ok((results, bypass_obs))
 }
