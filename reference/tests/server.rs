@@ -282,7 +282,8 @@ async fn connections_over_the_cap_are_closed_at_once_r85() {
     let server = start(config).await;
     let _a = TcpStream::connect(server.addr).await.unwrap();
     let _b = TcpStream::connect(server.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both hold their permits once the server has accepted them (its gauge, not a guessed pause).
+    until("both connections accepted", || Stats::get(&stats.accepted) == 2).await;
     let mut c = TcpStream::connect(server.addr).await.unwrap();
     assert_eq!(read_to_eof(&mut c).await, b"");
     assert_eq!(Stats::get(&stats.over_cap), 1);
