@@ -78,6 +78,32 @@ pub struct Cell {
     pub transport: Option<String>,
 }
 
+impl Cell {
+    /// The matrix cell `FEATURE.CLIENT.SERVER`.
+    pub fn feature(f: Feature, client: PeerId, server: PeerId) -> Cell {
+        Cell {
+            id: format!("{}.{}.{}", f.name(), client.name(), server.name()),
+            kind: Kind::Feature,
+            client: Some(client),
+            server,
+            feature: Some(f),
+            transport: None,
+        }
+    }
+
+    /// The UDP-bypass cell of `server`.
+    pub fn bypass(server: PeerId) -> Cell {
+        let id = format!("udp-bypass.{}", server.name());
+        Cell { id, kind: Kind::UdpBypass, client: None, server, feature: None, transport: None }
+    }
+
+    /// The catalogue cell of scenario `id` against `server`.
+    pub fn scenario(server: PeerId, id: &str) -> Cell {
+        let id = format!("scenario.{}.{id}", server.name());
+        Cell { id, kind: Kind::Scenario, client: None, server, feature: None, transport: None }
+    }
+}
+
 /// A finished cell.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CellResult {
@@ -146,37 +172,14 @@ fn plan(args: &InteropArgs, scenario_ids: &[String]) -> Result<Vec<Cell>> {
     for f in Feature::ALL {
         for c in CLIENTS {
             for s in SERVERS {
-                cells.push(Cell {
-                    id: format!("{}.{}.{}", f.name(), c.name(), s.name()),
-                    kind: Kind::Feature,
-                    client: Some(c),
-                    server: s,
-                    feature: Some(f),
-                    transport: None,
-                });
+                cells.push(Cell::feature(f, c, s));
             }
         }
     }
-    for s in SERVERS {
-        cells.push(Cell {
-            id: format!("udp-bypass.{}", s.name()),
-            kind: Kind::UdpBypass,
-            client: None,
-            server: s,
-            feature: None,
-            transport: None,
-        });
-    }
+    cells.extend(SERVERS.map(Cell::bypass));
     for s in SERVERS {
         for id in scenario_ids {
-            cells.push(Cell {
-                id: format!("scenario.{}.{id}", s.name()),
-                kind: Kind::Scenario,
-                client: None,
-                server: s,
-                feature: None,
-                transport: None,
-            });
+            cells.push(Cell::scenario(s, id));
         }
     }
     cells.retain(|c| {
@@ -795,14 +798,7 @@ async fn observe_bypass(
     server.running.stop().await;
     let mut logs = logs;
     if let Some(rec) = recorder {
-        let cell = Cell {
-            id: format!("udp-bypass.{}", peer.name()),
-            kind: Kind::UdpBypass,
-            client: None,
-            server: peer,
-            feature: None,
-            transport: None,
-        };
+        let cell = Cell::bypass(peer);
         let shows = "RFC 1929 server with UDP on, the catalogue's regressions.v01.* scenarios and the \
                      rfc1928.udp.relay-round-trip control played by the sockslab runner: datagrams sent straight to \
                      the SOCKS port with no TCP handshake and no UDP ASSOCIATE (the dissector lists them as \
@@ -942,7 +938,7 @@ async fn run_catalogue(
     let (unclaimed, scns) = split_unclaimed_extensions(peer, scns);
     for (scn, reason) in unclaimed {
         let r = CellResult::decided(
-            scenario_cell(peer, &scn),
+            Cell::scenario(peer, &scn),
             Verdict::NotApplicable { reason },
             String::new(),
             lab.backend,
@@ -956,7 +952,7 @@ async fn run_catalogue(
                 let detail = format!("could not start the server instances: {e}");
                 tally(
                     &mut out,
-                    CellResult::decided(scenario_cell(peer, &s.id), Verdict::Fail, detail, lab.backend),
+                    CellResult::decided(Cell::scenario(peer, &s.id), Verdict::Fail, detail, lab.backend),
                     done,
                     total,
                 );
@@ -983,18 +979,6 @@ async fn run_catalogue(
     }
     eprintln!("interop: catalogue against {peer} took {:.1} s", t.elapsed().as_secs_f64());
     out
-}
-
-/// The lab cell of one catalogue scenario against `peer`.
-fn scenario_cell(peer: PeerId, id: &str) -> Cell {
-    Cell {
-        id: format!("scenario.{}.{id}", peer.name()),
-        kind: Kind::Scenario,
-        client: None,
-        server: peer,
-        feature: None,
-        transport: None,
-    }
 }
 
 /// Splits off the gost-extension scenarios `peer` does not claim, with why they do not apply.
@@ -1047,7 +1031,7 @@ fn scenario_result(peer: PeerId, r: sockslab::verdict::ScenarioResult, logs: &st
         .collect::<String>();
     let detail = format!("instance {}{failures}", r.instance.unwrap_or_default());
     let logs = if r.verdict.is_error(STRICT) { logs.to_string() } else { String::new() };
-    let cell = scenario_cell(peer, &r.id);
+    let cell = Cell::scenario(peer, &r.id);
     CellResult { reproduce: reproduce(&cell.id, backend), cell, status: r.verdict, detail, logs, millis: r.millis }
 }
 

@@ -582,7 +582,7 @@ mod tests {
 #[cfg(test)]
 pub(super) mod fixture {
     use super::super::bypass::{Fate, Observations, Probe};
-    use super::super::{not_applicable, reproduce, Cell, CellResult, Kind, Verdict, CLIENTS, SERVERS, STRICT};
+    use super::super::{not_applicable, reproduce, Cell, CellResult, Verdict, CLIENTS, SERVERS, STRICT};
     use super::*;
 
     /// The one unexpected failure.
@@ -622,21 +622,12 @@ pub(super) mod fixture {
         for f in [Feature::Socks5Connect, Feature::Userpass, Feature::UdpAssociate, Feature::Mbind] {
             for c in CLIENTS {
                 for s in SERVERS {
-                    cells.push(result(Cell {
-                        id: format!("{}.{}.{}", f.name(), c.name(), s.name()),
-                        kind: Kind::Feature,
-                        client: Some(c),
-                        server: s,
-                        feature: Some(f),
-                        transport: None,
-                    }));
+                    cells.push(result(Cell::feature(f, c, s)));
                 }
             }
         }
         for s in SERVERS {
-            let id = format!("udp-bypass.{}", s.name());
-            let mut r =
-                result(Cell { id, kind: Kind::UdpBypass, client: None, server: s, feature: None, transport: None });
+            let mut r = result(Cell::bypass(s));
             if matches!(s, PeerId::V2ray5 | PeerId::V2ray4) {
                 r.status =
                     Verdict::ExpectedFailure { reason: "V-01: relays unauthenticated datagrams".into(), link: None };
@@ -645,15 +636,7 @@ pub(super) mod fixture {
         }
         for s in SERVERS {
             for id in ["rfc1928.connect.ok", "gost.mbind.open"] {
-                let id = format!("scenario.{}.{id}", s.name());
-                cells.push(result(Cell {
-                    id,
-                    kind: Kind::Scenario,
-                    client: None,
-                    server: s,
-                    feature: None,
-                    transport: None,
-                }));
+                cells.push(result(Cell::scenario(s, id)));
             }
         }
         cells
