@@ -270,6 +270,8 @@ fn malformed_urls_get_one_line_naming_the_bad_part_and_exit_2() {
         // A transport only on the TCP forwarder; a forward node only as the last hop.
         (vec!["-L", "udp+tls://:5353/127.0.0.1:53"], "services[0].listener.type"),
         (vec!["-L", "tcp://:8080", "-F", "forward+tls://127.0.0.1:8443", "-F", "socks5://127.0.0.1:1080"], "scheme"),
+        (vec!["-L", "rtcp://:2222/127.0.0.1:22", "-F", "forward+tls://127.0.0.1:8443"], "scheme"),
+        (vec!["-L", "udp://:5353/127.0.0.1:53", "-F", "forward+mws://127.0.0.1:8443"], "scheme"),
         // Without a forward node, a forwarder still needs its target.
         (vec!["-L", "tcp+tls://:8443"], "path"),
     ] {

@@ -627,6 +627,10 @@ impl Service {
         if matches!(url.scheme.as_str(), "rtcp" | "rudp") && chain.hops.is_empty() {
             return Err(bad("scheme", format!("{} listens at the last hop of the chain: add -F", url.scheme)));
         }
+        if url.scheme != "tcp" && chain.ends_in_forward {
+            // UDP-TUN, UDP ASSOCIATE, BIND and MBIND are SOCKS requests: a forward node sends none.
+            return Err(bad("scheme", format!("{} needs a SOCKS5 last hop, not a forward node", url.scheme)));
+        }
         Ok(Service::Forward { url, target, chain: chain.clone(), via, transport: Box::new(transport) })
     }
 }

@@ -25,12 +25,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// The handler types a `services[].handler.type` may name.
-pub const HANDLER_TYPES: &[&str] = &["socks5", "socks4", "socks4a", "socks", "tcp", "udp", "rtcp", "rudp"];
+pub const HANDLER_TYPES: &[&str] = &["socks5", "socks4", "socks4a", "socks", "tcp", "forward", "udp", "rtcp", "rudp"];
 /// The listener types a `services[].listener.type` may name. Transports other than plain TCP/UDP
 /// are added here when the binary can run them.
 pub const LISTENER_TYPES: &[&str] = &["tcp", "udp", "rtcp", "rudp", "tls", "ws", "wss", "mtls", "mws", "mwss", "kcp"];
 /// The connector types a `chains[].hops[].nodes[].connector.type` may name.
-pub const CONNECTOR_TYPES: &[&str] = &["socks5", "socks4", "socks4a", "socks"];
+pub const CONNECTOR_TYPES: &[&str] = &["socks5", "socks4", "socks4a", "socks", "forward", "tcp"];
 /// The dialer types a node's `dialer.type` may name (see [`LISTENER_TYPES`]).
 pub const DIALER_TYPES: &[&str] = &["tcp", "tls", "ws", "wss", "mtls", "mws", "mwss", "kcp"];
 
