@@ -112,6 +112,24 @@ pub struct Rendered {
     pub env: Vec<(String, String)>,
 }
 
+/// A peer's entry in the interop lab's matrix ([`PeerDef::matrix`]): what the lab reports of it
+/// and what it claims in each role. The feature names are the lab's (its matrix columns, such
+/// as `socks5-connect` or `udp-tun`); the lab rejects a name it does not know.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixDef {
+    /// The pinned version, as the lab's reports print it.
+    pub version: String,
+    /// Where the program lives inside the peer's local container image.
+    pub image_program: String,
+    /// The features it can use as a client.
+    #[serde(default)]
+    pub client: Vec<String>,
+    /// The features it serves as a server.
+    #[serde(default)]
+    pub server: Vec<String>,
+}
+
 /// A peer definition file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +147,10 @@ pub struct PeerDef {
     /// does): the reference as a program rather than in-process, or a benchmark variant.
     #[serde(default)]
     pub lab: Vec<InstanceDef>,
+    /// What the interop lab's client × server matrix says of this peer; `sockslab check` does
+    /// not read it. A peer that is a client only (curl) has a matrix and no `instances`.
+    #[serde(default)]
+    pub matrix: Option<MatrixDef>,
     /// Directory of the definition (set on load).
     #[serde(skip)]
     pub dir: PathBuf,

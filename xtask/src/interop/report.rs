@@ -324,7 +324,8 @@ fn peers_and_phases(o: &mut String, r: &Report) {
     o.push_str("<h3>Peers</h3><table><tr><th>peer</th><th>version</th><th>availability</th></tr>");
     for p in PeerId::ALL {
         let avail = r.meta.unavailable.get(p.name()).cloned().unwrap_or_else(|| "ready".into());
-        let _ = write!(o, "<tr><td>{p}</td><td>{}</td><td>{}</td></tr>", esc(p.version()), esc(&avail));
+        let version = r.meta.versions.get(p.name()).map(String::as_str).unwrap_or("");
+        let _ = write!(o, "<tr><td>{p}</td><td>{}</td><td>{}</td></tr>", esc(version), esc(&avail));
     }
     o.push_str("</table>");
 
