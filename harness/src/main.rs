@@ -459,7 +459,10 @@ async fn check(a: CheckArgs) -> Result<i32> {
         };
         let def = PeerDef::load(&dir)?;
         if def.instances.is_empty() {
-            bail!("peer `{}` has no server instances to check (it is a client only: try `sockslab check-client`)", def.name);
+            bail!(
+                "peer `{}` has no server instances to check (it is a client only: try `sockslab check-client`)",
+                def.name
+            );
         }
         if profiles.is_empty() {
             profiles.push(Profile::by_name("all").expect("built-in profile"));

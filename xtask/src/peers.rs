@@ -132,7 +132,8 @@ fn load_lab_peers() -> Result<std::collections::BTreeMap<PeerId, LabPeer>, Strin
     for peer in PeerId::ALL {
         let def = peer.definition().map_err(|e| e.to_string())?;
         let file = def.dir.join("peer.yaml");
-        let m = def.matrix.ok_or_else(|| format!("{}: no `matrix:` (the lab's peer {peer} needs one)", file.display()))?;
+        let m =
+            def.matrix.ok_or_else(|| format!("{}: no `matrix:` (the lab's peer {peer} needs one)", file.display()))?;
         let caps = Caps {
             client: features(&m.client).map_err(|e| format!("{}: matrix.client: {e}", file.display()))?,
             server: features(&m.server).map_err(|e| format!("{}: matrix.server: {e}", file.display()))?,

@@ -172,7 +172,7 @@ mod tests {
         let mut out = Vec::new();
         for peer in PeerId::ALL.into_iter().filter(|p| !p.caps().server.is_empty()) {
             let mut configs = vec![Config::Open, Config::Auth];
-            configs.extend(super::super::catalogue_configs(peer));
+            configs.extend(super::super::catalogue::catalogue_configs(peer));
             configs.dedup();
             configs.sort();
             configs.dedup();
@@ -247,7 +247,7 @@ mod tests {
     #[test]
     fn the_labs_reference_claims_what_its_command_line_configures() {
         let def = PeerId::Reference.definition().unwrap();
-        for config in super::super::catalogue_configs(PeerId::Reference) {
+        for config in super::super::catalogue::catalogue_configs(PeerId::Reference) {
             let inst = instance(&def, config).unwrap();
             let args = inst.render(1080, Some(&vec![1081; inst.extra.len()]), Path::new("/d")).unwrap().args;
             assert_eq!(args[0], "-L", "{}", inst.name);
