@@ -53,8 +53,10 @@ pub struct Probe {
 /// All observations against one server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observations {
-    /// The authenticated control ([`CONTROL`]): relayed whenever observations exist at all.
-    pub control: Probe,
+    /// The authenticated control that relayed before the probes were judged ([`CONTROL`]).
+    /// There is no fate to record: a control that does not relay fails the cell instead, since
+    /// then "dropped" would prove nothing.
+    pub control: String,
     /// The `regressions.v01.*` scenarios, in the order they ran.
     pub probes: Vec<Probe>,
 }
@@ -80,12 +82,12 @@ fn udp_only(scn: &Scenario) -> bool {
     })
 }
 
-/// The control and the probes to play against a server with `sut`'s claims, in playing order:
-/// the probes that open no TCP connection first (docs/v2ray.md §6: "before any TCP" must come
-/// before anything authenticated), then the control, then the other probes, each group in
-/// catalogue order. Probes that do not apply to the server (as the runner decides from `needs`)
-/// are left out.
-pub fn plan<'a>(catalogue: &'a [Scenario], sut: &Sut) -> Result<(&'a Scenario, Vec<&'a Scenario>)> {
+/// The scenarios to play against a server with `sut`'s claims, in playing order, each marked
+/// whether it is the control: the probes that open no TCP connection first (docs/v2ray.md §6:
+/// "before any TCP" must come before anything authenticated), then the control, then the other
+/// probes, each group in catalogue order. Probes that do not apply to the server (as the runner
+/// decides from `needs`) are left out.
+pub fn plan<'a>(catalogue: &'a [Scenario], sut: &Sut) -> Result<Vec<(&'a Scenario, bool)>> {
     let Some(control) = catalogue.iter().find(|s| s.id == CONTROL) else {
         bail!("the catalogue has no scenario {CONTROL} (the bypass cells' authenticated control)");
     };
@@ -97,9 +99,11 @@ pub fn plan<'a>(catalogue: &'a [Scenario], sut: &Sut) -> Result<(&'a Scenario, V
     if probes.is_empty() {
         bail!("no {PREFIX}* scenario applies to this server");
     }
-    let (mut first, rest): (Vec<_>, Vec<_>) = probes.into_iter().partition(|s| udp_only(s));
-    first.extend(rest);
-    Ok((control, first))
+    let (first, rest): (Vec<_>, Vec<_>) = probes.into_iter().partition(|s| udp_only(s));
+    let mut order: Vec<(&Scenario, bool)> = first.into_iter().map(|s| (s, false)).collect();
+    order.push((control, true));
+    order.extend(rest.into_iter().map(|s| (s, false)));
+    Ok(order)
 }
 
 /// The step a result's failure is at, looked up in the scenario as it was played.
@@ -144,20 +148,16 @@ async fn play(scn: &Scenario, sut: &Sut) -> ScenarioResult {
 /// Each scenario starts its own echo target, so a datagram "reached the target" only when this
 /// scenario's target saw it.
 pub async fn observe(catalogue: &[Scenario], sut: &Sut) -> Result<Observations> {
-    let (control, probes) = plan(catalogue, sut)?;
+    let order = plan(catalogue, sut)?;
     let mut errors = Vec::new();
     let mut observed = Vec::new();
-    let mut control_fate = None;
-    let mut order: Vec<(&Scenario, bool)> = probes.iter().map(|s| (*s, false)).collect();
-    // The control goes right after the probes that open no TCP connection.
-    let at = probes.iter().take_while(|s| udp_only(s)).count();
-    order.insert(at, (control, true));
+    let mut control_relayed = false;
     for (scn, is_control) in order {
         let r = play(scn, sut).await;
         let played = as_played(scn, &sut.claims);
         if is_control {
             match failing_step(&played, &r) {
-                Ok(None) if r.verdict == Verdict::Pass => control_fate = Some(Fate::Relayed),
+                Ok(None) if r.verdict == Verdict::Pass => control_relayed = true,
                 Ok(_) | Err(_) => errors.push(format!(
                     "the authenticated control {CONTROL} did not relay ({}): the probes prove nothing",
                     r.failures.first().map(|f| f.message.as_str()).unwrap_or("not run")
@@ -173,8 +173,10 @@ pub async fn observe(catalogue: &[Scenario], sut: &Sut) -> Result<Observations> 
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
     }
-    let Some(fate) = control_fate else { bail!("the control {CONTROL} was not played") };
-    Ok(Observations { control: Probe { scenario: CONTROL.into(), fate }, probes: observed })
+    if !control_relayed {
+        bail!("the control {CONTROL} was not played");
+    }
+    Ok(Observations { control: CONTROL.into(), probes: observed })
 }
 
 /// The UDP bypass cells: the catalogue's `regressions.v01.*` scenarios per server (bypass.rs),
@@ -333,8 +335,15 @@ mod tests {
     #[test]
     fn plan_puts_the_scenarios_without_tcp_first_and_the_control_is_the_relay_round_trip() {
         let cat = catalogue();
-        let (control, probes) = plan(&cat, &auth_sut()).expect("the catalogue has the scenarios");
+        let order = plan(&cat, &auth_sut()).expect("the catalogue has the scenarios");
+        let controls: Vec<usize> = order.iter().enumerate().filter(|(_, (_, c))| *c).map(|(i, _)| i).collect();
+        assert_eq!(controls.len(), 1, "one control");
+        let (control, _) = order[controls[0]];
         assert_eq!(control.id, CONTROL);
+        // The control comes right after the probes that open no TCP connection.
+        assert!(order[..controls[0]].iter().all(|(s, _)| udp_only(s)));
+        assert!(!udp_only(order[controls[0] + 1].0), "a probe that logs in follows the control");
+        let probes: Vec<&Scenario> = order.iter().filter(|(_, c)| !*c).map(|(s, _)| *s).collect();
         let ids: Vec<&str> = probes.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids.first(), Some(&"regressions.v01.udp-without-any-tcp"), "{ids:?}");
         assert!(ids.iter().all(|i| i.starts_with(PREFIX)), "{ids:?}");
