@@ -93,6 +93,12 @@ impl PeerId {
         &self.lab().caps
     }
 
+    /// How the lab starts it as a client (the definition's `matrix.client`); none for a server
+    /// only.
+    pub fn client(self) -> Option<&'static sockslab::peers::ClientDef> {
+        self.lab().client.as_ref()
+    }
+
     /// Pinned version, for reports (the definition's `matrix.version`).
     pub fn version(self) -> &'static str {
         &self.lab().version
@@ -115,6 +121,7 @@ struct LabPeer {
     version: String,
     image_program: String,
     caps: Caps,
+    client: Option<sockslab::peers::ClientDef>,
 }
 
 static LAB_PEERS: std::sync::OnceLock<Result<std::collections::BTreeMap<PeerId, LabPeer>, String>> =
@@ -134,11 +141,12 @@ fn load_lab_peers() -> Result<std::collections::BTreeMap<PeerId, LabPeer>, Strin
         let file = def.dir.join("peer.yaml");
         let m =
             def.matrix.ok_or_else(|| format!("{}: no `matrix:` (the lab's peer {peer} needs one)", file.display()))?;
+        let client_names: Vec<String> = m.client.iter().flat_map(|c| c.features.keys().cloned()).collect();
         let caps = Caps {
-            client: features(&m.client).map_err(|e| format!("{}: matrix.client: {e}", file.display()))?,
+            client: features(&client_names).map_err(|e| format!("{}: matrix.client: {e}", file.display()))?,
             server: features(&m.server).map_err(|e| format!("{}: matrix.server: {e}", file.display()))?,
         };
-        out.insert(peer, LabPeer { version: m.version, image_program: m.image_program, caps });
+        out.insert(peer, LabPeer { version: m.version, image_program: m.image_program, caps, client: m.client });
     }
     Ok(out)
 }

@@ -252,7 +252,7 @@ pub(super) async fn record_cell(
             // The first log line is the client's command line (curl and the forwarders print it).
             let cmd = match p {
                 PeerId::V2ray4 | PeerId::V2ray5 => {
-                    "v2ray with a dokodemo-door inbound and a socks outbound to the server (xtask/src/interop/cells.rs)"
+                    "v2ray with a dokodemo-door inbound and a socks outbound to the server (matrix.client in its harness/peers definition)"
                         .to_string()
                 }
                 _ => client_logs.lines().next().unwrap_or_default().to_string(),
