@@ -482,11 +482,6 @@ impl Service {
                     message: format!("a {} forwarder takes no transport (+{})", url.scheme, transport.kind),
                 });
             }
-            if transport.kind != socksref::transport::Kind::Tcp {
-                // The transport split implies `notls` for a SOCKS handler on it (no method-level
-                // TLS inside TLS); a forwarder has no methods, so the key means nothing here.
-                url.params.remove("notls");
-            }
             return Self::forward(url, chain, via, transport);
         }
         let (socks4, socks5) = match url.scheme.as_str() {

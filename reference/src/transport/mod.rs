@@ -252,6 +252,12 @@ const KCP_KEYS: &[&str] = &[
     "tcp",
 ];
 
+/// Whether `handler` (the scheme before `+`) is one of the SOCKS handlers, the only ones that
+/// negotiate methods and so the only ones gost's TLS methods `80`/`82` concern.
+fn is_socks_handler(handler: &str) -> bool {
+    matches!(handler, "socks5" | "socks5h" | "socks" | "socks4" | "socks4a")
+}
+
 /// The first of `keys` present in `url`.
 fn first_key(url: &ProxyUrl, keys: &[&'static str]) -> Option<&'static str> {
     keys.iter().find(|k| url.params.contains_key(**k)).copied()
@@ -262,8 +268,8 @@ fn first_key(url: &ProxyUrl, keys: &[&'static str]) -> Option<&'static str> {
 /// the transport are removed from the returned URL. A scheme without `+` is TCP. An unknown
 /// transport is a `scheme` error naming the known ones.
 ///
-/// With a transport that encrypts (tls, wss, mtls, mwss), gost's TLS *methods* `80`/`82` are
-/// turned off unless the URL says `notls=false`: another TLS inside TLS buys nothing. The same
+/// With a transport that encrypts (tls, wss, mtls, mwss), a SOCKS handler's gost TLS *methods*
+/// `80`/`82` are turned off unless the URL says `notls=false`: another TLS inside TLS buys nothing. The same
 /// holds for mws: there, a method-`80` handshake inside one smux stream breaks gost's session
 /// for every later stream (seen between two gost 3.2.6 peers: the next stream's first write
 /// fails with "i/o timeout"), so a peer that wants to work with gost must not select or offer it.
@@ -308,7 +314,10 @@ pub fn split_url(mut url: ProxyUrl) -> Result<(ProxyUrl, TransportSpec), UrlErro
         }
         consumed.extend_from_slice(TLS_KEYS);
     }
-    if (kind.has_tls() || kind.is_mux() || kind == Kind::Kcp) && !url.params.contains_key("notls") {
+    // Only a SOCKS handler has methods to turn off; a forwarder (`tcp+tls://`, `forward+mws://`)
+    // negotiates nothing, so it gets no `notls` it would have to refuse or ignore.
+    let encrypts_or_muxes = kind.has_tls() || kind.is_mux() || kind == Kind::Kcp;
+    if encrypts_or_muxes && is_socks_handler(&handler) && !url.params.contains_key("notls") {
         url.params.insert("notls".into(), "true".into());
     }
     if kind.has_ws() {
@@ -989,6 +998,21 @@ mod tests {
         let (u, t) = split_url(ProxyUrl::parse("socks5+mws://:1?notls=false&mux.version=2").unwrap()).unwrap();
         assert_eq!((t.kind, t.mux.version), (Kind::Mws, 2));
         assert_eq!(u.params.get("notls").map(String::as_str), Some("false"));
+    }
+
+    #[test]
+    fn notls_is_implied_only_for_a_socks_handler() {
+        let notls = |raw: &str| split_url(ProxyUrl::parse(raw).unwrap()).unwrap().0.params.get("notls").cloned();
+        for raw in ["socks5+tls://:1", "socks+mws://:1", "socks4a+kcp://:1", "socks5h+mtls://:1"] {
+            assert_eq!(notls(raw).as_deref(), Some("true"), "{raw}");
+        }
+        // A forwarder negotiates no methods: nothing to turn off, and no key it would refuse.
+        for raw in ["tcp+tls://:1/127.0.0.1:80", "forward+mws://:1", "tcp+kcp://:1/127.0.0.1:80", "forward+tls://h:1"] {
+            assert_eq!(notls(raw), None, "{raw}");
+        }
+        // What the URL says stays; a plain TCP transport implies nothing.
+        assert_eq!(notls("socks5+tls://:1?notls=false").as_deref(), Some("false"));
+        assert_eq!(notls("socks5://:1"), None);
     }
 
     #[test]
