@@ -28,13 +28,18 @@ pub const MAX_UDP_SESSIONS: usize = 1024;
 const UDP_QUEUE: usize = 64;
 /// Pause after a failed `accept` (e.g. EMFILE) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Deadline of a connection's transport handshake in [`tcp`] when the listener's URL sets no
+/// `handshakeTimeout` (a forwarder has no SOCKS handshake whose deadline could cover it).
+pub const FORWARD_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between failed BIND attempts in [`rtcp`].
 pub const RTCP_MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Forwards every connection accepted on `listener` to `target` through `chain`. The listener may
 /// run any transport (gost's `tcp+tls://`, `forward+ws://`, `mtls://:p/target`, …): each
-/// connection's transport handshake runs in its own task, under `handshake_timeout`, so a client
-/// that stalls its TLS or WebSocket handshake holds up no one else.
+/// connection's transport handshake runs in its own task, under the listener's own
+/// `handshakeTimeout` ([`FORWARD_HANDSHAKE_TIMEOUT`] without one; the chain's timeouts are for
+/// its hops, not for the clients of this listener), so a client that stalls its TLS or
+/// WebSocket handshake holds up no one else.
 pub async fn tcp(
     mut listener: crate::transport::Listener,
     target: Address,
@@ -42,7 +47,7 @@ pub async fn tcp(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let transport = listener.kind();
-    let handshake_timeout = chain.handshake_timeout;
+    let handshake_timeout = listener.handshake_timeout().unwrap_or(FORWARD_HANDSHAKE_TIMEOUT);
     info!(local = %listener.local_addr(), %transport, %target, hops = chain.hops.len(), "tcp forwarder listening");
     tokio::pin!(shutdown);
     loop {
@@ -518,4 +523,47 @@ pub async fn rtcp_mux(
     }
     info!(%listen, "rtcp forwarder stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{Kind, TransportSpec};
+    use tokio::io::AsyncReadExt;
+
+    /// How long a `tcp` forwarder on a WebSocket listener keeps a client that never sends its
+    /// upgrade request, with the listener's `handshakeTimeout` (or none) and a chain whose own
+    /// handshake timeout is 1 s. On a paused clock: the only timer is the forwarder's, so the
+    /// clock jumps straight to it and the time read is exactly the deadline that closed it.
+    async fn stalled_client_kept_for(listener_timeout: Option<Duration>) -> Duration {
+        let mut spec = TransportSpec::new(Kind::Ws);
+        spec.handshake_timeout = listener_timeout;
+        let bound = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = bound.local_addr().unwrap();
+        let listener = crate::transport::Listener::new(bound, &spec).unwrap();
+        let chain = Arc::new(Chain { handshake_timeout: Duration::from_secs(1), ..Chain::direct() });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let fwd = tokio::spawn(super::tcp(listener, Address::from(addr), chain, async move {
+            let _ = stopped.await;
+        }));
+        let start = Instant::now();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The forwarder closes the connection at its deadline: EOF, no byte.
+        assert_eq!(client.read(&mut [0u8; 1]).await.unwrap(), 0);
+        let kept = start.elapsed();
+        let _ = stop.send(());
+        fwd.await.unwrap().unwrap();
+        kept
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_listeners_handshake_timeout_bounds_the_transport_handshake_not_the_chains() {
+        let kept = stalled_client_kept_for(Some(Duration::from_secs(30))).await;
+        assert!(kept >= Duration::from_secs(30) && kept < Duration::from_secs(31), "{kept:?}");
+        let kept = stalled_client_kept_for(None).await;
+        assert!(
+            kept >= FORWARD_HANDSHAKE_TIMEOUT && kept < FORWARD_HANDSHAKE_TIMEOUT + Duration::from_secs(1),
+            "{kept:?}"
+        );
+    }
 }

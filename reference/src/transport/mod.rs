@@ -633,6 +633,9 @@ impl Drop for AbortOnDrop {
 pub struct Listener {
     local: SocketAddr,
     kind: Kind,
+    /// The URL's `handshakeTimeout`, which [`ServerLayers`] already applies; kept so a handler
+    /// with no deadline of its own (a forwarder) can read the limit the URL chose.
+    handshake_timeout: Option<Duration>,
     inner: ListenerInner,
 }
 
@@ -650,7 +653,8 @@ const MUX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 impl Listener {
     /// Plain TCP on an already-bound listener.
     pub fn tcp(tcp: TcpListener) -> io::Result<Self> {
-        Ok(Self { local: tcp.local_addr()?, kind: Kind::Tcp, inner: ListenerInner::Plain { tcp, layers: None } })
+        let local = tcp.local_addr()?;
+        Ok(Self { local, kind: Kind::Tcp, handshake_timeout: None, inner: ListenerInner::Plain { tcp, layers: None } })
     }
 
     /// `spec`'s transport on an already-bound TCP listener. Fails only when the TLS
@@ -667,7 +671,8 @@ impl Listener {
         };
         if !spec.kind.is_mux() {
             let layers = (spec.kind != Kind::Tcp).then(|| Arc::new(layers));
-            return Ok(Self { local, kind: spec.kind, inner: ListenerInner::Plain { tcp, layers } });
+            let inner = ListenerInner::Plain { tcp, layers };
+            return Ok(Self { local, kind: spec.kind, handshake_timeout: spec.handshake_timeout, inner });
         }
         let layers =
             Arc::new(ServerLayers { timeout: Some(layers.timeout.unwrap_or(MUX_HANDSHAKE_TIMEOUT)), ..layers });
@@ -676,6 +681,7 @@ impl Listener {
         Ok(Self {
             local,
             kind: spec.kind,
+            handshake_timeout: spec.handshake_timeout,
             inner: ListenerInner::Mux { streams: rx, _sessions: AbortOnDrop(task.abort_handle()) },
         })
     }
@@ -698,7 +704,12 @@ impl Listener {
 
     /// kcp on an already-bound kcp listener.
     pub fn kcp(listener: kcp::Listener) -> Self {
-        Self { local: listener.local_addr(), kind: Kind::Kcp, inner: ListenerInner::Kcp(listener) }
+        Self {
+            local: listener.local_addr(),
+            kind: Kind::Kcp,
+            handshake_timeout: None,
+            inner: ListenerInner::Kcp(listener),
+        }
     }
 
     /// The bound address.
@@ -709,6 +720,12 @@ impl Listener {
     /// The transport.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// The deadline of a connection's transport handshake the URL set (`handshakeTimeout`);
+    /// `None` when it set none, leaving the deadline to the handler.
+    pub fn handshake_timeout(&self) -> Option<Duration> {
+        self.handshake_timeout
     }
 
     /// The next conversation and the address of the peer it comes from. For smux transports
