@@ -314,51 +314,97 @@ pub async fn rtcp(
     if chain.hops.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "rtcp needs at least one proxy"));
     }
-    tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let round = async {
-            let pending = chain.bind(&listen).await?;
-            info!(bound = %pending.bound, %listen, %target, "rtcp: listening at the proxy");
-            pending.accept().await
-        };
-        let r = tokio::select! {
-            () = &mut shutdown => break,
-            r = round => r,
-        };
-        match r {
-            Ok((mut stream, peer)) => {
-                backoff = Duration::from_millis(100);
-                let (target, limit) = (target.clone(), chain.connect_timeout);
-                tokio::spawn(async move {
-                    debug!(%peer, %target, "rtcp: peer connected");
-                    // Directly, not through the chain: the target is on this side.
-                    let local = match crate::client::dial(&target, limit).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            warn!(%peer, %target, error = %e, "rtcp: local connect failed");
-                            return;
-                        }
-                    };
-                    let mut local = crate::tls::Stream::Tcp(local);
-                    match crate::tls::relay(&mut stream, &mut local, None).await {
-                        Ok(t) => debug!(%peer, inbound = t.a_to_b, outbound = t.b_to_a, "rtcp: done"),
-                        Err(e) => debug!(%peer, error = %e, "rtcp: relay ended"),
-                    }
-                });
-            }
-            Err(e) => {
-                warn!(hop = ?e.hop_index(), error = %e, retry_in = ?backoff, "rtcp: bind failed");
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(RTCP_MAX_BACKOFF);
-            }
-        }
-    }
+    let (listen_at, to, limit) = (&listen, &target, chain.connect_timeout);
+    let open = || async {
+        let pending = chain.bind(listen_at).await?;
+        info!(bound = %pending.bound, listen = %listen_at, target = %to, "rtcp: listening at the proxy");
+        pending.accept().await
+    };
+    let serve = |(mut stream, peer): (crate::tls::Stream, Address)| {
+        let target = to.clone();
+        tokio::spawn(async move {
+            let Some(local) = dial_local(&peer, &target, limit).await else { return };
+            relay_ended(&peer, crate::tls::relay(&mut stream, &mut crate::tls::Stream::Tcp(local), None).await);
+        });
+        // The next BIND goes out at once: only a failure backs off.
+        std::future::ready(AfterServe::Reopen)
+    };
+    reconnect("rtcp: bind failed", shutdown, open, serve).await;
     info!(%listen, "rtcp forwarder stopped");
     Ok(())
+}
+
+/// What [`reconnect`] does once a session's `serve` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterServe {
+    /// Open the next session at once (rtcp's BIND: one session per connection, by design).
+    Reopen,
+    /// The session ended: wait the (reset) backoff before opening the next one.
+    Pause,
+}
+
+/// The reconnect loop of the remote forwarders: `open` a session at the chain's last hop,
+/// `serve` it, and after a failed `open` (logged as `failed`), or a session that ended with
+/// [`AfterServe::Pause`], wait before the next `open`. The wait starts at 100 ms, doubles after
+/// each wait up to [`RTCP_MAX_BACKOFF`], and is back at 100 ms after every session opened.
+/// Returns at `shutdown`, whichever of open, serve or wait it interrupts.
+async fn reconnect<T, O, S>(
+    failed: &str,
+    shutdown: impl Future<Output = ()>,
+    mut open: impl FnMut() -> O,
+    mut serve: impl FnMut(T) -> S,
+) where
+    O: Future<Output = Result<T, Error>>,
+    S: Future<Output = AfterServe>,
+{
+    const FIRST: Duration = Duration::from_millis(100);
+    tokio::pin!(shutdown);
+    let mut backoff = FIRST;
+    loop {
+        let opened = tokio::select! {
+            () = &mut shutdown => return,
+            r = open() => r,
+        };
+        match opened {
+            Ok(session) => {
+                backoff = FIRST;
+                let after = tokio::select! {
+                    () = &mut shutdown => return,
+                    after = serve(session) => after,
+                };
+                if after == AfterServe::Reopen {
+                    continue;
+                }
+            }
+            Err(e) => warn!(hop = ?e.hop_index(), error = %e, retry_in = ?backoff, "{failed}"),
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RTCP_MAX_BACKOFF);
+    }
+}
+
+/// Dials the local `target` for a remote forwarder's `peer`, directly, not through the chain:
+/// the target is on this side. `None` (logged) when it cannot be reached.
+async fn dial_local(peer: &Address, target: &Address, limit: Duration) -> Option<tokio::net::TcpStream> {
+    debug!(%peer, %target, "rtcp: peer connected");
+    match crate::client::dial(target, limit).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(%peer, %target, error = %e, "rtcp: local connect failed");
+            None
+        }
+    }
+}
+
+/// Logs how a remote forwarder's relay for `peer` ended.
+fn relay_ended(peer: &Address, r: io::Result<crate::relay::Transferred>) {
+    match r {
+        Ok(t) => debug!(%peer, inbound = t.a_to_b, outbound = t.b_to_a, "rtcp: done"),
+        Err(e) => debug!(%peer, error = %e, "rtcp: relay ended"),
+    }
 }
 
 /// Peers of [`rudp`]: a generation (so an ending peer task never removes a newer one) and the
@@ -377,33 +423,16 @@ pub async fn rudp(
     idle: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let mut backoff = Duration::from_millis(100);
-    tokio::pin!(shutdown);
-    loop {
-        let opened = tokio::select! {
-            () = &mut shutdown => break,
-            r = chain.udp_tun(Some(&listen)) => r,
-        };
-        match opened {
-            Ok(tun) => {
-                backoff = Duration::from_millis(100);
-                info!(bound = %tun.bound(), %listen, %target, "rudp: listening at the proxy");
-                let ended = tokio::select! {
-                    () = &mut shutdown => break,
-                    r = rudp_serve(Arc::new(tun), &target, idle) => r,
-                };
-                if let Err(e) = ended {
-                    warn!(error = %e, "rudp: tunnel ended");
-                }
-            }
-            Err(e) => warn!(hop = ?e.hop_index(), error = %e, retry_in = ?backoff, "rudp: bind failed"),
+    let (listen_at, to) = (&listen, &target);
+    let open = || chain.udp_tun(Some(listen_at));
+    let serve = |tun: crate::client::UdpTunnel| async move {
+        info!(bound = %tun.bound(), listen = %listen_at, target = %to, "rudp: listening at the proxy");
+        if let Err(e) = rudp_serve(Arc::new(tun), to, idle).await {
+            warn!(error = %e, "rudp: tunnel ended");
         }
-        tokio::select! {
-            () = &mut shutdown => break,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(RTCP_MAX_BACKOFF);
-    }
+        AfterServe::Pause
+    };
+    reconnect("rudp: bind failed", shutdown, open, serve).await;
     info!(%listen, "rudp forwarder stopped");
     Ok(())
 }
@@ -472,55 +501,27 @@ pub async fn rtcp_mux(
     chain: Arc<Chain>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let mut backoff = Duration::from_millis(100);
-    tokio::pin!(shutdown);
-    loop {
-        let bound = tokio::select! {
-            () = &mut shutdown => break,
-            r = chain.mbind(&listen) => r,
-        };
-        match bound {
-            Ok(mux) => {
-                backoff = Duration::from_millis(100);
-                info!(bound = %mux.bound, %listen, %target, "rtcp: listening at the proxy (MBIND)");
-                loop {
-                    let next = tokio::select! {
-                        () = &mut shutdown => return Ok(()),
-                        r = mux.accept() => r,
-                    };
-                    let (mut stream, peer) = match next {
-                        Ok(v) => v,
-                        Err(e) => {
-                            // As gost: a bad stream (or the end) tears the session down.
-                            warn!(error = %e, "rtcp: MBIND session ended");
-                            break;
-                        }
-                    };
-                    let (target, limit) = (target.clone(), chain.connect_timeout);
-                    tokio::spawn(async move {
-                        debug!(%peer, %target, "rtcp: peer connected");
-                        let mut local = match crate::client::dial(&target, limit).await {
-                            Ok(s) => s,
-                            Err(e) => {
-                                warn!(%peer, %target, error = %e, "rtcp: local connect failed");
-                                return;
-                            }
-                        };
-                        match crate::relay::relay(&mut stream, &mut local, None).await {
-                            Ok(t) => debug!(%peer, inbound = t.a_to_b, outbound = t.b_to_a, "rtcp: done"),
-                            Err(e) => debug!(%peer, error = %e, "rtcp: relay ended"),
-                        }
-                    });
+    let (listen_at, to, limit) = (&listen, &target, chain.connect_timeout);
+    let open = || chain.mbind(listen_at);
+    let serve = |mux: crate::client::MuxBind| async move {
+        info!(bound = %mux.bound, listen = %listen_at, target = %to, "rtcp: listening at the proxy (MBIND)");
+        loop {
+            let (mut stream, peer) = match mux.accept().await {
+                Ok(v) => v,
+                Err(e) => {
+                    // As gost: a bad stream (or the end) tears the session down.
+                    warn!(error = %e, "rtcp: MBIND session ended");
+                    return AfterServe::Pause;
                 }
-            }
-            Err(e) => warn!(hop = ?e.hop_index(), error = %e, retry_in = ?backoff, "rtcp: MBIND failed"),
+            };
+            let target = to.clone();
+            tokio::spawn(async move {
+                let Some(mut local) = dial_local(&peer, &target, limit).await else { return };
+                relay_ended(&peer, crate::relay::relay(&mut stream, &mut local, None).await);
+            });
         }
-        tokio::select! {
-            () = &mut shutdown => break,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(RTCP_MAX_BACKOFF);
-    }
+    };
+    reconnect("rtcp: MBIND failed", shutdown, open, serve).await;
     info!(%listen, "rtcp forwarder stopped");
     Ok(())
 }
@@ -554,6 +555,59 @@ mod tests {
         let _ = stop.send(());
         fwd.await.unwrap().unwrap();
         kept
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconnect_backs_off_doubling_to_the_cap_resets_after_a_session_and_stops_at_shutdown() {
+        let start = Instant::now();
+        // When each `open` ran, and what it returned: failures, one session, failures again.
+        let outcomes = [false, false, false, false, false, false, true, false, false];
+        let opens = Mutex::new(Vec::new());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stop = Mutex::new(Some(stop));
+        let open = || {
+            let mut at = opens.lock().unwrap();
+            at.push(start.elapsed());
+            let ok = outcomes.get(at.len() - 1).copied().unwrap_or(false);
+            if at.len() == outcomes.len() {
+                // Stop during the wait that follows this last failure.
+                let _ = stop.lock().unwrap().take().map(|s| s.send(()));
+            }
+            std::future::ready(if ok { Ok(()) } else { Err(Error::Unsupported("refused")) })
+        };
+        let serve = |()| std::future::ready(AfterServe::Pause);
+        reconnect("test: open failed", async { drop(stopped.await) }, open, serve).await;
+        let at = opens.into_inner().unwrap();
+        let gaps: Vec<u64> = at.windows(2).map(|w| (w[1] - w[0]).as_millis() as u64).collect();
+        // 100 ms doubling to the 1 s cap; the session resets it, so its pause is 100 ms again.
+        assert_eq!(gaps, [100, 200, 400, 800, 1000, 1000, 100, 200], "{at:?}");
+        assert_eq!(RTCP_MAX_BACKOFF, Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconnect_opens_again_at_once_after_a_reopen_session() {
+        let start = Instant::now();
+        let opens = Mutex::new(Vec::new());
+        let open = || {
+            opens.lock().unwrap().push(start.elapsed());
+            std::future::ready(Ok::<_, Error>(()))
+        };
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        let serve = |()| {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                if n == 3 {
+                    // The fourth session never ends: shutdown interrupts it.
+                    std::future::pending::<()>().await;
+                }
+                AfterServe::Reopen
+            }
+        };
+        let shutdown = tokio::time::sleep(Duration::from_secs(5));
+        reconnect("test: open failed", shutdown, open, serve).await;
+        let at = opens.into_inner().unwrap();
+        assert_eq!(at, [Duration::ZERO; 4]);
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
     }
 
     #[tokio::test(start_paused = true)]
