@@ -26,8 +26,6 @@ pub const MAX_UDP_SESSIONS: usize = 1024;
 /// Datagrams queued per UDP session while its association is being set up or the upstream is
 /// busy; beyond that they are dropped, as a congested UDP path would.
 const UDP_QUEUE: usize = 64;
-/// Pause after a failed `accept` (e.g. EMFILE) so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Deadline of a connection's transport handshake in [`tcp`] when the listener's URL sets no
 /// `handshakeTimeout` (a forwarder has no SOCKS handshake whose deadline could cover it).
 pub const FORWARD_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,14 +51,7 @@ pub async fn tcp(
     loop {
         let (incoming, peer) = tokio::select! {
             () = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
+            v = listener.accept_retrying() => v,
         };
         let (target, chain) = (target.clone(), chain.clone());
         tokio::spawn(async move {

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::policy::Transport;
 pub use crate::policy::{Credential, ServerConfig, Stats, Wiring};
@@ -138,15 +138,8 @@ pub async fn serve_on(
         while tasks.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning (R-87, V-19).
-                    warn!(error = %e, "accept failed; backing off");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            // EMFILE and friends back off there instead of spinning (R-87, V-19).
+            v = listener.accept_retrying() => v,
         };
         Stats::bump(&shared.config.wiring.stats.accepted);
         let Ok(permit) = permits.clone().try_acquire_owned() else {

@@ -728,6 +728,17 @@ impl Listener {
         self.handshake_timeout
     }
 
+    /// [`Listener::accept`] until it succeeds: a failure is logged and retried after
+    /// [`ACCEPT_BACKOFF`]. Cancel it (drop the future) to stop, e.g. at shutdown.
+    pub async fn accept_retrying(&mut self) -> (Incoming, SocketAddr) {
+        loop {
+            match self.accept().await {
+                Ok(v) => return v,
+                Err(e) => accept_failed(e).await,
+            }
+        }
+    }
+
     /// The next conversation and the address of the peer it comes from. For smux transports
     /// that is a stream of a session whose handshake is already done; otherwise a TCP
     /// connection whose transport handshake [`Incoming::establish`] still has to run.
@@ -754,6 +765,16 @@ impl Listener {
     }
 }
 
+/// Pause after a failed `accept` so an accept loop backs off instead of spinning.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What every accept loop does when `accept` fails (EMFILE and friends, R-87, V-19): say so and
+/// pause [`ACCEPT_BACKOFF`], since retrying at once would spin on the same error.
+async fn accept_failed(e: io::Error) {
+    tracing::warn!(error = %e, "accept failed; backing off");
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
+}
+
 /// Accepts TCP connections, runs their layers, and hands every smux stream of every session on.
 /// Ends when the listener is dropped (which aborts this task and with it every session task).
 async fn mux_accept_loop(
@@ -768,8 +789,7 @@ async fn mux_accept_loop(
         let (s, peer) = match tcp.accept().await {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed; backing off");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                accept_failed(e).await;
                 continue;
             }
         };
