@@ -125,61 +125,24 @@ impl Source {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // One model for every spelling: -L/-F URLs map into it as gost's command line does, -C reads it.
-    let (model, source) = match (&args.config, &args.v2ray) {
-        (_, Some(path)) => {
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("socksref: --v2ray {}: {e}", path.display());
-                    return ExitCode::from(2);
-                }
-            };
-            match config::v2ray::translate(path, &text) {
-                Ok(t) => {
-                    // Never silent about what the translation leaves out.
-                    for note in &t.notes {
-                        eprintln!("socksref: {}: {note}", path.display());
-                    }
-                    let source = Source::V2ray {
-                        file: path.clone(),
-                        text,
-                        services: t.service_origins,
-                        chains: t.chain_origins,
-                    };
-                    (t.config, source)
-                }
-                Err(e) => {
-                    eprintln!("socksref: {e}");
-                    return ExitCode::from(2);
-                }
-            }
+    match start(&args) {
+        Ok(code) => code,
+        Err(Refused(message)) => {
+            eprintln!("socksref: {message}");
+            ExitCode::from(2)
         }
-        (Some(path), None) => match std::fs::read_to_string(path) {
-            Ok(text) => match config::Config::parse(path, &text) {
-                Ok(m) => (m, Source::File(path.clone(), text)),
-                Err(e) => {
-                    eprintln!("socksref: {e}");
-                    return ExitCode::from(2);
-                }
-            },
-            Err(e) => {
-                eprintln!("socksref: -C {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        },
-        (None, None) => match config::cli::from_urls(&args.listen, &args.forward) {
-            Ok(m) => (m, Source::Cli),
-            Err(e) => {
-                let flag = if args.listen.iter().any(|l| ProxyUrl::parse(l).is_err()) { "-L" } else { "-F" };
-                eprintln!("socksref: bad {flag} {e}");
-                return ExitCode::from(2);
-            }
-        },
-    };
+    }
+}
+
+/// A start-up refusal (bad flags, file, URL or config): its message, and exit status 2.
+struct Refused(String);
+
+/// Reads the configuration, prints it (`-O`) or builds and runs every service.
+fn start(args: &Args) -> Result<ExitCode, Refused> {
+    let (model, source) = load_model(args)?;
     if let Some(format) = &args.output {
         let format = if format == "json" { config::Format::Json } else { config::Format::Yaml };
-        return match model.print(format) {
+        return Ok(match model.print(format) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -188,46 +151,89 @@ fn main() -> ExitCode {
                 eprintln!("socksref: -O: {e}");
                 ExitCode::FAILURE
             }
-        };
+        });
     }
-    let plan = match config::plan::plan(&model) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("socksref: {}", source.plan_error(&e));
-            return ExitCode::from(2);
-        }
-    };
+    let plan = config::plan::plan(&model).map_err(|e| Refused(source.plan_error(&e)))?;
     let level = args.log_level.clone().or(plan.log_level.clone()).unwrap_or_else(|| "info".into());
-    if let Err(e) = init_logging(&level) {
-        eprintln!("socksref: --log-level: {e}");
-        return ExitCode::from(2);
-    }
+    init_logging(&level).map_err(|e| Refused(format!("--log-level: {e}")))?;
     // Every listener of the process, shared by all services and chains: none of them may be
     // made to connect to another (V-22), and no forwarder or hop may point at one.
     let own = Arc::new(LocalListeners::default());
+    let chains = build_chains(&plan, &source, &own)?;
+    let mut services = build_services(&plan, &source, &own, &chains)?;
+    let chains: Vec<Arc<Chain>> = chains.into_iter().map(|(c, _)| c).collect();
+    apply_fd_budget(&mut services);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("socksref: cannot start the runtime: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    Ok(match runtime.block_on(run(services, own, chains)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("socksref: {e:#}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// One model for every spelling: `--v2ray` translates V2Ray's JSON, `-C` reads gost's YAML or
+/// JSON, and -L/-F URLs map into it as gost's command line does.
+fn load_model(args: &Args) -> Result<(config::Config, Source), Refused> {
+    if let Some(path) = &args.v2ray {
+        let text = std::fs::read_to_string(path).map_err(|e| Refused(format!("--v2ray {}: {e}", path.display())))?;
+        let t = config::v2ray::translate(path, &text).map_err(|e| Refused(e.to_string()))?;
+        // Never silent about what the translation leaves out.
+        for note in &t.notes {
+            eprintln!("socksref: {}: {note}", path.display());
+        }
+        let source = Source::V2ray { file: path.clone(), text, services: t.service_origins, chains: t.chain_origins };
+        return Ok((t.config, source));
+    }
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).map_err(|e| Refused(format!("-C {}: {e}", path.display())))?;
+        let m = config::Config::parse(path, &text).map_err(|e| Refused(e.to_string()))?;
+        return Ok((m, Source::File(path.clone(), text)));
+    }
+    config::cli::from_urls(&args.listen, &args.forward).map(|m| (m, Source::Cli)).map_err(|e| {
+        let flag = if args.listen.iter().any(|l| ProxyUrl::parse(l).is_err()) { "-L" } else { "-F" };
+        Refused(format!("bad {flag} {e}"))
+    })
+}
+
+/// The planned chains, each with how its UDP goes; an error names the hop it is about.
+fn build_chains(
+    plan: &config::plan::Plan,
+    source: &Source,
+    own: &Arc<LocalListeners>,
+) -> Result<Vec<(Arc<Chain>, UdpVia)>, Refused> {
     let mut chains = Vec::with_capacity(plan.chains.len());
     for planned in &plan.chains {
         let urls: Vec<String> = planned.hops.iter().map(|h| h.url.clone()).collect();
         // Each hop alone first, so an error names the hop it is about.
         for hop in &planned.hops {
-            if let Err(e) = parse_chain(std::slice::from_ref(&hop.url)) {
-                eprintln!("socksref: {}", source.url_error("-F", hop, &e));
-                return ExitCode::from(2);
-            }
+            parse_chain(std::slice::from_ref(&hop.url)).map_err(|e| Refused(source.url_error("-F", hop, &e)))?;
         }
         let last = planned.hops.last().expect("plan refuses empty chains");
-        let built = parse_chain(&urls).and_then(|c| Ok((c, udp_via(&urls)?)));
-        match built {
-            Ok((mut c, via)) => {
-                c.own_listeners = Some(own.clone());
-                chains.push((Arc::new(c), via));
-            }
-            Err(e) => {
-                eprintln!("socksref: {}", source.url_error("-F", last, &e));
-                return ExitCode::from(2);
-            }
-        }
+        let (mut c, via) = parse_chain(&urls)
+            .and_then(|c| Ok((c, udp_via(&urls)?)))
+            .map_err(|e| Refused(source.url_error("-F", last, &e)))?;
+        c.own_listeners = Some(own.clone());
+        chains.push((Arc::new(c), via));
     }
+    Ok(chains)
+}
+
+/// The planned services on their chains (direct where they name none), with the users a
+/// config file gives beyond the URL's own.
+fn build_services(
+    plan: &config::plan::Plan,
+    source: &Source,
+    own: &Arc<LocalListeners>,
+    chains: &[(Arc<Chain>, UdpVia)],
+) -> Result<Vec<Service>, Refused> {
     let direct = {
         let mut c = Chain::new(Vec::new());
         c.own_listeners = Some(own.clone());
@@ -236,34 +242,32 @@ fn main() -> ExitCode {
     let mut services = Vec::with_capacity(plan.services.len());
     for planned in &plan.services {
         let (chain, via) = planned.chain.map_or((&direct, UdpVia::Tun), |i| (&chains[i].0, chains[i].1));
-        match Service::from_url(&planned.url.url, chain, via, &own) {
-            Ok(mut service) => {
-                if let Service::Socks { config, .. } = &mut service {
-                    for (u, p) in &planned.extra_users {
-                        // As for the URL's user: a bare name on a SOCKS4-only service is a USERID.
-                        if !config.socks5 && p.is_empty() {
-                            config.socks4_userids.push(u.as_bytes().to_vec());
-                        } else {
-                            config.users.push(Credential { user: u.as_bytes().to_vec(), pass: p.as_bytes().to_vec() });
-                        }
-                    }
+        let mut service = Service::from_url(&planned.url.url, chain, via, own)
+            .map_err(|e| Refused(source.url_error("-L", &planned.url, &e)))?;
+        if let Service::Socks { config, .. } = &mut service {
+            for (u, p) in &planned.extra_users {
+                // As for the URL's user: a bare name on a SOCKS4-only service is a USERID.
+                if !config.socks5 && p.is_empty() {
+                    config.socks4_userids.push(u.as_bytes().to_vec());
+                } else {
+                    config.users.push(Credential { user: u.as_bytes().to_vec(), pass: p.as_bytes().to_vec() });
                 }
-                services.push(service);
-            }
-            Err(e) => {
-                eprintln!("socksref: {}", source.url_error("-L", &planned.url, &e));
-                return ExitCode::from(2);
             }
         }
+        services.push(service);
     }
-    let chains: Vec<Arc<Chain>> = chains.into_iter().map(|(c, _)| c).collect();
+    Ok(services)
+}
+
+/// Raises the descriptor limit and sizes the splice pipes and every SOCKS service's default
+/// connection cap from it, so the cap is reached before EMFILE is (an explicit maxConns is the
+/// operator's choice and kept).
+fn apply_fd_budget(services: &mut [Service]) {
     let nofile = raise_fd_limit();
     let pipes = socksref::policy::splice_pipe_budget(nofile);
     socksref::relay::set_splice_pipe_budget(usize::try_from(pipes).unwrap_or(usize::MAX));
-    // The default connection cap follows the descriptor budget, so the cap is reached before
-    // EMFILE is (an explicit maxConns is the operator's choice and kept).
     let socks_services = services.iter().filter(|s| matches!(s, Service::Socks { .. })).count();
-    for service in &mut services {
+    for service in services {
         if let Service::Socks { url, config, max_conns_given, .. } = service {
             if !*max_conns_given {
                 config.max_connections = socksref::policy::max_connections_for_fds(nofile, socks_services);
@@ -277,20 +281,6 @@ fn main() -> ExitCode {
                 splice_pipes = pipes,
                 "connection caps"
             );
-        }
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("socksref: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(services, own, chains)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("socksref: {e:#}");
-            ExitCode::FAILURE
         }
     }
 }
