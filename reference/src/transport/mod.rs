@@ -294,24 +294,13 @@ pub fn split_url(mut url: ProxyUrl) -> Result<(ProxyUrl, TransportSpec), UrlErro
         });
     }
     let mut spec = TransportSpec::new(kind);
-    let get = |url: &ProxyUrl, keys: &[&str]| keys.iter().find_map(|k| url.params.get(*k).cloned());
     let mut consumed: Vec<&str> = Vec::new();
     if let Some(t) = url.duration_param("handshakeTimeout")? {
         spec.handshake_timeout = Some(t);
     }
     consumed.push("handshakeTimeout");
     if kind.has_tls() {
-        spec.tls.cert_file = get(&url, &["certFile", "cert", "tls.certFile"]);
-        spec.tls.key_file = get(&url, &["keyFile", "key", "tls.keyFile"]);
-        spec.tls.ca_file = get(&url, &["caFile", "ca", "tls.caFile"]);
-        spec.tls.server_name = get(&url, &["serverName", "tls.servername"]);
-        spec.tls.secure = match first_key(&url, &["secure", "tls.secure"]) {
-            Some(k) => url.bool_param(k, false)?,
-            None => false,
-        };
-        if spec.tls.cert_file.is_some() != spec.tls.key_file.is_some() {
-            return Err(url.param_error("certFile", "certFile and keyFile go together"));
-        }
+        spec.tls = tls_params(&url)?;
         consumed.extend_from_slice(TLS_KEYS);
     }
     // Only a SOCKS handler has methods to turn off; a forwarder (`tcp+tls://`, `forward+mws://`)
@@ -321,106 +310,15 @@ pub fn split_url(mut url: ProxyUrl) -> Result<(ProxyUrl, TransportSpec), UrlErro
         url.params.insert("notls".into(), "true".into());
     }
     if kind.has_ws() {
-        if let Some(p) = get(&url, &["path", "ws.path"]) {
-            if !p.starts_with('/') {
-                return Err(url.param_error("path", format!("{p:?} must start with /")));
-            }
-            spec.ws.path = p;
-        }
-        spec.ws.host = get(&url, &["host", "ws.host"]);
-        let keepalive = match first_key(&url, &["keepalive", "ws.keepalive"]) {
-            Some(k) => url.bool_param(k, false)?,
-            None => false,
-        };
-        if keepalive {
-            let interval = match first_key(&url, &["ttl", "keepalive.interval"]) {
-                Some(k) => url.duration_param(k)?.unwrap_or(Duration::from_secs(15)),
-                None => Duration::from_secs(15),
-            };
-            if interval.is_zero() {
-                return Err(url.param_error("ttl", "the keepalive interval must be positive"));
-            }
-            spec.ws.keepalive = Some(interval);
-            // `ttl` means the keepalive interval here (a forwarder's `ttl` is its own key).
-            url.params.remove("ttl");
-        }
-        let size = |url: &ProxyUrl, key: &str| -> Result<Option<usize>, UrlError> {
-            url.params
-                .get(key)
-                .map(|v| {
-                    v.parse::<usize>().ok().filter(|n| *n <= 1 << 24).ok_or_else(|| url.param_error(key, "0..16777216"))
-                })
-                .transpose()
-        };
-        spec.ws.read_buffer_size = size(&url, "readBufferSize")?;
-        spec.ws.write_buffer_size = size(&url, "writeBufferSize")?;
-        if url.bool_param("enableCompression", false)? {
-            return Err(url.param_error("enableCompression", "permessage-deflate is not supported"));
-        }
+        spec.ws = ws_params(&mut url)?;
         consumed.extend_from_slice(WS_KEYS);
     }
     if kind.is_mux() {
-        let m = &mut spec.mux;
-        if let Some(v) = url.params.get("mux.version") {
-            m.version = match v.as_str() {
-                "1" => 1,
-                "2" => 2,
-                _ => return Err(url.param_error("mux.version", "1 or 2")),
-            };
-        }
-        if let Some(d) = url.duration_param("mux.keepaliveInterval")? {
-            m.keepalive_interval = d.max(Duration::from_millis(100));
-        }
-        if let Some(d) = url.duration_param("mux.keepaliveTimeout")? {
-            m.keepalive_timeout = d.max(Duration::from_millis(100));
-        }
-        if url.bool_param("mux.keepaliveDisabled", false)? {
-            // No NOPs and no silence limit; a century stands in for "never" without overflowing
-            // the clock arithmetic.
-            m.keepalive_interval = Duration::from_secs(100 * 365 * 86_400);
-            m.keepalive_timeout = m.keepalive_interval;
-        }
-        if let Some(v) = url.params.get("mux.maxFrameSize") {
-            m.max_frame = v
-                .parse()
-                .ok()
-                .filter(|n| (1..=65_535).contains(n))
-                .ok_or_else(|| url.param_error("mux.maxFrameSize", "1..65535"))?;
-        }
-        if let Some(v) = url.params.get("mux.maxStreamBuffer") {
-            m.max_stream_buffer = v
-                .parse()
-                .ok()
-                .filter(|n| *n >= 1024)
-                .ok_or_else(|| url.param_error("mux.maxStreamBuffer", ">= 1024"))?;
-        }
-        // mux.maxReceiveBuffer: xtaci's session-wide cap; our sessions apply back-pressure per
-        // stream (each stream's buffer is bounded), so the key is accepted and has no effect.
+        spec.mux = mux_params(&url)?;
         consumed.extend_from_slice(MUX_KEYS);
     }
     if kind == Kind::Kcp {
-        let ours: std::collections::BTreeMap<String, String> = url
-            .params
-            .iter()
-            .filter(|(k, _)| k.starts_with("kcp.") || KCP_KEYS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        spec.kcp = kcp::Config::from_params(&ours).map_err(|message| {
-            // The config's messages name the key ("kcp: bad value \"x\" for kcp.sndwnd"); the
-            // URL error names the first key that fails alone, so the user sees where.
-            let key = ours
-                .iter()
-                .find(|(k, v)| {
-                    let one = std::collections::BTreeMap::from([((*k).clone(), (*v).clone())]);
-                    kcp::Config::from_params(&one).is_err()
-                })
-                .map(|(k, _)| k.clone())
-                .unwrap_or_else(|| "kcp".into());
-            url.param_error(&key, message)
-        })?;
-        for k in ours.keys() {
-            url.params.remove(k);
-        }
+        spec.kcp = kcp_params(&mut url)?;
     }
     for k in consumed {
         url.params.remove(k);
@@ -428,6 +326,137 @@ pub fn split_url(mut url: ProxyUrl) -> Result<(ProxyUrl, TransportSpec), UrlErro
     url.scheme = handler;
     debug!(transport, "transport selected");
     Ok((url, spec))
+}
+
+/// A TLS transport's certificate, key, CA, server name and `secure` keys.
+fn tls_params(url: &ProxyUrl) -> Result<TlsFiles, UrlError> {
+    let tls = TlsFiles {
+        cert_file: param(url, &["certFile", "cert", "tls.certFile"]),
+        key_file: param(url, &["keyFile", "key", "tls.keyFile"]),
+        ca_file: param(url, &["caFile", "ca", "tls.caFile"]),
+        server_name: param(url, &["serverName", "tls.servername"]),
+        secure: match first_key(url, &["secure", "tls.secure"]) {
+            Some(k) => url.bool_param(k, false)?,
+            None => false,
+        },
+    };
+    if tls.cert_file.is_some() != tls.key_file.is_some() {
+        return Err(url.param_error("certFile", "certFile and keyFile go together"));
+    }
+    Ok(tls)
+}
+
+/// The value of the first of `keys` the URL has (gost accepts several spellings of a key).
+fn param(url: &ProxyUrl, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|k| url.params.get(*k).cloned())
+}
+
+/// A WebSocket transport's path, host, keepalive and buffer keys; a keepalive's `ttl` is taken
+/// out of `url` (a forwarder's `ttl` is its own key).
+fn ws_params(url: &mut ProxyUrl) -> Result<WsOptions, UrlError> {
+    let mut ws = WsOptions::default();
+    if let Some(p) = param(url, &["path", "ws.path"]) {
+        if !p.starts_with('/') {
+            return Err(url.param_error("path", format!("{p:?} must start with /")));
+        }
+        ws.path = p;
+    }
+    ws.host = param(url, &["host", "ws.host"]);
+    let keepalive = match first_key(url, &["keepalive", "ws.keepalive"]) {
+        Some(k) => url.bool_param(k, false)?,
+        None => false,
+    };
+    if keepalive {
+        let interval = match first_key(url, &["ttl", "keepalive.interval"]) {
+            Some(k) => url.duration_param(k)?.unwrap_or(Duration::from_secs(15)),
+            None => Duration::from_secs(15),
+        };
+        if interval.is_zero() {
+            return Err(url.param_error("ttl", "the keepalive interval must be positive"));
+        }
+        ws.keepalive = Some(interval);
+        // `ttl` means the keepalive interval here (a forwarder's `ttl` is its own key).
+        url.params.remove("ttl");
+    }
+    let size = |url: &ProxyUrl, key: &str| -> Result<Option<usize>, UrlError> {
+        url.params
+            .get(key)
+            .map(|v| {
+                v.parse::<usize>().ok().filter(|n| *n <= 1 << 24).ok_or_else(|| url.param_error(key, "0..16777216"))
+            })
+            .transpose()
+    };
+    ws.read_buffer_size = size(url, "readBufferSize")?;
+    ws.write_buffer_size = size(url, "writeBufferSize")?;
+    if url.bool_param("enableCompression", false)? {
+        return Err(url.param_error("enableCompression", "permessage-deflate is not supported"));
+    }
+    Ok(ws)
+}
+
+/// An smux transport's `mux.*` keys, over smux's defaults.
+fn mux_params(url: &ProxyUrl) -> Result<smux::Config, UrlError> {
+    let mut m = smux::Config::default();
+    if let Some(v) = url.params.get("mux.version") {
+        m.version = match v.as_str() {
+            "1" => 1,
+            "2" => 2,
+            _ => return Err(url.param_error("mux.version", "1 or 2")),
+        };
+    }
+    if let Some(d) = url.duration_param("mux.keepaliveInterval")? {
+        m.keepalive_interval = d.max(Duration::from_millis(100));
+    }
+    if let Some(d) = url.duration_param("mux.keepaliveTimeout")? {
+        m.keepalive_timeout = d.max(Duration::from_millis(100));
+    }
+    if url.bool_param("mux.keepaliveDisabled", false)? {
+        // No NOPs and no silence limit; a century stands in for "never" without overflowing
+        // the clock arithmetic.
+        m.keepalive_interval = Duration::from_secs(100 * 365 * 86_400);
+        m.keepalive_timeout = m.keepalive_interval;
+    }
+    if let Some(v) = url.params.get("mux.maxFrameSize") {
+        m.max_frame = v
+            .parse()
+            .ok()
+            .filter(|n| (1..=65_535).contains(n))
+            .ok_or_else(|| url.param_error("mux.maxFrameSize", "1..65535"))?;
+    }
+    if let Some(v) = url.params.get("mux.maxStreamBuffer") {
+        m.max_stream_buffer =
+            v.parse().ok().filter(|n| *n >= 1024).ok_or_else(|| url.param_error("mux.maxStreamBuffer", ">= 1024"))?;
+    }
+    // mux.maxReceiveBuffer: xtaci's session-wide cap; our sessions apply back-pressure per
+    // stream (each stream's buffer is bounded), so the key is accepted and has no effect.
+    Ok(m)
+}
+
+/// A kcp transport's `kcp.*` (and gost's bare kcp) keys, taken out of `url`.
+fn kcp_params(url: &mut ProxyUrl) -> Result<kcp::Config, UrlError> {
+    let ours: std::collections::BTreeMap<String, String> = url
+        .params
+        .iter()
+        .filter(|(k, _)| k.starts_with("kcp.") || KCP_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let config = kcp::Config::from_params(&ours).map_err(|message| {
+        // The config's messages name the key ("kcp: bad value \"x\" for kcp.sndwnd"); the
+        // URL error names the first key that fails alone, so the user sees where.
+        let key = ours
+            .iter()
+            .find(|(k, v)| {
+                let one = std::collections::BTreeMap::from([((*k).clone(), (*v).clone())]);
+                kcp::Config::from_params(&one).is_err()
+            })
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| "kcp".into());
+        url.param_error(&key, message)
+    })?;
+    for k in ours.keys() {
+        url.params.remove(k);
+    }
+    Ok(config)
 }
 
 // --- TLS configurations ---------------------------------------------------------------------

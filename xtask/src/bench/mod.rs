@@ -21,7 +21,7 @@ mod transport;
 
 use std::fs;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -170,20 +170,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         ServerName::ALL.into_iter().filter(|n| args.peers.is_empty() || args.peers.contains(n)).collect();
     // Find (or build, or install) every executable before measuring anything, so the noisy and
     // slow steps are over before the numbers start.
-    let executables: Vec<(ServerName, Result<PathBuf, String>)> = selected
-        .iter()
-        .map(|&name| {
-            let found = match servers::obtain(name, !args.no_install) {
-                Ok(Some(path)) => Ok(path),
-                Ok(None) => Err("not installed".to_owned()),
-                Err(e) => Err(format!("{e:#}")),
-            };
-            if let Err(reason) = &found {
-                eprintln!("[bench] {}: {reason}; its rows are skipped", name.as_str());
-            }
-            (name, found)
-        })
-        .collect();
+    let executables = obtain_executables(&selected, !args.no_install);
 
     let plan = Measure::plan(tunnels);
     // Other work on the machine skews every number; record how busy it was when we started.
@@ -204,60 +191,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         1 + executables.len()
     );
 
-    let mut servers: Vec<(ServerName, Result<ServerProcess, String>)> = executables
-        .into_iter()
-        .map(|(name, executable)| {
-            let started = executable.and_then(|bin| {
-                ServerProcess::start(name, &bin, &out_dir.join("logs")).map_err(|e| format!("did not start: {e:#}"))
-            });
-            match &started {
-                Ok(server) => {
-                    eprintln!("[bench] {} listening on {} (pid {})", name.as_str(), server.addr, server.pid())
-                }
-                Err(reason) => eprintln!("[bench] {}: {reason}; its rows are skipped", name.as_str()),
-            }
-            (name, started)
-        })
-        .collect();
-
-    // Row by row rather than server by server: the machine is shared (builds run beside the
-    // benchmark), and measuring a row for every subject back to back keeps each row's ratios
-    // comparable even when the background load changes during the run.
-    let mut rows = Vec::with_capacity(plan.len());
-    for &m in &plan {
-        let direct = measure(&runtime, &targets.info, Subject::Direct, m, window);
-        let mut outcomes = Vec::with_capacity(servers.len());
-        for (name, server) in &mut servers {
-            let outcome = match server {
-                Err(reason) => Outcome::Skipped { reason: reason.clone() },
-                // A crashed server fails its remaining rows rather than producing connect errors.
-                Ok(process) => match process.check_alive() {
-                    Err(e) => Outcome::Failed { error: format!("{e:#}") },
-                    Ok(()) => {
-                        let subject = Subject::Server {
-                            name: *name,
-                            socks5: process.addr,
-                            socks4: process.socks4_addr,
-                            pid: process.pid(),
-                        };
-                        measure(&runtime, &targets.info, subject, m, window)
-                    }
-                },
-            };
-            outcomes.push((*name, outcome));
-        }
-        rows.push(Row { spec: m.spec(), direct, servers: outcomes });
-    }
-    let server_status = servers
-        .iter_mut()
-        .map(|(name, server)| {
-            let status = match server {
-                Ok(process) => process.check_alive().map_or_else(|e| format!("{e:#}"), |()| "ran".to_owned()),
-                Err(reason) => reason.clone(),
-            };
-            (name.as_str().to_owned(), status)
-        })
-        .collect();
+    let mut servers = start_servers(executables, &out_dir.join("logs"));
+    let rows = measure_rows(&runtime, &targets, &plan, &mut servers, window);
+    let server_status = server_status(&mut servers);
     // Dropping the handles stops the servers (SIGTERM, then SIGKILL), by pid.
     drop(servers);
     let transports =
@@ -276,8 +212,104 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         load_average_at_start: load_average,
         servers: server_status,
     };
-    let report = Report { meta, rows };
-    let table = report.to_table() + &transports;
+    write_report(&out_dir, &Report { meta, rows }, &transports)
+}
+
+/// Every selected server's executable, found, built or installed before anything is measured
+/// (so the noisy and slow steps are over before the numbers start), or why there is none.
+fn obtain_executables(selected: &[ServerName], install: bool) -> Vec<(ServerName, Result<PathBuf, String>)> {
+    selected
+        .iter()
+        .map(|&name| {
+            let found = match servers::obtain(name, install) {
+                Ok(Some(path)) => Ok(path),
+                Ok(None) => Err("not installed".to_owned()),
+                Err(e) => Err(format!("{e:#}")),
+            };
+            if let Err(reason) = &found {
+                eprintln!("[bench] {}: {reason}; its rows are skipped", name.as_str());
+            }
+            (name, found)
+        })
+        .collect()
+}
+
+/// Every server that has an executable, started and listening, or why it is not.
+fn start_servers(
+    executables: Vec<(ServerName, Result<PathBuf, String>)>,
+    logs: &Path,
+) -> Vec<(ServerName, Result<ServerProcess, String>)> {
+    executables
+        .into_iter()
+        .map(|(name, executable)| {
+            let started = executable
+                .and_then(|bin| ServerProcess::start(name, &bin, logs).map_err(|e| format!("did not start: {e:#}")));
+            match &started {
+                Ok(server) => {
+                    eprintln!("[bench] {} listening on {} (pid {})", name.as_str(), server.addr, server.pid())
+                }
+                Err(reason) => eprintln!("[bench] {}: {reason}; its rows are skipped", name.as_str()),
+            }
+            (name, started)
+        })
+        .collect()
+}
+
+/// The rows of `plan`, row by row rather than server by server: the machine is shared (builds
+/// run beside the benchmark), and measuring a row for every subject back to back keeps each
+/// row's ratios comparable even when the background load changes during the run.
+fn measure_rows(
+    runtime: &tokio::runtime::Runtime,
+    targets: &Targets,
+    plan: &[Measure],
+    servers: &mut [(ServerName, Result<ServerProcess, String>)],
+    window: Duration,
+) -> Vec<Row> {
+    let mut rows = Vec::with_capacity(plan.len());
+    for &m in plan {
+        let direct = measure(runtime, &targets.info, Subject::Direct, m, window);
+        let mut outcomes = Vec::with_capacity(servers.len());
+        for (name, server) in servers.iter_mut() {
+            let outcome = match server {
+                Err(reason) => Outcome::Skipped { reason: reason.clone() },
+                // A crashed server fails its remaining rows rather than producing connect errors.
+                Ok(process) => match process.check_alive() {
+                    Err(e) => Outcome::Failed { error: format!("{e:#}") },
+                    Ok(()) => {
+                        let subject = Subject::Server {
+                            name: *name,
+                            socks5: process.addr,
+                            socks4: process.socks4_addr,
+                            pid: process.pid(),
+                        };
+                        measure(runtime, &targets.info, subject, m, window)
+                    }
+                },
+            };
+            outcomes.push((*name, outcome));
+        }
+        rows.push(Row { spec: m.spec(), direct, servers: outcomes });
+    }
+    rows
+}
+
+/// How each server ended the run: `ran`, why it stopped, or why it never started.
+fn server_status(servers: &mut [(ServerName, Result<ServerProcess, String>)]) -> Vec<(String, String)> {
+    servers
+        .iter_mut()
+        .map(|(name, server)| {
+            let status = match server {
+                Ok(process) => process.check_alive().map_or_else(|e| format!("{e:#}"), |()| "ran".to_owned()),
+                Err(reason) => reason.clone(),
+            };
+            (name.as_str().to_owned(), status)
+        })
+        .collect()
+}
+
+/// Prints the table (with the transport rows) and writes it and the JSON report to `out_dir`.
+fn write_report(out_dir: &Path, report: &Report, transports: &str) -> Result<()> {
+    let table = report.to_table() + transports;
     print!("{table}");
     let json_path = out_dir.join("bench.json");
     fs::write(&json_path, report.to_json()?).with_context(|| format!("writing {}", json_path.display()))?;
