@@ -7,20 +7,14 @@
 use std::path::Path;
 
 use rstest::rstest;
+use rstest_reuse::apply;
 use sockslab::reference::{self, RefOptions};
 use sockslab::runner::{run_scenario, RunOptions};
 use sockslab::scenario::{load_catalogue, Role, Schedule, StepKind};
 use sockslab::verdict::{Expectations, Verdict};
 use socksref::transport::{Kind, TransportSpec};
 
-#[rstest]
-#[case::tls(Kind::Tls)]
-#[case::ws(Kind::Ws)]
-#[case::wss(Kind::Wss)]
-#[case::mtls(Kind::Mtls)]
-#[case::mws(Kind::Mws)]
-#[case::mwss(Kind::Mwss)]
-#[case::kcp(Kind::Kcp)]
+#[apply(testkit::tunnels)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalogue_passes_over_the_transport(#[case] kind: Kind) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");

@@ -257,6 +257,27 @@ pub mod echo {
     }
 }
 
+/// The rstest cases of every transport that wraps the SOCKS stream (all of socksref's but plain
+/// TCP), one case per transport named after it: the list that the transport tests of socksref
+/// and the catalogue-over-transports tests of sockslab each wrote out before. Apply it with
+/// `#[rstest_reuse::apply(testkit::tunnels)]` to an `async fn` whose argument is
+/// `kind: socksref::transport::Kind` (more cases, such as plain TCP, may follow the `apply`).
+///
+/// The cases name `socksref::transport::Kind` as tokens only: they are checked where the template
+/// is applied (a crate that depends on socksref), so this crate still depends on no workspace
+/// crate.
+#[rstest_reuse::template]
+#[export]
+#[rstest]
+#[case::tls(socksref::transport::Kind::Tls)]
+#[case::ws(socksref::transport::Kind::Ws)]
+#[case::wss(socksref::transport::Kind::Wss)]
+#[case::mtls(socksref::transport::Kind::Mtls)]
+#[case::mws(socksref::transport::Kind::Mws)]
+#[case::mwss(socksref::transport::Kind::Mwss)]
+#[case::kcp(socksref::transport::Kind::Kcp)]
+fn tunnels(#[case] kind: socksref::transport::Kind) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

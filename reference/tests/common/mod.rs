@@ -204,6 +204,42 @@ pub fn spawn(bin: &std::path::Path, args: &[String]) -> Peer {
     Peer(child)
 }
 
+/// The `socksref` binary of this build, started with `args` (warnings and errors only on
+/// stderr, which the test inherits so a failure shows them), killed when the [`Peer`] drops.
+pub fn socksref(args: &[&str]) -> Peer {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_socksref"))
+        .args(args)
+        .args(["--log-level", "warn"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn socksref");
+    Peer(child)
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    testkit::free_port().expect("a free loopback port")
+}
+
+/// Blocks until something accepts on `127.0.0.1:port`; fails the test naming the port after
+/// 10 s (a bound that only turns a hang into a failure).
+pub fn wait_ready(port: u16) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if let Err(e) = testkit::wait_accepting(&mut testkit::NoProcess, &[addr], Duration::from_secs(10)) {
+        panic!("port {port} never opened: {e}");
+    }
+}
+
+/// Runs Debian's curl quietly with a 10 s limit: whether it succeeded, and what it printed.
+pub fn curl(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "10"])
+        .args(args)
+        .output()
+        .expect("curl is required for these tests: apt-get install curl (bash .ci/run installs it)");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Connects to a TCP port that a just-started peer will open (5 s at most).
 pub async fn connect_retry(addr: SocketAddr) -> TcpStream {
     for _ in 0..200 {
