@@ -115,6 +115,11 @@ fn one_hop(version: Version, proxy: SocketAddr) -> Chain {
     quick(vec![Hop::new(version, proxy.into())])
 }
 
+/// One SOCKS5 hop to `proxy` that offers user `user` with password `sekrit`.
+fn with_password(proxy: SocketAddr) -> Chain {
+    quick(vec![Hop::new(Version::V5, proxy.into()).with_credentials("user", "sekrit")])
+}
+
 fn quick(hops: Vec<Hop>) -> Chain {
     Chain { handshake_timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(2), ..Chain::new(hops) }
 }
@@ -130,6 +135,8 @@ fn req(version: Version, command: Command, target: Address) -> ClientRequest {
 /// The greeting our client sends without credentials, and the request for `example.com:80`.
 const GREETING: &str = "05 01 00";
 const REQ_EXAMPLE: &str = "05 01 00 03 0b 6578616d706c652e636f6d 0050";
+/// A SOCKS5 success reply with BND 0.0.0.0:0.
+const GRANTED: &str = "05 00 00 01 00000000 0000";
 
 fn root_proto(e: &Error) -> Option<&ClientError> {
     match e.root() {
@@ -295,15 +302,9 @@ async fn method_selection_outside_the_offer_is_refused() {
 #[tokio::test]
 async fn credentials_go_out_only_after_the_server_selects_02() {
     // C-08: offered 00 and 02, server picks 00: the password never leaves.
-    let script = Script::start(vec![
-        Step::Read(4),
-        Step::Write(hex("05 00")),
-        Step::Read(18),
-        Step::Write(hex("05 00 00 01 00000000 0000")),
-    ])
-    .await;
-    let chain = quick(vec![Hop::new(Version::V5, script.addr.into()).with_credentials("user", "sekrit")]);
-    drop(chain.connect(&name("example.com", 80)).await.unwrap());
+    let script =
+        Script::start(vec![Step::Read(4), Step::Write(hex("05 00")), Step::Read(18), Step::Write(hex(GRANTED))]).await;
+    drop(with_password(script.addr).connect(&name("example.com", 80)).await.unwrap());
     let t = script.transcript().await;
     assert_eq!(t.received, [hex("05 02 00 02"), hex(REQ_EXAMPLE)].concat());
     assert!(!t.received.windows(6).any(|w| w == b"sekrit"));
@@ -316,11 +317,10 @@ async fn credentials_go_out_only_after_the_server_selects_02() {
         Step::Sleep(50),
         Step::Write(hex("01 00")),
         Step::Read(18),
-        Step::Write(hex("05 00 00 01 00000000 0000")),
+        Step::Write(hex(GRANTED)),
     ])
     .await;
-    let chain = quick(vec![Hop::new(Version::V5, script.addr.into()).with_credentials("user", "sekrit")]);
-    drop(chain.connect(&name("example.com", 80)).await.unwrap());
+    drop(with_password(script.addr).connect(&name("example.com", 80)).await.unwrap());
     let t = script.transcript().await;
     assert_eq!(
         t.received,
@@ -330,8 +330,7 @@ async fn credentials_go_out_only_after_the_server_selects_02() {
     // Status ≠ 00 is an authentication failure and no request follows.
     let script =
         Script::start(vec![Step::Read(4), Step::Write(hex("05 02")), Step::Read(13), Step::Write(hex("01 01"))]).await;
-    let chain = quick(vec![Hop::new(Version::V5, script.addr.into()).with_credentials("user", "sekrit")]);
-    let e = chain.connect(&name("example.com", 80)).await.unwrap_err();
+    let e = with_password(script.addr).connect(&name("example.com", 80)).await.unwrap_err();
     assert_eq!(root_proto(&e), Some(&ClientError::AuthFailed(1)));
     assert_eq!(script.transcript().await.received.len(), 4 + 13);
 }
@@ -361,7 +360,7 @@ async fn an_overlong_hostname_fails_before_any_byte_is_sent() {
     assert_eq!(t.received.len(), 0);
 
     // 255 is the largest name that fits: it is sent whole with LEN ff.
-    let script = Script::start(no_auth(4 + 1 + 255 + 2, [Step::Write(hex("05 00 00 01 00000000 0000"))])).await;
+    let script = Script::start(no_auth(4 + 1 + 255 + 2, [Step::Write(hex(GRANTED))])).await;
     let max = Address { host: Host::Domain(vec![b'b'; 255]), port: 80 };
     drop(one_hop(Version::V5, script.addr).connect(&max).await.unwrap());
     let t = script.transcript().await;
@@ -459,7 +458,7 @@ async fn two_scripted_hops_get_connect_to_the_next_hop_then_to_the_target() {
     let script = Script::start(no_auth(
         10,
         [
-            Step::Write(hex("05 00 00 01 00000000 0000")),
+            Step::Write(hex(GRANTED)),
             // Now "hop 1", SOCKS4a.
             Step::Read(9 + 12),
             Step::Write(hex("00 5a 0000 00000000")),
@@ -478,7 +477,7 @@ async fn two_scripted_hops_get_connect_to_the_next_hop_then_to_the_target() {
     // A refusal at hop 1 is attributed to hop 1.
     let script = Script::start(
         [
-            no_auth(10, [Step::Write(hex("05 00 00 01 00000000 0000"))]),
+            no_auth(10, [Step::Write(hex(GRANTED))]),
             // Now "hop 1", SOCKS5 too, which refuses.
             no_auth(18, [Step::Write(hex("05 05 00 01 00000000 0000"))]),
         ]
