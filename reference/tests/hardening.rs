@@ -22,14 +22,6 @@ fn cfg() -> ServerConfig {
     ServerConfig { allow_bind: true, allow_udp: true, ..Default::default() }
 }
 
-/// Connects and completes the no-auth greeting.
-async fn greeted(server: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(server).await.unwrap();
-    s.write_all(&hex("05 01 00")).await.unwrap();
-    assert_eq!(read_n(&mut s, 2).await, hex("05 00"));
-    s
-}
-
 /// Sends a SOCKS5 request (`cmd`, address bytes) and returns the 10-byte IPv4 reply.
 async fn request(server: SocketAddr, cmd: u8, addr: &[u8]) -> (TcpStream, Vec<u8>) {
     let mut s = greeted(server).await;

@@ -375,6 +375,14 @@ async fn associate(server: SocketAddr, client: &UdpSocket) -> (TcpStream, Socket
     (s, SocketAddr::from(([127, 0, 0, 1], u16::from_be_bytes([r[8], r[9]]))))
 }
 
+/// A fresh loopback client socket with a UDP association at `server` declaring it: the client,
+/// the control connection that keeps the association alive, and the relay's address.
+async fn associated(server: SocketAddr) -> (UdpSocket, TcpStream, SocketAddr) {
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (control, relay) = associate(server, &client).await;
+    (client, control, relay)
+}
+
 fn datagram(frag: u8, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
     [vec![0, 0, frag], v4(to), payload.to_vec()].concat()
 }
@@ -391,8 +399,7 @@ async fn recv(s: &UdpSocket) -> Option<Vec<u8>> {
 async fn udp_round_trip_carries_the_real_source_r61() {
     let server = start(cfg()).await;
     let echo = udp_xor_echo().await;
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (_control, relay) = associate(server.addr, &client).await;
+    let (client, _control, relay) = associated(server.addr).await;
     client.send_to(&datagram(0, echo, b"ping"), relay).await.unwrap();
     let back = recv(&client).await.expect("echo");
     assert_eq!(back, datagram(0, echo, &b"ping".map(|b| b ^ 0x5a)));
@@ -450,8 +457,7 @@ async fn udp_frag_nonzero_and_malformed_headers_are_dropped_d12_r58() {
     let stats = config.wiring.stats.clone();
     let server = start(config).await;
     let echo = udp_xor_echo().await;
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (_control, relay) = associate(server.addr, &client).await;
+    let (client, _control, relay) = associated(server.addr).await;
     client.send_to(&datagram(1, echo, b"frag"), relay).await.unwrap();
     client.send_to(&hex("0000 00 01 7f00"), relay).await.unwrap();
     client.send_to(&hex("0000 00 09 7f000001 0035"), relay).await.unwrap();
@@ -466,8 +472,7 @@ async fn udp_frag_nonzero_and_malformed_headers_are_dropped_d12_r58() {
 async fn udp_port_is_locked_to_the_declared_port_r54() {
     let server = start(cfg()).await;
     let echo = udp_xor_echo().await;
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (_control, relay) = associate(server.addr, &client).await;
+    let (_client, _control, relay) = associated(server.addr).await;
     let other_port = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     other_port.send_to(&datagram(0, echo, b"x"), relay).await.unwrap();
     assert_eq!(recv(&other_port).await, None);
@@ -486,8 +491,7 @@ async fn udp_from_remotes_never_contacted_is_dropped_d16() {
     let config = cfg();
     let stats = config.wiring.stats.clone();
     let server = start(config).await;
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (_control, relay) = associate(server.addr, &client).await;
+    let (client, _control, relay) = associated(server.addr).await;
     let echo = udp_xor_echo().await;
     client.send_to(&datagram(0, echo, b"hi"), relay).await.unwrap();
     assert!(recv(&client).await.is_some());

@@ -175,6 +175,14 @@ pub async fn until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// Connects to a SOCKS5 server and completes the no-auth greeting (`05 01 00` → `05 00`).
+pub async fn greeted(server: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(server).await.unwrap();
+    s.write_all(&hex("05 01 00")).await.unwrap();
+    assert_eq!(read_n(&mut s, 2).await, hex("05 00"));
+    s
+}
+
 /// Reads until EOF (bounded by 5 s) and returns what came before it.
 pub async fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -252,9 +260,17 @@ pub async fn connect_retry(addr: SocketAddr) -> TcpStream {
 }
 
 /// The lab's gost peer binary: `SOCKSLAB_GOST`, else the newest `gost-*` the lab built into
-/// this target directory's `interop/bin`. `None`: the test says SKIP (`.ci/run` builds gost
-/// before the tests, so CI always has it).
+/// this target directory's `interop/bin`. `None` after printing the SKIP line the test then
+/// stands for (`.ci/run` builds gost before the tests, so CI always has it).
 pub fn gost_bin() -> Option<std::path::PathBuf> {
+    let found = find_gost();
+    if found.is_none() {
+        println!("SKIP: no gost peer binary (run `cargo xtask interop` once, or set SOCKSLAB_GOST)");
+    }
+    found
+}
+
+fn find_gost() -> Option<std::path::PathBuf> {
     if let Some(p) = std::env::var_os("SOCKSLAB_GOST") {
         return Some(p.into());
     }
