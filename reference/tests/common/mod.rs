@@ -2,9 +2,10 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use socksref::server::{serve, ServerConfig};
+use socksref::server::{serve, ServerConfig, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
@@ -23,6 +24,12 @@ pub async fn start(config: ServerConfig) -> TestServer {
         let _ = rx.await;
     }));
     TestServer { addr, _stop: tx }
+}
+
+/// [`start`], keeping the server's counters: the events a test waits for and asserts on.
+pub async fn start_counted(config: ServerConfig) -> (TestServer, Arc<Stats>) {
+    let stats = config.wiring.stats.clone();
+    (start(config).await, stats)
 }
 
 /// A TCP echo target that XORs every byte with 0x5a, so a relay that loops data back or
@@ -181,6 +188,14 @@ pub async fn greeted(server: SocketAddr) -> TcpStream {
     s.write_all(&hex("05 01 00")).await.unwrap();
     assert_eq!(read_n(&mut s, 2).await, hex("05 00"));
     s
+}
+
+/// Connects to `server`, sends `bytes` and returns everything it answers until it closes (5 s
+/// bound): for requests the server must refuse and hang up on.
+pub async fn answer_to(server: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(server).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_to_eof(&mut s).await
 }
 
 /// Reads until EOF (bounded by 5 s) and returns what came before it.
