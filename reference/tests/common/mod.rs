@@ -35,24 +35,35 @@ pub async fn start_counted(config: ServerConfig) -> (TestServer, Arc<Stats>) {
 /// A TCP echo target that XORs every byte with 0x5a, so a relay that loops data back or
 /// corrupts it cannot pass as working.
 pub async fn xor_echo() -> SocketAddr {
+    target(|mut s| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            buf[..n].iter_mut().for_each(|b| *b ^= 0x5a);
+            if s.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = s.shutdown().await;
+    })
+    .await
+}
+
+/// A loopback TCP target that runs `serve` on every connection it accepts, each in a task of its
+/// own, until the runtime ends.
+async fn target<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    buf[..n].iter_mut().for_each(|b| *b ^= 0x5a);
-                    if s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = s.shutdown().await;
-            });
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve(s));
         }
     });
     addr
@@ -61,18 +72,12 @@ pub async fn xor_echo() -> SocketAddr {
 /// A target that reads until the client half-closes, then answers with the byte count and the
 /// given banner, then closes: the shape of an HTTP/1.0 exchange.
 pub async fn read_all_then_answer() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut all = Vec::new();
-                let _ = s.read_to_end(&mut all).await;
-                let _ = s.write_all(format!("got {} bytes", all.len()).as_bytes()).await;
-            });
-        }
-    });
-    addr
+    target(|mut s| async move {
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all).await;
+        let _ = s.write_all(format!("got {} bytes", all.len()).as_bytes()).await;
+    })
+    .await
 }
 
 /// A target that speaks first.
@@ -129,27 +134,20 @@ pub async fn udp_xor_echo_on(bind: &str) -> SocketAddr {
 
 /// A minimal HTTP/1.x server answering every request with `body`.
 pub async fn http(body: &'static str) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let resp =
-                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}", body.len(), body);
-                let _ = s.write_all(resp.as_bytes()).await;
-                let _ = s.shutdown().await;
-            });
+    target(move |mut s| async move {
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    addr
+        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}", body.len(), body);
+        let _ = s.write_all(resp.as_bytes()).await;
+        let _ = s.shutdown().await;
+    })
+    .await
 }
 
 /// Decodes spaced hex.
