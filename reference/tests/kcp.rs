@@ -349,7 +349,7 @@ fn gost_query(cfg: &Config) -> String {
 }
 
 async fn our_dialer_through_gost_server(cfg: Config, query: Option<String>, len: usize) -> Option<f64> {
-    let Some(gost) = gost_bin() else { return None };
+    let gost = gost_bin()?;
     let target = tcp_echo_server().await;
     let kaddr = free_udp();
     let url = match query {
