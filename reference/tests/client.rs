@@ -819,10 +819,7 @@ async fn forward_rtcp_through_a_socksref_server() {
     let echo = common::xor_echo().await;
     let srv = common::start(ServerConfig { allow_bind: true, bind_any_peer: true, ..ServerConfig::default() }).await;
     // A port that is free now, for the server to listen on (> 1024, as the server requires).
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let listen = Address { host: Host::Ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port };
     let (stop, on_stop) = shutdown();
     let fwd =

@@ -317,7 +317,7 @@ async fn udp_forwarder_via_udp_tun_and_via_associate() {
 async fn rudp_forwarder_listens_at_the_proxy() {
     let uecho = common::udp_xor_echo().await;
     let srv = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = testkit::free_udp_addr().unwrap().port();
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let chain = Arc::new(quick(vec![Hop::new(Version::V5, srv.addr.into())]));
     let (_stop, sd) = shutdown();
@@ -375,7 +375,7 @@ async fn mbind_client_and_server_over_tls_with_many_peers() {
 async fn rtcp_forwarder_via_mbind_relays_large_payloads() {
     let echo = common::xor_echo().await;
     let srv = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let chain = Arc::new(quick(vec![Hop::new(Version::V5, srv.addr.into())]));
     let (_stop, sd) = shutdown();

@@ -69,7 +69,7 @@ async fn mbind_listens_only_on_the_control_connections_address_d07() {
 #[tokio::test]
 async fn udp_tun_bind_mode_binds_only_the_control_connections_address_d07() {
     let server = start(cfg()).await;
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = testkit::free_udp_addr().unwrap().port();
     let (_control, reply) = request(server.addr, 0xf3, &[&hex("01 00000000")[..], &port.to_be_bytes()].concat()).await;
     // BND is the socket's own address: 127.0.0.1, not 0.0.0.0.
     assert_eq!(reply, [&hex("05 00 00 01 7f000001")[..], &port.to_be_bytes()].concat());
@@ -407,7 +407,7 @@ async fn v2ray_4_udp_through_the_reference() {
     }
     let server = start(cfg()).await;
     let echo = udp_xor_echo_on("127.0.0.1:0").await;
-    let entry = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let entry = testkit::free_udp_addr().unwrap().port();
     // dokodemo-door on UDP `entry` -> the echo target, through the reference as SOCKS5 outbound.
     let config = format!(
         r#"{{"log":{{"loglevel":"warning"}},

@@ -60,11 +60,6 @@ fn echo_every_stream(ln: kcp::Listener) -> SocketAddr {
     addr
 }
 
-/// A loopback UDP address that nothing was bound to a moment ago (a kcp peer's port).
-fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 /// Starts kcptun's client: a local TCP port (returned) tunnelled over kcp to `remote`.
 fn kcptun_client(bin: &std::path::Path, remote: SocketAddr, cfg: &Config, crypt: &str) -> (SocketAddr, Peer) {
     let local = testkit::free_addr().unwrap();
@@ -76,7 +71,7 @@ fn kcptun_client(bin: &std::path::Path, remote: SocketAddr, cfg: &Config, crypt:
 /// Starts kcptun's server on a free UDP port (returned), tunnelling each kcp stream to TCP
 /// `target`.
 async fn kcptun_server(bin: &std::path::Path, target: SocketAddr, cfg: &Config, crypt: &str) -> (SocketAddr, Peer) {
-    let kaddr = free_udp();
+    let kaddr = testkit::free_udp_addr().unwrap();
     let mut args = vec!["-l".into(), kaddr.to_string(), "-t".into(), target.to_string()];
     args.extend(kcptun_flags(cfg, crypt));
     let peer = spawn(bin, &args);
@@ -351,7 +346,7 @@ fn gost_query(cfg: &Config) -> String {
 async fn our_dialer_through_gost_server(cfg: Config, query: Option<String>, len: usize) -> Option<f64> {
     let gost = gost_bin()?;
     let target = tcp_echo_server().await;
-    let kaddr = free_udp();
+    let kaddr = testkit::free_udp_addr().unwrap();
     let url = match query {
         Some(q) => format!("socks5+kcp://{kaddr}?{q}"),
         None => format!("socks5+kcp://{kaddr}"),
@@ -469,7 +464,7 @@ async fn kcptun_client_carries_socks5_to_the_socksref_binary_over_socks5_kcp() {
     // a SOCKS5 client, so this is a second kcp-go implementation against the whole binary.
     let Some(client) = kcptun("kcptun-client") else { return };
     let cfg = Config { key: "sockslab".into(), ..kcptun_cfg() };
-    let kaddr = free_udp();
+    let kaddr = testkit::free_udp_addr().unwrap();
     let query = format!(
         "kcp.key={}&kcp.mode={}&kcp.mtu={}&kcp.sndwnd={}&kcp.rcvwnd={}",
         cfg.key, cfg.mode, cfg.mtu, cfg.sndwnd, cfg.rcvwnd

@@ -352,7 +352,7 @@ async fn a_kcp_hop_behind_another_hop_is_a_clear_error() {
 /// A free loopback port for `transport`'s listener: UDP for kcp, TCP otherwise.
 fn free_port_for(transport: &str) -> u16 {
     if transport == "kcp" {
-        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        testkit::free_udp_addr().unwrap().port()
     } else {
         testkit::free_port().unwrap()
     }

@@ -52,6 +52,12 @@ pub fn free_addr() -> io::Result<SocketAddr> {
     Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
 }
 
+/// `127.0.0.1` with a UDP port that nothing is bound to right now (a kcp or UDP forwarder's
+/// port), with the same bind-and-release race as [`free_port`].
+pub fn free_udp_addr() -> io::Result<SocketAddr> {
+    std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()
+}
+
 /// Why a started process did not become ready.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -288,6 +294,13 @@ mod tests {
         let port = free_port().expect("a port");
         assert_ne!(port, 0);
         TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+    }
+
+    #[test]
+    fn a_free_udp_port_can_be_bound() {
+        let addr = free_udp_addr().expect("a port");
+        assert_ne!(addr.port(), 0);
+        std::net::UdpSocket::bind(addr).expect("the port is free");
     }
 
     #[test]
