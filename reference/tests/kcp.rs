@@ -19,8 +19,9 @@ use common::{connect_retry, gost_bin, spawn, Peer};
 
 const MIB: usize = 1 << 20;
 
-/// Writes `len` bytes while reading the echo back; returns (sent hash, received hash, MiB/s).
-async fn echo_roundtrip<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, len: usize) -> ([u8; 32], [u8; 32], f64) {
+/// Writes `len` bytes through `s` to an echo while reading them back, checks by SHA-256 that the
+/// same octets came back (failing with `what`), and returns the rate in MiB/s each way.
+async fn echoes<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, len: usize, what: &str) -> f64 {
     let data = pseudo_random(len as u64, len);
     let want: [u8; 32] = Sha256::digest(&data).into();
     let (mut r, mut w) = tokio::io::split(s);
@@ -37,13 +38,15 @@ async fn echo_roundtrip<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, len: u
     let mut buf = vec![0u8; 64 * 1024];
     while got < len {
         let n = r.read(&mut buf).await.expect("read");
-        assert!(n > 0, "EOF after {got} of {len} bytes");
+        assert!(n > 0, "{what}: EOF after {got} of {len} bytes");
         h.update(&buf[..n]);
         got += n;
     }
     let secs = started.elapsed().as_secs_f64();
     drop(writer.await.expect("writer"));
-    (want, h.finalize().into(), (len as f64 / MIB as f64) / secs)
+    let got: [u8; 32] = h.finalize().into();
+    assert_eq!(want, got, "{what}");
+    (len as f64 / MIB as f64) / secs
 }
 
 /// Echoes every stream `ln` accepts back to its sender; returns the listener's UDP address.
@@ -128,12 +131,10 @@ async fn ours_to_ours_16_mib_each_way() {
     let cfg = Config::from_query("kcp.key=k&kcp.mode=fast&kcp.sndwnd=1024&kcp.rcvwnd=1024").unwrap();
     let addr = echo_every_stream(kcp::Listener::bind("127.0.0.1:0".parse().unwrap(), &cfg).await.unwrap());
     let d = kcp::dial(addr, &cfg).await.unwrap();
-    let (want, got, rate) = echo_roundtrip(d.open().await.unwrap(), 16 * MIB).await;
-    assert_eq!(want, got);
+    let rate = echoes(d.open().await.unwrap(), 16 * MIB, "16 MiB ours → ours").await;
     println!("ours↔ours: {rate:.1} MiB/s each way");
     // A second stream on the same session.
-    let (want, got, _) = echo_roundtrip(d.open().await.unwrap(), MIB).await;
-    assert_eq!(want, got);
+    echoes(d.open().await.unwrap(), MIB, "1 MiB on a second stream of the same session").await;
 }
 
 /// A kcp-go datagram: FEC data packet around one KCP PUSH segment, sealed with `crypt`.
@@ -193,8 +194,7 @@ async fn kcptun_client_to_our_listener_64_mib_each_way() {
     let kaddr = echo_every_stream(kcp::Listener::bind("127.0.0.1:0".parse().unwrap(), &cfg).await.unwrap());
     let (local, _peer) = kcptun_client(&client, kaddr, &cfg, "aes");
     let tcp = connect_retry(local).await;
-    let (want, got, rate) = echo_roundtrip(tcp, 64 * MIB).await;
-    assert_eq!(want, got, "64 MiB through kcptun-client → our listener → echo → back");
+    let rate = echoes(tcp, 64 * MIB, "64 MiB through kcptun-client → our listener → echo → back").await;
     println!("kcptun-client → socksref kcp listener: {rate:.1} MiB/s each way");
 }
 
@@ -204,8 +204,8 @@ async fn our_dialer_to_kcptun_server_64_mib_each_way() {
     let cfg = kcptun_cfg();
     let (kaddr, _peer) = kcptun_server(&server, tcp_echo_server().await, &cfg, "aes").await;
     let d = kcp::dial(kaddr, &cfg).await.unwrap();
-    let (want, got, rate) = echo_roundtrip(d.open().await.unwrap(), 64 * MIB).await;
-    assert_eq!(want, got, "64 MiB through our dialer → kcptun-server → echo → back");
+    let rate =
+        echoes(d.open().await.unwrap(), 64 * MIB, "64 MiB through our dialer → kcptun-server → echo → back").await;
     println!("socksref kcp dialer → kcptun-server: {rate:.1} MiB/s each way");
 }
 
@@ -265,8 +265,7 @@ async fn kcptun_fec_parity_bytes_equal_ours() {
     let kaddr = echo_every_stream(kcp::Listener::bind("127.0.0.1:0".parse().unwrap(), &cfg).await.unwrap());
     let (relay, seen) = capturing_relay(kaddr).await;
     let (local, _peer) = kcptun_client(&client, relay, &cfg, "none");
-    let (want, got, _) = echo_roundtrip(connect_retry(local).await, 2 * MIB).await;
-    assert_eq!(want, got);
+    echoes(connect_retry(local).await, 2 * MIB, "2 MiB kcptun-client → relay → our listener → echo → back").await;
 
     // Index what kcptun sent by FEC seqid (crypt none: payload after the 20-byte header).
     let seen = seen.lock().unwrap().clone();
@@ -356,8 +355,7 @@ async fn our_dialer_through_gost_server(cfg: Config, query: Option<String>, len:
     let d = kcp::dial(kaddr, &cfg).await.unwrap();
     let mut s = d.open().await.unwrap();
     socks5_connect(&mut s, target).await;
-    let (want, got, rate) = echo_roundtrip(s, len).await;
-    assert_eq!(want, got, "{len} bytes through our kcp dialer → gost socks5+kcp → echo → back");
+    let rate = echoes(s, len, &format!("{len} bytes through our kcp dialer → gost socks5+kcp → echo → back")).await;
     Some(rate)
 }
 
@@ -411,8 +409,7 @@ async fn gost_kcp_client_through_our_listener_and_reference_socks_server_64_mib_
         ],
     );
     let tcp = connect_retry(fwd).await;
-    let (want, got, rate) = echo_roundtrip(tcp, 64 * MIB).await;
-    assert_eq!(want, got, "64 MiB through gost -F socks5+kcp → our listener → reference SOCKS → echo");
+    let rate = echoes(tcp, 64 * MIB, "64 MiB through gost -F socks5+kcp → our listener → reference SOCKS → echo").await;
     println!("gost socks5+kcp client → socksref kcp listener: {rate:.1} MiB/s each way");
 }
 
@@ -439,8 +436,7 @@ async fn kcptun_server_agrees_on_every_cipher_and_nocomp() {
         cfg.nocomp = nocomp;
         let (kaddr, _peer) = kcptun_server(&server, target, &cfg, crypt).await;
         let d = kcp::dial(kaddr, &cfg).await.unwrap();
-        let (want, got, _) = echo_roundtrip(d.open().await.unwrap(), MIB).await;
-        assert_eq!(want, got, "crypt {crypt} nocomp {nocomp}");
+        echoes(d.open().await.unwrap(), MIB, &format!("crypt {crypt} nocomp {nocomp}")).await;
     }
 }
 
@@ -453,8 +449,7 @@ async fn kcptun_client_through_a_lossy_link_to_our_listener() {
     let kaddr = echo_every_stream(kcp::Listener::bind("127.0.0.1:0".parse().unwrap(), &cfg).await.unwrap());
     let (lossy, _) = relay(kaddr, 7).await;
     let (local, _peer) = kcptun_client(&client, lossy, &cfg, "aes");
-    let (want, got, rate) = echo_roundtrip(connect_retry(local).await, 8 * MIB).await;
-    assert_eq!(want, got, "8 MiB over a link losing 1 datagram in 7");
+    let rate = echoes(connect_retry(local).await, 8 * MIB, "8 MiB over a link losing 1 datagram in 7").await;
     println!("kcptun-client → lossy link → socksref kcp listener: {rate:.1} MiB/s each way");
 }
 
@@ -476,7 +471,6 @@ async fn kcptun_client_carries_socks5_to_the_socksref_binary_over_socks5_kcp() {
     // it, and KCP resends them, so the first CONNECT needs no readiness probe.
     let mut tcp = connect_retry(local).await;
     socks5_connect(&mut tcp, target).await;
-    let (want, got, rate) = echo_roundtrip(tcp, 16 * MIB).await;
-    assert_eq!(want, got, "16 MiB through kcptun-client → socksref -L socks5+kcp → echo → back");
+    let rate = echoes(tcp, 16 * MIB, "16 MiB through kcptun-client → socksref -L socks5+kcp → echo → back").await;
     println!("kcptun-client → socksref -L socks5+kcp: {rate:.1} MiB/s each way");
 }
