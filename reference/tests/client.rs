@@ -13,7 +13,7 @@ use socksref::client::{handshake, Chain, Error, Hop};
 use socksref::proto::client::{ClientError, ClientRequest};
 use socksref::proto::{Address, Command, Host, ProtoError, Reply, Socks4Reply, Version};
 use socksref::server::ServerConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -632,20 +632,27 @@ async fn direct_chain_connects_straight_to_the_target() {
     xor_roundtrip(&mut s).await;
 }
 
+/// BIND through `chain` for a peer from 127.0.0.1 (D-07: DST.ADDR names the expected peer),
+/// connect that peer to the bound address, and return the accepted tunnel, the peer address the
+/// proxy reported, and the peer's own connection.
+async fn bind_and_connect_a_peer(chain: &Chain) -> (impl AsyncRead + AsyncWrite + Unpin, Address, TcpStream) {
+    let pending = chain.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).await.unwrap();
+    let bound = pending.bound.socket_addr().expect("an IP BND");
+    assert_ne!(bound.port(), 0);
+    let accept = tokio::spawn(pending.accept());
+    let peer = TcpStream::connect(bound).await.unwrap();
+    let (s, from) = tokio::time::timeout(Duration::from_secs(5), accept).await.unwrap().unwrap().unwrap();
+    (s, from, peer)
+}
+
 #[tokio::test]
 async fn bind_through_a_socksref_chain() {
     let a = common::start(ServerConfig::default()).await;
     let b = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
     let chain = quick(vec![Hop::new(Version::V5, a.addr.into()), Hop::new(Version::V5, b.addr.into())]);
-    // The peer will come from 127.0.0.1 (D-07: DST.ADDR names the expected peer).
-    let pending = chain.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).await.unwrap();
-    let bound = pending.bound.socket_addr().expect("an IP BND");
-    assert_ne!(bound.port(), 0);
-    let accept = tokio::spawn(pending.accept());
-    let mut peer = TcpStream::connect(bound).await.unwrap();
-    peer.write_all(b"from peer").await.unwrap();
-    let (mut s, from) = accept.await.unwrap().unwrap();
+    let (mut s, from, mut peer) = bind_and_connect_a_peer(&chain).await;
     assert_eq!(from, peer.local_addr().unwrap().into());
+    peer.write_all(b"from peer").await.unwrap();
     let mut b9 = [0u8; 9];
     s.read_exact(&mut b9).await.unwrap();
     assert_eq!(&b9, b"from peer");
@@ -688,11 +695,7 @@ async fn socks4_bind_at_the_last_hop() {
     let a = common::start(ServerConfig::default()).await;
     let b = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
     let chain = quick(vec![Hop::new(Version::V4a, a.addr.into()), Hop::new(Version::V4, b.addr.into())]);
-    let pending = chain.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).await.unwrap();
-    let bound = pending.bound.socket_addr().expect("an IP BND");
-    let accept = tokio::spawn(pending.accept());
-    let mut peer = TcpStream::connect(bound).await.unwrap();
-    let (mut s, from) = accept.await.unwrap().unwrap();
+    let (mut s, from, mut peer) = bind_and_connect_a_peer(&chain).await;
     assert_eq!(from, peer.local_addr().unwrap().into());
     s.write_all(b"v4").await.unwrap();
     let mut b2 = [0u8; 2];
@@ -1003,13 +1006,8 @@ async fn dante_udp_association_echo() {
 #[tokio::test]
 async fn dante_bind() {
     let Some(d) = dante().await else { return };
-    let pending =
-        one_hop(Version::V5, d.addr).bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).await.unwrap();
-    let bound = pending.bound.socket_addr().expect("an IP BND");
-    let accept = tokio::spawn(pending.accept());
-    let mut peer = TcpStream::connect(bound).await.unwrap();
+    let (mut s, _from, mut peer) = bind_and_connect_a_peer(&one_hop(Version::V5, d.addr)).await;
     peer.write_all(b"xyz").await.unwrap();
-    let (mut s, _from) = tokio::time::timeout(Duration::from_secs(5), accept).await.unwrap().unwrap().unwrap();
     let mut b = [0u8; 3];
     s.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"xyz");
