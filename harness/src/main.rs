@@ -458,6 +458,12 @@ async fn check(a: CheckArgs) -> Result<i32> {
             sockslab::default_peers_dir().join(peer)
         };
         let def = PeerDef::load(&dir)?;
+        if def.instances.is_empty() {
+            bail!(
+                "peer `{}` has no server instances to check (it is a client only: try `sockslab check-client`)",
+                def.name
+            );
+        }
         if profiles.is_empty() {
             profiles.push(Profile::by_name("all").expect("built-in profile"));
         }

@@ -178,3 +178,13 @@ fn a_malformed_scenario_names_file_line_and_field() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("requirements.yaml"), "{}", summary(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// curl's definition is a client's (the interop lab's matrix entry, no server instances), and
+/// `check --peer curl` says so instead of checking nothing.
+#[test]
+fn check_refuses_a_peer_that_is_a_client_only() {
+    let out = sockslab(&["check", "--peer", "curl"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", summary(&out));
+    assert!(err.contains("curl") && err.contains("no server instances") && err.contains("check-client"), "{err}");
+}

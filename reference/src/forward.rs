@@ -26,15 +26,18 @@ pub const MAX_UDP_SESSIONS: usize = 1024;
 /// Datagrams queued per UDP session while its association is being set up or the upstream is
 /// busy; beyond that they are dropped, as a congested UDP path would.
 const UDP_QUEUE: usize = 64;
-/// Pause after a failed `accept` (e.g. EMFILE) so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Deadline of a connection's transport handshake in [`tcp`] when the listener's URL sets no
+/// `handshakeTimeout` (a forwarder has no SOCKS handshake whose deadline could cover it).
+pub const FORWARD_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between failed BIND attempts in [`rtcp`].
 pub const RTCP_MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Forwards every connection accepted on `listener` to `target` through `chain`. The listener may
 /// run any transport (gost's `tcp+tls://`, `forward+ws://`, `mtls://:p/target`, …): each
-/// connection's transport handshake runs in its own task, under `handshake_timeout`, so a client
-/// that stalls its TLS or WebSocket handshake holds up no one else.
+/// connection's transport handshake runs in its own task, under the listener's own
+/// `handshakeTimeout` ([`FORWARD_HANDSHAKE_TIMEOUT`] without one; the chain's timeouts are for
+/// its hops, not for the clients of this listener), so a client that stalls its TLS or
+/// WebSocket handshake holds up no one else.
 pub async fn tcp(
     mut listener: crate::transport::Listener,
     target: Address,
@@ -42,20 +45,13 @@ pub async fn tcp(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let transport = listener.kind();
-    let handshake_timeout = chain.handshake_timeout;
+    let handshake_timeout = listener.handshake_timeout().unwrap_or(FORWARD_HANDSHAKE_TIMEOUT);
     info!(local = %listener.local_addr(), %transport, %target, hops = chain.hops.len(), "tcp forwarder listening");
     tokio::pin!(shutdown);
     loop {
         let (incoming, peer) = tokio::select! {
             () = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
+            v = listener.accept_retrying() => v,
         };
         let (target, chain) = (target.clone(), chain.clone());
         tokio::spawn(async move {
@@ -309,51 +305,97 @@ pub async fn rtcp(
     if chain.hops.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "rtcp needs at least one proxy"));
     }
-    tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let round = async {
-            let pending = chain.bind(&listen).await?;
-            info!(bound = %pending.bound, %listen, %target, "rtcp: listening at the proxy");
-            pending.accept().await
-        };
-        let r = tokio::select! {
-            () = &mut shutdown => break,
-            r = round => r,
-        };
-        match r {
-            Ok((mut stream, peer)) => {
-                backoff = Duration::from_millis(100);
-                let (target, limit) = (target.clone(), chain.connect_timeout);
-                tokio::spawn(async move {
-                    debug!(%peer, %target, "rtcp: peer connected");
-                    // Directly, not through the chain: the target is on this side.
-                    let local = match crate::client::dial(&target, limit).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            warn!(%peer, %target, error = %e, "rtcp: local connect failed");
-                            return;
-                        }
-                    };
-                    let mut local = crate::tls::Stream::Tcp(local);
-                    match crate::tls::relay(&mut stream, &mut local, None).await {
-                        Ok(t) => debug!(%peer, inbound = t.a_to_b, outbound = t.b_to_a, "rtcp: done"),
-                        Err(e) => debug!(%peer, error = %e, "rtcp: relay ended"),
-                    }
-                });
-            }
-            Err(e) => {
-                warn!(hop = ?e.hop_index(), error = %e, retry_in = ?backoff, "rtcp: bind failed");
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(RTCP_MAX_BACKOFF);
-            }
-        }
-    }
+    let (listen_at, to, limit) = (&listen, &target, chain.connect_timeout);
+    let open = || async {
+        let pending = chain.bind(listen_at).await?;
+        info!(bound = %pending.bound, listen = %listen_at, target = %to, "rtcp: listening at the proxy");
+        pending.accept().await
+    };
+    let serve = |(mut stream, peer): (crate::tls::Stream, Address)| {
+        let target = to.clone();
+        tokio::spawn(async move {
+            let Some(local) = dial_local(&peer, &target, limit).await else { return };
+            relay_ended(&peer, crate::tls::relay(&mut stream, &mut crate::tls::Stream::Tcp(local), None).await);
+        });
+        // The next BIND goes out at once: only a failure backs off.
+        std::future::ready(AfterServe::Reopen)
+    };
+    reconnect("rtcp: bind failed", shutdown, open, serve).await;
     info!(%listen, "rtcp forwarder stopped");
     Ok(())
+}
+
+/// What [`reconnect`] does once a session's `serve` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterServe {
+    /// Open the next session at once (rtcp's BIND: one session per connection, by design).
+    Reopen,
+    /// The session ended: wait the (reset) backoff before opening the next one.
+    Pause,
+}
+
+/// The reconnect loop of the remote forwarders: `open` a session at the chain's last hop,
+/// `serve` it, and after a failed `open` (logged as `failed`), or a session that ended with
+/// [`AfterServe::Pause`], wait before the next `open`. The wait starts at 100 ms, doubles after
+/// each wait up to [`RTCP_MAX_BACKOFF`], and is back at 100 ms after every session opened.
+/// Returns at `shutdown`, whichever of open, serve or wait it interrupts.
+async fn reconnect<T, O, S>(
+    failed: &str,
+    shutdown: impl Future<Output = ()>,
+    mut open: impl FnMut() -> O,
+    mut serve: impl FnMut(T) -> S,
+) where
+    O: Future<Output = Result<T, Error>>,
+    S: Future<Output = AfterServe>,
+{
+    const FIRST: Duration = Duration::from_millis(100);
+    tokio::pin!(shutdown);
+    let mut backoff = FIRST;
+    loop {
+        let opened = tokio::select! {
+            () = &mut shutdown => return,
+            r = open() => r,
+        };
+        match opened {
+            Ok(session) => {
+                backoff = FIRST;
+                let after = tokio::select! {
+                    () = &mut shutdown => return,
+                    after = serve(session) => after,
+                };
+                if after == AfterServe::Reopen {
+                    continue;
+                }
+            }
+            Err(e) => warn!(hop = ?e.hop_index(), error = %e, retry_in = ?backoff, "{failed}"),
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RTCP_MAX_BACKOFF);
+    }
+}
+
+/// Dials the local `target` for a remote forwarder's `peer`, directly, not through the chain:
+/// the target is on this side. `None` (logged) when it cannot be reached.
+async fn dial_local(peer: &Address, target: &Address, limit: Duration) -> Option<tokio::net::TcpStream> {
+    debug!(%peer, %target, "rtcp: peer connected");
+    match crate::client::dial(target, limit).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(%peer, %target, error = %e, "rtcp: local connect failed");
+            None
+        }
+    }
+}
+
+/// Logs how a remote forwarder's relay for `peer` ended.
+fn relay_ended(peer: &Address, r: io::Result<crate::relay::Transferred>) {
+    match r {
+        Ok(t) => debug!(%peer, inbound = t.a_to_b, outbound = t.b_to_a, "rtcp: done"),
+        Err(e) => debug!(%peer, error = %e, "rtcp: relay ended"),
+    }
 }
 
 /// Peers of [`rudp`]: a generation (so an ending peer task never removes a newer one) and the
@@ -372,33 +414,16 @@ pub async fn rudp(
     idle: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let mut backoff = Duration::from_millis(100);
-    tokio::pin!(shutdown);
-    loop {
-        let opened = tokio::select! {
-            () = &mut shutdown => break,
-            r = chain.udp_tun(Some(&listen)) => r,
-        };
-        match opened {
-            Ok(tun) => {
-                backoff = Duration::from_millis(100);
-                info!(bound = %tun.bound(), %listen, %target, "rudp: listening at the proxy");
-                let ended = tokio::select! {
-                    () = &mut shutdown => break,
-                    r = rudp_serve(Arc::new(tun), &target, idle) => r,
-                };
-                if let Err(e) = ended {
-                    warn!(error = %e, "rudp: tunnel ended");
-                }
-            }
-            Err(e) => warn!(hop = ?e.hop_index(), error = %e, retry_in = ?backoff, "rudp: bind failed"),
+    let (listen_at, to) = (&listen, &target);
+    let open = || chain.udp_tun(Some(listen_at));
+    let serve = |tun: crate::client::UdpTunnel| async move {
+        info!(bound = %tun.bound(), listen = %listen_at, target = %to, "rudp: listening at the proxy");
+        if let Err(e) = rudp_serve(Arc::new(tun), to, idle).await {
+            warn!(error = %e, "rudp: tunnel ended");
         }
-        tokio::select! {
-            () = &mut shutdown => break,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(RTCP_MAX_BACKOFF);
-    }
+        AfterServe::Pause
+    };
+    reconnect("rudp: bind failed", shutdown, open, serve).await;
     info!(%listen, "rudp forwarder stopped");
     Ok(())
 }
@@ -467,55 +492,123 @@ pub async fn rtcp_mux(
     chain: Arc<Chain>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let mut backoff = Duration::from_millis(100);
-    tokio::pin!(shutdown);
-    loop {
-        let bound = tokio::select! {
-            () = &mut shutdown => break,
-            r = chain.mbind(&listen) => r,
-        };
-        match bound {
-            Ok(mux) => {
-                backoff = Duration::from_millis(100);
-                info!(bound = %mux.bound, %listen, %target, "rtcp: listening at the proxy (MBIND)");
-                loop {
-                    let next = tokio::select! {
-                        () = &mut shutdown => return Ok(()),
-                        r = mux.accept() => r,
-                    };
-                    let (mut stream, peer) = match next {
-                        Ok(v) => v,
-                        Err(e) => {
-                            // As gost: a bad stream (or the end) tears the session down.
-                            warn!(error = %e, "rtcp: MBIND session ended");
-                            break;
-                        }
-                    };
-                    let (target, limit) = (target.clone(), chain.connect_timeout);
-                    tokio::spawn(async move {
-                        debug!(%peer, %target, "rtcp: peer connected");
-                        let mut local = match crate::client::dial(&target, limit).await {
-                            Ok(s) => s,
-                            Err(e) => {
-                                warn!(%peer, %target, error = %e, "rtcp: local connect failed");
-                                return;
-                            }
-                        };
-                        match crate::relay::relay(&mut stream, &mut local, None).await {
-                            Ok(t) => debug!(%peer, inbound = t.a_to_b, outbound = t.b_to_a, "rtcp: done"),
-                            Err(e) => debug!(%peer, error = %e, "rtcp: relay ended"),
-                        }
-                    });
+    let (listen_at, to, limit) = (&listen, &target, chain.connect_timeout);
+    let open = || chain.mbind(listen_at);
+    let serve = |mux: crate::client::MuxBind| async move {
+        info!(bound = %mux.bound, listen = %listen_at, target = %to, "rtcp: listening at the proxy (MBIND)");
+        loop {
+            let (mut stream, peer) = match mux.accept().await {
+                Ok(v) => v,
+                Err(e) => {
+                    // As gost: a bad stream (or the end) tears the session down.
+                    warn!(error = %e, "rtcp: MBIND session ended");
+                    return AfterServe::Pause;
                 }
-            }
-            Err(e) => warn!(hop = ?e.hop_index(), error = %e, retry_in = ?backoff, "rtcp: MBIND failed"),
+            };
+            let target = to.clone();
+            tokio::spawn(async move {
+                let Some(mut local) = dial_local(&peer, &target, limit).await else { return };
+                relay_ended(&peer, crate::relay::relay(&mut stream, &mut local, None).await);
+            });
         }
-        tokio::select! {
-            () = &mut shutdown => break,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(RTCP_MAX_BACKOFF);
-    }
+    };
+    reconnect("rtcp: MBIND failed", shutdown, open, serve).await;
     info!(%listen, "rtcp forwarder stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{Kind, TransportSpec};
+    use tokio::io::AsyncReadExt;
+
+    /// How long a `tcp` forwarder on a WebSocket listener keeps a client that never sends its
+    /// upgrade request, with the listener's `handshakeTimeout` (or none) and a chain whose own
+    /// handshake timeout is 1 s. On a paused clock: the only timer is the forwarder's, so the
+    /// clock jumps straight to it and the time read is exactly the deadline that closed it.
+    async fn stalled_client_kept_for(listener_timeout: Option<Duration>) -> Duration {
+        let mut spec = TransportSpec::new(Kind::Ws);
+        spec.handshake_timeout = listener_timeout;
+        let bound = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = bound.local_addr().unwrap();
+        let listener = crate::transport::Listener::new(bound, &spec).unwrap();
+        let chain = Arc::new(Chain { handshake_timeout: Duration::from_secs(1), ..Chain::direct() });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let fwd = tokio::spawn(super::tcp(listener, Address::from(addr), chain, async move {
+            let _ = stopped.await;
+        }));
+        let start = Instant::now();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The forwarder closes the connection at its deadline: EOF, no byte.
+        assert_eq!(client.read(&mut [0u8; 1]).await.unwrap(), 0);
+        let kept = start.elapsed();
+        let _ = stop.send(());
+        fwd.await.unwrap().unwrap();
+        kept
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconnect_backs_off_doubling_to_the_cap_resets_after_a_session_and_stops_at_shutdown() {
+        let start = Instant::now();
+        // When each `open` ran, and what it returned: failures, one session, failures again.
+        let outcomes = [false, false, false, false, false, false, true, false, false];
+        let opens = Mutex::new(Vec::new());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stop = Mutex::new(Some(stop));
+        let open = || {
+            let mut at = opens.lock().unwrap();
+            at.push(start.elapsed());
+            let ok = outcomes.get(at.len() - 1).copied().unwrap_or(false);
+            if at.len() == outcomes.len() {
+                // Stop during the wait that follows this last failure.
+                let _ = stop.lock().unwrap().take().map(|s| s.send(()));
+            }
+            std::future::ready(if ok { Ok(()) } else { Err(Error::Unsupported("refused")) })
+        };
+        let serve = |()| std::future::ready(AfterServe::Pause);
+        reconnect("test: open failed", async { drop(stopped.await) }, open, serve).await;
+        let at = opens.into_inner().unwrap();
+        let gaps: Vec<u64> = at.windows(2).map(|w| (w[1] - w[0]).as_millis() as u64).collect();
+        // 100 ms doubling to the 1 s cap; the session resets it, so its pause is 100 ms again.
+        assert_eq!(gaps, [100, 200, 400, 800, 1000, 1000, 100, 200], "{at:?}");
+        assert_eq!(RTCP_MAX_BACKOFF, Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconnect_opens_again_at_once_after_a_reopen_session() {
+        let start = Instant::now();
+        let opens = Mutex::new(Vec::new());
+        let open = || {
+            opens.lock().unwrap().push(start.elapsed());
+            std::future::ready(Ok::<_, Error>(()))
+        };
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        let serve = |()| {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                if n == 3 {
+                    // The fourth session never ends: shutdown interrupts it.
+                    std::future::pending::<()>().await;
+                }
+                AfterServe::Reopen
+            }
+        };
+        let shutdown = tokio::time::sleep(Duration::from_secs(5));
+        reconnect("test: open failed", shutdown, open, serve).await;
+        let at = opens.into_inner().unwrap();
+        assert_eq!(at, [Duration::ZERO; 4]);
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_listeners_handshake_timeout_bounds_the_transport_handshake_not_the_chains() {
+        let kept = stalled_client_kept_for(Some(Duration::from_secs(30))).await;
+        assert!(kept >= Duration::from_secs(30) && kept < Duration::from_secs(31), "{kept:?}");
+        let kept = stalled_client_kept_for(None).await;
+        assert!(
+            kept >= FORWARD_HANDSHAKE_TIMEOUT && kept < FORWARD_HANDSHAKE_TIMEOUT + Duration::from_secs(1),
+            "{kept:?}"
+        );
+    }
 }

@@ -85,15 +85,13 @@ pub struct InteropArgs {
     pub backend: Option<BackendArg>,
 
     /// Only cells involving this peer (repeatable): curl, gost, v2ray5, v2ray4, reference.
-    #[arg(long = "peer", value_name = "NAME", value_parser = ["curl", "gost", "v2ray5", "v2ray4", "reference"])]
+    #[arg(long = "peer", value_name = "NAME", value_parser = peer_names())]
     pub peers: Vec<String>,
 
     /// Only these features (repeatable): socks4, socks4a, socks4-userid, socks5-connect,
     /// userpass, bind, udp-associate, mbind, udp-tun, rudp-tun, tls-methods, tls-auth,
     /// half-close, plus udp-bypass and scenarios.
-    #[arg(long = "feature", value_name = "NAME", value_parser = [
-        "socks4", "socks4a", "socks4-userid", "socks5-connect", "userpass", "bind", "udp-associate", "mbind",
-        "udp-tun", "rudp-tun", "tls-methods", "tls-auth", "half-close", "udp-bypass", "scenarios"])]
+    #[arg(long = "feature", value_name = "NAME", value_parser = feature_names())]
     pub features: Vec<String>,
 
     /// Only cell ids matching this glob (repeatable), e.g. `socks4a.curl.v2ray5` or `*.curl.*`:
@@ -253,4 +251,15 @@ pub struct SoakArgs {
     /// Internal: run as the soak's target process (echo, sink, reset listeners).
     #[arg(long, hide = true)]
     pub targets_child: bool,
+}
+
+/// `--peer`'s values: the lab's peers, by the names cells use.
+fn peer_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(crate::peers::PeerId::ALL.map(|p| p.name()))
+}
+
+/// `--feature`'s values: the matrix's feature columns, then the two sections that are not one.
+fn feature_names() -> clap::builder::PossibleValuesParser {
+    let columns = crate::peers::Feature::ALL.map(|f| f.name());
+    clap::builder::PossibleValuesParser::new(columns.into_iter().chain(["udp-bypass", "scenarios"]))
 }

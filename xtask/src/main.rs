@@ -14,6 +14,10 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let flags = flags::Xtask::parse();
+    if matches!(flags.command, flags::Command::Bench(_) | flags::Command::Interop(_) | flags::Command::Capture(_)) {
+        // The peers' matrix entries, read once: a broken definition is an error here, before any build.
+        peers::load()?;
+    }
     match flags.command {
         flags::Command::Bench(args) => bench::run(&args),
         flags::Command::Interop(args) => interop::run(&args),

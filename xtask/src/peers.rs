@@ -57,139 +57,113 @@ impl PeerId {
         }
     }
 
-    /// The harness peer (`harness/peers/<name>/`) this lab peer is: its definition and its
-    /// expected results, which hold both the catalogue's expected failures and the lab's matrix
-    /// cells. curl is a client only and has no harness peer (and no expected failures).
-    pub fn harness_peer(self) -> Option<&'static str> {
+    /// The harness peer (`harness/peers/<name>/`) this lab peer is: its definition (how it
+    /// starts, what it claims in the matrix) and its expected results, which hold both the
+    /// catalogue's expected failures and the lab's matrix cells.
+    pub fn harness_peer(self) -> &'static str {
         match self {
-            PeerId::Curl => None,
-            PeerId::Gost => Some("gost"),
-            PeerId::V2ray5 => Some("v2ray5"),
-            PeerId::V2ray4 => Some("v2ray"),
-            PeerId::Reference => Some("socksref"),
+            PeerId::Curl => "curl",
+            PeerId::Gost => "gost",
+            PeerId::V2ray5 => "v2ray5",
+            PeerId::V2ray4 => "v2ray",
+            PeerId::Reference => "socksref",
         }
     }
 
-    /// The peer's expected results (scenarios and lab cells), loaded by the harness's one loader;
-    /// none for a peer without a harness peer.
+    /// The peer's definition (harness/peers/<name>/peer.yaml): the one place its server
+    /// configurations, their claims and credentials, and its matrix entry are written.
+    pub fn definition(self) -> Result<sockslab::peers::PeerDef> {
+        sockslab::peers::PeerDef::load(&root().join("harness/peers").join(self.harness_peer()))
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// The peer's expected results (scenarios and lab cells), loaded by the harness's one loader.
     pub fn expectations(self) -> Result<sockslab::verdict::Expectations> {
-        let Some(name) = self.harness_peer() else { return Ok(sockslab::verdict::Expectations::default()) };
-        let def = sockslab::peers::PeerDef::load(&root().join("harness/peers").join(name))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        def.expectations().map_err(|e| anyhow::anyhow!("{e}"))
+        self.definition()?.expectations().map_err(|e| anyhow::anyhow!("{e}"))
     }
 
-    /// Where the program lives inside its image.
+    /// Where the program lives inside its image (the definition's `matrix.image_program`).
     pub fn program_in_image(self) -> &'static str {
-        match self {
-            PeerId::Curl => "/usr/bin/curl",
-            PeerId::Gost => "/usr/local/bin/gost",
-            PeerId::V2ray5 => "/usr/local/bin/v2ray",
-            PeerId::V2ray4 => "/usr/bin/v2ray",
-            PeerId::Reference => "/usr/local/bin/socksref",
-        }
+        &self.lab().image_program
     }
 
-    /// What the peer claims, per role. Cells a peer does not claim are not applicable.
-    pub fn caps(self) -> Caps {
-        use Feature::*;
-        let (client, server): (&[Feature], &[Feature]) = match self {
-            // curl: --socks4 (with a USERID from --proxy-user), --socks4a, --socks5(-hostname),
-            // --proxy-user; no BIND or UDP; its HTTP exchange does not half-close.
-            PeerId::Curl => (&[Socks4, Socks4a, Socks4Userid, Socks5Connect, Userpass], &[]),
-            // docs/gost-peer.md: SOCKS4/4a/5 both roles, UDP, and the gost extensions. As a
-            // client gost's `rtcp://` through a SOCKS5 hop always uses MBIND (§3), never BIND;
-            // its server answers BIND. Its `udp://` forwarder uses UDP-TUN, or UDP ASSOCIATE with
-            // `relay=udp`. Half-close is claimed so the cell shows what gost does with a FIN.
-            PeerId::Gost => (
-                &[
-                    Socks4,
-                    Socks4a,
-                    Socks4Userid,
-                    Socks5Connect,
-                    Userpass,
-                    UdpAssociate,
-                    Mbind,
-                    UdpTun,
-                    RudpTun,
-                    TlsMethods,
-                    TlsAuth,
-                    HalfClose,
-                ],
-                &[
-                    Socks4,
-                    Socks4a,
-                    Socks4Userid,
-                    Socks5Connect,
-                    Userpass,
-                    Bind,
-                    UdpAssociate,
-                    Mbind,
-                    UdpTun,
-                    RudpTun,
-                    TlsMethods,
-                    TlsAuth,
-                    HalfClose,
-                ],
-            ),
-            // docs/v2ray.md §2.3: the SOCKS4/4a outbound works from v5.2.0; no BIND anywhere.
-            PeerId::V2ray5 => (
-                &[Socks4, Socks4a, Socks5Connect, Userpass, UdpAssociate],
-                &[Socks4, Socks4a, Socks5Connect, Userpass, UdpAssociate],
-            ),
-            // §2.3: 4.34 ignores the outbound `version` and always speaks SOCKS5.
-            PeerId::V2ray4 => {
-                (&[Socks5Connect, Userpass, UdpAssociate], &[Socks4, Socks4a, Socks5Connect, Userpass, UdpAssociate])
-            }
-            // The reference client: forwarders `tcp://` (CONNECT), `udp://` (UDP-TUN, or ASSOCIATE
-            // with `relay=udp`), `rtcp://` (MBIND, or BIND with `mbind=false`), `rudp://` (UDP-TUN
-            // bind mode); its socks5 hops and services speak gost's TLS methods 80/82.
-            PeerId::Reference => (
-                &[
-                    Socks4,
-                    Socks4a,
-                    Socks4Userid,
-                    Socks5Connect,
-                    Userpass,
-                    Bind,
-                    UdpAssociate,
-                    Mbind,
-                    UdpTun,
-                    RudpTun,
-                    TlsMethods,
-                    TlsAuth,
-                    HalfClose,
-                ],
-                &[
-                    Socks4,
-                    Socks4a,
-                    Socks4Userid,
-                    Socks5Connect,
-                    Userpass,
-                    Bind,
-                    UdpAssociate,
-                    Mbind,
-                    UdpTun,
-                    RudpTun,
-                    TlsMethods,
-                    TlsAuth,
-                    HalfClose,
-                ],
-            ),
-        };
-        Caps { client: client.iter().copied().collect(), server: server.iter().copied().collect() }
+    /// What the peer claims, per role (the definition's `matrix.client` and `matrix.server`).
+    /// Cells a peer does not claim are not applicable.
+    pub fn caps(self) -> &'static Caps {
+        &self.lab().caps
     }
 
-    /// Pinned version, for reports.
+    /// How the lab starts it as a client (the definition's `matrix.client`); none for a server
+    /// only.
+    pub fn client(self) -> Option<&'static sockslab::peers::ClientDef> {
+        self.lab().client.as_ref()
+    }
+
+    /// Pinned version, for reports (the definition's `matrix.version`).
     pub fn version(self) -> &'static str {
-        match self {
-            PeerId::Curl => "7.88 (Debian 12)",
-            PeerId::Gost => "3.2.6 start-up over go-gost/x v0.8.1 + core v0.3.3 (docker/gost)",
-            PeerId::V2ray5 => "5.52.0",
-            PeerId::V2ray4 => "4.34.0 (Debian 12)",
-            PeerId::Reference => "socksref (this workspace)",
+        &self.lab().version
+    }
+
+    fn lab(self) -> &'static LabPeer {
+        match LAB_PEERS.get_or_init(load_lab_peers) {
+            // `load_lab_peers` returns a map with every peer or an error, so the index is there.
+            Ok(all) => &all[&self],
+            // Every entry point (interop, bench, their tests) calls `load()` first and stops at
+            // its error; reaching this means one forgot to.
+            Err(e) => panic!("peer definitions were not checked before use: {e}"),
         }
     }
+}
+
+/// A peer as the lab sees it, from the `matrix:` of its definition.
+#[derive(Debug)]
+struct LabPeer {
+    version: String,
+    image_program: String,
+    caps: Caps,
+    client: Option<sockslab::peers::ClientDef>,
+}
+
+static LAB_PEERS: std::sync::OnceLock<Result<std::collections::BTreeMap<PeerId, LabPeer>, String>> =
+    std::sync::OnceLock::new();
+
+/// Reads every peer's `matrix:` (harness/peers/<peer>/peer.yaml) once, and says what is wrong
+/// with any of them. The lab and the bench call it before they plan anything, so a definition
+/// with a missing `matrix:` or an unknown feature name stops the run with its file and the name.
+pub fn load() -> Result<()> {
+    LAB_PEERS.get_or_init(load_lab_peers).as_ref().map(|_| ()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn load_lab_peers() -> Result<std::collections::BTreeMap<PeerId, LabPeer>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for peer in PeerId::ALL {
+        let def = peer.definition().map_err(|e| e.to_string())?;
+        let file = def.dir.join("peer.yaml");
+        let m =
+            def.matrix.ok_or_else(|| format!("{}: no `matrix:` (the lab's peer {peer} needs one)", file.display()))?;
+        let client_names: Vec<String> = m.client.iter().flat_map(|c| c.features.keys().cloned()).collect();
+        let caps = Caps {
+            client: features(&client_names).map_err(|e| format!("{}: matrix.client: {e}", file.display()))?,
+            server: features(&m.server).map_err(|e| format!("{}: matrix.server: {e}", file.display()))?,
+        };
+        out.insert(peer, LabPeer { version: m.version, image_program: m.image_program, caps, client: m.client });
+    }
+    Ok(out)
+}
+
+/// The matrix features named in a definition (its `matrix.client` or `matrix.server`).
+fn features(names: &[String]) -> Result<BTreeSet<Feature>, String> {
+    let mut out = BTreeSet::new();
+    for n in names {
+        let f = Feature::ALL.into_iter().find(|f| f.name() == n).ok_or_else(|| {
+            let known: Vec<&str> = Feature::ALL.iter().map(|f| f.name()).collect();
+            format!("unknown feature `{n}` (known: {})", known.join(", "))
+        })?;
+        if !out.insert(f) {
+            return Err(format!("`{n}` is listed twice"));
+        }
+    }
+    Ok(out)
 }
 
 impl fmt::Display for PeerId {
@@ -724,6 +698,34 @@ mod tests {
         }
         assert_eq!(with_cells, [PeerId::Gost, PeerId::V2ray5, PeerId::V2ray4]);
         assert!(PeerId::Curl.expectations().unwrap().cells.is_empty());
+    }
+
+    /// Every lab peer's matrix entry comes from its definition and says what the matrix relies
+    /// on: curl is a client only, every other peer serves, and only the reference and gost claim
+    /// the gost extensions in both roles.
+    #[test]
+    fn every_lab_peer_has_a_matrix_entry_in_its_definition() {
+        load().unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(PeerId::Curl.caps().server.is_empty());
+        assert!(PeerId::Curl.caps().client.contains(&Feature::Socks4Userid));
+        for peer in [PeerId::Gost, PeerId::V2ray5, PeerId::V2ray4, PeerId::Reference] {
+            assert!(peer.caps().server.contains(&Feature::Socks5Connect), "{peer}");
+            assert!(!peer.version().is_empty() && peer.program_in_image().starts_with('/'), "{peer}");
+        }
+        for peer in [PeerId::Gost, PeerId::Reference] {
+            assert!(peer.caps().client.contains(&Feature::Mbind) && peer.caps().server.contains(&Feature::Mbind));
+        }
+        assert!(!PeerId::V2ray4.caps().client.contains(&Feature::Socks4), "4.34's outbound speaks SOCKS5 only");
+        assert_eq!(PeerId::V2ray5.version(), "5.52.0");
+    }
+
+    #[test]
+    fn a_matrix_feature_list_with_an_unknown_or_repeated_name_is_an_error() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(features(&names(&["bind", "udp-tun"])).unwrap(), BTreeSet::from([Feature::Bind, Feature::UdpTun]));
+        let e = features(&names(&["bind", "udp"])).unwrap_err();
+        assert!(e.contains("unknown feature `udp`") && e.contains("udp-associate"), "{e}");
+        assert!(features(&names(&["bind", "bind"])).unwrap_err().contains("listed twice"));
     }
 
     /// Whether a child sees descriptor `fd` open.

@@ -165,7 +165,7 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path, max_conns: usize, nofile: Option<u64>) -> Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = testkit::free_port()?;
         let url = format!(
             "socks5://127.0.0.1:{port}?allow=127.0.0.0/8,::1/128&maxConns={max_conns}&maxHandshakes={MAX_HANDSHAKES}"
         );
@@ -184,14 +184,9 @@ impl Server {
             }
         }
         let child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
-        let s = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(s.addr).is_err() {
-            if t0.elapsed() > OP_TIMEOUT {
-                bail!("socksref did not listen on {} within {OP_TIMEOUT:?}", s.addr);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut s = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+        // The workspace's one readiness rule: a server that exits (a refused rlimit) says so at once.
+        testkit::wait_accepting(&mut s.child, &[s.addr], OP_TIMEOUT).map_err(|e| anyhow::anyhow!("socksref {e}"))?;
         Ok(s)
     }
 
@@ -358,7 +353,25 @@ async fn soak(bin: &Path, targets: &Targets, n: usize, deadline: Instant) -> Res
     let (fd_base, rss_base) = (server.fds(), server.rss_kib());
     r.figure(format!("server pid {} baseline: {fd_base} fds, {rss_base} KiB RSS", server.pid()));
 
-    // 1. N concurrent tunnels, all relaying.
+    tunnels(&mut r, &server, targets, n, fd_base, rss_base).await;
+    slowloris(&mut r, proxy, targets, n).await;
+    resets(&mut r, &server, targets, fd_base).await;
+    backpressure(&mut r, &server, targets).await?;
+    sigterm(&mut r, &mut server, targets).await;
+    // Descriptor exhaustion and recovery, on a server with 256 descriptors and no connection
+    // cap below them, so accept() and connect() really meet EMFILE.
+    println!("phase: fd exhaustion (server limited to 256 fds) and recovery");
+    if Instant::now() > deadline {
+        r.check(false, "time budget spent before the fd exhaustion phase".into());
+        return Ok(r);
+    }
+    exhaustion(&mut r, bin, targets).await?;
+    Ok(r)
+}
+
+/// Phase 1: N concurrent tunnels, all relaying, and all relaying again while every one is open.
+async fn tunnels(r: &mut Report, server: &Server, targets: &Targets, n: usize, fd_base: usize, rss_base: u64) {
+    let proxy = server.addr;
     println!("phase: {n} concurrent tunnels");
     let t0 = Instant::now();
     let (mut held, errs) = open_many(proxy, targets.echo, n).await;
@@ -396,8 +409,10 @@ async fn soak(bin: &Path, targets: &Targets, n: usize, deadline: Instant) -> Res
         back.is_some_and(|d| d <= Duration::from_secs(1)),
         format!("fds back to baseline {fd_base} after clients left: {back:?} (goal <= 1 s; now {})", server.fds()),
     );
+}
 
-    // 2. Slowloris alongside normal clients.
+/// Phase 2: slowloris (stalled handshakes) alongside normal clients, which must still get in.
+async fn slowloris(r: &mut Report, proxy: SocketAddr, targets: &Targets, n: usize) {
     println!("phase: slowloris ({} stalled handshakes) with normal clients", 4 * MAX_HANDSHAKES);
     let stop = Arc::new(AtomicBool::new(false));
     let evicted = Arc::new(AtomicUsize::new(0));
@@ -450,8 +465,12 @@ async fn soak(bin: &Path, targets: &Targets, n: usize, deadline: Instant) -> Res
         errs.is_empty(),
         format!("normal clients refused during slowloris: {} of {normal} {}", errs.len(), sample(&errs)),
     );
+}
 
-    // 3. Resets on either side.
+/// Phase 3: resets from clients and from targets; the other side must see them, and no
+/// descriptor may stay behind.
+async fn resets(r: &mut Report, server: &Server, targets: &Targets, fd_base: usize) {
+    let proxy = server.addr;
     println!("phase: resets from clients and from targets");
     let (mut rst_clients, errs) = open_many(proxy, targets.echo, 100).await;
     r.check(errs.is_empty(), format!("{} tunnels lost before the client resets", errs.len()));
@@ -477,8 +496,11 @@ async fn soak(bin: &Path, targets: &Targets, n: usize, deadline: Instant) -> Res
     r.check(hung == 0, format!("target resets not passed on to the client: {hung} of 100"));
     let back = server.fds_back_to(fd_base).await;
     r.check(back.is_some(), format!("fds back to baseline after resets: {back:?}"));
+}
 
-    // 4. Backpressure: the target never reads.
+/// Phase 4: backpressure: tunnels into a target that never reads must not grow the server.
+async fn backpressure(r: &mut Report, server: &Server, targets: &Targets) -> Result<()> {
+    let proxy = server.addr;
     println!("phase: backpressure (8 tunnels into a target that never reads)");
     let rss_before = server.rss_kib();
     let mut pushed = Vec::new();
@@ -505,8 +527,13 @@ async fn soak(bin: &Path, targets: &Targets, n: usize, deadline: Instant) -> Res
         format!("server RSS under backpressure: {rss_before} -> {rss_after} KiB (+{growth}, goal flat: <= 4 MiB)"),
     );
     drop(sinks);
+    Ok(())
+}
 
-    // 5. SIGTERM with live tunnels (the last use of this server).
+/// Phase 5: SIGTERM with live tunnels (the last use of this server): a clean exit that closes
+/// every tunnel.
+async fn sigterm(r: &mut Report, server: &mut Server, targets: &Targets) {
+    let proxy = server.addr;
     println!("phase: SIGTERM with live tunnels");
     let (mut live, errs) = open_many(proxy, targets.echo, 100).await;
     r.check(errs.is_empty(), format!("{} tunnels lost before SIGTERM", errs.len()));
@@ -540,14 +567,10 @@ async fn soak(bin: &Path, targets: &Targets, n: usize, deadline: Instant) -> Res
     r.check(ended == live.len(), format!("live tunnels closed at shutdown: {ended} of {}", live.len()));
     drop(live);
     let _ = server.alive();
+}
 
-    // 6. Descriptor exhaustion and recovery, on a server with 256 descriptors and no connection
-    // cap below them, so accept() and connect() really meet EMFILE.
-    println!("phase: fd exhaustion (server limited to 256 fds) and recovery");
-    if Instant::now() > deadline {
-        r.check(false, "time budget spent before the fd exhaustion phase".into());
-        return Ok(r);
-    }
+/// Phase 6: descriptor exhaustion and recovery (see [`soak`]).
+async fn exhaustion(r: &mut Report, bin: &Path, targets: &Targets) -> Result<()> {
     let mut small = Server::start(bin, 10_000, Some(256))?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let small_base = small.fds();
@@ -567,5 +590,5 @@ async fn soak(bin: &Path, targets: &Targets, n: usize, deadline: Instant) -> Res
     );
     let (after, errs) = open_many(small.addr, targets.echo, 50).await;
     r.check(errs.is_empty(), format!("tunnels after recovery: {} of 50 {}", after.len(), sample(&errs)));
-    Ok(r)
+    Ok(())
 }

@@ -112,6 +112,96 @@ pub struct Rendered {
     pub env: Vec<(String, String)>,
 }
 
+/// A peer's entry in the interop lab's matrix ([`PeerDef::matrix`]): what the lab reports of it,
+/// what it claims in each role and how the lab drives it as a client. The feature names are the
+/// lab's (its matrix columns, such as `socks5-connect` or `udp-tun`); the lab rejects a name it
+/// does not know.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixDef {
+    /// The pinned version, as the lab's reports print it.
+    pub version: String,
+    /// Where the program lives inside the peer's local container image.
+    pub image_program: String,
+    /// How the lab starts it as a client, one entry per feature it can use as a client; none
+    /// for a server only.
+    #[serde(default)]
+    pub client: Option<ClientDef>,
+    /// The features it serves as a server.
+    #[serde(default)]
+    pub server: Vec<String>,
+}
+
+/// How a client program runs in a matrix cell ([`ClientDef::run`]).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientRun {
+    /// It makes the exchange itself and exits (curl's HTTP POST of `{dir}/in` into `{dir}/out`).
+    Once,
+    /// It listens on `{listen}` (or at the proxy, for remote forwarding) until stopped, and the
+    /// lab makes the exchange through it.
+    Listen,
+}
+
+/// The lab's way of starting a peer as the client of a cell ([`MatrixDef::client`]): one
+/// command line and config template for every feature, and per feature the values of the
+/// definition's own placeholders (`defaults` where a feature sets none).
+///
+/// Two kinds of placeholder meet in `args` and `files`. The definition's own (`defaults`, a
+/// feature's `set`) are filled first; their values may hold the lab's, which are filled next:
+/// `{listen}` (the client's local port), `{proxy}` (the server, `host:port`), `{server_host}`,
+/// `{server_port}`, `{target_host}` (`localhost` where the feature needs a host name, else
+/// `127.0.0.1`), `{echo}` (`{target_host}:{echo_port}`), `{udp_echo}`, `{echo_port}`,
+/// `{http_port}`, `{after_fin_port}`, `{user}`, `{pass}`, `{socks4_user}`. `{dir}` is the
+/// client's private directory, which the starter fills itself. A name neither knows is an error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientDef {
+    /// Whether it exchanges itself and exits, or listens while the lab exchanges through it.
+    pub run: ClientRun,
+    /// The arguments after the program.
+    pub args: Vec<String>,
+    /// Files written into `{dir}` before it starts.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// The definition's own placeholders, where a feature does not set them.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, String>,
+    /// The features it can use as a client, each with what it sets.
+    pub features: BTreeMap<String, ClientFeature>,
+}
+
+/// One feature of a [`ClientDef`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFeature {
+    /// Values of the definition's own placeholders for this feature.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Whether `{listen}` accepts TCP once the client is up, so the lab can wait for it; false
+    /// where the client listens on UDP alone or at the proxy (remote forwarding).
+    #[serde(default = "yes")]
+    pub tcp_ready: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ClientDef {
+    /// The arguments and files for `feature`, with the definition's placeholders and then the
+    /// lab's (`lab`) filled in; `{dir}` stays for the starter.
+    pub fn render(&self, feature: &str, lab: &BTreeMap<&str, String>) -> Result<Rendered, String> {
+        let f = self.features.get(feature).ok_or_else(|| format!("it does not claim `{feature}` as a client"))?;
+        let own = |name: &str| f.set.get(name).or_else(|| self.defaults.get(name)).cloned();
+        let lab_or_dir = |name: &str| if name == "dir" { Some("{dir}".to_string()) } else { lab.get(name).cloned() };
+        let sub = |t: &str| fill(&fill(t, own, false)?, lab_or_dir, true);
+        let args = self.args.iter().map(|a| sub(a)).collect::<Result<Vec<_>, String>>()?;
+        let files = self.files.iter().map(|(n, b)| Ok((n.clone(), sub(b)?))).collect::<Result<Vec<_>, String>>()?;
+        Ok(Rendered { args, files, env: Vec::new() })
+    }
+}
+
 /// A peer definition file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +219,10 @@ pub struct PeerDef {
     /// does): the reference as a program rather than in-process, or a benchmark variant.
     #[serde(default)]
     pub lab: Vec<InstanceDef>,
+    /// What the interop lab's client × server matrix says of this peer; `sockslab check` does
+    /// not read it. A peer that is a client only (curl) has a matrix and no `instances`.
+    #[serde(default)]
+    pub matrix: Option<MatrixDef>,
     /// Directory of the definition (set on load).
     #[serde(skip)]
     pub dir: PathBuf,
@@ -222,10 +316,47 @@ impl Running {
 }
 
 fn subst(s: &str, port: u16, dir: &Path, user: &str, pass: &str) -> String {
-    s.replace("{port}", &port.to_string())
-        .replace("{dir}", &dir.to_string_lossy())
-        .replace("{user}", user)
-        .replace("{pass}", pass)
+    let value = |name: &str| match name {
+        "port" => Some(port.to_string()),
+        "dir" => Some(dir.to_string_lossy().into_owned()),
+        "user" => Some(user.to_string()),
+        "pass" => Some(pass.to_string()),
+        _ => None,
+    };
+    // Not strict, so it cannot fail: a server's config may hold `{word}` of its own.
+    fill(s, value, false).unwrap_or_else(|_| s.to_string())
+}
+
+/// Replaces every `{name}` in `s` (a name: ASCII letters, digits, `_`) for which `value` has a
+/// value: the one placeholder syntax of peer definitions. Braces around anything else (JSON, a
+/// config block, `{env:NAME}`) are left as they are. `strict`: a name `value` does not know is
+/// an error, so a misspelt placeholder never reaches a peer as text; otherwise it stays.
+pub fn fill(s: &str, value: impl Fn(&str) -> Option<String>, strict: bool) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let name_len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+        let name = &after[..name_len];
+        if name.is_empty() || !after[name_len..].starts_with('}') {
+            out.push('{');
+            rest = after;
+            continue;
+        }
+        match value(name) {
+            Some(v) => out.push_str(&v),
+            None if strict => return Err(format!("`{s}`: unknown placeholder {{{name}}}")),
+            None => {
+                out.push('{');
+                out.push_str(name);
+                out.push('}');
+            }
+        }
+        rest = &after[name_len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Replaces every `{env:NAME}` in `s` by the value of the environment variable `NAME`.
@@ -384,8 +515,44 @@ pub async fn version(def: &PeerDef) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{expand_env, Kind, PeerDef};
+    use super::{expand_env, fill, Kind, PeerDef};
+    use std::collections::BTreeMap;
     use std::path::Path;
+
+    #[test]
+    fn fill_replaces_known_names_and_leaves_other_braces() {
+        let v = |n: &str| (n == "port").then(|| "1080".to_string());
+        let json = r#"{"port": {port}, "x": {}, "e": "{env:HOME}"}"#;
+        assert_eq!(fill(json, v, true).unwrap(), r#"{"port": 1080, "x": {}, "e": "{env:HOME}"}"#);
+        assert_eq!(fill("a {user} b", v, false).unwrap(), "a {user} b");
+        let e = fill("a {usr} b", v, true).unwrap_err();
+        assert!(e.contains("unknown placeholder {usr}"), "{e}");
+        assert_eq!(fill("{ {port", v, true).unwrap(), "{ {port");
+    }
+
+    /// A client definition: its own placeholders (a feature's `set`, else `defaults`) are filled
+    /// first, and may hold the lab's, which are filled next; `{dir}` stays for the starter.
+    #[test]
+    fn a_client_is_rendered_per_feature_and_a_misspelt_placeholder_is_an_error() {
+        let def = load(
+            "name: c\ndescription: d\ninstances: []\nmatrix:\n  version: v\n  image_program: /p\n  client:\n    \
+             run: listen\n    args: [-x, \"{url}\", -o, \"{dir}/out\"]\n    files: {c.json: \"{auth}:{listen}\"}\n    \
+             defaults: {url: \"socks5://{proxy}\", auth: \"\"}\n    features:\n      socks5-connect: {}\n      \
+             userpass: {set: {auth: \"{user}\"}, tcp_ready: false}\n      bad: {set: {url: \"{proxi}\"}}\n",
+        )
+        .unwrap();
+        let client = def.matrix.as_ref().and_then(|m| m.client.as_ref()).expect("a client");
+        let lab: BTreeMap<&str, String> = [("proxy", "127.0.0.1:1080"), ("user", "alice"), ("listen", "5000")]
+            .map(|(k, v)| (k, v.to_string()))
+            .into();
+        let r = client.render("socks5-connect", &lab).unwrap();
+        assert_eq!(r.args, ["-x", "socks5://127.0.0.1:1080", "-o", "{dir}/out"]);
+        assert_eq!(r.files, [("c.json".to_string(), ":5000".to_string())]);
+        assert_eq!(client.render("userpass", &lab).unwrap().files[0].1, "alice:5000");
+        assert!(client.features["socks5-connect"].tcp_ready && !client.features["userpass"].tcp_ready);
+        assert!(client.render("bad", &lab).unwrap_err().contains("{proxi}"));
+        assert!(client.render("bind", &lab).unwrap_err().contains("does not claim `bind`"));
+    }
 
     /// Loads `yaml` as a peer definition from a fresh directory.
     fn load(yaml: &str) -> Result<PeerDef, String> {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::sync::Arc;
 
-use socksref::client::{Chain, Hop, HopTls};
+use socksref::client::{Chain, Connector, Hop, HopTls};
 use socksref::config;
 use socksref::forward::UdpVia;
 use socksref::policy::{DestRules, LocalListeners, Transport};
@@ -342,31 +342,27 @@ fn udp_via(urls: &[String]) -> Result<UdpVia, UrlError> {
 fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
     let mut hops = Vec::with_capacity(urls.len());
     let mut handshake_timeout = None;
-    let mut ends_in_forward = false;
     for (n, raw) in urls.iter().enumerate() {
         let (url, transport) = socksref::transport::split_url(ProxyUrl::parse(raw)?)?;
         // gost's pass-through connectors `forward` and `tcp` (`forward+tls://host:port`,
         // `tcp+mws://…`): the transport alone, to a server whose forward handler has the target.
         // (A bare `tls://host:port` hop is gost's HTTP connector, which socksref does not speak.)
-        if matches!(url.scheme.as_str(), "forward" | "tcp") {
-            if n + 1 != urls.len() {
-                return Err(UrlError {
-                    url: raw.clone(),
-                    part: "scheme".into(),
-                    message: "a forward node can only be the last -F hop".into(),
-                });
-            }
-            ends_in_forward = true;
+        if matches!(url.scheme.as_str(), "forward" | "tcp") && n + 1 != urls.len() {
+            return Err(UrlError {
+                url: raw.clone(),
+                part: "scheme".into(),
+                message: "a forward node can only be the last -F hop".into(),
+            });
         }
         if let Some(k) = url.params.keys().find(|k| !NODE_KEYS.contains(&k.as_str())) {
             return Err(url.param_error(k, format!("unknown key (known: {})", NODE_KEYS.join(", "))));
         }
         // As gost's connectors: `socks4` speaks 4a unless `disable4a` (then it resolves locally).
-        let version = match url.scheme.as_str() {
-            // A forward node sends no SOCKS; V5 only fills the field (`ends_in_forward` decides).
-            "socks5" | "socks5h" | "socks" | "forward" | "tcp" => Version::V5,
-            "socks4" if url.bool_param("disable4a", false)? => Version::V4,
-            "socks4" | "socks4a" => Version::V4a,
+        let connector = match url.scheme.as_str() {
+            "socks5" | "socks5h" | "socks" => Connector::Socks(Version::V5),
+            "socks4" if url.bool_param("disable4a", false)? => Connector::Socks(Version::V4),
+            "socks4" | "socks4a" => Connector::Socks(Version::V4a),
+            "forward" | "tcp" => Connector::Forward,
             other => {
                 return Err(UrlError {
                     url: url.to_string(),
@@ -390,7 +386,10 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
                 message: "kcp runs over UDP: it can only be the first -F hop".into(),
             });
         }
-        let mut hop = Hop::new(version, proxy);
+        let mut hop = match connector {
+            Connector::Socks(version) => Hop::new(version, proxy),
+            Connector::Forward => Hop::forward(proxy),
+        };
         hop.transport = Arc::new(
             socksref::transport::Dialer::new(transport).map_err(|e| url.param_error("caFile", e.to_string()))?,
         );
@@ -413,7 +412,7 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
         // Like gost's connector (docs/gost.md §3.2): offer 80/82 unless `notls=true`,
         // and accept any certificate unless `secure=true` (then `caFile` holds the roots; gost
         // puts `secure` on the dialer, we apply it to the method TLS, the only TLS we have).
-        if version == Version::V5 && !ends_in_forward && !url.bool_param("notls", false)? {
+        if connector == Connector::Socks(Version::V5) && !url.bool_param("notls", false)? {
             hop.tls = if url.bool_param("secure", false)? {
                 let ca = url.params.get("caFile").ok_or_else(|| url.param_error("secure", "needs caFile=<pem>"))?;
                 HopTls::Verify(ca.into())
@@ -424,7 +423,6 @@ fn parse_chain(urls: &[String]) -> Result<Chain, UrlError> {
         hops.push(hop);
     }
     let mut chain = Chain::new(hops);
-    chain.ends_in_forward = ends_in_forward;
     if let Some(t) = handshake_timeout {
         chain.handshake_timeout = t;
     }
@@ -481,11 +479,6 @@ impl Service {
                     part: "scheme".into(),
                     message: format!("a {} forwarder takes no transport (+{})", url.scheme, transport.kind),
                 });
-            }
-            if transport.kind != socksref::transport::Kind::Tcp {
-                // The transport split implies `notls` for a SOCKS handler on it (no method-level
-                // TLS inside TLS); a forwarder has no methods, so the key means nothing here.
-                url.params.remove("notls");
             }
             return Self::forward(url, chain, via, transport);
         }
@@ -620,14 +613,14 @@ impl Service {
             [one] => Address::parse(one).map_err(|e| bad("target", e.to_string()))?,
             // Through a forward node the far server has the target (gost: `-L tcp://:8080
             // -F forward+tls://host:443`); the address stands in and is never sent.
-            [] if url.scheme == "tcp" && chain.ends_in_forward => Address::UNSPECIFIED,
+            [] if url.scheme == "tcp" && chain.ends_in_forward() => Address::UNSPECIFIED,
             [] => return Err(bad("path", "a forwarder needs a target: tcp://:8080/host:80".into())),
             _ => return Err(bad("path", "only one target is supported".into())),
         };
         if matches!(url.scheme.as_str(), "rtcp" | "rudp") && chain.hops.is_empty() {
             return Err(bad("scheme", format!("{} listens at the last hop of the chain: add -F", url.scheme)));
         }
-        if url.scheme != "tcp" && chain.ends_in_forward {
+        if url.scheme != "tcp" && chain.ends_in_forward() {
             // UDP-TUN, UDP ASSOCIATE, BIND and MBIND are SOCKS requests: a forward node sends none.
             return Err(bad("scheme", format!("{} needs a SOCKS5 last hop, not a forward node", url.scheme)));
         }

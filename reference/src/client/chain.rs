@@ -14,11 +14,23 @@ use crate::proto::Method;
 use crate::proto::{Address, Command, Host, Version};
 use crate::tls::Stream;
 
+/// What a hop is asked, as gost's connector of a node: a SOCKS request, or nothing at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connector {
+    /// A SOCKS proxy of this version: it is sent a greeting and a request.
+    Socks(Version),
+    /// A forward node (gost's `forward`/`tcp` connector, `-F forward+tls://host:port`): only
+    /// the hop's transport, to a server whose forward handler chooses the target itself. No
+    /// SOCKS byte is sent, so only a CONNECT goes through it, its target unused, and only as
+    /// the last hop (an earlier hop would have to be told where to go next).
+    Forward,
+}
+
 /// One proxy in a chain.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Hop {
-    /// The protocol this proxy speaks.
-    pub version: Version,
+    /// What this proxy is asked: the SOCKS version it speaks, or nothing (a forward node).
+    pub connector: Connector,
     /// Where the proxy listens. A name is resolved locally: it is the proxy's own address, which
     /// the previous hop (or this host) must reach.
     pub proxy: Address,
@@ -50,9 +62,27 @@ pub enum HopTls {
 }
 
 impl Hop {
-    /// A hop without credentials.
+    /// A SOCKS hop of `version`, without credentials.
     pub fn new(version: Version, proxy: Address) -> Self {
-        Self { version, proxy, credentials: None, tls: HopTls::Off, transport: Arc::default() }
+        Self::with_connector(Connector::Socks(version), proxy)
+    }
+
+    /// A forward node at `proxy` (see [`Connector::Forward`]); give it a transport, or it is a
+    /// plain TCP connection to `proxy`.
+    pub fn forward(proxy: Address) -> Self {
+        Self::with_connector(Connector::Forward, proxy)
+    }
+
+    fn with_connector(connector: Connector, proxy: Address) -> Self {
+        Self { connector, proxy, credentials: None, tls: HopTls::Off, transport: Arc::default() }
+    }
+
+    /// The SOCKS version this hop speaks; `None` for a forward node.
+    pub fn version(&self) -> Option<Version> {
+        match self.connector {
+            Connector::Socks(v) => Some(v),
+            Connector::Forward => None,
+        }
     }
 
     /// The same hop with credentials.
@@ -66,7 +96,7 @@ impl std::fmt::Debug for Hop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print a password.
         f.debug_struct("Hop")
-            .field("version", &self.version)
+            .field("connector", &self.connector)
             .field("proxy", &self.proxy)
             .field("user", &self.credentials.as_ref().map(|(u, _)| u.escape_ascii().to_string()))
             .field("tls", &self.tls)
@@ -92,10 +122,6 @@ pub struct Chain {
     /// first hop, or the target of a direct chain), since that is a loop that consumes
     /// descriptors until none are left. `None` checks nothing (library use without services).
     pub own_listeners: Option<Arc<crate::policy::LocalListeners>>,
-    /// The last hop is a forward node (gost's `forward` connector, `-F forward+tls://host:port`):
-    /// only a transport to a server whose forward handler chooses the target itself, so no SOCKS
-    /// request is sent to it and only [`Chain::connect`] goes through (its target unused).
-    pub ends_in_forward: bool,
 }
 
 impl Default for Chain {
@@ -117,13 +143,18 @@ impl Chain {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             own_listeners: None,
-            ends_in_forward: false,
         }
     }
 
     /// No proxies: connections go straight to the target (a configuration, never a fallback).
     pub fn direct() -> Self {
         Self::new(Vec::new())
+    }
+
+    /// Whether the last hop is a forward node: then only [`Chain::connect`] goes through, and
+    /// the far server, not the target given here, decides where the stream goes.
+    pub fn ends_in_forward(&self) -> bool {
+        self.hops.last().is_some_and(|h| h.connector == Connector::Forward)
     }
 
     /// Opens a stream to `target` through every hop in order.
@@ -133,7 +164,7 @@ impl Chain {
         };
         self.preflight(Command::CONNECT, target)?;
         let stream = self.reach(last).await?;
-        if self.ends_in_forward {
+        if self.ends_in_forward() {
             // The forward node's server picks the target: the stream is the tunnel already.
             return Ok(stream);
         }
@@ -167,9 +198,7 @@ impl Chain {
         let Some(last) = self.hops.len().checked_sub(1) else {
             return Err(Error::Unsupported("UDP ASSOCIATE needs at least one proxy"));
         };
-        if self.hops[last].version != Version::V5 {
-            return Err(Error::Unsupported("UDP ASSOCIATE needs SOCKS5 at the last hop"));
-        }
+        self.last_speaks_v5(last, "UDP ASSOCIATE needs SOCKS5 at the last hop")?;
         self.preflight(Command::UDP_ASSOCIATE, &Address::UNSPECIFIED)?;
         let control = self.reach(last).await?;
         let local = control.local_addr()?;
@@ -201,9 +230,7 @@ impl Chain {
         let Some(last) = self.hops.len().checked_sub(1) else {
             return Err(Error::Unsupported("MBIND needs at least one proxy"));
         };
-        if self.hops[last].version != Version::V5 {
-            return Err(Error::Unsupported("MBIND needs SOCKS5 at the last hop"));
-        }
+        self.last_speaks_v5(last, "MBIND needs SOCKS5 at the last hop")?;
         self.preflight(Command::MUX_BIND, listen)?;
         let stream = self.reach(last).await?;
         let (stream, _, bnd) = self.negotiate(stream, last, Command::MUX_BIND, listen).await?;
@@ -221,9 +248,7 @@ impl Chain {
         let Some(last) = self.hops.len().checked_sub(1) else {
             return Err(Error::Unsupported("UDP-TUN needs at least one proxy"));
         };
-        if self.hops[last].version != Version::V5 {
-            return Err(Error::Unsupported("UDP-TUN needs SOCKS5 at the last hop"));
-        }
+        self.last_speaks_v5(last, "UDP-TUN needs SOCKS5 at the last hop")?;
         let target = match bind {
             Some(a) if a.port == 0 => return Err(Error::Unsupported("UDP-TUN bind mode needs a non-zero port")),
             Some(a) => a.clone(),
@@ -240,20 +265,27 @@ impl Chain {
     /// (C-01, C-02, V-28: the error comes before a byte is sent), or a kcp hop behind another hop.
     fn preflight(&self, command: Command, target: &Address) -> Result<(), Error> {
         let last = self.hops.len() - 1;
-        if self.ends_in_forward && command != Command::CONNECT {
-            let e = Error::Unsupported("the last hop is a forward node: only CONNECT goes through it");
-            return Err(e.at_hop(last, &self.hops[last].proxy));
+        if self.ends_in_forward() && command != Command::CONNECT {
+            return Err(self.forward_refusal(last));
         }
         for (i, hop) in self.hops.iter().enumerate() {
             if i > 0 && hop.transport.kind().is_udp() {
                 // Its datagrams would have to cross the earlier hops, which carry streams.
                 return Err(Error::Unsupported("kcp runs over UDP: it can only be the first hop").at_hop(i, &hop.proxy));
             }
+            let Some(version) = hop.version() else {
+                if i == last {
+                    // A forward node is sent nothing: there is no request to check.
+                    continue;
+                }
+                // It cannot be told where to go next: its server has the target.
+                return Err(Error::Unsupported("a forward node can only be the last hop").at_hop(i, &hop.proxy));
+            };
             let (cmd, next) = if i == last { (command, target) } else { (Command::CONNECT, &self.hops[i + 1].proxy) };
             // SOCKS4 resolves names locally (C-09), so stand in an IPv4 address for a name here;
             // the name's length is still checked.
             let stand_in;
-            let next = match (&next.host, hop.version) {
+            let next = match (&next.host, version) {
                 (Host::Domain(d), Version::V4) => {
                     Address::domain(d.clone(), next.port).map_err(|e| Error::from(e).at_hop(i, &hop.proxy))?;
                     stand_in = Address { host: Host::Ip(Ipv4Addr::UNSPECIFIED.into()), port: next.port };
@@ -261,9 +293,25 @@ impl Chain {
                 }
                 _ => next,
             };
-            Handshake::new(request(hop, cmd, next.clone())).map_err(|e| e.at_hop(i, &hop.proxy))?;
+            Handshake::new(request(hop, version, cmd, next.clone())).map_err(|e| e.at_hop(i, &hop.proxy))?;
         }
         Ok(())
+    }
+
+    /// Refuses, before anything is dialled, a SOCKS5-only request at a last hop that is a
+    /// forward node (which sends no SOCKS at all) or speaks SOCKS4/4a (`needs` says which).
+    fn last_speaks_v5(&self, last: usize, needs: &'static str) -> Result<(), Error> {
+        match self.hops[last].connector {
+            Connector::Socks(Version::V5) => Ok(()),
+            Connector::Socks(_) => Err(Error::Unsupported(needs)),
+            Connector::Forward => Err(self.forward_refusal(last)),
+        }
+    }
+
+    /// The error for a request other than CONNECT through the forward node at hop `last`.
+    fn forward_refusal(&self, last: usize) -> Error {
+        Error::Unsupported("the last hop is a forward node: only CONNECT goes through it")
+            .at_hop(last, &self.hops[last].proxy)
     }
 
     /// Dials the first hop and CONNECTs through hops `0..upto` so that the stream talks to hop
@@ -348,8 +396,10 @@ impl Chain {
         let hop = &self.hops[index];
         let run = async {
             let mut stream = stream;
-            let dst = if hop.version == Version::V4 { resolve_v4(dst).await? } else { dst.clone() };
-            let mut hs = Handshake::new(request(hop, command, dst))?;
+            // preflight refused every chain that would send a request to a forward node.
+            let version = hop.version().ok_or(Error::Unsupported("a forward node is sent no SOCKS request"))?;
+            let dst = if version == Version::V4 { resolve_v4(dst).await? } else { dst.clone() };
+            let mut hs = Handshake::new(request(hop, version, command, dst))?;
             let greet = async {
                 // At most one extension method per handshake: the machine accepts a selection
                 // once, so this loop runs once or twice.
@@ -428,14 +478,14 @@ impl PendingBind {
     }
 }
 
-/// The request hop `hop` is sent.
-fn request(hop: &Hop, command: Command, target: Address) -> ClientRequest {
+/// The request `hop`, a SOCKS proxy of `version`, is sent.
+fn request(hop: &Hop, version: Version, command: Command, target: Address) -> ClientRequest {
     ClientRequest {
-        version: hop.version,
+        version,
         command,
         target,
         credentials: hop.credentials.clone(),
-        extra_methods: match (&hop.tls, hop.version, hop.credentials.is_some()) {
+        extra_methods: match (&hop.tls, version, hop.credentials.is_some()) {
             (HopTls::Off, _, _) | (_, Version::V4 | Version::V4a, _) => Vec::new(),
             // gost's order (§3.2): 00 [02] 80 [82].
             (_, Version::V5, false) => vec![Method::TLS],
@@ -527,4 +577,75 @@ pub(crate) async fn dial(addr: &Address, limit: Duration) -> Result<TcpStream, E
         Err(last.map(Error::Io).unwrap_or_else(|| Error::Resolve { host: addr.clone(), reason: "no addresses".into() }))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A listener standing in for a forward node's server, and its address.
+    async fn node() -> (tokio::net::TcpListener, Address) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = Address::from(l.local_addr().unwrap());
+        (l, addr)
+    }
+
+    /// Whether anyone connected to `l` before now: a probe connects, and the first connection
+    /// accepted is the probe's only if nobody came before it (no waiting, no timing).
+    async fn untouched(l: &tokio::net::TcpListener) -> bool {
+        let probe = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (_, first) = l.accept().await.unwrap();
+        first == probe.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_forward_node_is_sent_no_socks_and_passes_the_callers_bytes() {
+        let (l, addr) = node().await;
+        let chain = Chain::new(vec![Hop::forward(addr)]);
+        assert!(chain.ends_in_forward());
+        let mut s = chain.connect(&Address::UNSPECIFIED).await.unwrap();
+        s.write_all(b"hi").await.unwrap();
+        let (mut far, _) = l.accept().await.unwrap();
+        let mut got = [0u8; 2];
+        far.read_exact(&mut got).await.unwrap();
+        // The first bytes are ours: no greeting went before them.
+        assert_eq!(&got, b"hi");
+    }
+
+    #[tokio::test]
+    async fn only_connect_goes_through_a_forward_node_and_the_rest_is_refused_before_dialling() {
+        let (l, addr) = node().await;
+        let first = Hop::new(Version::V5, addr.clone());
+        for chain in [Chain::new(vec![Hop::forward(addr.clone())]), Chain::new(vec![first, Hop::forward(addr.clone())])]
+        {
+            let last = chain.hops.len() - 1;
+            let errors = [
+                chain.bind(&addr).await.err(),
+                chain.udp_associate().await.err(),
+                chain.mbind(&addr).await.err(),
+                chain.udp_tun(None).await.err(),
+            ];
+            for e in errors {
+                let e = e.expect("refused");
+                assert_eq!(e.hop_index(), Some(last), "{e}");
+                assert_eq!(
+                    e.root().to_string(),
+                    "unsupported: the last hop is a forward node: only CONNECT goes through it"
+                );
+            }
+            assert!(untouched(&l).await);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_forward_node_before_another_hop_is_refused_before_dialling() {
+        let (l, addr) = node().await;
+        let chain = Chain::new(vec![Hop::forward(addr.clone()), Hop::new(Version::V5, addr)]);
+        assert!(!chain.ends_in_forward());
+        let e = chain.connect(&Address::UNSPECIFIED).await.expect_err("refused");
+        assert_eq!(e.hop_index(), Some(0), "{e}");
+        assert_eq!(e.root().to_string(), "unsupported: a forward node can only be the last hop");
+        assert!(untouched(&l).await);
+    }
 }

@@ -17,7 +17,7 @@ mod mbind;
 mod udp;
 mod udptun;
 
-pub use chain::{Chain, Hop, HopTls, PendingBind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use chain::{Chain, Connector, Hop, HopTls, PendingBind, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use error::Error;
 pub use handshake::{handshake, Handshake, MAX_HANDSHAKE_BYTES};
 pub use mbind::MuxBind;

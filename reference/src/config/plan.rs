@@ -144,227 +144,251 @@ fn userinfo(user: &str, pass: &str) -> String {
 /// between services, chains and authers, and the shape socksref supports (one node per hop, one
 /// forward target).
 pub fn plan(config: &Config) -> Result<Plan, PlanError> {
-    let mut chains = Vec::with_capacity(config.chains.len());
+    let mut chains: Vec<PlannedChain> = Vec::with_capacity(config.chains.len());
     for (ci, chain) in config.chains.iter().enumerate() {
         let cpath = format!("chains[{ci}]");
-        if chains.iter().any(|c: &PlannedChain| c.name == chain.name) {
+        if chains.iter().any(|c| c.name == chain.name) {
             return Err(err(format!("{cpath}.name"), format!("{:?} is defined twice", chain.name)));
         }
         if chain.hops.is_empty() {
             return Err(err(format!("{cpath}.hops"), "a chain needs at least one hop"));
         }
-        let mut hops = Vec::with_capacity(chain.hops.len());
-        for (hi, hop) in chain.hops.iter().enumerate() {
-            let hpath = format!("{cpath}.hops[{hi}]");
-            let node = match hop.nodes.as_slice() {
-                [one] => one,
-                [] => return Err(err(format!("{hpath}.nodes"), "a hop needs a node")),
-                _ => {
-                    return Err(err(
-                        format!("{hpath}.nodes"),
-                        "socksref uses one node per hop (no node selection or failover)",
-                    ))
-                }
-            };
-            let npath = format!("{hpath}.nodes[0]");
-            let mut parts = BTreeMap::new();
-            let dialer = node.dialer.clone().unwrap_or_default();
-            let dialer_kind = if dialer.kind.is_empty() { "tcp" } else { dialer.kind.as_str() };
-            let scheme = if dialer_kind == "tcp" || dialer_kind == node.connector.kind {
-                node.connector.kind.clone()
-            } else {
-                format!("{}+{dialer_kind}", node.connector.kind)
-            };
-            parts.insert("scheme".into(), format!("{npath}.connector.type"));
-            parts.insert("host".into(), format!("{npath}.addr"));
-            parts.insert("port".into(), format!("{npath}.addr"));
-            parts.insert("user".into(), format!("{npath}.connector.auth"));
-            let mut pairs = merge(
-                &[
-                    (&node.connector.metadata, format!("{npath}.connector.metadata")),
-                    (&dialer.metadata, format!("{npath}.dialer.metadata")),
-                    (&node.metadata, format!("{npath}.metadata")),
-                    (&hop.metadata, format!("{hpath}.metadata")),
-                ],
-                &mut parts,
-            )?;
-            if let Some(tls) = &dialer.tls {
-                let tpath = format!("{npath}.dialer.tls");
-                // gost's command line names the node's host; only another name means anything.
-                let host = crate::url::split_host_port(&node.addr).map(|(h, _)| h).unwrap_or_default();
-                let server_name = if tls.server_name == host { "" } else { tls.server_name.as_str() };
-                let secure = if tls.secure { "true" } else { "" };
-                for (k, v) in [
-                    ("secure", secure),
-                    ("caFile", tls.ca_file.as_str()),
-                    ("serverName", server_name),
-                    ("certFile", tls.cert_file.as_str()),
-                    ("keyFile", tls.key_file.as_str()),
-                ] {
-                    if v.is_empty() {
-                        continue;
-                    }
-                    // gost's command line also leaves these keys in the hop's metadata.
-                    match pairs.iter().find(|(pk, _)| pk == k) {
-                        Some((_, old)) if old == v => {}
-                        Some((_, old)) => {
-                            return Err(err(
-                                format!("{tpath}.{k}"),
-                                format!("{v:?} differs from the metadata's {old:?}"),
-                            ))
-                        }
-                        None => {
-                            pairs.push((k.into(), v.into()));
-                            parts.insert(format!("query {k}"), format!("{tpath}.{k}"));
-                        }
-                    }
-                }
-            }
-            let auth = node.connector.auth.as_ref().map(|a| userinfo(&a.username, &a.password)).unwrap_or_default();
-            let url = format!("{scheme}://{auth}{}{}", node.addr, query(&pairs));
-            hops.push(Origin { url, path: npath, parts });
-        }
-        chains.push(PlannedChain { name: chain.name.clone(), hops });
+        let hops = chain.hops.iter().enumerate().map(|(hi, hop)| plan_hop(&format!("{cpath}.hops[{hi}]"), hop));
+        chains.push(PlannedChain { name: chain.name.clone(), hops: hops.collect::<Result<_, _>>()? });
     }
-
-    let mut services = Vec::with_capacity(config.services.len());
+    let mut services: Vec<PlannedService> = Vec::with_capacity(config.services.len());
     for (si, s) in config.services.iter().enumerate() {
         let spath = format!("services[{si}]");
-        if services.iter().any(|p: &PlannedService| p.name == s.name) {
+        if services.iter().any(|p| p.name == s.name) {
             return Err(err(format!("{spath}.name"), format!("{:?} is defined twice", s.name)));
         }
-        let listener =
-            s.listener.clone().unwrap_or_else(|| super::ListenerConfig { kind: "tcp".into(), ..Default::default() });
-        let handler = &s.handler;
-        // gost's `forward` handler is its `tcp` one: the TCP forwarder, on whatever listener.
-        let kind = if handler.kind == "forward" { "tcp" } else { handler.kind.as_str() };
-        let forwarding = matches!(kind, "tcp" | "udp" | "rtcp" | "rudp");
-        let remote = matches!(kind, "rtcp" | "rudp");
-        let mut parts = BTreeMap::new();
-        let scheme = if kind == "tcp" && listener.kind != "tcp" {
-            // A TCP forwarder on a transport listener (`tcp+tls://:p/host:80`).
-            parts.insert("scheme".into(), format!("{spath}.listener.type"));
-            format!("tcp+{}", listener.kind)
-        } else if forwarding {
-            if listener.kind != kind {
-                return Err(err(
-                    format!("{spath}.listener.type"),
-                    format!("a {kind} handler needs a {kind} listener (not {:?})", listener.kind),
-                ));
+        services.push(plan_service(spath, s, config, &chains)?);
+    }
+    Ok(Plan { chains, services, log_level: log_level(config)? })
+}
+
+/// One hop of a chain (at `hpath`) as a `-F` URL: its one node's connector, dialer and metadata.
+fn plan_hop(hpath: &str, hop: &super::HopConfig) -> Result<Origin, PlanError> {
+    let node = match hop.nodes.as_slice() {
+        [one] => one,
+        [] => return Err(err(format!("{hpath}.nodes"), "a hop needs a node")),
+        _ => {
+            return Err(err(format!("{hpath}.nodes"), "socksref uses one node per hop (no node selection or failover)"))
+        }
+    };
+    let npath = format!("{hpath}.nodes[0]");
+    let mut parts = BTreeMap::new();
+    let dialer = node.dialer.clone().unwrap_or_default();
+    let dialer_kind = if dialer.kind.is_empty() { "tcp" } else { dialer.kind.as_str() };
+    let scheme = if dialer_kind == "tcp" || dialer_kind == node.connector.kind {
+        node.connector.kind.clone()
+    } else {
+        format!("{}+{dialer_kind}", node.connector.kind)
+    };
+    parts.insert("scheme".into(), format!("{npath}.connector.type"));
+    parts.insert("host".into(), format!("{npath}.addr"));
+    parts.insert("port".into(), format!("{npath}.addr"));
+    parts.insert("user".into(), format!("{npath}.connector.auth"));
+    let mut pairs = merge(
+        &[
+            (&node.connector.metadata, format!("{npath}.connector.metadata")),
+            (&dialer.metadata, format!("{npath}.dialer.metadata")),
+            (&node.metadata, format!("{npath}.metadata")),
+            (&hop.metadata, format!("{hpath}.metadata")),
+        ],
+        &mut parts,
+    )?;
+    if let Some(tls) = &dialer.tls {
+        let tpath = format!("{npath}.dialer.tls");
+        // gost's command line names the node's host; only another name means anything.
+        let host = crate::url::split_host_port(&node.addr).map(|(h, _)| h).unwrap_or_default();
+        let server_name = if tls.server_name == host { "" } else { tls.server_name.as_str() };
+        let secure = if tls.secure { "true" } else { "" };
+        for (k, v) in [
+            ("secure", secure),
+            ("caFile", tls.ca_file.as_str()),
+            ("serverName", server_name),
+            ("certFile", tls.cert_file.as_str()),
+            ("keyFile", tls.key_file.as_str()),
+        ] {
+            if v.is_empty() {
+                continue;
             }
-            parts.insert("scheme".into(), format!("{spath}.handler.type"));
-            kind.to_string()
-        } else if listener.kind == "tcp" {
-            parts.insert("scheme".into(), format!("{spath}.handler.type"));
-            handler.kind.clone()
-        } else {
-            parts.insert("scheme".into(), format!("{spath}.listener.type"));
-            format!("{}+{}", handler.kind, listener.kind)
-        };
-        // Which chain: the listener's for remote listens (it is where the listen happens), the
-        // handler's for everything else (it is where connections go), as gost's command line.
-        let (chain_name, chain_path, wrong) = if remote {
-            (
-                &listener.chain,
-                format!("{spath}.listener.chain"),
-                (&handler.chain, "handler", "rtcp/rudp targets are dialled directly"),
-            )
-        } else {
-            (
-                &handler.chain,
-                format!("{spath}.handler.chain"),
-                (&listener.chain, "listener", "listeners are not dialled through a chain"),
-            )
-        };
-        if let Some(name) = wrong.0 {
-            return Err(err(
-                format!("{spath}.{}.chain", wrong.1),
-                format!("{name:?}: not supported here ({})", wrong.2),
-            ));
-        }
-        let chain = match chain_name {
-            None => None,
-            Some(name) => Some(
-                chains
-                    .iter()
-                    .position(|c| &c.name == name)
-                    .ok_or_else(|| err(chain_path.clone(), format!("no chain named {name:?}")))?,
-            ),
-        };
-        // Users: handler.auth, then every user of the named authers.
-        let mut users: Vec<(String, String)> = Vec::new();
-        if let Some(a) = &handler.auth {
-            users.push((a.username.clone(), a.password.clone()));
-        }
-        let auther_names: Vec<(String, String)> = handler
-            .auther
-            .iter()
-            .map(|n| (n.clone(), format!("{spath}.handler.auther")))
-            .chain(
-                handler.authers.iter().enumerate().map(|(i, n)| (n.clone(), format!("{spath}.handler.authers[{i}]"))),
-            )
-            .collect();
-        for (name, path) in auther_names {
-            let auther = config
-                .authers
-                .iter()
-                .find(|a| a.name == name)
-                .ok_or_else(|| err(path, format!("no auther named {name:?}")))?;
-            users.extend(auther.auths.iter().map(|a| (a.username.clone(), a.password.clone())));
-        }
-        parts.insert("user".into(), format!("{spath}.handler.auth"));
-        parts.insert("password".into(), format!("{spath}.handler.auth"));
-        parts.insert("host".into(), format!("{spath}.addr"));
-        parts.insert("port".into(), format!("{spath}.addr"));
-        parts.insert("path".into(), format!("{spath}.forwarder"));
-        parts.insert("target".into(), format!("{spath}.forwarder.nodes"));
-        let mut pairs = merge(
-            &[
-                (&handler.metadata, format!("{spath}.handler.metadata")),
-                (&listener.metadata, format!("{spath}.listener.metadata")),
-                (&s.metadata, format!("{spath}.metadata")),
-            ],
-            &mut parts,
-        )?;
-        if let Some(tls) = &listener.tls {
-            let tpath = format!("{spath}.listener.tls");
-            for (v, k) in [(&tls.cert_file, "certFile"), (&tls.key_file, "keyFile"), (&tls.ca_file, "caFile")] {
-                if !v.is_empty() {
-                    pairs.push((k.into(), v.clone()));
+            // gost's command line also leaves these keys in the hop's metadata.
+            match pairs.iter().find(|(pk, _)| pk == k) {
+                Some((_, old)) if old == v => {}
+                Some((_, old)) => {
+                    return Err(err(format!("{tpath}.{k}"), format!("{v:?} differs from the metadata's {old:?}")))
+                }
+                None => {
+                    pairs.push((k.into(), v.into()));
                     parts.insert(format!("query {k}"), format!("{tpath}.{k}"));
                 }
             }
-            if tls.secure || !tls.server_name.is_empty() {
-                return Err(err(tpath, "secure/serverName are dialer settings, not listener settings"));
+        }
+    }
+    let auth = node.connector.auth.as_ref().map(|a| userinfo(&a.username, &a.password)).unwrap_or_default();
+    let url = format!("{scheme}://{auth}{}{}", node.addr, query(&pairs));
+    Ok(Origin { url, path: npath, parts })
+}
+
+/// One service (at `spath`) as a `-L` URL, with the chain it dials through and the users
+/// beyond the URL's own.
+fn plan_service(
+    spath: String,
+    s: &super::ServiceConfig,
+    config: &Config,
+    chains: &[PlannedChain],
+) -> Result<PlannedService, PlanError> {
+    let listener =
+        s.listener.clone().unwrap_or_else(|| super::ListenerConfig { kind: "tcp".into(), ..Default::default() });
+    let handler = &s.handler;
+    // gost's `forward` handler is its `tcp` one: the TCP forwarder, on whatever listener.
+    let kind = if handler.kind == "forward" { "tcp" } else { handler.kind.as_str() };
+    let forwarding = matches!(kind, "tcp" | "udp" | "rtcp" | "rudp");
+    let remote = matches!(kind, "rtcp" | "rudp");
+    let mut parts = BTreeMap::new();
+    let scheme = if kind == "tcp" && listener.kind != "tcp" {
+        // A TCP forwarder on a transport listener (`tcp+tls://:p/host:80`).
+        parts.insert("scheme".into(), format!("{spath}.listener.type"));
+        format!("tcp+{}", listener.kind)
+    } else if forwarding {
+        if listener.kind != kind {
+            return Err(err(
+                format!("{spath}.listener.type"),
+                format!("a {kind} handler needs a {kind} listener (not {:?})", listener.kind),
+            ));
+        }
+        parts.insert("scheme".into(), format!("{spath}.handler.type"));
+        kind.to_string()
+    } else if listener.kind == "tcp" {
+        parts.insert("scheme".into(), format!("{spath}.handler.type"));
+        handler.kind.clone()
+    } else {
+        parts.insert("scheme".into(), format!("{spath}.listener.type"));
+        format!("{}+{}", handler.kind, listener.kind)
+    };
+    let chain = service_chain(&spath, handler, &listener, remote, chains)?;
+    let users = service_users(&spath, handler, config)?;
+    parts.insert("user".into(), format!("{spath}.handler.auth"));
+    parts.insert("password".into(), format!("{spath}.handler.auth"));
+    parts.insert("host".into(), format!("{spath}.addr"));
+    parts.insert("port".into(), format!("{spath}.addr"));
+    parts.insert("path".into(), format!("{spath}.forwarder"));
+    parts.insert("target".into(), format!("{spath}.forwarder.nodes"));
+    let mut pairs = merge(
+        &[
+            (&handler.metadata, format!("{spath}.handler.metadata")),
+            (&listener.metadata, format!("{spath}.listener.metadata")),
+            (&s.metadata, format!("{spath}.metadata")),
+        ],
+        &mut parts,
+    )?;
+    if let Some(tls) = &listener.tls {
+        let tpath = format!("{spath}.listener.tls");
+        for (v, k) in [(&tls.cert_file, "certFile"), (&tls.key_file, "keyFile"), (&tls.ca_file, "caFile")] {
+            if !v.is_empty() {
+                pairs.push((k.into(), v.clone()));
+                parts.insert(format!("query {k}"), format!("{tpath}.{k}"));
             }
         }
-        let targets = match &s.forwarder {
-            None => String::new(),
-            Some(f) => {
-                for (i, n) in f.nodes.iter().enumerate() {
-                    if n.addr.contains([',', '/', '?']) {
-                        return Err(err(
-                            format!("{spath}.forwarder.nodes[{i}].addr"),
-                            format!("{:?} is not host:port", n.addr),
-                        ));
-                    }
-                }
-                let list: Vec<&str> = f.nodes.iter().map(|n| n.addr.as_str()).collect();
-                format!("/{}", list.join(","))
-            }
-        };
-        let mut rest = users.into_iter();
-        let auth = rest.next().map(|(u, p)| userinfo(&u, &p)).unwrap_or_default();
-        let url = format!("{scheme}://{auth}{}{targets}{}", s.addr, query(&pairs));
-        services.push(PlannedService {
-            name: s.name.clone(),
-            url: Origin { url, path: spath, parts },
-            chain,
-            extra_users: rest.collect(),
-        });
+        if tls.secure || !tls.server_name.is_empty() {
+            return Err(err(tpath, "secure/serverName are dialer settings, not listener settings"));
+        }
     }
+    let targets = match &s.forwarder {
+        None => String::new(),
+        Some(f) => {
+            for (i, n) in f.nodes.iter().enumerate() {
+                if n.addr.contains([',', '/', '?']) {
+                    return Err(err(
+                        format!("{spath}.forwarder.nodes[{i}].addr"),
+                        format!("{:?} is not host:port", n.addr),
+                    ));
+                }
+            }
+            let list: Vec<&str> = f.nodes.iter().map(|n| n.addr.as_str()).collect();
+            format!("/{}", list.join(","))
+        }
+    };
+    let mut rest = users.into_iter();
+    let auth = rest.next().map(|(u, p)| userinfo(&u, &p)).unwrap_or_default();
+    let url = format!("{scheme}://{auth}{}{targets}{}", s.addr, query(&pairs));
+    Ok(PlannedService {
+        name: s.name.clone(),
+        url: Origin { url, path: spath, parts },
+        chain,
+        extra_users: rest.collect(),
+    })
+}
 
-    let log_level = match &config.log {
+/// The chain a service dials through, by its index in `chains`: the listener's for remote
+/// listens (it is where the listen happens), the handler's for everything else (it is where
+/// connections go), as gost's command line; a chain named on the other side is an error.
+fn service_chain(
+    spath: &str,
+    handler: &super::HandlerConfig,
+    listener: &super::ListenerConfig,
+    remote: bool,
+    chains: &[PlannedChain],
+) -> Result<Option<usize>, PlanError> {
+    let (chain_name, chain_path, wrong) = if remote {
+        (
+            &listener.chain,
+            format!("{spath}.listener.chain"),
+            (&handler.chain, "handler", "rtcp/rudp targets are dialled directly"),
+        )
+    } else {
+        (
+            &handler.chain,
+            format!("{spath}.handler.chain"),
+            (&listener.chain, "listener", "listeners are not dialled through a chain"),
+        )
+    };
+    if let Some(name) = wrong.0 {
+        return Err(err(format!("{spath}.{}.chain", wrong.1), format!("{name:?}: not supported here ({})", wrong.2)));
+    }
+    Ok(match chain_name {
+        None => None,
+        Some(name) => Some(
+            chains
+                .iter()
+                .position(|c| &c.name == name)
+                .ok_or_else(|| err(chain_path.clone(), format!("no chain named {name:?}")))?,
+        ),
+    })
+}
+
+/// A service's users: `handler.auth`, then every user of the authers it names.
+fn service_users(
+    spath: &str,
+    handler: &super::HandlerConfig,
+    config: &Config,
+) -> Result<Vec<(String, String)>, PlanError> {
+    let mut users: Vec<(String, String)> = Vec::new();
+    if let Some(a) = &handler.auth {
+        users.push((a.username.clone(), a.password.clone()));
+    }
+    let auther_names: Vec<(String, String)> = handler
+        .auther
+        .iter()
+        .map(|n| (n.clone(), format!("{spath}.handler.auther")))
+        .chain(handler.authers.iter().enumerate().map(|(i, n)| (n.clone(), format!("{spath}.handler.authers[{i}]"))))
+        .collect();
+    for (name, path) in auther_names {
+        let auther = config
+            .authers
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| err(path, format!("no auther named {name:?}")))?;
+        users.extend(auther.auths.iter().map(|a| (a.username.clone(), a.password.clone())));
+    }
+    Ok(users)
+}
+
+/// The `log:` section as socksref's log level (text logs to stderr only).
+fn log_level(config: &Config) -> Result<Option<String>, PlanError> {
+    Ok(match &config.log {
         None => None,
         Some(log) => {
             if !matches!(log.format.as_str(), "" | "text") {
@@ -380,8 +404,7 @@ pub fn plan(config: &Config) -> Result<Plan, PlanError> {
                 other => return Err(err("log.level", format!("{other:?} (trace, debug, info, warn, error, fatal)"))),
             }
         }
-    };
-    Ok(Plan { chains, services, log_level })
+    })
 }
 
 #[cfg(test)]

@@ -14,18 +14,14 @@ use crate::policy::reply;
 use crate::proto::server::ProxyRequest;
 use crate::proto::{encode_reply, Address, Host, Reply};
 
-use super::{bnd, fail, resolve::resolve, Shared};
+use super::{bnd, fail, resolve::resolve, Accepted, Shared};
 
 /// Cap on bytes the client may send between the two replies; they are held for the peer.
 const HELD_CAP: usize = 64 * 1024;
 
-pub(crate) async fn run(
-    mut control: Stream,
-    peer: SocketAddr,
-    request: &ProxyRequest,
-    mut held: Vec<u8>,
-    shared: &Shared,
-) -> io::Result<()> {
+pub(crate) async fn run(accepted: Accepted<'_>) -> io::Result<()> {
+    // Bytes sent early, and any sent between the two replies, are held for the peer.
+    let Accepted { stream: mut control, peer, request, early: mut held, shared } = accepted;
     let cfg = &shared.config;
     if let Some(chain) = cfg.chain() {
         return via_chain(control, request, held, chain, shared).await;

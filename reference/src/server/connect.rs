@@ -14,15 +14,10 @@ use crate::policy::reply;
 use crate::proto::server::ProxyRequest;
 use crate::proto::{encode_reply, Reply};
 
-use super::{bnd, fail, resolve::resolve, Shared};
+use super::{bnd, fail, resolve::resolve, Accepted, Shared};
 
-pub(crate) async fn run(
-    mut client: Stream,
-    peer: SocketAddr,
-    request: &ProxyRequest,
-    early: Vec<u8>,
-    shared: &Shared,
-) -> io::Result<()> {
+pub(crate) async fn run(accepted: Accepted<'_>) -> io::Result<()> {
+    let Accepted { stream: mut client, peer, request, early, shared } = accepted;
     let cfg = &shared.config;
     let mut upstream = match dial(request, shared).await {
         Ok(s) => s,

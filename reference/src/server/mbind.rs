@@ -13,16 +13,12 @@ use crate::policy::listen_address;
 use crate::proto::server::ProxyRequest;
 use crate::proto::{encode_reply, Address, Host, Reply};
 use crate::smux::{Config, Role, Session};
-use crate::tls::Stream;
 
-use super::{bnd, fail, Shared};
+use super::{bnd, fail, Accepted, Shared};
 
-pub(crate) async fn run(
-    mut control: Stream,
-    peer: SocketAddr,
-    request: &ProxyRequest,
-    shared: &Shared,
-) -> io::Result<()> {
+pub(crate) async fn run(accepted: Accepted<'_>) -> io::Result<()> {
+    // Early bytes have nowhere to go: the stream becomes an smux session after the reply.
+    let Accepted { stream: mut control, peer, request, early: _, shared } = accepted;
     let cfg = &shared.config;
     let listener = match listen(request, control.local_addr()?.ip(), shared) {
         Ok(l) => l,

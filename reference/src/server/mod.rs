@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::policy::Transport;
 pub use crate::policy::{Credential, ServerConfig, Stats, Wiring};
@@ -34,6 +34,21 @@ use crate::tls::Stream;
 /// What every connection handler shares.
 pub(crate) struct Shared {
     pub config: ServerConfig,
+}
+
+/// A connection whose handshake is done, as every command handler receives it: built once by
+/// the dispatcher, so the handlers share one entry signature.
+pub(crate) struct Accepted<'a> {
+    /// The client's stream, after the SOCKS handshake (and gost's method-level TLS, if any).
+    pub stream: Stream,
+    /// Where the client connects from.
+    pub peer: SocketAddr,
+    /// The request, kept by the dispatcher for its closing log line.
+    pub request: &'a ProxyRequest,
+    /// Bytes the client sent after its request, before any reply (read with the request).
+    pub early: Vec<u8>,
+    /// The server's configuration.
+    pub shared: &'a Shared,
 }
 
 /// Connections still in the handshake, oldest first, each with the means to close it and how
@@ -138,15 +153,8 @@ pub async fn serve_on(
         while tasks.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning (R-87, V-19).
-                    warn!(error = %e, "accept failed; backing off");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            // EMFILE and friends back off there instead of spinning (R-87, V-19).
+            v = listener.accept_retrying() => v,
         };
         Stats::bump(&shared.config.wiring.stats.accepted);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -224,22 +232,23 @@ async fn handle(
     debug!(%peer, version = %request.version, command = %request.command, target = %request.target, %user, "request");
     // Boxed so each connection's task is sized for the command it runs, not for the largest
     // (UDP and BIND keep more state than CONNECT); idle tunnels are the common case.
+    let accepted = Accepted { stream, peer, request: &request, early, shared: &shared };
     let result = match request.command {
-        Command::CONNECT => Box::pin(connect::run(stream, peer, &request, early, &shared)).await,
-        Command::BIND if cfg.allow_bind => Box::pin(bind::run(stream, peer, &request, early, &shared)).await,
-        Command::UDP_ASSOCIATE if cfg.allow_udp => Box::pin(udp::run(stream, peer, &request, &shared)).await,
+        Command::CONNECT => Box::pin(connect::run(accepted)).await,
+        Command::BIND if cfg.allow_bind => Box::pin(bind::run(accepted)).await,
+        Command::UDP_ASSOCIATE if cfg.allow_udp => Box::pin(udp::run(accepted)).await,
         // gost's UDP-TUN (docs/gost.md §4.7) exists only where UDP or BIND is enabled;
         // the mode's own gate (relay: udp, bind: bind) answers 02 inside, as gost does.
         // gost's MBIND (docs/gost.md §4.5) shares BIND's switch, as in gost.
         Command::MUX_BIND if request.version == crate::proto::Version::V5 && cfg.allow_bind => {
-            Box::pin(mbind::run(stream, peer, &request, &shared)).await
+            Box::pin(mbind::run(accepted)).await
         }
         Command::UDP_TUN if request.version == crate::proto::Version::V5 && (cfg.allow_udp || cfg.allow_bind) => {
-            Box::pin(udp_tun::run(stream, peer, &request, early, &shared)).await
+            Box::pin(udp_tun::run(accepted)).await
         }
         _ => {
             // Unknown, disabled and extension commands alike: REP 07, never reinterpreted (R-25, V-27).
-            fail(stream, &request, Reply::COMMAND_NOT_SUPPORTED).await
+            fail(accepted.stream, &request, Reply::COMMAND_NOT_SUPPORTED).await
         }
     };
     if let Err(e) = result {

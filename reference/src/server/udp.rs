@@ -12,26 +12,21 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
-use crate::tls::Stream;
 use tracing::{debug, info};
 
 use crate::policy::{reply, Live, Stats, UdpClientLock, UdpDeclared, MAX_REMOTES};
-use crate::proto::server::ProxyRequest;
 use crate::proto::udp::UdpHeader;
 use crate::proto::{encode_reply, Address, Host, Reply};
 
-use super::{bnd, fail, Shared};
+use super::{bnd, fail, Accepted, Shared};
 
 /// Large enough for any IPv4 or IPv6 datagram plus the largest header, so nothing is truncated
 /// on receive.
 const DATAGRAM_MAX: usize = 65_535 + 262;
 
-pub(crate) async fn run(
-    mut control: Stream,
-    peer: SocketAddr,
-    request: &ProxyRequest,
-    shared: &Shared,
-) -> io::Result<()> {
+pub(crate) async fn run(accepted: Accepted<'_>) -> io::Result<()> {
+    // Early bytes are dropped: after UDP ASSOCIATE the control stream carries no data.
+    let Accepted { stream: mut control, peer, request, early: _, shared } = accepted;
     let cfg = &shared.config;
     // D-01 and the declared-target rule: the decision is the policy's (policy::udp).
     let declared = match declared(&request.target, shared).await {

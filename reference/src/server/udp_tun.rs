@@ -11,24 +11,19 @@ use tokio::net::UdpSocket;
 use tracing::{debug, info};
 
 use crate::policy::{reply, Stats, MAX_REMOTES};
-use crate::proto::server::ProxyRequest;
 use crate::proto::udptun::TunFrame;
 use crate::proto::{encode_reply, Address, DecodeError, Host, Reply};
 use crate::tls::Stream;
 
 use super::udp::Outbound;
-use super::{bnd, fail, Shared};
+use super::{bnd, fail, Accepted, Shared};
 
 /// The longest frame: header with a 255-byte name, and a 65535-byte payload.
 const MAX_FRAME: usize = 3 + 1 + 1 + 255 + 2 + 65_535;
 
-pub(crate) async fn run(
-    mut control: Stream,
-    peer: SocketAddr,
-    request: &ProxyRequest,
-    early: Vec<u8>,
-    shared: &Shared,
-) -> io::Result<()> {
+pub(crate) async fn run(accepted: Accepted<'_>) -> io::Result<()> {
+    // Early bytes are the start of the first frames.
+    let Accepted { stream: mut control, peer, request, early, shared } = accepted;
     let cfg = &shared.config;
     let bind_mode = request.target.port != 0;
     // gost gates relay mode on `udp` and bind mode on `bind`, refusing with 02 (§4.2).

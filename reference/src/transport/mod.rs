@@ -252,6 +252,12 @@ const KCP_KEYS: &[&str] = &[
     "tcp",
 ];
 
+/// Whether `handler` (the scheme before `+`) is one of the SOCKS handlers, the only ones that
+/// negotiate methods and so the only ones gost's TLS methods `80`/`82` concern.
+fn is_socks_handler(handler: &str) -> bool {
+    matches!(handler, "socks5" | "socks5h" | "socks" | "socks4" | "socks4a")
+}
+
 /// The first of `keys` present in `url`.
 fn first_key(url: &ProxyUrl, keys: &[&'static str]) -> Option<&'static str> {
     keys.iter().find(|k| url.params.contains_key(**k)).copied()
@@ -262,8 +268,8 @@ fn first_key(url: &ProxyUrl, keys: &[&'static str]) -> Option<&'static str> {
 /// the transport are removed from the returned URL. A scheme without `+` is TCP. An unknown
 /// transport is a `scheme` error naming the known ones.
 ///
-/// With a transport that encrypts (tls, wss, mtls, mwss), gost's TLS *methods* `80`/`82` are
-/// turned off unless the URL says `notls=false`: another TLS inside TLS buys nothing. The same
+/// With a transport that encrypts (tls, wss, mtls, mwss), a SOCKS handler's gost TLS *methods*
+/// `80`/`82` are turned off unless the URL says `notls=false`: another TLS inside TLS buys nothing. The same
 /// holds for mws: there, a method-`80` handshake inside one smux stream breaks gost's session
 /// for every later stream (seen between two gost 3.2.6 peers: the next stream's first write
 /// fails with "i/o timeout"), so a peer that wants to work with gost must not select or offer it.
@@ -308,7 +314,10 @@ pub fn split_url(mut url: ProxyUrl) -> Result<(ProxyUrl, TransportSpec), UrlErro
         }
         consumed.extend_from_slice(TLS_KEYS);
     }
-    if (kind.has_tls() || kind.is_mux() || kind == Kind::Kcp) && !url.params.contains_key("notls") {
+    // Only a SOCKS handler has methods to turn off; a forwarder (`tcp+tls://`, `forward+mws://`)
+    // negotiates nothing, so it gets no `notls` it would have to refuse or ignore.
+    let encrypts_or_muxes = kind.has_tls() || kind.is_mux() || kind == Kind::Kcp;
+    if encrypts_or_muxes && is_socks_handler(&handler) && !url.params.contains_key("notls") {
         url.params.insert("notls".into(), "true".into());
     }
     if kind.has_ws() {
@@ -624,6 +633,9 @@ impl Drop for AbortOnDrop {
 pub struct Listener {
     local: SocketAddr,
     kind: Kind,
+    /// The URL's `handshakeTimeout`, which [`ServerLayers`] already applies; kept so a handler
+    /// with no deadline of its own (a forwarder) can read the limit the URL chose.
+    handshake_timeout: Option<Duration>,
     inner: ListenerInner,
 }
 
@@ -641,7 +653,8 @@ const MUX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 impl Listener {
     /// Plain TCP on an already-bound listener.
     pub fn tcp(tcp: TcpListener) -> io::Result<Self> {
-        Ok(Self { local: tcp.local_addr()?, kind: Kind::Tcp, inner: ListenerInner::Plain { tcp, layers: None } })
+        let local = tcp.local_addr()?;
+        Ok(Self { local, kind: Kind::Tcp, handshake_timeout: None, inner: ListenerInner::Plain { tcp, layers: None } })
     }
 
     /// `spec`'s transport on an already-bound TCP listener. Fails only when the TLS
@@ -658,7 +671,8 @@ impl Listener {
         };
         if !spec.kind.is_mux() {
             let layers = (spec.kind != Kind::Tcp).then(|| Arc::new(layers));
-            return Ok(Self { local, kind: spec.kind, inner: ListenerInner::Plain { tcp, layers } });
+            let inner = ListenerInner::Plain { tcp, layers };
+            return Ok(Self { local, kind: spec.kind, handshake_timeout: spec.handshake_timeout, inner });
         }
         let layers =
             Arc::new(ServerLayers { timeout: Some(layers.timeout.unwrap_or(MUX_HANDSHAKE_TIMEOUT)), ..layers });
@@ -667,6 +681,7 @@ impl Listener {
         Ok(Self {
             local,
             kind: spec.kind,
+            handshake_timeout: spec.handshake_timeout,
             inner: ListenerInner::Mux { streams: rx, _sessions: AbortOnDrop(task.abort_handle()) },
         })
     }
@@ -689,7 +704,12 @@ impl Listener {
 
     /// kcp on an already-bound kcp listener.
     pub fn kcp(listener: kcp::Listener) -> Self {
-        Self { local: listener.local_addr(), kind: Kind::Kcp, inner: ListenerInner::Kcp(listener) }
+        Self {
+            local: listener.local_addr(),
+            kind: Kind::Kcp,
+            handshake_timeout: None,
+            inner: ListenerInner::Kcp(listener),
+        }
     }
 
     /// The bound address.
@@ -700,6 +720,23 @@ impl Listener {
     /// The transport.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// The deadline of a connection's transport handshake the URL set (`handshakeTimeout`);
+    /// `None` when it set none, leaving the deadline to the handler.
+    pub fn handshake_timeout(&self) -> Option<Duration> {
+        self.handshake_timeout
+    }
+
+    /// [`Listener::accept`] until it succeeds: a failure is logged and retried after
+    /// [`ACCEPT_BACKOFF`]. Cancel it (drop the future) to stop, e.g. at shutdown.
+    pub async fn accept_retrying(&mut self) -> (Incoming, SocketAddr) {
+        loop {
+            match self.accept().await {
+                Ok(v) => return v,
+                Err(e) => accept_failed(e).await,
+            }
+        }
     }
 
     /// The next conversation and the address of the peer it comes from. For smux transports
@@ -728,6 +765,16 @@ impl Listener {
     }
 }
 
+/// Pause after a failed `accept` so an accept loop backs off instead of spinning.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What every accept loop does when `accept` fails (EMFILE and friends, R-87, V-19): say so and
+/// pause [`ACCEPT_BACKOFF`], since retrying at once would spin on the same error.
+async fn accept_failed(e: io::Error) {
+    tracing::warn!(error = %e, "accept failed; backing off");
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
+}
+
 /// Accepts TCP connections, runs their layers, and hands every smux stream of every session on.
 /// Ends when the listener is dropped (which aborts this task and with it every session task).
 async fn mux_accept_loop(
@@ -742,8 +789,7 @@ async fn mux_accept_loop(
         let (s, peer) = match tcp.accept().await {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed; backing off");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                accept_failed(e).await;
                 continue;
             }
         };
@@ -989,6 +1035,21 @@ mod tests {
         let (u, t) = split_url(ProxyUrl::parse("socks5+mws://:1?notls=false&mux.version=2").unwrap()).unwrap();
         assert_eq!((t.kind, t.mux.version), (Kind::Mws, 2));
         assert_eq!(u.params.get("notls").map(String::as_str), Some("false"));
+    }
+
+    #[test]
+    fn notls_is_implied_only_for_a_socks_handler() {
+        let notls = |raw: &str| split_url(ProxyUrl::parse(raw).unwrap()).unwrap().0.params.get("notls").cloned();
+        for raw in ["socks5+tls://:1", "socks+mws://:1", "socks4a+kcp://:1", "socks5h+mtls://:1"] {
+            assert_eq!(notls(raw).as_deref(), Some("true"), "{raw}");
+        }
+        // A forwarder negotiates no methods: nothing to turn off, and no key it would refuse.
+        for raw in ["tcp+tls://:1/127.0.0.1:80", "forward+mws://:1", "tcp+kcp://:1/127.0.0.1:80", "forward+tls://h:1"] {
+            assert_eq!(notls(raw), None, "{raw}");
+        }
+        // What the URL says stays; a plain TCP transport implies nothing.
+        assert_eq!(notls("socks5+tls://:1?notls=false").as_deref(), Some("false"));
+        assert_eq!(notls("socks5://:1"), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -62,10 +62,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Proc> {
     let out = std::fs::File::create(log)?;
     let child = Command::new(bin)
@@ -78,14 +74,12 @@ fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Proc> {
     Ok(Proc(child))
 }
 
-async fn wait_listening(addr: SocketAddr) -> Result<()> {
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+impl Proc {
+    /// Waits until every one of `addrs` accepts TCP, or says why not (the workspace's one
+    /// readiness rule, [`testkit::wait_accepting_async`]: an exit is reported at once).
+    async fn wait_listening(&mut self, addrs: &[SocketAddr]) -> Result<()> {
+        testkit::wait_accepting_async(&mut self.0, addrs, Duration::from_secs(10)).await.map_err(anyhow::Error::new)
     }
-    bail!("nothing listens on {addr} after 10 s")
 }
 
 /// The query both ends of `transport` carry.
@@ -167,10 +161,10 @@ async fn handshakes(front: SocketAddr, window: Duration) -> Result<f64> {
 /// Server + forwarder of one implementation over `transport`; returns (throughput, handshakes).
 async fn measure_pair(bin: &Path, transport: &str, window: Duration, logs: &Path) -> Result<(f64, f64)> {
     let (sink, echo) = targets().await?;
-    let port = free_port()?;
+    let port = testkit::free_port()?;
     let server_addr = SocketAddr::from(([127, 0, 0, 1], port));
     let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let _server = spawn(
+    let mut server = spawn(
         bin,
         &["-L".into(), format!("socks5+{transport}://127.0.0.1:{port}?{}", keys(transport))],
         &logs.join(format!("{name}-{transport}-server.log")),
@@ -178,11 +172,11 @@ async fn measure_pair(bin: &Path, transport: &str, window: Duration, logs: &Path
     if transport == "kcp" {
         testkit::wait_udp_bound(server_addr, Duration::from_secs(10)).await?;
     } else {
-        wait_listening(server_addr).await?;
+        server.wait_listening(&[server_addr]).await?;
     }
-    let (up, hs) = (free_port()?, free_port()?);
+    let (up, hs) = (testkit::free_port()?, testkit::free_port()?);
     let hop = format!("socks5+{transport}://127.0.0.1:{port}?{}", keys(transport));
-    let _client = spawn(
+    let mut client = spawn(
         bin,
         &[
             "-L".into(),
@@ -195,8 +189,7 @@ async fn measure_pair(bin: &Path, transport: &str, window: Duration, logs: &Path
         &logs.join(format!("{name}-{transport}-client.log")),
     )?;
     let (up, hs) = (SocketAddr::from(([127, 0, 0, 1], up)), SocketAddr::from(([127, 0, 0, 1], hs)));
-    wait_listening(up).await?;
-    wait_listening(hs).await?;
+    client.wait_listening(&[up, hs]).await?;
     let t = throughput(up, window).await.context("throughput")?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let h = handshakes(hs, window).await.context("handshakes")?;

@@ -8,11 +8,19 @@
 //! datagram's fate (see [`fate`]); the observations are recorded as an `insta` snapshot per server
 //! peer, so any change in behaviour (a fix upstream, a regression here) shows up as a diff.
 
-use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sockslab::runner::{as_played, run_scenario, RunOptions, Sut};
 use sockslab::scenario::{Scenario, Schedule, StepKind};
 use sockslab::verdict::{Expectations, ScenarioResult, Verdict};
+
+use super::servers::{self, Config};
+use super::{capture, tally, Cell, CellResult, Kind, Lab};
+use crate::peers::PeerId;
 
 /// The scenarios the bypass cells play: every one whose id starts with this.
 pub const PREFIX: &str = "regressions.v01.";
@@ -45,8 +53,10 @@ pub struct Probe {
 /// All observations against one server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observations {
-    /// The authenticated control ([`CONTROL`]): relayed whenever observations exist at all.
-    pub control: Probe,
+    /// The authenticated control that relayed before the probes were judged ([`CONTROL`]).
+    /// There is no fate to record: a control that does not relay fails the cell instead, since
+    /// then "dropped" would prove nothing.
+    pub control: String,
     /// The `regressions.v01.*` scenarios, in the order they ran.
     pub probes: Vec<Probe>,
 }
@@ -72,12 +82,12 @@ fn udp_only(scn: &Scenario) -> bool {
     })
 }
 
-/// The control and the probes to play against a server with `sut`'s claims, in playing order:
-/// the probes that open no TCP connection first (docs/v2ray.md §6: "before any TCP" must come
-/// before anything authenticated), then the control, then the other probes, each group in
-/// catalogue order. Probes that do not apply to the server (as the runner decides from `needs`)
-/// are left out.
-pub fn plan<'a>(catalogue: &'a [Scenario], sut: &Sut) -> Result<(&'a Scenario, Vec<&'a Scenario>)> {
+/// The scenarios to play against a server with `sut`'s claims, in playing order, each marked
+/// whether it is the control: the probes that open no TCP connection first (docs/v2ray.md §6:
+/// "before any TCP" must come before anything authenticated), then the control, then the other
+/// probes, each group in catalogue order. Probes that do not apply to the server (as the runner
+/// decides from `needs`) are left out.
+pub fn plan<'a>(catalogue: &'a [Scenario], sut: &Sut) -> Result<Vec<(&'a Scenario, bool)>> {
     let Some(control) = catalogue.iter().find(|s| s.id == CONTROL) else {
         bail!("the catalogue has no scenario {CONTROL} (the bypass cells' authenticated control)");
     };
@@ -89,9 +99,11 @@ pub fn plan<'a>(catalogue: &'a [Scenario], sut: &Sut) -> Result<(&'a Scenario, V
     if probes.is_empty() {
         bail!("no {PREFIX}* scenario applies to this server");
     }
-    let (mut first, rest): (Vec<_>, Vec<_>) = probes.into_iter().partition(|s| udp_only(s));
-    first.extend(rest);
-    Ok((control, first))
+    let (first, rest): (Vec<_>, Vec<_>) = probes.into_iter().partition(|s| udp_only(s));
+    let mut order: Vec<(&Scenario, bool)> = first.into_iter().map(|s| (s, false)).collect();
+    order.push((control, true));
+    order.extend(rest.into_iter().map(|s| (s, false)));
+    Ok(order)
 }
 
 /// The step a result's failure is at, looked up in the scenario as it was played.
@@ -136,20 +148,16 @@ async fn play(scn: &Scenario, sut: &Sut) -> ScenarioResult {
 /// Each scenario starts its own echo target, so a datagram "reached the target" only when this
 /// scenario's target saw it.
 pub async fn observe(catalogue: &[Scenario], sut: &Sut) -> Result<Observations> {
-    let (control, probes) = plan(catalogue, sut)?;
+    let order = plan(catalogue, sut)?;
     let mut errors = Vec::new();
     let mut observed = Vec::new();
-    let mut control_fate = None;
-    let mut order: Vec<(&Scenario, bool)> = probes.iter().map(|s| (*s, false)).collect();
-    // The control goes right after the probes that open no TCP connection.
-    let at = probes.iter().take_while(|s| udp_only(s)).count();
-    order.insert(at, (control, true));
+    let mut control_relayed = false;
     for (scn, is_control) in order {
         let r = play(scn, sut).await;
         let played = as_played(scn, &sut.claims);
         if is_control {
             match failing_step(&played, &r) {
-                Ok(None) if r.verdict == Verdict::Pass => control_fate = Some(Fate::Relayed),
+                Ok(None) if r.verdict == Verdict::Pass => control_relayed = true,
                 Ok(_) | Err(_) => errors.push(format!(
                     "the authenticated control {CONTROL} did not relay ({}): the probes prove nothing",
                     r.failures.first().map(|f| f.message.as_str()).unwrap_or("not run")
@@ -165,8 +173,121 @@ pub async fn observe(catalogue: &[Scenario], sut: &Sut) -> Result<Observations> 
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
     }
-    let Some(fate) = control_fate else { bail!("the control {CONTROL} was not played") };
-    Ok(Observations { control: Probe { scenario: CONTROL.into(), fate }, probes: observed })
+    if !control_relayed {
+        bail!("the control {CONTROL} was not played");
+    }
+    Ok(Observations { control: CONTROL.into(), probes: observed })
+}
+
+/// The UDP bypass cells: the catalogue's `regressions.v01.*` scenarios per server (bypass.rs),
+/// their observations compared with the snapshots.
+pub(super) async fn run_bypass_cells(
+    lab: &Arc<Lab>,
+    catalogue: &[sockslab::scenario::Scenario],
+    to_run: &[Cell],
+    capture: bool,
+    done: &mut usize,
+    total: usize,
+) -> Result<(Vec<CellResult>, BTreeMap<PeerId, Observations>)> {
+    let mut results = Vec::new();
+    // UDP bypass: a fresh password+UDP server per peer, so "before any TCP" really is first.
+    // The servers are probed at once (every scenario has its own echo target, so one server's
+    // datagrams never count for another); the snapshot comparisons then run one by one, because
+    // they swap the process-wide panic hook.
+    let mut bypass_obs = BTreeMap::new();
+    let mut probes = tokio::task::JoinSet::new();
+    let catalogue = Arc::new(catalogue.to_vec());
+    for c in to_run.iter().filter(|c| c.kind == Kind::UdpBypass) {
+        let (lab, c, catalogue) = (lab.clone(), c.clone(), catalogue.clone());
+        probes.spawn(async move {
+            let t = Instant::now();
+            let r = observe_bypass(&lab, &catalogue, c.server, capture).await;
+            (c, t, r)
+        });
+    }
+    let mut observed = Vec::new();
+    while let Some(j) = probes.join_next().await {
+        observed.push(j.context("a bypass probe panicked")?);
+    }
+    observed.sort_by_key(|(c, _, _)| c.server);
+    for (c, t, r) in observed {
+        let c = &c;
+        let r = r.map(|(obs, logs)| {
+            let err = compare_bypass_snapshot(c.server, &obs);
+            (obs, err, logs)
+        });
+        let (status, detail, logs) = match r {
+            Ok((obs, snap_err, logs)) => {
+                let status = if let Some(e) = &snap_err {
+                    (Verdict::Fail, format!("snapshot differs: {e}"))
+                } else {
+                    let bypassed = obs.bypassed();
+                    let d = if bypassed {
+                        "unauthenticated datagrams reach the target (see the snapshot)".to_string()
+                    } else {
+                        "every unauthenticated datagram dropped; the authenticated control relayed".to_string()
+                    };
+                    (lab.decide(c, !bypassed), d)
+                };
+                bypass_obs.insert(c.server, obs);
+                (status.0, status.1, logs)
+            }
+            Err(e) => (lab.decide(c, false), format!("{e:#}"), String::new()),
+        };
+        tally(&mut results, CellResult::finished(c.clone(), status, detail, logs, t, lab.backend), done, total);
+    }
+    Ok((results, bypass_obs))
+}
+
+/// Starts a fresh password+UDP server and plays the bypass scenarios against it; returns the
+/// observations and its logs.
+async fn observe_bypass(
+    lab: &Lab,
+    catalogue: &[sockslab::scenario::Scenario],
+    peer: PeerId,
+    capture: bool,
+) -> Result<(Observations, String)> {
+    let server = servers::start(peer, &lab.launchers[&peer], Config::Auth).await?;
+    // Only the server's own port: bypass probes of several servers run at once.
+    let recorder =
+        if capture { Some(capture::Recorder::start(&format!("port {}", server.addr.port())).await) } else { None };
+    let obs = observe(catalogue, &server.sut()).await;
+    let logs = server.running.logs().await;
+    server.running.stop().await;
+    let mut logs = logs;
+    if let Some(rec) = recorder {
+        let cell = Cell::bypass(peer);
+        let shows = "RFC 1929 server with UDP on, the catalogue's regressions.v01.* scenarios and the \
+                     rfc1928.udp.relay-round-trip control played by the sockslab runner: datagrams sent straight to \
+                     the SOCKS port with no TCP handshake and no UDP ASSOCIATE (the dissector lists them as \
+                     unmatched), the logins and associations, and what came back (the capture keeps the SOCKS \
+                     port only, so datagrams to a separate relay port are not in it)";
+        let note =
+            capture::record_cell(&cell, rec, server.addr.port(), obs.is_ok(), shows, "", server.command.clone()).await;
+        logs = format!("{note}\n{logs}");
+    }
+    let obs = obs.with_context(|| format!("server log:\n{logs}"))?;
+    Ok((obs, logs))
+}
+
+/// Compares the observations with `xtask/src/interop/snapshots/udp_bypass_<peer>.snap`; returns
+/// what to say when they differ.
+fn compare_bypass_snapshot(peer: PeerId, obs: &Observations) -> Option<String> {
+    let name = format!("udp_bypass_{}", peer.name());
+    // insta panics on a mismatch (and, outside CI, writes a `.snap.new` to review with
+    // `cargo insta review`); turn that into a failing cell rather than aborting the run.
+    // insta has already printed the diff; the panic message and backtrace would only add noise.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        insta::with_settings!({snapshot_path => "snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
+            insta::assert_yaml_snapshot!(name.as_str(), obs);
+        });
+    }));
+    std::panic::set_hook(hook);
+    r.err().map(|_| {
+        format!("see xtask/src/interop/snapshots/{name}.snap (a .snap.new holds the new observations outside CI)")
+    })
 }
 
 #[cfg(test)]
@@ -214,8 +335,15 @@ mod tests {
     #[test]
     fn plan_puts_the_scenarios_without_tcp_first_and_the_control_is_the_relay_round_trip() {
         let cat = catalogue();
-        let (control, probes) = plan(&cat, &auth_sut()).expect("the catalogue has the scenarios");
+        let order = plan(&cat, &auth_sut()).expect("the catalogue has the scenarios");
+        let controls: Vec<usize> = order.iter().enumerate().filter(|(_, (_, c))| *c).map(|(i, _)| i).collect();
+        assert_eq!(controls.len(), 1, "one control");
+        let (control, _) = order[controls[0]];
         assert_eq!(control.id, CONTROL);
+        // The control comes right after the probes that open no TCP connection.
+        assert!(order[..controls[0]].iter().all(|(s, _)| udp_only(s)));
+        assert!(!udp_only(order[controls[0] + 1].0), "a probe that logs in follows the control");
+        let probes: Vec<&Scenario> = order.iter().filter(|(_, c)| !*c).map(|(s, _)| *s).collect();
         let ids: Vec<&str> = probes.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids.first(), Some(&"regressions.v01.udp-without-any-tcp"), "{ids:?}");
         assert!(ids.iter().all(|i| i.starts_with(PREFIX)), "{ids:?}");

@@ -15,7 +15,8 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::peers::{Feature, PeerId};
+use super::Cell;
+use crate::peers::{self, Feature, PeerId};
 
 /// TCP payload of a capturing cell: enough to see the data flow, small enough to commit.
 pub const TCP_PAYLOAD: usize = 64;
@@ -217,6 +218,70 @@ pub fn now() -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// Stops a cell's capture and, for a green cell, keeps it under `captures/` with its sidecar.
+/// Returns a note for the cell's detail line.
+pub(super) async fn record_cell(
+    c: &Cell,
+    rec: Result<Recorder>,
+    port: u16,
+    green: bool,
+    detail: &str,
+    client_logs: &str,
+    server_command: String,
+) -> String {
+    let rec = match rec {
+        Ok(r) => r,
+        Err(e) => return format!("not captured: {e:#}"),
+    };
+    let tcpdump = rec.command.clone();
+    let raw = match rec.stop().await {
+        Ok(r) => r,
+        Err(e) => return format!("not captured: {e:#}"),
+    };
+    if !green {
+        return "not captured (the cell is not green)".into();
+    }
+    let family = match c.feature {
+        Some(f) => family(f).to_string(),
+        None => "udp-bypass".to_string(),
+    };
+    let (name, client) = match c.client {
+        Some(p) => {
+            // The first log line is the client's command line (curl and the forwarders print it).
+            let cmd = match p {
+                PeerId::V2ray4 | PeerId::V2ray5 => {
+                    "v2ray with a dokodemo-door inbound and a socks outbound to the server (matrix.client in its harness/peers definition)"
+                        .to_string()
+                }
+                _ => client_logs.lines().next().unwrap_or_default().to_string(),
+            };
+            (format!("{}-{}", p.name(), c.server.name()), Peer::new(p, cmd))
+        }
+        None => (
+            format!("probe-{}", c.server.name()),
+            Peer {
+                name: "probe".into(),
+                version: "sockslab runner (xtask/src/interop/bypass.rs: scenarios/regressions/v01-*)".into(),
+                command: String::new(),
+            },
+        ),
+    };
+    let sidecar = Sidecar {
+        cell: c.id.clone(),
+        family,
+        date: now(),
+        client,
+        server: Peer::new(c.server, server_command),
+        tcpdump,
+        shows: detail.to_string(),
+        dissection: Vec::new(),
+    };
+    match save(&peers::root(), &name, &raw, &[port], sidecar) {
+        Ok(f) => format!("captured to {}", f.strip_prefix(peers::root()).unwrap_or(&f).display()),
+        Err(e) => format!("not captured: {e:#}"),
+    }
 }
 
 #[cfg(test)]

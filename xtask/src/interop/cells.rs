@@ -1,11 +1,13 @@
 //! One feature cell: a client peer talks through a server peer to an XOR-echo target, and the
 //! payload must come back XORed byte for byte.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use testkit::pseudo_random;
 
 use anyhow::{bail, ensure, Context, Result};
+use sockslab::peers::{ClientDef, ClientRun};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -109,33 +111,9 @@ async fn udp_exchange(addr: SocketAddr) -> Result<usize> {
     Ok(total)
 }
 
-/// The v2ray client: dokodemo-door (TCP and UDP) → socks outbound → server → target.
-fn v2ray_client_config(peer: PeerId, listen: u16, server: SocketAddr, feature: Feature, target: (&str, u16)) -> String {
-    let users = if feature == Feature::Userpass {
-        format!(r#", "users": [{{"user": "{USER}", "pass": "{PASS}"}}]"#)
-    } else {
-        String::new()
-    };
-    // `version` exists from v4.42.2 (§2.1); 4.34 would ignore it, and it has no SOCKS4 claim anyway.
-    let version = match (peer, feature) {
-        (PeerId::V2ray5, Feature::Socks4) => r#", "version": "4""#,
-        (PeerId::V2ray5, Feature::Socks4a) => r#", "version": "4a""#,
-        _ => "",
-    };
-    format!(
-        r#"{{"log": {{"loglevel": "warning"}},
- "inbounds": [{{"tag": "doko-in", "listen": "127.0.0.1", "port": {listen}, "protocol": "dokodemo-door",
-   "settings": {{"address": "{}", "port": {}, "network": "tcp,udp"}}}}],
- "outbounds": [{{"tag": "socks-out", "protocol": "socks",
-   "settings": {{"servers": [{{"address": "{}", "port": {}{users}}}]{version}}}}}]}}"#,
-        target.0,
-        target.1,
-        server.ip(),
-        server.port()
-    )
-}
-
 /// Runs one cell. `server` is the server instance the feature needs (open or with password).
+/// How the client starts for the feature is its definition's (`matrix.client` in
+/// harness/peers/<peer>/peer.yaml); what goes through it, and how it is checked, is the lab's.
 pub async fn run(
     client: PeerId,
     launcher: &Launcher,
@@ -143,82 +121,105 @@ pub async fn run(
     feature: Feature,
     targets: &Targets,
 ) -> Result<Outcome> {
-    // SOCKS4a must carry a host name, so the target is `localhost` there (and for curl's
-    // --socks5-hostname); elsewhere an IPv4 literal.
-    let by_name = matches!(feature, Feature::Socks4a | Feature::Userpass);
-    let host = if by_name { "localhost" } else { "127.0.0.1" };
-    match client {
-        PeerId::Curl => {
-            let dir = tempfile::Builder::new().prefix("sockslab-interop-curl-").tempdir()?;
-            let data = pseudo_random(7, tcp_len());
-            std::fs::write(dir.path().join("in"), &data)?;
-            let proxy = format!("{}:{}", server.ip(), server.port());
-            let mut args: Vec<String> = match feature {
-                Feature::Socks4 => vec!["--socks4".into(), proxy],
-                Feature::Socks4a => vec!["--socks4a".into(), proxy],
-                // curl sends the proxy URL's user name as the SOCKS4 USERID.
-                Feature::Socks4Userid => vec!["-x".into(), format!("socks4://{SOCKS4_USER}@{proxy}")],
-                Feature::Socks5Connect => vec!["--socks5".into(), proxy],
-                Feature::Userpass => {
-                    vec!["--socks5-hostname".into(), proxy, "--proxy-user".into(), format!("{USER}:{PASS}")]
-                }
-                f => bail!("curl has no {}", f.name()),
-            };
-            // `Expect:` off: the target is not a full HTTP server and answers no 100-continue.
-            args.extend(
-                [
-                    "-sS",
-                    "--max-time",
-                    "15",
-                    "-H",
-                    "Expect:",
-                    "--data-binary",
-                    "@{dir}/in",
-                    "-o",
-                    "{dir}/out",
-                    &format!("http://{host}:{}/xor", targets.http_port),
-                ]
-                .map(String::from),
-            );
-            let exit = launcher.run_once(dir.path(), &args, Duration::from_secs(30)).await?;
-            let logs = format!("curl {}\n{}", args.join(" "), exit.output);
-            ensure!(exit.code == 0, "curl exited with {}:\n{}", exit.code, logs);
-            let got = std::fs::read(dir.path().join("out")).context("no output file")?;
-            ensure!(
-                got == xor(&data),
-                "HTTP body differs from the payload XOR 0xA5 ({} of {} bytes)",
-                got.len(),
-                data.len()
-            );
-            Ok(Outcome { detail: format!("{} bytes over HTTP POST, XOR-echo verified", data.len()), logs })
-        }
-        PeerId::V2ray4 | PeerId::V2ray5 => {
-            // A new port per attempt: another process may take a free port before V2Ray binds it.
+    let def = client.client().with_context(|| format!("{client} has no `matrix.client` in its definition"))?;
+    let selected = server_probe(server, feature, targets).await?;
+    let fname = feature.name();
+    let ready = def.features.get(fname).map(|f| f.tcp_ready).unwrap_or(true);
+    match def.run {
+        ClientRun::Once => one_shot(client, def, launcher, server, feature, targets, &selected).await,
+        ClientRun::Listen => {
+            // A new port per attempt: another process may take a free port before the client binds it.
             let mut attempt = 0;
-            let (running, local) = loop {
+            let (running, local, args) = loop {
                 let listen = free_port()?;
-                let cfg = v2ray_client_config(client, listen, server, feature, (host, targets.echo_port));
-                let mut args: Vec<String> =
-                    if client == PeerId::V2ray5 { vec!["run".into(), "-c".into()] } else { vec!["-config".into()] };
-                args.push("{dir}/client.json".into());
                 let local = SocketAddr::from(([127, 0, 0, 1], listen));
-                match launcher.start(&args, &[("client.json", cfg)], Some(local)).await {
-                    Ok(r) => break (r, local),
+                let r = def.render(fname, &placeholders(server, feature, targets, listen)).map_err(|e| {
+                    anyhow::anyhow!("{client}'s definition (harness/peers/{}/peer.yaml): {e}", client.harness_peer())
+                })?;
+                let files: Vec<(&str, String)> = r.files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+                match launcher.start(&r.args, &files, ready.then_some(local)).await {
+                    Ok(running) => break (running, local, r.args),
                     Err(_) if attempt < 2 => attempt += 1,
                     Err(e) => return Err(e),
                 }
             };
-            let r = match feature {
-                Feature::UdpAssociate => udp_exchange(local).await.map(|n| format!("{n} bytes in 3 datagrams")),
-                _ => tcp_exchange_retry(local, 3).await.map(|n| format!("{n} bytes over TCP")),
-            };
-            let logs = running.logs().await;
+            let r = exchange(feature, local).await;
+            let logs = format!("{} {}\n{}", client.name(), args.join(" "), running.logs().await);
             running.stop().await;
             let detail = r.with_context(|| format!("client log:\n{logs}"))?;
-            Ok(Outcome { detail: format!("{detail}, XOR-echo verified"), logs })
+            Ok(Outcome { detail: format!("{selected}{detail}, XOR-echo verified"), logs })
         }
-        PeerId::Reference | PeerId::Gost => forwarder_cell(client, launcher, server, feature, targets, host).await,
     }
+}
+
+/// The lab's placeholders for a client definition (see `sockslab::peers::ClientDef`).
+fn placeholders(
+    server: SocketAddr,
+    feature: Feature,
+    targets: &Targets,
+    listen: u16,
+) -> BTreeMap<&'static str, String> {
+    // SOCKS4a must carry a host name, so the target is `localhost` there (and with a password,
+    // where curl sends it with socks5h); elsewhere an IPv4 literal.
+    let by_name = matches!(feature, Feature::Socks4a | Feature::Userpass);
+    let host = if by_name { "localhost" } else { "127.0.0.1" };
+    BTreeMap::from([
+        ("listen", listen.to_string()),
+        ("proxy", server.to_string()),
+        ("server_host", server.ip().to_string()),
+        ("server_port", server.port().to_string()),
+        ("target_host", host.to_string()),
+        ("echo", format!("{host}:{}", targets.echo_port)),
+        ("udp_echo", format!("127.0.0.1:{}", targets.echo_port)),
+        ("echo_port", targets.echo_port.to_string()),
+        ("http_port", targets.http_port.to_string()),
+        ("after_fin_port", targets.after_fin_port.to_string()),
+        ("user", USER.to_string()),
+        ("pass", PASS.to_string()),
+        ("socks4_user", SOCKS4_USER.to_string()),
+    ])
+}
+
+/// What goes through a listening client for `feature`, and how much came back.
+async fn exchange(feature: Feature, local: SocketAddr) -> Result<String> {
+    match feature {
+        Feature::UdpAssociate | Feature::UdpTun | Feature::RudpTun => {
+            udp_exchange(local).await.map(|n| format!("{n} bytes in 3 datagrams"))
+        }
+        Feature::Bind => tcp_exchange_retry(local, 5).await.map(|n| format!("{n} bytes via BIND")),
+        Feature::Mbind => tcp_exchange_retry(local, 6).await.map(|n| format!("{n} bytes via MBIND")),
+        Feature::HalfClose => half_close_with_retry(local).await.map(|n| format!("{n} bytes back after our FIN")),
+        _ => tcp_exchange_retry(local, 4).await.map(|n| format!("{n} bytes over TCP")),
+    }
+}
+
+/// A client that makes the exchange itself (curl): the payload in `{dir}/in`, its answer in
+/// `{dir}/out`, which must be the payload XORed.
+#[allow(clippy::too_many_arguments)]
+async fn one_shot(
+    client: PeerId,
+    def: &ClientDef,
+    launcher: &Launcher,
+    server: SocketAddr,
+    feature: Feature,
+    targets: &Targets,
+    selected: &str,
+) -> Result<Outcome> {
+    let dir = tempfile::Builder::new().prefix("sockslab-interop-client-").tempdir()?;
+    let data = pseudo_random(7, tcp_len());
+    std::fs::write(dir.path().join("in"), &data)?;
+    let r = def.render(feature.name(), &placeholders(server, feature, targets, 0)).map_err(|e| {
+        anyhow::anyhow!("{client}'s definition (harness/peers/{}/peer.yaml): {e}", client.harness_peer())
+    })?;
+    for (name, body) in &r.files {
+        std::fs::write(dir.path().join(name), body)?;
+    }
+    let exit = launcher.run_once(dir.path(), &r.args, Duration::from_secs(30)).await?;
+    let logs = format!("{} {}\n{}", client.name(), r.args.join(" "), exit.output);
+    ensure!(exit.code == 0, "{client} exited with {}:\n{}", exit.code, logs);
+    let got = std::fs::read(dir.path().join("out")).context("no output file")?;
+    ensure!(got == xor(&data), "the answer differs from the payload XOR 0xA5 ({} of {} bytes)", got.len(), data.len());
+    Ok(Outcome { detail: format!("{selected}{} bytes over HTTP POST, XOR-echo verified", data.len()), logs })
 }
 
 /// Sends `payload`, half-closes, and reads until EOF; the reply-after-FIN target answers only
@@ -307,84 +308,6 @@ async fn server_probe(server: SocketAddr, feature: Feature, targets: &Targets) -
     })
 }
 
-/// The chain hop (`-F`) a forwarder client uses for `feature`. socksref and gost share the
-/// URL dialect (docs/gost-peer.md §3); both offer the TLS methods 80/82 by default, so every
-/// cell but the TLS ones says `notls=true` to test what its name says.
-fn hop(feature: Feature, server: SocketAddr) -> String {
-    let auth = format!("{USER}:{PASS}@");
-    match feature {
-        Feature::Socks4 => format!("socks4://{server}?disable4a=true"),
-        Feature::Socks4a => format!("socks4a://{server}"),
-        Feature::Socks4Userid => format!("socks4://{SOCKS4_USER}@{server}?disable4a=true"),
-        Feature::TlsMethods => format!("socks5://{server}"),
-        Feature::TlsAuth => format!("socks5://{auth}{server}"),
-        Feature::Userpass => format!("socks5://{auth}{server}?notls=true"),
-        // `udp://` forwarders use gost's UDP-over-TCP (0xF3) unless the last hop says
-        // `relay=udp`; the udp-associate cell wants the RFC 1928 UDP ASSOCIATE.
-        Feature::UdpAssociate => format!("socks5://{server}?notls=true&relay=udp"),
-        _ => format!("socks5://{server}?notls=true"),
-    }
-}
-
-/// A client made of gost-style forwarders (socksref or gost): `-L` forwarders on a local port,
-/// `-F` the server, and the payload through them.
-async fn forwarder_cell(
-    client: PeerId,
-    launcher: &Launcher,
-    server: SocketAddr,
-    feature: Feature,
-    targets: &Targets,
-    host: &str,
-) -> Result<Outcome> {
-    let selected = server_probe(server, feature, targets).await?;
-    let hop = hop(feature, server);
-    let echo = format!("{host}:{}", targets.echo_port);
-    let udp_echo = format!("127.0.0.1:{}", targets.echo_port);
-    // A new port per attempt: another process may take a free port before the client binds it.
-    let mut attempt = 0;
-    let (running, local, args) = loop {
-        let listen = free_port()?;
-        let local = SocketAddr::from(([127, 0, 0, 1], listen));
-        // (forwarders, TCP readiness probe). rtcp/rudp listen at the proxy, so there is nothing
-        // local to probe: the first exchange that gets through is the test itself.
-        let (listeners, ready): (Vec<String>, Option<SocketAddr>) = match feature {
-            // socksref's rtcp is MBIND unless told `mbind=false` (one RFC 1928 BIND per peer).
-            Feature::Bind => (vec![format!("rtcp://127.0.0.1:{listen}/{echo}?mbind=false")], None),
-            // gost's and socksref's rtcp through a SOCKS5 hop: MBIND (docs/gost-peer.md §3).
-            Feature::Mbind => (vec![format!("rtcp://127.0.0.1:{listen}/{echo}")], None),
-            Feature::RudpTun => (vec![format!("rudp://127.0.0.1:{listen}/{udp_echo}")], None),
-            Feature::UdpAssociate | Feature::UdpTun => (vec![format!("udp://127.0.0.1:{listen}/{udp_echo}")], None),
-            Feature::HalfClose => {
-                (vec![format!("tcp://127.0.0.1:{listen}/127.0.0.1:{}", targets.after_fin_port)], Some(local))
-            }
-            _ => (vec![format!("tcp://127.0.0.1:{listen}/{echo}")], Some(local)),
-        };
-        let mut args: Vec<String> = Vec::new();
-        for l in listeners {
-            args.extend(["-L".into(), l]);
-        }
-        args.extend(["-F".into(), hop.clone()]);
-        match launcher.start(&args, &[], ready).await {
-            Ok(r) => break (r, local, args),
-            Err(_) if attempt < 2 => attempt += 1,
-            Err(e) => return Err(e),
-        }
-    };
-    let r = match feature {
-        Feature::UdpAssociate | Feature::UdpTun | Feature::RudpTun => {
-            udp_exchange(local).await.map(|n| format!("{n} bytes in 3 datagrams"))
-        }
-        Feature::Bind => tcp_exchange_retry(local, 5).await.map(|n| format!("{n} bytes via BIND")),
-        Feature::Mbind => tcp_exchange_retry(local, 6).await.map(|n| format!("{n} bytes via MBIND")),
-        Feature::HalfClose => half_close_with_retry(local).await.map(|n| format!("{n} bytes back after our FIN")),
-        _ => tcp_exchange_retry(local, 4).await.map(|n| format!("{n} bytes over TCP")),
-    };
-    let logs = format!("{} {}\n{}", client.name(), args.join(" "), running.logs().await);
-    running.stop().await;
-    let detail = r.with_context(|| format!("client log:\n{logs}"))?;
-    Ok(Outcome { detail: format!("{selected}{detail}, XOR-echo verified"), logs })
-}
-
 /// [`half_close_exchange`], retried only while the forwarder refuses connections.
 async fn half_close_with_retry(addr: SocketAddr) -> Result<usize> {
     let mut last = None;
@@ -399,4 +322,44 @@ async fn half_close_with_retry(addr: SocketAddr) -> Result<usize> {
         }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every client definition renders for every feature it claims with the lab's placeholders
+    /// (a misspelt one is an error), and the command lines say what the cells rely on.
+    #[tokio::test]
+    async fn every_client_definition_renders_for_every_claimed_feature() {
+        crate::peers::load().unwrap();
+        let targets = Targets::start().await.unwrap();
+        let server = SocketAddr::from(([127, 0, 0, 1], 1080));
+        let mut rendered = BTreeMap::new();
+        for peer in PeerId::ALL {
+            for &f in &peer.caps().client {
+                let def = peer.client().expect("a peer with client features has a client definition");
+                let r = def
+                    .render(f.name(), &placeholders(server, f, &targets, 5000))
+                    .unwrap_or_else(|e| panic!("{peer} {}: {e}", f.name()));
+                let text =
+                    format!("{} {}", r.args.join(" "), r.files.iter().map(|(_, b)| b.as_str()).collect::<String>());
+                rendered.insert((peer, f), text);
+            }
+        }
+        let at = |p, f| rendered[&(p, f)].as_str();
+        assert!(at(PeerId::Curl, Feature::Userpass).contains("-x socks5h://alice:s3cret@127.0.0.1:1080"));
+        assert!(at(PeerId::Curl, Feature::Socks4Userid).contains(&format!("socks4://{SOCKS4_USER}@127.0.0.1:1080")));
+        assert!(at(PeerId::Reference, Feature::Bind).starts_with("-L rtcp://127.0.0.1:5000/"));
+        assert!(at(PeerId::Reference, Feature::Bind).contains("mbind=false"));
+        assert!(at(PeerId::Gost, Feature::UdpAssociate).contains("relay=udp"));
+        assert!(at(PeerId::Gost, Feature::TlsMethods).ends_with("-F socks5://127.0.0.1:1080 "));
+        let v5 = at(PeerId::V2ray5, Feature::Socks4a);
+        assert!(v5.contains(r#""version": "4a""#) && v5.contains(r#""address": "localhost""#), "{v5}");
+        let v4 = at(PeerId::V2ray4, Feature::Userpass);
+        assert!(v4.contains(r#""users": [{"user": "alice", "pass": "s3cret"}]"#) && !v4.contains("version"), "{v4}");
+        let json = v4.trim_start_matches("-config {dir}/client.json ");
+        serde_json::from_str::<serde_json::Value>(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        assert!(!PeerId::Gost.client().unwrap().features["mbind"].tcp_ready);
+    }
 }

@@ -11,6 +11,7 @@ mod behaviour;
 mod browser_test;
 mod bypass;
 mod capture;
+mod catalogue;
 mod cells;
 mod configs;
 mod report;
@@ -347,7 +348,8 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
     phases.end("feature cells (with their shared servers)");
     let behaviour = run_behaviour(&lab, &p.behaviour_servers, shared).await?;
     phases.end("behaviour diff");
-    let (bypass, bypass_obs) = run_bypass_cells(&lab, &p.catalogue, &to_run, args.capture, &mut done, total).await?;
+    let (bypass, bypass_obs) =
+        bypass::run_bypass_cells(&lab, &p.catalogue, &to_run, args.capture, &mut done, total).await?;
     results.extend(bypass);
     phases.end("udp-bypass");
     // The transport family, one server per (peer, transport).
@@ -357,7 +359,7 @@ async fn run_async(args: &InteropArgs) -> Result<()> {
         phases.end("transport cells");
     }
     let schedules = args.schedules.as_deref();
-    results.extend(run_catalogues(&lab, &p, &to_run, schedules, &mut phases, &mut done, total).await);
+    results.extend(catalogue::run_catalogues(&lab, &p, &to_run, schedules, &mut phases, &mut done, total).await);
     write_run_report(args, &lab, &p, results, behaviour, bypass_obs, started, prep_secs, &phases)
 }
 
@@ -587,7 +589,8 @@ async fn run_feature_cells(
             };
             if let (Some(rec), Some(addr)) = (recorder, server) {
                 let note =
-                    record_cell(&c, rec, addr.port(), status == Verdict::Pass, &detail, &logs, server_command).await;
+                    capture::record_cell(&c, rec, addr.port(), status == Verdict::Pass, &detail, &logs, server_command)
+                        .await;
                 detail = format!("{detail}; {note}");
             }
             CellResult::finished(c, status, detail, logs, t, lab.backend)
@@ -628,95 +631,6 @@ async fn run_behaviour(
         }
     }
     Ok(behaviour)
-}
-
-/// The UDP bypass cells: the catalogue's `regressions.v01.*` scenarios per server (bypass.rs),
-/// their observations compared with the snapshots.
-async fn run_bypass_cells(
-    lab: &Arc<Lab>,
-    catalogue: &[sockslab::scenario::Scenario],
-    to_run: &[Cell],
-    capture: bool,
-    done: &mut usize,
-    total: usize,
-) -> Result<(Vec<CellResult>, BTreeMap<PeerId, bypass::Observations>)> {
-    let mut results = Vec::new();
-    // UDP bypass: a fresh password+UDP server per peer, so "before any TCP" really is first.
-    // The servers are probed at once (every scenario has its own echo target, so one server's
-    // datagrams never count for another); the snapshot comparisons then run one by one, because
-    // they swap the process-wide panic hook.
-    let mut bypass_obs = BTreeMap::new();
-    let mut probes = tokio::task::JoinSet::new();
-    let catalogue = Arc::new(catalogue.to_vec());
-    for c in to_run.iter().filter(|c| c.kind == Kind::UdpBypass) {
-        let (lab, c, catalogue) = (lab.clone(), c.clone(), catalogue.clone());
-        probes.spawn(async move {
-            let t = Instant::now();
-            let r = observe_bypass(&lab, &catalogue, c.server, capture).await;
-            (c, t, r)
-        });
-    }
-    let mut observed = Vec::new();
-    while let Some(j) = probes.join_next().await {
-        observed.push(j.context("a bypass probe panicked")?);
-    }
-    observed.sort_by_key(|(c, _, _)| c.server);
-    for (c, t, r) in observed {
-        let c = &c;
-        let r = r.map(|(obs, logs)| {
-            let err = compare_bypass_snapshot(c.server, &obs);
-            (obs, err, logs)
-        });
-        let (status, detail, logs) = match r {
-            Ok((obs, snap_err, logs)) => {
-                let status = if let Some(e) = &snap_err {
-                    (Verdict::Fail, format!("snapshot differs: {e}"))
-                } else {
-                    let bypassed = obs.bypassed();
-                    let d = if bypassed {
-                        "unauthenticated datagrams reach the target (see the snapshot)".to_string()
-                    } else {
-                        "every unauthenticated datagram dropped; the authenticated control relayed".to_string()
-                    };
-                    (lab.decide(c, !bypassed), d)
-                };
-                bypass_obs.insert(c.server, obs);
-                (status.0, status.1, logs)
-            }
-            Err(e) => (lab.decide(c, false), format!("{e:#}"), String::new()),
-        };
-        tally(&mut results, CellResult::finished(c.clone(), status, detail, logs, t, lab.backend), done, total);
-    }
-    Ok((results, bypass_obs))
-}
-
-/// The catalogue against every server peer that has scenario cells to run.
-async fn run_catalogues(
-    lab: &Lab,
-    p: &Planned,
-    to_run: &[Cell],
-    schedules: Option<&[String]>,
-    phases: &mut Phases,
-    done: &mut usize,
-    total: usize,
-) -> Vec<CellResult> {
-    let mut results = Vec::new();
-    // The catalogue against every server peer.
-    let mut catalogue_servers = BTreeSet::new();
-    for c in to_run.iter().filter(|c| c.kind == Kind::Scenario) {
-        catalogue_servers.insert(c.server);
-    }
-    for s in catalogue_servers {
-        let wanted: BTreeSet<String> = to_run
-            .iter()
-            .filter(|c| c.kind == Kind::Scenario && c.server == s)
-            .map(|c| c.id.trim_start_matches(&format!("scenario.{}.", s.name())).to_string())
-            .collect();
-        let scns: Vec<_> = p.catalogue.iter().filter(|x| wanted.contains(&x.id)).cloned().collect();
-        results.extend(run_catalogue(lab, s, &scns, done, total, schedules).await);
-        phases.end(format!("catalogue against {s}"));
-    }
-    results
 }
 
 /// Orders the results as planned, writes the reports and concludes the run.
@@ -779,260 +693,6 @@ async fn run_configs(args: &InteropArgs, backend: Backend) -> Result<()> {
     } else {
         anyhow::bail!("configs: a verdict differs between a real program and socksref (see the table)")
     }
-}
-
-/// Starts a fresh password+UDP server and plays the bypass scenarios against it; returns the
-/// observations and its logs.
-async fn observe_bypass(
-    lab: &Lab,
-    catalogue: &[sockslab::scenario::Scenario],
-    peer: PeerId,
-    capture: bool,
-) -> Result<(bypass::Observations, String)> {
-    let server = servers::start(peer, &lab.launchers[&peer], Config::Auth).await?;
-    // Only the server's own port: bypass probes of several servers run at once.
-    let recorder =
-        if capture { Some(capture::Recorder::start(&format!("port {}", server.addr.port())).await) } else { None };
-    let obs = bypass::observe(catalogue, &server.sut()).await;
-    let logs = server.running.logs().await;
-    server.running.stop().await;
-    let mut logs = logs;
-    if let Some(rec) = recorder {
-        let cell = Cell::bypass(peer);
-        let shows = "RFC 1929 server with UDP on, the catalogue's regressions.v01.* scenarios and the \
-                     rfc1928.udp.relay-round-trip control played by the sockslab runner: datagrams sent straight to \
-                     the SOCKS port with no TCP handshake and no UDP ASSOCIATE (the dissector lists them as \
-                     unmatched), the logins and associations, and what came back (the capture keeps the SOCKS \
-                     port only, so datagrams to a separate relay port are not in it)";
-        let note = record_cell(&cell, rec, server.addr.port(), obs.is_ok(), shows, "", server.command.clone()).await;
-        logs = format!("{note}\n{logs}");
-    }
-    let obs = obs.with_context(|| format!("server log:\n{logs}"))?;
-    Ok((obs, logs))
-}
-
-/// Stops a cell's capture and, for a green cell, keeps it under `captures/` with its sidecar.
-/// Returns a note for the cell's detail line.
-async fn record_cell(
-    c: &Cell,
-    rec: Result<capture::Recorder>,
-    port: u16,
-    green: bool,
-    detail: &str,
-    client_logs: &str,
-    server_command: String,
-) -> String {
-    let rec = match rec {
-        Ok(r) => r,
-        Err(e) => return format!("not captured: {e:#}"),
-    };
-    let tcpdump = rec.command.clone();
-    let raw = match rec.stop().await {
-        Ok(r) => r,
-        Err(e) => return format!("not captured: {e:#}"),
-    };
-    if !green {
-        return "not captured (the cell is not green)".into();
-    }
-    let family = match c.feature {
-        Some(f) => capture::family(f).to_string(),
-        None => "udp-bypass".to_string(),
-    };
-    let (name, client) = match c.client {
-        Some(p) => {
-            // The first log line is the client's command line (curl and the forwarders print it).
-            let cmd = match p {
-                PeerId::V2ray4 | PeerId::V2ray5 => {
-                    "v2ray with a dokodemo-door inbound and a socks outbound to the server (xtask/src/interop/cells.rs)"
-                        .to_string()
-                }
-                _ => client_logs.lines().next().unwrap_or_default().to_string(),
-            };
-            (format!("{}-{}", p.name(), c.server.name()), capture::Peer::new(p, cmd))
-        }
-        None => (
-            format!("probe-{}", c.server.name()),
-            capture::Peer {
-                name: "probe".into(),
-                version: "sockslab runner (xtask/src/interop/bypass.rs: scenarios/regressions/v01-*)".into(),
-                command: String::new(),
-            },
-        ),
-    };
-    let sidecar = capture::Sidecar {
-        cell: c.id.clone(),
-        family,
-        date: capture::now(),
-        client,
-        server: capture::Peer::new(c.server, server_command),
-        tcpdump,
-        shows: detail.to_string(),
-        dissection: Vec::new(),
-    };
-    match capture::save(&peers::root(), &name, &raw, &[port], sidecar) {
-        Ok(f) => format!("captured to {}", f.strip_prefix(peers::root()).unwrap_or(&f).display()),
-        Err(e) => format!("not captured: {e:#}"),
-    }
-}
-
-/// Compares the observations with `xtask/src/interop/snapshots/udp_bypass_<peer>.snap`; returns
-/// what to say when they differ.
-fn compare_bypass_snapshot(peer: PeerId, obs: &bypass::Observations) -> Option<String> {
-    let name = format!("udp_bypass_{}", peer.name());
-    // insta panics on a mismatch (and, outside CI, writes a `.snap.new` to review with
-    // `cargo insta review`); turn that into a failing cell rather than aborting the run.
-    // insta has already printed the diff; the panic message and backtrace would only add noise.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        insta::with_settings!({snapshot_path => "snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
-            insta::assert_yaml_snapshot!(name.as_str(), obs);
-        });
-    }));
-    std::panic::set_hook(hook);
-    r.err().map(|_| {
-        format!("see xtask/src/interop/snapshots/{name}.snap (a .snap.new holds the new observations outside CI)")
-    })
-}
-
-/// The gost extension a catalogue scenario exercises, from its id (`gost.<extension>.…`).
-fn gost_extension(id: &str) -> Option<Feature> {
-    let rest = id.strip_prefix("gost.")?;
-    Some(match rest.split('.').next()? {
-        "mbind" => Feature::Mbind,
-        "udp-tun" => Feature::UdpTun,
-        "tls" | "tls-methods" => Feature::TlsMethods,
-        // Any other gost scenario: treat as needing every extension gost has (only gost claims that).
-        _ => Feature::Mbind,
-    })
-}
-
-/// The catalogue's instances of a server peer, in the order scenarios pick them (the first that
-/// applies): narrow configurations first, so "UDP disabled" scenarios find one.
-fn catalogue_configs(peer: PeerId) -> Vec<Config> {
-    match peer {
-        PeerId::Reference => vec![
-            Config::Catalogue("plain"),
-            Config::Catalogue("auth-plain"),
-            Config::Open,
-            Config::Auth,
-            Config::Catalogue("bind"),
-        ],
-        // gost's SOCKS4 handler is a separate service: its own instance for the SOCKS4 scenarios.
-        PeerId::Gost => vec![Config::Open, Config::Auth, Config::Catalogue("socks4")],
-        _ => vec![Config::Open, Config::Auth],
-    }
-}
-
-/// The catalogue's scenarios `scns` against `peer`'s catalogue instances, graded by the harness.
-async fn run_catalogue(
-    lab: &Lab,
-    peer: PeerId,
-    scns: &[sockslab::scenario::Scenario],
-    done: &mut usize,
-    total: usize,
-    schedules: Option<&[String]>,
-) -> Vec<CellResult> {
-    let t = Instant::now();
-    let mut out = Vec::new();
-    let (unclaimed, scns) = split_unclaimed_extensions(peer, scns);
-    for (scn, reason) in unclaimed {
-        let r = CellResult::decided(
-            Cell::scenario(peer, &scn),
-            Verdict::NotApplicable { reason },
-            String::new(),
-            lab.backend,
-        );
-        tally(&mut out, r, done, total);
-    }
-    let started = match start_catalogue_instances(lab, peer).await {
-        Ok(started) => started,
-        Err(e) => {
-            for s in &scns {
-                let detail = format!("could not start the server instances: {e}");
-                tally(
-                    &mut out,
-                    CellResult::decided(Cell::scenario(peer, &s.id), Verdict::Fail, detail, lab.backend),
-                    done,
-                    total,
-                );
-            }
-            return out;
-        }
-    };
-    let suts: Vec<_> = started.iter().map(Server::sut).collect();
-    let mut opts = sockslab::runner::RunOptions::default();
-    if let Some(names) = schedules {
-        opts.schedules = names.iter().filter_map(|n| sockslab::scenario::Schedule::from_name(n)).collect();
-    }
-    let expectations = lab.expected.get(&peer).cloned().unwrap_or_default();
-    let results = sockslab::runner::run_all(&scns, &suts, &opts, &expectations, |_, _, _| {}).await;
-    let mut logs = String::new();
-    for s in &started {
-        logs.push_str(&format!("--- {} instance {}\n{}\n", peer, s.config.name(), s.running.logs().await));
-    }
-    for s in started {
-        s.running.stop().await;
-    }
-    for r in results {
-        tally(&mut out, scenario_result(peer, r, &logs, lab.backend), done, total);
-    }
-    eprintln!("interop: catalogue against {peer} took {:.1} s", t.elapsed().as_secs_f64());
-    out
-}
-
-/// Splits off the gost-extension scenarios `peer` does not claim, with why they do not apply.
-/// Their `needs` say only `command: udp` etc., which every UDP server claims; the peer's own
-/// capabilities decide them instead.
-fn split_unclaimed_extensions(
-    peer: PeerId,
-    scns: &[sockslab::scenario::Scenario],
-) -> (Vec<(String, String)>, Vec<sockslab::scenario::Scenario>) {
-    let mut unclaimed = Vec::new();
-    let mut runnable = Vec::new();
-    for scn in scns {
-        match gost_extension(&scn.id).filter(|f| !peer.caps().server.contains(f)) {
-            Some(f) => unclaimed.push((scn.id.clone(), format!("{peer} does not claim gost's {}", f.name()))),
-            None => runnable.push(scn.clone()),
-        }
-    }
-    (unclaimed, runnable)
-}
-
-/// Starts every catalogue instance of `peer`; if one fails, stops those started and says why.
-async fn start_catalogue_instances(lab: &Lab, peer: PeerId) -> std::result::Result<Vec<Server>, String> {
-    let mut started = Vec::new();
-    let mut err = None;
-    for c in catalogue_configs(peer) {
-        match servers::start(peer, &lab.launchers[&peer], c).await {
-            Ok(s) => started.push(s),
-            Err(e) => err = Some(format!("{e:#}")),
-        }
-    }
-    match err {
-        None => Ok(started),
-        Some(e) => {
-            for s in started {
-                s.running.stop().await;
-            }
-            Err(e)
-        }
-    }
-}
-
-/// A scenario's harness result as a lab cell. The harness decided the verdict (schedules,
-/// intermittent entries, grades); the lab only holds a WARN or POLICY to be an error too
-/// (`STRICT`), and keeps the instances' `logs` for an error.
-fn scenario_result(peer: PeerId, r: sockslab::verdict::ScenarioResult, logs: &str, backend: Backend) -> CellResult {
-    let failures = r
-        .failures
-        .iter()
-        .map(|f| format!("\n{} step {:?}: {}", f.schedule.name(), f.step, f.message))
-        .collect::<String>();
-    let detail = format!("instance {}{failures}", r.instance.unwrap_or_default());
-    let logs = if r.verdict.is_error(STRICT) { logs.to_string() } else { String::new() };
-    let cell = Cell::scenario(peer, &r.id);
-    CellResult { reproduce: reproduce(&cell.id, backend), cell, status: r.verdict, detail, logs, millis: r.millis }
 }
 
 #[cfg(test)]

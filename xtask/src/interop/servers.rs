@@ -105,13 +105,6 @@ pub async fn start(peer: PeerId, launcher: &Launcher, config: Config) -> Result<
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt")))
 }
 
-/// The harness peer's definition of `peer` (harness/peers/<name>/peer.yaml): the one place its
-/// server configurations, their claims and credentials are written.
-pub fn definition(peer: PeerId) -> Result<PeerDef> {
-    let name = peer.harness_peer().with_context(|| format!("{peer} has no server adapter (no harness peer)"))?;
-    PeerDef::load(&crate::peers::root().join("harness/peers").join(name)).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
 /// The instance of `def` the lab starts for `config` (the one of the same name).
 pub fn instance(def: &PeerDef, config: Config) -> Result<&InstanceDef> {
     def.instance(config.name()).map_err(|e| anyhow::anyhow!("{e}"))
@@ -131,7 +124,7 @@ pub fn extra_features(x: &ExtraListener) -> Result<Vec<Feature>> {
 }
 
 async fn start_once(peer: PeerId, launcher: &Launcher, config: Config) -> Result<Server> {
-    let def = definition(peer)?;
+    let def = peer.definition()?;
     let inst = instance(&def, config)?;
     let port = free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -179,7 +172,7 @@ mod tests {
         let mut out = Vec::new();
         for peer in PeerId::ALL.into_iter().filter(|p| !p.caps().server.is_empty()) {
             let mut configs = vec![Config::Open, Config::Auth];
-            configs.extend(super::super::catalogue_configs(peer));
+            configs.extend(super::super::catalogue::catalogue_configs(peer));
             configs.dedup();
             configs.sort();
             configs.dedup();
@@ -196,7 +189,7 @@ mod tests {
         let configs = lab_configs();
         assert!(configs.len() >= 11, "gost, both V2Rays and the reference: {configs:?}");
         for (peer, config) in configs {
-            let def = definition(peer).unwrap();
+            let def = peer.definition().unwrap();
             let inst = instance(&def, config).unwrap_or_else(|e| panic!("{peer} {config:?}: {e:#}"));
             let claims = inst.claims.as_ref().unwrap_or_else(|| panic!("{peer}/{}: no claims", inst.name));
             match claims.method {
@@ -227,7 +220,7 @@ mod tests {
     fn the_labs_instance_is_the_harness_instance_of_the_same_name() {
         let mut shared = 0;
         for (peer, config) in lab_configs() {
-            let def = definition(peer).unwrap();
+            let def = peer.definition().unwrap();
             let lab = instance(&def, config).unwrap();
             let harness = def.instances.iter().find(|i| i.name == config.name());
             if let Some(h) = harness.filter(|h| h.kind == sockslab::peers::Kind::Process) {
@@ -253,8 +246,8 @@ mod tests {
     /// without its claims (or the other way round) fails here.
     #[test]
     fn the_labs_reference_claims_what_its_command_line_configures() {
-        let def = definition(PeerId::Reference).unwrap();
-        for config in super::super::catalogue_configs(PeerId::Reference) {
+        let def = PeerId::Reference.definition().unwrap();
+        for config in super::super::catalogue::catalogue_configs(PeerId::Reference) {
             let inst = instance(&def, config).unwrap();
             let args = inst.render(1080, Some(&vec![1081; inst.extra.len()]), Path::new("/d")).unwrap().args;
             assert_eq!(args[0], "-L", "{}", inst.name);
@@ -288,7 +281,7 @@ mod tests {
     /// its own port, in order; `{dir}` left for the launcher.
     #[test]
     fn extra_listeners_get_their_own_ports() {
-        let def = definition(PeerId::Gost).unwrap();
+        let def = PeerId::Gost.definition().unwrap();
         let inst = instance(&def, Config::Open).unwrap();
         let r = inst.render(2000, Some(&[2001, 2002]), Path::new("{dir}")).unwrap();
         assert_eq!(r.args.len(), 6, "{:?}", r.args);
@@ -296,7 +289,7 @@ mod tests {
         assert!(r.args[3].starts_with("socks4://127.0.0.1:2001?"), "{:?}", r.args);
         assert!(r.args[5].starts_with("socks4://admin@127.0.0.1:2002?"), "{:?}", r.args);
         assert!(inst.render(2000, Some(&[2001]), Path::new("{dir}")).is_err(), "one port per extra listener");
-        let v2 = definition(PeerId::V2ray4).unwrap();
+        let v2 = PeerId::V2ray4.definition().unwrap();
         let r = instance(&v2, Config::Open).unwrap().render(3000, Some(&[]), Path::new("{dir}")).unwrap();
         assert_eq!(r.args, ["-config", "{dir}/config.json"]);
     }
