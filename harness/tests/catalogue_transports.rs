@@ -7,24 +7,22 @@
 use std::path::Path;
 
 use rstest::rstest;
+use rstest_reuse::apply;
 use sockslab::reference::{self, RefOptions};
 use sockslab::runner::{run_scenario, RunOptions};
-use sockslab::scenario::{load_catalogue, Role, Schedule, StepKind};
+use sockslab::scenario::{load_catalogue, Role, Scenario, Schedule, StepKind};
 use sockslab::verdict::{Expectations, Verdict};
 use socksref::transport::{Kind, TransportSpec};
 
-#[rstest]
-#[case::tls(Kind::Tls)]
-#[case::ws(Kind::Ws)]
-#[case::wss(Kind::Wss)]
-#[case::mtls(Kind::Mtls)]
-#[case::mws(Kind::Mws)]
-#[case::mwss(Kind::Mwss)]
-#[case::kcp(Kind::Kcp)]
+/// The repository's scenario catalogue.
+fn catalogue() -> Vec<Scenario> {
+    load_catalogue(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")).expect("catalogue loads")
+}
+
+#[apply(testkit::tunnels)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalogue_passes_over_the_transport(#[case] kind: Kind) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let catalogue = load_catalogue(&dir).expect("catalogue loads");
+    let catalogue = catalogue();
     let spec = TransportSpec::new(kind);
     // The delivery schedules are the plain-TCP tier's business; here one schedule per scenario
     // checks that the transport changes nothing.
@@ -94,8 +92,7 @@ async fn the_catalogue_passes_over_the_transport(#[case] kind: Kind) {
 #[case::wss(Kind::Wss)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_messages_written_one_byte_at_a_time_arrive_whole(#[case] kind: Kind) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let catalogue = load_catalogue(&dir).expect("catalogue loads");
+    let catalogue = catalogue();
     let spec = TransportSpec::new(kind);
     let opts = RunOptions { schedules: vec![Schedule::OneByte], ..RunOptions::default() };
     let ids = ["rfc1928.method.nmethods-255-duplicates", "regressions.v17.domain-255-octets"];

@@ -4,52 +4,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A `socksref` process killed (by pid, through `Child`) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn socksref(args: &[&str]) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_socksref"))
-        .args(args)
-        .args(["--log-level", "warn"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn socksref");
-    Proc(child)
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    testkit::free_port().expect("a free loopback port")
-}
-
-/// Waits until something accepts on `port` (bounded).
-fn wait_ready(port: u16) {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    if let Err(e) = testkit::wait_accepting(&mut testkit::NoProcess, &[addr], Duration::from_secs(10)) {
-        panic!("port {port} never opened: {e}");
-    }
-}
-
-fn curl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-m", "10"])
-        .args(args)
-        .output()
-        .expect("curl is required for these tests: apt-get install curl (bash .ci/run installs it)");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_through_every_mode() {

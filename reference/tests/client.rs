@@ -13,7 +13,7 @@ use socksref::client::{handshake, Chain, Error, Hop};
 use socksref::proto::client::{ClientError, ClientRequest};
 use socksref::proto::{Address, Command, Host, ProtoError, Reply, Socks4Reply, Version};
 use socksref::server::ServerConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -104,9 +104,20 @@ impl Script {
     }
 }
 
+/// A SOCKS5 proxy's side up to the request: read the 3-octet greeting, select no
+/// authentication (`05 00`), read the `request_len`-octet request; then `then`.
+fn no_auth(request_len: usize, then: impl IntoIterator<Item = Step>) -> Vec<Step> {
+    [Step::Read(3), Step::Write(hex("05 00")), Step::Read(request_len)].into_iter().chain(then).collect()
+}
+
 /// A chain of one hop with short deadlines, so failures show up fast.
 fn one_hop(version: Version, proxy: SocketAddr) -> Chain {
     quick(vec![Hop::new(version, proxy.into())])
+}
+
+/// One SOCKS5 hop to `proxy` that offers user `user` with password `sekrit`.
+fn with_password(proxy: SocketAddr) -> Chain {
+    quick(vec![Hop::new(Version::V5, proxy.into()).with_credentials("user", "sekrit")])
 }
 
 fn quick(hops: Vec<Hop>) -> Chain {
@@ -124,6 +135,8 @@ fn req(version: Version, command: Command, target: Address) -> ClientRequest {
 /// The greeting our client sends without credentials, and the request for `example.com:80`.
 const GREETING: &str = "05 01 00";
 const REQ_EXAMPLE: &str = "05 01 00 03 0b 6578616d706c652e636f6d 0050";
+/// A SOCKS5 success reply with BND 0.0.0.0:0.
+const GRANTED: &str = "05 00 00 01 00000000 0000";
 
 fn root_proto(e: &Error) -> Option<&ClientError> {
     match e.root() {
@@ -156,7 +169,7 @@ async fn reply_and_banner_in_one_segment_lose_nothing() {
     // past the reply.
     let mut seg = hex("05 00 00 04 00000000000000000000000000000001 0050");
     seg.extend_from_slice(b"220 ready\r\n");
-    let script = Script::start(vec![Step::Read(3), Step::Write(hex("05 00")), Step::Read(18), Step::Write(seg)]).await;
+    let script = Script::start(no_auth(18, [Step::Write(seg)])).await;
     let mut s = script_stream(script.addr).await;
     let bnd = handshake(&mut s, req(Version::V5, Command::CONNECT, name("example.com", 80))).await.unwrap();
     assert_eq!(bnd, Address { host: Host::Ip(Ipv6Addr::LOCALHOST.into()), port: 80 });
@@ -177,8 +190,7 @@ async fn domainname_bnd_of_every_length_is_consumed_exactly() {
         let mut seg = vec![0x05, 0x00, 0x00, 0x03, len as u8];
         seg.extend(std::iter::repeat_n(b'a', len));
         seg.extend_from_slice(&[0x12, 0x34, b'!']);
-        let script =
-            Script::start(vec![Step::Read(3), Step::Write(hex("05 00")), Step::Read(10), Step::Write(seg)]).await;
+        let script = Script::start(no_auth(10, [Step::Write(seg)])).await;
         let mut s = script_stream(script.addr).await;
         let target: Address = "127.0.0.1:9".parse::<SocketAddr>().unwrap().into();
         let bnd = handshake(&mut s, req(Version::V5, Command::CONNECT, target)).await.unwrap();
@@ -192,13 +204,7 @@ async fn domainname_bnd_of_every_length_is_consumed_exactly() {
 #[tokio::test]
 async fn every_failure_rep_is_reported_as_such() {
     for rep in [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 0x7f, 0xff] {
-        let script = Script::start(vec![
-            Step::Read(3),
-            Step::Write(hex("05 00")),
-            Step::Read(18),
-            Step::Write(vec![0x05, rep, 0x00, 0x01, 0, 0, 0, 0, 0, 0]),
-        ])
-        .await;
+        let script = Script::start(no_auth(18, [Step::Write(vec![0x05, rep, 0x00, 0x01, 0, 0, 0, 0, 0, 0])])).await;
         let e = one_hop(Version::V5, script.addr).connect(&name("example.com", 80)).await.unwrap_err();
         assert_eq!(e.hop_index(), Some(0));
         assert_eq!(root_proto(&e), Some(&ClientError::Rejected(Reply(rep))), "REP {rep:#04x}: {e}");
@@ -208,14 +214,7 @@ async fn every_failure_rep_is_reported_as_such() {
 #[tokio::test]
 async fn a_refusal_followed_by_eof_is_an_error_not_a_hang() {
     // C-06, V-25: REP≠00 then close after 2 bytes of the reply.
-    let script = Script::start(vec![
-        Step::Read(3),
-        Step::Write(hex("05 00")),
-        Step::Read(18),
-        Step::Write(hex("05 01")),
-        Step::Close,
-    ])
-    .await;
+    let script = Script::start(no_auth(18, [Step::Write(hex("05 01")), Step::Close])).await;
     let started = Instant::now();
     let e = one_hop(Version::V5, script.addr).connect(&name("example.com", 80)).await.unwrap_err();
     assert!(matches!(e.root(), Error::Closed { received: 2 }), "{e}");
@@ -228,13 +227,7 @@ async fn eof_at_every_point_of_the_exchange_is_an_error() {
     // EOF before the method selection, inside it, and at every offset of the reply.
     let mut cases: Vec<Vec<Step>> = vec![vec![Step::Read(3), Step::Close], vec![Step::Read(3), Step::Write(hex("05"))]];
     for cut in 0..full.len() {
-        cases.push(vec![
-            Step::Read(3),
-            Step::Write(hex("05 00")),
-            Step::Read(18),
-            Step::Write(full[..cut].to_vec()),
-            Step::Close,
-        ]);
+        cases.push(no_auth(18, [Step::Write(full[..cut].to_vec()), Step::Close]));
     }
     for (i, mut steps) in cases.into_iter().enumerate() {
         if !matches!(steps.last(), Some(Step::Close)) {
@@ -255,16 +248,7 @@ async fn wrong_version_bytes_are_rejected() {
         (vec![Step::Read(3), Step::Write(hex("04 00"))], false, 0x04),
         (vec![Step::Read(3), Step::Write(hex("00 00"))], false, 0x00),
         (vec![Step::Read(4), Step::Write(hex("05 02")), Step::Read(5), Step::Write(hex("05 00"))], true, 0x05),
-        (
-            vec![
-                Step::Read(3),
-                Step::Write(hex("05 00")),
-                Step::Read(18),
-                Step::Write(hex("04 00 00 01 00000000 0000")),
-            ],
-            false,
-            0x04,
-        ),
+        (no_auth(18, [Step::Write(hex("04 00 00 01 00000000 0000"))]), false, 0x04),
     ];
     for (i, (steps, creds, got)) in cases.into_iter().enumerate() {
         let script = Script::start(steps).await;
@@ -295,13 +279,7 @@ async fn socks4_reply_version_0_and_4_are_accepted_and_5_is_not() {
 
 #[tokio::test]
 async fn unknown_reply_atyp_is_an_error() {
-    let script = Script::start(vec![
-        Step::Read(3),
-        Step::Write(hex("05 00")),
-        Step::Read(18),
-        Step::Write(hex("05 00 00 05 00000000 0000")),
-    ])
-    .await;
+    let script = Script::start(no_auth(18, [Step::Write(hex("05 00 00 05 00000000 0000"))])).await;
     let e = one_hop(Version::V5, script.addr).connect(&name("example.com", 80)).await.unwrap_err();
     assert!(matches!(root_proto(&e), Some(ClientError::Proto(ProtoError::UnsupportedAddrType(_)))), "{e}");
 }
@@ -324,15 +302,9 @@ async fn method_selection_outside_the_offer_is_refused() {
 #[tokio::test]
 async fn credentials_go_out_only_after_the_server_selects_02() {
     // C-08: offered 00 and 02, server picks 00: the password never leaves.
-    let script = Script::start(vec![
-        Step::Read(4),
-        Step::Write(hex("05 00")),
-        Step::Read(18),
-        Step::Write(hex("05 00 00 01 00000000 0000")),
-    ])
-    .await;
-    let chain = quick(vec![Hop::new(Version::V5, script.addr.into()).with_credentials("user", "sekrit")]);
-    drop(chain.connect(&name("example.com", 80)).await.unwrap());
+    let script =
+        Script::start(vec![Step::Read(4), Step::Write(hex("05 00")), Step::Read(18), Step::Write(hex(GRANTED))]).await;
+    drop(with_password(script.addr).connect(&name("example.com", 80)).await.unwrap());
     let t = script.transcript().await;
     assert_eq!(t.received, [hex("05 02 00 02"), hex(REQ_EXAMPLE)].concat());
     assert!(!t.received.windows(6).any(|w| w == b"sekrit"));
@@ -345,11 +317,10 @@ async fn credentials_go_out_only_after_the_server_selects_02() {
         Step::Sleep(50),
         Step::Write(hex("01 00")),
         Step::Read(18),
-        Step::Write(hex("05 00 00 01 00000000 0000")),
+        Step::Write(hex(GRANTED)),
     ])
     .await;
-    let chain = quick(vec![Hop::new(Version::V5, script.addr.into()).with_credentials("user", "sekrit")]);
-    drop(chain.connect(&name("example.com", 80)).await.unwrap());
+    drop(with_password(script.addr).connect(&name("example.com", 80)).await.unwrap());
     let t = script.transcript().await;
     assert_eq!(
         t.received,
@@ -359,8 +330,7 @@ async fn credentials_go_out_only_after_the_server_selects_02() {
     // Status ≠ 00 is an authentication failure and no request follows.
     let script =
         Script::start(vec![Step::Read(4), Step::Write(hex("05 02")), Step::Read(13), Step::Write(hex("01 01"))]).await;
-    let chain = quick(vec![Hop::new(Version::V5, script.addr.into()).with_credentials("user", "sekrit")]);
-    let e = chain.connect(&name("example.com", 80)).await.unwrap_err();
+    let e = with_password(script.addr).connect(&name("example.com", 80)).await.unwrap_err();
     assert_eq!(root_proto(&e), Some(&ClientError::AuthFailed(1)));
     assert_eq!(script.transcript().await.received.len(), 4 + 13);
 }
@@ -390,13 +360,7 @@ async fn an_overlong_hostname_fails_before_any_byte_is_sent() {
     assert_eq!(t.received.len(), 0);
 
     // 255 is the largest name that fits: it is sent whole with LEN ff.
-    let script = Script::start(vec![
-        Step::Read(3),
-        Step::Write(hex("05 00")),
-        Step::Read(4 + 1 + 255 + 2),
-        Step::Write(hex("05 00 00 01 00000000 0000")),
-    ])
-    .await;
+    let script = Script::start(no_auth(4 + 1 + 255 + 2, [Step::Write(hex(GRANTED))])).await;
     let max = Address { host: Host::Domain(vec![b'b'; 255]), port: 80 };
     drop(one_hop(Version::V5, script.addr).connect(&max).await.unwrap());
     let t = script.transcript().await;
@@ -432,8 +396,7 @@ async fn a_silent_server_hits_the_handshake_deadline() {
 #[tokio::test]
 async fn a_proxy_that_never_replies_to_the_request_hits_the_connect_deadline() {
     // The greeting goes through, then silence: the reply deadline (connect_timeout) applies.
-    let script =
-        Script::start(vec![Step::Read(3), Step::Write(hex("05 00")), Step::Read(18), Step::Sleep(3_000)]).await;
+    let script = Script::start(no_auth(18, [Step::Sleep(3_000)])).await;
     let chain = Chain { connect_timeout: Duration::from_millis(300), ..one_hop(Version::V5, script.addr) };
     let started = Instant::now();
     let e = chain.connect(&name("example.com", 80)).await.unwrap_err();
@@ -492,16 +455,16 @@ async fn socks4_resolves_locally_to_ipv4_and_socks4a_sends_the_name() {
 async fn two_scripted_hops_get_connect_to_the_next_hop_then_to_the_target() {
     // One TCP connection carries hop 0's handshake, then hop 1's (hop 0 is "transparent").
     let hop1: SocketAddr = "127.0.0.2:1081".parse().unwrap();
-    let script = Script::start(vec![
-        Step::Read(3),
-        Step::Write(hex("05 00")),
-        Step::Read(10),
-        Step::Write(hex("05 00 00 01 00000000 0000")),
-        // Now "hop 1", SOCKS4a.
-        Step::Read(9 + 12),
-        Step::Write(hex("00 5a 0000 00000000")),
-        Step::Write(b"T".to_vec()),
-    ])
+    let script = Script::start(no_auth(
+        10,
+        [
+            Step::Write(hex(GRANTED)),
+            // Now "hop 1", SOCKS4a.
+            Step::Read(9 + 12),
+            Step::Write(hex("00 5a 0000 00000000")),
+            Step::Write(b"T".to_vec()),
+        ],
+    ))
     .await;
     let chain = quick(vec![Hop::new(Version::V5, script.addr.into()), Hop::new(Version::V4a, hop1.into())]);
     let mut s = chain.connect(&name("example.com", 80)).await.unwrap();
@@ -512,16 +475,14 @@ async fn two_scripted_hops_get_connect_to_the_next_hop_then_to_the_target() {
     assert_eq!(script.transcript().await.received, expect);
 
     // A refusal at hop 1 is attributed to hop 1.
-    let script = Script::start(vec![
-        Step::Read(3),
-        Step::Write(hex("05 00")),
-        Step::Read(10),
-        Step::Write(hex("05 00 00 01 00000000 0000")),
-        Step::Read(3),
-        Step::Write(hex("05 00")),
-        Step::Read(18),
-        Step::Write(hex("05 05 00 01 00000000 0000")),
-    ])
+    let script = Script::start(
+        [
+            no_auth(10, [Step::Write(hex(GRANTED))]),
+            // Now "hop 1", SOCKS5 too, which refuses.
+            no_auth(18, [Step::Write(hex("05 05 00 01 00000000 0000"))]),
+        ]
+        .concat(),
+    )
     .await;
     let chain = quick(vec![Hop::new(Version::V5, script.addr.into()), Hop::new(Version::V5, hop1.into())]);
     let e = chain.connect(&name("example.com", 80)).await.unwrap_err();
@@ -545,15 +506,15 @@ async fn an_unreachable_proxy_fails_closed() {
 async fn scripted_bind_returns_both_replies_and_keeps_the_peers_first_bytes() {
     let mut second = hex("05 00 00 01 0a000005 d431");
     second.extend_from_slice(b"peer says hi");
-    let script = Script::start(vec![
-        Step::Read(3),
-        Step::Write(hex("05 00")),
-        Step::Read(10),
-        // BND 0.0.0.0: the proxy's own address.
-        Step::Write(hex("05 00 00 01 00000000 2328")),
-        Step::Sleep(100),
-        Step::Write(second),
-    ])
+    let script = Script::start(no_auth(
+        10,
+        [
+            // BND 0.0.0.0: the proxy's own address.
+            Step::Write(hex("05 00 00 01 00000000 2328")),
+            Step::Sleep(100),
+            Step::Write(second),
+        ],
+    ))
     .await;
     let peer: Address = "10.0.0.5:0".parse::<SocketAddr>().unwrap().into();
     let pending = one_hop(Version::V5, script.addr).bind(&peer).await.unwrap();
@@ -571,8 +532,7 @@ async fn scripted_udp_association_filters_datagrams_as_c11_requires() {
     let relay_port = relay.local_addr().unwrap().port();
     let mut reply = hex("05 00 00 01 00000000");
     reply.extend_from_slice(&relay_port.to_be_bytes());
-    let script =
-        Script::start(vec![Step::Read(3), Step::Write(hex("05 00")), Step::Read(10), Step::Write(reply)]).await;
+    let script = Script::start(no_auth(10, [Step::Write(reply)])).await;
     let assoc = one_hop(Version::V5, script.addr).udp_associate().await.unwrap();
     // BND 0.0.0.0 means the proxy's address (C-03, D-02).
     assert_eq!(assoc.relay_addr(), relay.local_addr().unwrap());
@@ -600,8 +560,7 @@ async fn udp_association_drops_fragments_strangers_and_garbage_and_accepts_a_dom
     let mut reply = hex("05 00 00 03 09");
     reply.extend_from_slice(b"localhost");
     reply.extend_from_slice(&relay_port.to_be_bytes());
-    let script =
-        Script::start(vec![Step::Read(3), Step::Write(hex("05 00")), Step::Read(10), Step::Write(reply)]).await;
+    let script = Script::start(no_auth(10, [Step::Write(reply)])).await;
     let assoc = one_hop(Version::V5, script.addr).udp_associate().await.unwrap();
     // A DOMAINNAME BND is resolved locally.
     assert_eq!(assoc.relay_addr().port(), relay_port);
@@ -673,20 +632,27 @@ async fn direct_chain_connects_straight_to_the_target() {
     xor_roundtrip(&mut s).await;
 }
 
+/// BIND through `chain` for a peer from 127.0.0.1 (D-07: DST.ADDR names the expected peer),
+/// connect that peer to the bound address, and return the accepted tunnel, the peer address the
+/// proxy reported, and the peer's own connection.
+async fn bind_and_connect_a_peer(chain: &Chain) -> (impl AsyncRead + AsyncWrite + Unpin, Address, TcpStream) {
+    let pending = chain.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).await.unwrap();
+    let bound = pending.bound.socket_addr().expect("an IP BND");
+    assert_ne!(bound.port(), 0);
+    let accept = tokio::spawn(pending.accept());
+    let peer = TcpStream::connect(bound).await.unwrap();
+    let (s, from) = tokio::time::timeout(Duration::from_secs(5), accept).await.unwrap().unwrap().unwrap();
+    (s, from, peer)
+}
+
 #[tokio::test]
 async fn bind_through_a_socksref_chain() {
     let a = common::start(ServerConfig::default()).await;
     let b = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
     let chain = quick(vec![Hop::new(Version::V5, a.addr.into()), Hop::new(Version::V5, b.addr.into())]);
-    // The peer will come from 127.0.0.1 (D-07: DST.ADDR names the expected peer).
-    let pending = chain.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).await.unwrap();
-    let bound = pending.bound.socket_addr().expect("an IP BND");
-    assert_ne!(bound.port(), 0);
-    let accept = tokio::spawn(pending.accept());
-    let mut peer = TcpStream::connect(bound).await.unwrap();
-    peer.write_all(b"from peer").await.unwrap();
-    let (mut s, from) = accept.await.unwrap().unwrap();
+    let (mut s, from, mut peer) = bind_and_connect_a_peer(&chain).await;
     assert_eq!(from, peer.local_addr().unwrap().into());
+    peer.write_all(b"from peer").await.unwrap();
     let mut b9 = [0u8; 9];
     s.read_exact(&mut b9).await.unwrap();
     assert_eq!(&b9, b"from peer");
@@ -729,11 +695,7 @@ async fn socks4_bind_at_the_last_hop() {
     let a = common::start(ServerConfig::default()).await;
     let b = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
     let chain = quick(vec![Hop::new(Version::V4a, a.addr.into()), Hop::new(Version::V4, b.addr.into())]);
-    let pending = chain.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).await.unwrap();
-    let bound = pending.bound.socket_addr().expect("an IP BND");
-    let accept = tokio::spawn(pending.accept());
-    let mut peer = TcpStream::connect(bound).await.unwrap();
-    let (mut s, from) = accept.await.unwrap().unwrap();
+    let (mut s, from, mut peer) = bind_and_connect_a_peer(&chain).await;
     assert_eq!(from, peer.local_addr().unwrap().into());
     s.write_all(b"v4").await.unwrap();
     let mut b2 = [0u8; 2];
@@ -860,10 +822,7 @@ async fn forward_rtcp_through_a_socksref_server() {
     let echo = common::xor_echo().await;
     let srv = common::start(ServerConfig { allow_bind: true, bind_any_peer: true, ..ServerConfig::default() }).await;
     // A port that is free now, for the server to listen on (> 1024, as the server requires).
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let listen = Address { host: Host::Ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port };
     let (stop, on_stop) = shutdown();
     let fwd =
@@ -913,10 +872,6 @@ fn find(bin: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.exists())
 }
 
-fn free_port() -> u16 {
-    testkit::free_port().expect("a free loopback port")
-}
-
 /// Waits until `peer` accepts; a peer that exited first fails at once with its status.
 async fn wait_listening(peer: &mut Peer) -> Result<(), testkit::NotReady> {
     testkit::wait_accepting_async(&mut peer.child, &[peer.addr], Duration::from_secs(3)).await
@@ -953,7 +908,7 @@ async fn dante() -> Option<Peer> {
         eprintln!("note: danted not installed (apt-get install dante-server); skipping");
         return None;
     };
-    let port = free_port();
+    let port = common::free_port();
     let dir = std::env::temp_dir().join(format!("sockslab-dante-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let argv = dante_open_instance(port, &dir);
@@ -971,7 +926,7 @@ async fn microsocks(auth: Option<(&str, &str)>) -> Option<Peer> {
         eprintln!("note: microsocks not installed (apt-get install microsocks); skipping");
         return None;
     };
-    let port = free_port();
+    let port = common::free_port();
     let mut cmd = std::process::Command::new(bin);
     cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
     if let Some((u, p)) = auth {
@@ -1051,13 +1006,8 @@ async fn dante_udp_association_echo() {
 #[tokio::test]
 async fn dante_bind() {
     let Some(d) = dante().await else { return };
-    let pending =
-        one_hop(Version::V5, d.addr).bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).await.unwrap();
-    let bound = pending.bound.socket_addr().expect("an IP BND");
-    let accept = tokio::spawn(pending.accept());
-    let mut peer = TcpStream::connect(bound).await.unwrap();
+    let (mut s, _from, mut peer) = bind_and_connect_a_peer(&one_hop(Version::V5, d.addr)).await;
     peer.write_all(b"xyz").await.unwrap();
-    let (mut s, _from) = tokio::time::timeout(Duration::from_secs(5), accept).await.unwrap().unwrap().unwrap();
     let mut b = [0u8; 3];
     s.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"xyz");

@@ -4,46 +4,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use common::*;
 
-/// A `socksref` process killed (by pid, through `Child`) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_socksref")).args(args).stdin(Stdio::null()).output().expect("run socksref")
-}
-
-fn spawn(args: &[&str]) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_socksref"))
-        .args(args)
-        .args(["--log-level", "warn"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn socksref");
-    Proc(child)
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    testkit::free_port().expect("a free loopback port")
-}
-
-fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A scratch directory for this test process.
@@ -198,8 +164,8 @@ async fn each_service_uses_its_own_chain() {
     // one global chain both services would behave alike.
     let target = http("chain one").await;
     let (open, closed, s1, s2) = (free_port(), free_port(), free_port(), free_port());
-    let _open = spawn(&["-L", &format!("socks5://127.0.0.1:{open}?notls=true")]);
-    let _closed = spawn(&["-L", &format!("socks5://127.0.0.1:{closed}?notls=true&deny=127.0.0.0/8")]);
+    let _open = socksref(&["-L", &format!("socks5://127.0.0.1:{open}?notls=true")]);
+    let _closed = socksref(&["-L", &format!("socks5://127.0.0.1:{closed}?notls=true&deny=127.0.0.0/8")]);
     let dir = scratch("chains");
     let file = write(
         &dir,
@@ -232,21 +198,15 @@ log:
 "
         ),
     );
-    let _front = spawn(&["-C", file.to_str().unwrap()]);
+    let _front = socksref(&["-C", file.to_str().unwrap()]);
     for p in [open, closed, s1, s2] {
         wait_ready(p);
     }
     let url = format!("http://{target}/");
-    let curl = |port: u16| {
-        let out = Command::new("curl")
-            .args(["-s", "-m", "10", "--socks5-hostname", &format!("127.0.0.1:{port}"), &url])
-            .output()
-            .expect("curl is required for these tests");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    let (ok1, body1) = tokio::task::block_in_place(|| curl(s1));
+    let through = |port: u16| curl(&["--socks5-hostname", &format!("127.0.0.1:{port}"), &url]);
+    let (ok1, body1) = tokio::task::block_in_place(|| through(s1));
     assert!(ok1 && body1 == "chain one", "{ok1} {body1}");
-    let (ok2, _) = tokio::task::block_in_place(|| curl(s2));
+    let (ok2, _) = tokio::task::block_in_place(|| through(s2));
     assert!(!ok2, "the second service went through the first service's chain");
 }
 
@@ -276,7 +236,7 @@ log: {{level: nonsense}}
     assert!(String::from_utf8_lossy(&out.stderr).contains("log.level"));
     let text = std::fs::read_to_string(&file).unwrap().replace("nonsense", "error");
     let file = write(&dir, "authers.yaml", &text);
-    let _p = spawn(&["-C", file.to_str().unwrap()]);
+    let _p = socksref(&["-C", file.to_str().unwrap()]);
     wait_ready(port);
     // Both users of the auther authenticate (RFC 1929), a third does not.
     for (user, pass, ok) in [("alice", "a1", true), ("bob", "b2", true), ("eve", "x", false)] {
@@ -356,7 +316,7 @@ fn starts_and_listens(name: &str, flag: &[&str], dir: &Path) {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn socksref");
-    let mut child = Proc(child);
+    let mut child = Peer(child);
     for (_, port, tcp) in &ports {
         if *tcp {
             wait_ready(*port);
@@ -383,26 +343,23 @@ async fn v2ray_socks_inbound_with_password_and_a_chain_through_it() {
     let dir = scratch("v2ray");
     let s = example_on("v2ray4-socks-server.json", &[(1080, server)], &dir);
     let f = example_on("v2ray4-socks-chain.json", &[(1080, server), (2080, front)], &dir);
-    let _s = spawn(&["--v2ray", s.to_str().unwrap()]);
-    let _f = spawn(&["--v2ray", f.to_str().unwrap()]);
+    let _s = socksref(&["--v2ray", s.to_str().unwrap()]);
+    let _f = socksref(&["--v2ray", f.to_str().unwrap()]);
     wait_ready(server);
     wait_ready(front);
     let url = format!("http://{target}/");
-    let curl = |args: &[&str]| {
-        let out = Command::new("curl").args(["-s", "-m", "10"]).args(args).arg(&url).output().expect("curl");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let fetch = |args: &[&str]| curl(&[args, &[url.as_str()]].concat());
     let srv = format!("127.0.0.1:{server}");
-    let (ok, body) = tokio::task::block_in_place(|| curl(&["--socks5-hostname", &srv, "-U", "alice:s3cret"]));
+    let (ok, body) = tokio::task::block_in_place(|| fetch(&["--socks5-hostname", &srv, "-U", "alice:s3cret"]));
     assert!(ok && body == "v2ray says hi", "{ok} {body}");
-    let (ok, _) = tokio::task::block_in_place(|| curl(&["--socks5-hostname", &srv, "-U", "alice:wrong"]));
+    let (ok, _) = tokio::task::block_in_place(|| fetch(&["--socks5-hostname", &srv, "-U", "alice:wrong"]));
     assert!(!ok, "a wrong password was accepted");
-    let (ok, _) = tokio::task::block_in_place(|| curl(&["--socks5-hostname", &srv]));
+    let (ok, _) = tokio::task::block_in_place(|| fetch(&["--socks5-hostname", &srv]));
     assert!(!ok, "no authentication was accepted by a password inbound");
     // The noauth front routes to the socks outbound, which logs in as alice.
-    let (ok, body) = tokio::task::block_in_place(|| curl(&["--socks5-hostname", &format!("127.0.0.1:{front}")]));
+    let (ok, body) = tokio::task::block_in_place(|| fetch(&["--socks5-hostname", &format!("127.0.0.1:{front}")]));
     assert!(ok && body == "v2ray says hi", "{ok} {body}");
-    let (ok, body) = tokio::task::block_in_place(|| curl(&["--socks4a", &format!("127.0.0.1:{front}")]));
+    let (ok, body) = tokio::task::block_in_place(|| fetch(&["--socks4a", &format!("127.0.0.1:{front}")]));
     assert!(ok && body == "v2ray says hi", "SOCKS4a on a noauth socks inbound: {ok} {body}");
 }
 

@@ -200,9 +200,7 @@ async fn udp_tun_relay_mode_wire_bytes_and_payload_integrity() {
     let uecho = common::udp_xor_echo().await;
     let srv = common::start(ServerConfig { allow_udp: true, ..ServerConfig::default() }).await;
     // Raw: gost's request, then a frame exactly as gost writes it (three writes).
-    let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(&hex("05 01 00")).await.unwrap();
-    assert_eq!(read_n(&mut s, 2).await, hex("05 00"));
+    let mut s = common::greeted(srv.addr).await;
     s.write_all(&hex("05 f3 00 01 00000000 0000")).await.unwrap();
     let reply = read_n(&mut s, 10).await;
     assert_eq!(&reply[..4], &hex("05 00 00 01"));
@@ -247,9 +245,7 @@ async fn udp_tun_over_tls_and_gated_like_gost() {
         (neither.addr, "05 f3 00 01 00000000 0000", 0x07),
         (bind_only.addr, "05 f3 00 01 7f000001 0035", 0x02), // privileged port
     ] {
-        let mut s = TcpStream::connect(srv).await.unwrap();
-        s.write_all(&hex("05 01 00")).await.unwrap();
-        assert_eq!(read_n(&mut s, 2).await, hex("05 00"));
+        let mut s = common::greeted(srv).await;
         s.write_all(&hex(req)).await.unwrap();
         assert_eq!(read_n(&mut s, 10).await, [&[0x05, rep][..], &hex("00 01 00000000 0000")].concat(), "{req}");
     }
@@ -321,7 +317,7 @@ async fn udp_forwarder_via_udp_tun_and_via_associate() {
 async fn rudp_forwarder_listens_at_the_proxy() {
     let uecho = common::udp_xor_echo().await;
     let srv = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = testkit::free_udp_addr().unwrap().port();
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let chain = Arc::new(quick(vec![Hop::new(Version::V5, srv.addr.into())]));
     let (_stop, sd) = shutdown();
@@ -334,9 +330,7 @@ async fn rudp_forwarder_listens_at_the_proxy() {
 #[tokio::test]
 async fn mbind_wire_bytes_first_stream_is_sid_3_with_its_own_reply_frame() {
     let srv = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
-    let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(&hex("05 01 00")).await.unwrap();
-    assert_eq!(read_n(&mut s, 2).await, hex("05 00"));
+    let mut s = common::greeted(srv.addr).await;
     s.write_all(&hex("05 f2 00 01 7f000001 0000")).await.unwrap();
     let reply = read_n(&mut s, 10).await;
     assert_eq!(&reply[..8], &hex("05 00 00 01 7f000001"));
@@ -381,7 +375,7 @@ async fn mbind_client_and_server_over_tls_with_many_peers() {
 async fn rtcp_forwarder_via_mbind_relays_large_payloads() {
     let echo = common::xor_echo().await;
     let srv = common::start(ServerConfig { allow_bind: true, ..ServerConfig::default() }).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let chain = Arc::new(quick(vec![Hop::new(Version::V5, srv.addr.into())]));
     let (_stop, sd) = shutdown();

@@ -22,14 +22,6 @@ fn cfg() -> ServerConfig {
     ServerConfig { allow_bind: true, allow_udp: true, ..Default::default() }
 }
 
-/// Connects and completes the no-auth greeting.
-async fn greeted(server: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(server).await.unwrap();
-    s.write_all(&hex("05 01 00")).await.unwrap();
-    assert_eq!(read_n(&mut s, 2).await, hex("05 00"));
-    s
-}
-
 /// Sends a SOCKS5 request (`cmd`, address bytes) and returns the 10-byte IPv4 reply.
 async fn request(server: SocketAddr, cmd: u8, addr: &[u8]) -> (TcpStream, Vec<u8>) {
     let mut s = greeted(server).await;
@@ -77,7 +69,7 @@ async fn mbind_listens_only_on_the_control_connections_address_d07() {
 #[tokio::test]
 async fn udp_tun_bind_mode_binds_only_the_control_connections_address_d07() {
     let server = start(cfg()).await;
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = testkit::free_udp_addr().unwrap().port();
     let (_control, reply) = request(server.addr, 0xf3, &[&hex("01 00000000")[..], &port.to_be_bytes()].concat()).await;
     // BND is the socket's own address: 127.0.0.1, not 0.0.0.0.
     assert_eq!(reply, [&hex("05 00 00 01 7f000001")[..], &port.to_be_bytes()].concat());
@@ -89,9 +81,7 @@ async fn udp_tun_bind_mode_binds_only_the_control_connections_address_d07() {
 
 #[tokio::test]
 async fn idlers_cannot_fill_the_connection_cap_r85() {
-    let config = ServerConfig { max_connections: 10, max_handshakes: Some(4), ..cfg() };
-    let stats = config.wiring.stats.clone();
-    let server = start(config).await;
+    let (server, stats) = start_counted(ServerConfig { max_connections: 10, max_handshakes: Some(4), ..cfg() }).await;
     let echo = xor_echo().await;
     let mut idlers = Vec::new();
     for i in 1..=12u64 {
@@ -144,9 +134,7 @@ fn reset(s: &TcpStream) {
 
 #[tokio::test]
 async fn a_client_reset_ends_a_spliced_tunnel_whose_target_is_not_reading_r41() {
-    let config = cfg();
-    let stats = config.wiring.stats.clone();
-    let server = start(config).await;
+    let (server, stats) = start_counted(cfg()).await;
     let (mut s, reply) = request(server.addr, 0x01, &v4(stalled_target().await)).await;
     assert_eq!(&reply[..2], &hex("05 00"));
     fill(&mut s).await;
@@ -159,12 +147,11 @@ async fn a_client_reset_ends_a_spliced_tunnel_whose_target_is_not_reading_r41() 
 
 #[tokio::test]
 async fn a_client_reset_ends_a_tls_tunnel_whose_target_is_not_reading_r41() {
-    let config = ServerConfig {
+    let (server, stats) = start_counted(ServerConfig {
         wiring: Wiring { tls: Some(socksref::tls::server_config().unwrap()), ..Wiring::default() },
         ..cfg()
-    };
-    let stats = config.wiring.stats.clone();
-    let server = start(config).await;
+    })
+    .await;
     let mut hop = Hop::new(Version::V5, server.addr.into());
     hop.tls = HopTls::AcceptAny;
     let mut tunnel = Chain::new(vec![hop]).connect(&stalled_target().await.into()).await.unwrap();
@@ -237,9 +224,7 @@ async fn recv(s: &UdpSocket) -> Vec<u8> {
 
 #[tokio::test]
 async fn udp_datagrams_with_nonzero_rsv_are_dropped_like_tcp_requests_d14() {
-    let config = cfg();
-    let stats = config.wiring.stats.clone();
-    let server = start(config).await;
+    let (server, stats) = start_counted(cfg()).await;
     let echo = udp_xor_echo_on("127.0.0.1:0").await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (_control, relay) = associate_as(server.addr, &addr_bytes(client.local_addr().unwrap())).await;
@@ -312,9 +297,7 @@ async fn pysocks_udp_through_the_reference() {
 
 #[tokio::test]
 async fn v2ray_declaring_the_target_gets_its_datagrams_relayed_and_nobody_else_v01() {
-    let config = cfg();
-    let stats = config.wiring.stats.clone();
-    let server = start(config).await;
+    let (server, stats) = start_counted(cfg()).await;
     let echo = udp_xor_echo_on("127.0.0.1:0").await;
     // V2Ray puts the target in DST, then sends every datagram to it from a port of its own.
     let (_control, relay) = associate_as(server.addr, &addr_bytes(echo)).await;
@@ -361,9 +344,7 @@ async fn rules_refuse_connect_with_rep_02_and_socks4_with_5b_v08() {
 async fn rules_are_checked_per_datagram_v08() {
     let t1 = udp_xor_echo_on("127.0.0.1:0").await;
     let t2 = udp_xor_echo_on("127.0.0.1:0").await;
-    let config = ruled("", &format!("127.0.0.1:{}", t2.port()));
-    let stats = config.wiring.stats.clone();
-    let server = start(config).await;
+    let (server, stats) = start_counted(ruled("", &format!("127.0.0.1:{}", t2.port()))).await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (_control, relay) = associate_as(server.addr, &addr_bytes(client.local_addr().unwrap())).await;
     client.send_to(&[&hex("00 00 00")[..], &addr_bytes(t2), b"no"].concat(), relay).await.unwrap();
@@ -426,7 +407,7 @@ async fn v2ray_4_udp_through_the_reference() {
     }
     let server = start(cfg()).await;
     let echo = udp_xor_echo_on("127.0.0.1:0").await;
-    let entry = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let entry = testkit::free_udp_addr().unwrap().port();
     // dokodemo-door on UDP `entry` -> the echo target, through the reference as SOCKS5 outbound.
     let config = format!(
         r#"{{"log":{{"loglevel":"warning"}},

@@ -16,12 +16,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use common::{connect_retry, gost_bin, spawn, Peer};
-use std::process::{Command, Stdio};
 
 const MIB: usize = 1 << 20;
 
-/// Writes `len` bytes while reading the echo back; returns (sent hash, received hash, MiB/s).
-async fn echo_roundtrip<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, len: usize) -> ([u8; 32], [u8; 32], f64) {
+/// Writes `len` bytes through `s` to an echo while reading them back, checks by SHA-256 that the
+/// same octets came back (failing with `what`), and returns the rate in MiB/s each way.
+async fn echoes<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, len: usize, what: &str) -> f64 {
     let data = pseudo_random(len as u64, len);
     let want: [u8; 32] = Sha256::digest(&data).into();
     let (mut r, mut w) = tokio::io::split(s);
@@ -38,30 +38,59 @@ async fn echo_roundtrip<S: AsyncRead + AsyncWrite + Send + 'static>(s: S, len: u
     let mut buf = vec![0u8; 64 * 1024];
     while got < len {
         let n = r.read(&mut buf).await.expect("read");
-        assert!(n > 0, "EOF after {got} of {len} bytes");
+        assert!(n > 0, "{what}: EOF after {got} of {len} bytes");
         h.update(&buf[..n]);
         got += n;
     }
     let secs = started.elapsed().as_secs_f64();
     drop(writer.await.expect("writer"));
-    (want, h.finalize().into(), (len as f64 / MIB as f64) / secs)
+    let got: [u8; 32] = h.finalize().into();
+    assert_eq!(want, got, "{what}");
+    (len as f64 / MIB as f64) / secs
 }
 
-async fn echo<S: AsyncRead + AsyncWrite>(s: S) {
-    let (mut r, mut w) = tokio::io::split(s);
-    let _ = tokio::io::copy(&mut r, &mut w).await;
+/// Echoes every stream `ln` accepts back to its sender; returns the listener's UDP address.
+fn echo_every_stream(ln: kcp::Listener) -> SocketAddr {
+    let addr = ln.local_addr();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = ln.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tokio::io::split(s);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
 }
 
-fn free_udp() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Starts kcptun's client: a local TCP port (returned) tunnelled over kcp to `remote`.
+fn kcptun_client(bin: &std::path::Path, remote: SocketAddr, cfg: &Config, crypt: &str) -> (SocketAddr, Peer) {
+    let local = testkit::free_addr().unwrap();
+    let mut args = vec!["-l".into(), local.to_string(), "-r".into(), remote.to_string()];
+    args.extend(kcptun_flags(cfg, crypt));
+    (local, spawn(bin, &args))
 }
 
-fn free_tcp() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Starts kcptun's server on a free UDP port (returned), tunnelling each kcp stream to TCP
+/// `target`.
+async fn kcptun_server(bin: &std::path::Path, target: SocketAddr, cfg: &Config, crypt: &str) -> (SocketAddr, Peer) {
+    let kaddr = testkit::free_udp_addr().unwrap();
+    let mut args = vec!["-l".into(), kaddr.to_string(), "-t".into(), target.to_string()];
+    args.extend(kcptun_flags(cfg, crypt));
+    let peer = spawn(bin, &args);
+    tokio::time::sleep(Duration::from_millis(300)).await; // let it bind its UDP port
+    (kaddr, peer)
 }
 
-fn which(bin: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(bin)).find(|p| p.is_file())
+/// Debian's `bin` (`kcptun-client`, `kcptun-server`) on `PATH`; `None` after printing the SKIP
+/// line the test then stands for.
+fn kcptun(bin: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH")
+        .and_then(|path| path.to_str()?.split(':').map(|d| std::path::Path::new(d).join(bin)).find(|p| p.is_file()));
+    if found.is_none() {
+        println!("SKIP: {bin} not installed (apt-get install kcptun)");
+    }
+    found
 }
 
 /// kcptun flags equal to `cfg` (the settings gost uses when configured like kcptun).
@@ -100,20 +129,12 @@ fn kcptun_cfg() -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ours_to_ours_16_mib_each_way() {
     let cfg = Config::from_query("kcp.key=k&kcp.mode=fast&kcp.sndwnd=1024&kcp.rcvwnd=1024").unwrap();
-    let ln = kcp::Listener::bind("127.0.0.1:0".parse().unwrap(), &cfg).await.unwrap();
-    let addr = ln.local_addr();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = ln.accept().await {
-            tokio::spawn(echo(s));
-        }
-    });
+    let addr = echo_every_stream(kcp::Listener::bind("127.0.0.1:0".parse().unwrap(), &cfg).await.unwrap());
     let d = kcp::dial(addr, &cfg).await.unwrap();
-    let (want, got, rate) = echo_roundtrip(d.open().await.unwrap(), 16 * MIB).await;
-    assert_eq!(want, got);
+    let rate = echoes(d.open().await.unwrap(), 16 * MIB, "16 MiB ours → ours").await;
     println!("ours↔ours: {rate:.1} MiB/s each way");
     // A second stream on the same session.
-    let (want, got, _) = echo_roundtrip(d.open().await.unwrap(), MIB).await;
-    assert_eq!(want, got);
+    echoes(d.open().await.unwrap(), MIB, "1 MiB on a second stream of the same session").await;
 }
 
 /// A kcp-go datagram: FEC data packet around one KCP PUSH segment, sealed with `crypt`.
@@ -168,50 +189,23 @@ async fn bad_checksum_and_wrong_key_datagrams_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcptun_client_to_our_listener_64_mib_each_way() {
-    let Some(client) = which("kcptun-client") else {
-        println!("SKIP: kcptun-client not installed (apt-get install kcptun)");
-        return;
-    };
+    let Some(client) = kcptun("kcptun-client") else { return };
     let cfg = kcptun_cfg();
-    let ln = kcp::Listener::bind("127.0.0.1:0".parse().unwrap(), &cfg).await.unwrap();
-    let kaddr = ln.local_addr();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = ln.accept().await {
-            tokio::spawn(echo(s));
-        }
-    });
-    let local: SocketAddr = format!("127.0.0.1:{}", free_tcp()).parse().unwrap();
-    let mut args = vec!["-l".into(), local.to_string(), "-r".into(), kaddr.to_string()];
-    args.extend(kcptun_flags(&cfg, "aes"));
-    let _peer = spawn(&client, &args);
+    let kaddr = echo_every_stream(kcp::Listener::bind("127.0.0.1:0".parse().unwrap(), &cfg).await.unwrap());
+    let (local, _peer) = kcptun_client(&client, kaddr, &cfg, "aes");
     let tcp = connect_retry(local).await;
-    let (want, got, rate) = echo_roundtrip(tcp, 64 * MIB).await;
-    assert_eq!(want, got, "64 MiB through kcptun-client → our listener → echo → back");
+    let rate = echoes(tcp, 64 * MIB, "64 MiB through kcptun-client → our listener → echo → back").await;
     println!("kcptun-client → socksref kcp listener: {rate:.1} MiB/s each way");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_dialer_to_kcptun_server_64_mib_each_way() {
-    let Some(server) = which("kcptun-server") else {
-        println!("SKIP: kcptun-server not installed (apt-get install kcptun)");
-        return;
-    };
+    let Some(server) = kcptun("kcptun-server") else { return };
     let cfg = kcptun_cfg();
-    let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let taddr = target.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = target.accept().await {
-            tokio::spawn(echo(s));
-        }
-    });
-    let kaddr: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
-    let mut args = vec!["-l".into(), kaddr.to_string(), "-t".into(), taddr.to_string()];
-    args.extend(kcptun_flags(&cfg, "aes"));
-    let _peer = spawn(&server, &args);
-    tokio::time::sleep(Duration::from_millis(300)).await; // let it bind its UDP port
+    let (kaddr, _peer) = kcptun_server(&server, tcp_echo_server().await, &cfg, "aes").await;
     let d = kcp::dial(kaddr, &cfg).await.unwrap();
-    let (want, got, rate) = echo_roundtrip(d.open().await.unwrap(), 64 * MIB).await;
-    assert_eq!(want, got, "64 MiB through our dialer → kcptun-server → echo → back");
+    let rate =
+        echoes(d.open().await.unwrap(), 64 * MIB, "64 MiB through our dialer → kcptun-server → echo → back").await;
     println!("socksref kcp dialer → kcptun-server: {rate:.1} MiB/s each way");
 }
 
@@ -265,25 +259,13 @@ async fn relay(upstream: SocketAddr, drop_every: usize) -> (SocketAddr, Arc<Mute
 /// complete group it sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcptun_fec_parity_bytes_equal_ours() {
-    let Some(client) = which("kcptun-client") else {
-        println!("SKIP: kcptun-client not installed (apt-get install kcptun)");
-        return;
-    };
+    let Some(client) = kcptun("kcptun-client") else { return };
     let mut cfg = kcptun_cfg();
     cfg.crypt = kcp::Cipher::None;
-    let ln = kcp::Listener::bind("127.0.0.1:0".parse().unwrap(), &cfg).await.unwrap();
-    let (relay, seen) = capturing_relay(ln.local_addr()).await;
-    tokio::spawn(async move {
-        while let Ok((s, _)) = ln.accept().await {
-            tokio::spawn(echo(s));
-        }
-    });
-    let local: SocketAddr = format!("127.0.0.1:{}", free_tcp()).parse().unwrap();
-    let mut args = vec!["-l".into(), local.to_string(), "-r".into(), relay.to_string()];
-    args.extend(kcptun_flags(&cfg, "none"));
-    let _peer = spawn(&client, &args);
-    let (want, got, _) = echo_roundtrip(connect_retry(local).await, 2 * MIB).await;
-    assert_eq!(want, got);
+    let kaddr = echo_every_stream(kcp::Listener::bind("127.0.0.1:0".parse().unwrap(), &cfg).await.unwrap());
+    let (relay, seen) = capturing_relay(kaddr).await;
+    let (local, _peer) = kcptun_client(&client, relay, &cfg, "none");
+    echoes(connect_retry(local).await, 2 * MIB, "2 MiB kcptun-client → relay → our listener → echo → back").await;
 
     // Index what kcptun sent by FEC seqid (crypt none: payload after the 20-byte header).
     let seen = seen.lock().unwrap().clone();
@@ -334,14 +316,11 @@ async fn socks5_connect<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, target: So
     assert_eq!(&rep[..2], &[5, 0], "CONNECT reply {rep:?}");
 }
 
+/// A loopback TCP echo target.
 async fn tcp_echo_server() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(echo(s));
-        }
-    });
+    testkit::echo::tcp(l);
     a
 }
 
@@ -364,12 +343,9 @@ fn gost_query(cfg: &Config) -> String {
 }
 
 async fn our_dialer_through_gost_server(cfg: Config, query: Option<String>, len: usize) -> Option<f64> {
-    let Some(gost) = gost_bin() else {
-        println!("SKIP: no gost peer binary (run `cargo xtask interop` once, or set SOCKSLAB_GOST)");
-        return None;
-    };
+    let gost = gost_bin()?;
     let target = tcp_echo_server().await;
-    let kaddr: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
+    let kaddr = testkit::free_udp_addr().unwrap();
     let url = match query {
         Some(q) => format!("socks5+kcp://{kaddr}?{q}"),
         None => format!("socks5+kcp://{kaddr}"),
@@ -379,8 +355,7 @@ async fn our_dialer_through_gost_server(cfg: Config, query: Option<String>, len:
     let d = kcp::dial(kaddr, &cfg).await.unwrap();
     let mut s = d.open().await.unwrap();
     socks5_connect(&mut s, target).await;
-    let (want, got, rate) = echo_roundtrip(s, len).await;
-    assert_eq!(want, got, "{len} bytes through our kcp dialer → gost socks5+kcp → echo → back");
+    let rate = echoes(s, len, &format!("{len} bytes through our kcp dialer → gost socks5+kcp → echo → back")).await;
     Some(rate)
 }
 
@@ -407,10 +382,7 @@ async fn our_dialer_socks5_connect_through_gost_kcp_server_64_mib_each_way() {
 /// reference server over loopback TCP, so the SOCKS bytes gost sends reach it unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gost_kcp_client_through_our_listener_and_reference_socks_server_64_mib_each_way() {
-    let Some(gost) = gost_bin() else {
-        println!("SKIP: no gost peer binary (run `cargo xtask interop` once, or set SOCKSLAB_GOST)");
-        return;
-    };
+    let Some(gost) = gost_bin() else { return };
     let socks = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let socks_addr = socks.local_addr().unwrap();
     tokio::spawn(socksref::server::serve(socks, socksref::server::ServerConfig::default(), std::future::pending()));
@@ -426,7 +398,7 @@ async fn gost_kcp_client_through_our_listener_and_reference_socks_server_64_mib_
         }
     });
     let target = tcp_echo_server().await;
-    let fwd: SocketAddr = format!("127.0.0.1:{}", free_tcp()).parse().unwrap();
+    let fwd = testkit::free_addr().unwrap();
     let _peer = spawn(
         &gost,
         &[
@@ -437,18 +409,14 @@ async fn gost_kcp_client_through_our_listener_and_reference_socks_server_64_mib_
         ],
     );
     let tcp = connect_retry(fwd).await;
-    let (want, got, rate) = echo_roundtrip(tcp, 64 * MIB).await;
-    assert_eq!(want, got, "64 MiB through gost -F socks5+kcp → our listener → reference SOCKS → echo");
+    let rate = echoes(tcp, 64 * MIB, "64 MiB through gost -F socks5+kcp → our listener → reference SOCKS → echo").await;
     println!("gost socks5+kcp client → socksref kcp listener: {rate:.1} MiB/s each way");
 }
 
 /// Every cipher we implement, and nocomp, against kcptun-server (a kcp-go that has them all).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcptun_server_agrees_on_every_cipher_and_nocomp() {
-    let Some(server) = which("kcptun-server") else {
-        println!("SKIP: kcptun-server not installed (apt-get install kcptun)");
-        return;
-    };
+    let Some(server) = kcptun("kcptun-server") else { return };
     let target = tcp_echo_server().await;
     for (crypt, nocomp) in [
         ("aes-128", false),
@@ -466,14 +434,9 @@ async fn kcptun_server_agrees_on_every_cipher_and_nocomp() {
         let mut cfg = kcptun_cfg();
         cfg.crypt = kcp::Cipher::parse(crypt).unwrap();
         cfg.nocomp = nocomp;
-        let kaddr: SocketAddr = format!("127.0.0.1:{}", free_udp()).parse().unwrap();
-        let mut args = vec!["-l".into(), kaddr.to_string(), "-t".into(), target.to_string()];
-        args.extend(kcptun_flags(&cfg, crypt));
-        let _peer = spawn(&server, &args);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (kaddr, _peer) = kcptun_server(&server, target, &cfg, crypt).await;
         let d = kcp::dial(kaddr, &cfg).await.unwrap();
-        let (want, got, _) = echo_roundtrip(d.open().await.unwrap(), MIB).await;
-        assert_eq!(want, got, "crypt {crypt} nocomp {nocomp}");
+        echoes(d.open().await.unwrap(), MIB, &format!("crypt {crypt} nocomp {nocomp}")).await;
     }
 }
 
@@ -481,24 +444,12 @@ async fn kcptun_server_agrees_on_every_cipher_and_nocomp() {
 /// rest), kcptun and our listener still move 8 MiB each way intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcptun_client_through_a_lossy_link_to_our_listener() {
-    let Some(client) = which("kcptun-client") else {
-        println!("SKIP: kcptun-client not installed (apt-get install kcptun)");
-        return;
-    };
+    let Some(client) = kcptun("kcptun-client") else { return };
     let cfg = kcptun_cfg();
-    let ln = kcp::Listener::bind("127.0.0.1:0".parse().unwrap(), &cfg).await.unwrap();
-    let (lossy, _) = relay(ln.local_addr(), 7).await;
-    tokio::spawn(async move {
-        while let Ok((s, _)) = ln.accept().await {
-            tokio::spawn(echo(s));
-        }
-    });
-    let local: SocketAddr = format!("127.0.0.1:{}", free_tcp()).parse().unwrap();
-    let mut args = vec!["-l".into(), local.to_string(), "-r".into(), lossy.to_string()];
-    args.extend(kcptun_flags(&cfg, "aes"));
-    let _peer = spawn(&client, &args);
-    let (want, got, rate) = echo_roundtrip(connect_retry(local).await, 8 * MIB).await;
-    assert_eq!(want, got, "8 MiB over a link losing 1 datagram in 7");
+    let kaddr = echo_every_stream(kcp::Listener::bind("127.0.0.1:0".parse().unwrap(), &cfg).await.unwrap());
+    let (lossy, _) = relay(kaddr, 7).await;
+    let (local, _peer) = kcptun_client(&client, lossy, &cfg, "aes");
+    let rate = echoes(connect_retry(local).await, 8 * MIB, "8 MiB over a link losing 1 datagram in 7").await;
     println!("kcptun-client → lossy link → socksref kcp listener: {rate:.1} MiB/s each way");
 }
 
@@ -506,35 +457,20 @@ async fn kcptun_client_through_a_lossy_link_to_our_listener() {
 async fn kcptun_client_carries_socks5_to_the_socksref_binary_over_socks5_kcp() {
     // kcptun is a plain kcp tunnel: its client hands our `-L socks5+kcp://` service the bytes of
     // a SOCKS5 client, so this is a second kcp-go implementation against the whole binary.
-    let Some(client) = which("kcptun-client") else {
-        println!("SKIP: kcptun-client not installed (apt-get install kcptun)");
-        return;
-    };
+    let Some(client) = kcptun("kcptun-client") else { return };
     let cfg = Config { key: "sockslab".into(), ..kcptun_cfg() };
-    let port = free_udp();
+    let kaddr = testkit::free_udp_addr().unwrap();
     let query = format!(
         "kcp.key={}&kcp.mode={}&kcp.mtu={}&kcp.sndwnd={}&kcp.rcvwnd={}",
         cfg.key, cfg.mode, cfg.mtu, cfg.sndwnd, cfg.rcvwnd
     );
-    let _server = Peer(
-        Command::new(env!("CARGO_BIN_EXE_socksref"))
-            .args(["-L", &format!("socks5+kcp://127.0.0.1:{port}?{query}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn socksref"),
-    );
-    let local: SocketAddr = format!("127.0.0.1:{}", free_tcp()).parse().unwrap();
-    let mut args = vec!["-l".into(), local.to_string(), "-r".into(), format!("127.0.0.1:{port}")];
-    args.extend(kcptun_flags(&cfg, "aes"));
-    let _peer = spawn(&client, &args);
+    let _server = common::socksref(&["-L", &format!("socks5+kcp://{kaddr}?{query}")]);
+    let (local, _peer) = kcptun_client(&client, kaddr, &cfg, "aes");
     let target = tcp_echo_server().await;
     // kcp has no handshake: kcptun's first datagrams may reach the port before socksref binds
     // it, and KCP resends them, so the first CONNECT needs no readiness probe.
     let mut tcp = connect_retry(local).await;
     socks5_connect(&mut tcp, target).await;
-    let (want, got, rate) = echo_roundtrip(tcp, 16 * MIB).await;
-    assert_eq!(want, got, "16 MiB through kcptun-client → socksref -L socks5+kcp → echo → back");
+    let rate = echoes(tcp, 16 * MIB, "16 MiB through kcptun-client → socksref -L socks5+kcp → echo → back").await;
     println!("kcptun-client → socksref -L socks5+kcp: {rate:.1} MiB/s each way");
 }

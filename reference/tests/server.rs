@@ -84,17 +84,19 @@ async fn socks5_reply_codes(#[case] cmd: u8, #[case] rsv: u8, #[case] to: Target
 #[tokio::test]
 async fn disabled_commands_get_07(#[case] config: ServerConfig, #[case] cmd: u8) {
     let server = start(config).await;
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(&[&hex("05 01 00 05")[..], &[cmd, 0x00], &hex("01 7f000001 0050")].concat()).await.unwrap();
-    assert_eq!(read_to_eof(&mut s).await, hex("05 00 05 07 00 01 00000000 0000"));
+    assert_eq!(
+        answer_to(server.addr, &[&hex("05 01 00 05")[..], &[cmd, 0x00], &hex("01 7f000001 0050")].concat()).await,
+        hex("05 00 05 07 00 01 00000000 0000")
+    );
 }
 
 #[tokio::test]
 async fn self_connect_is_refused_v22() {
     let server = start(cfg()).await;
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(&[&hex("05 01 00 05 01 00")[..], &v4(server.addr)].concat()).await.unwrap();
-    assert_eq!(read_to_eof(&mut s).await, hex("05 00 05 02 00 01 00000000 0000"));
+    assert_eq!(
+        answer_to(server.addr, &[&hex("05 01 00 05 01 00")[..], &v4(server.addr)].concat()).await,
+        hex("05 00 05 02 00 01 00000000 0000")
+    );
     let mut s = TcpStream::connect(server.addr).await.unwrap();
     let name = format!("localhost:{}", server.addr.port());
     let _ = name; // the same check applies after resolution; "localhost" resolves to loopback
@@ -178,9 +180,7 @@ async fn wrong_password_closes_and_ignores_the_pipelined_request_v02a() {
 #[tokio::test]
 async fn auth_required_and_only_noauth_offered_gets_ff_and_nothing_else_v04() {
     let server = start(auth_cfg()).await;
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(&hex("05 01 00")).await.unwrap();
-    assert_eq!(read_to_eof(&mut s).await, hex("05 ff"));
+    assert_eq!(answer_to(server.addr, &hex("05 01 00")).await, hex("05 ff"));
 }
 
 #[tokio::test]
@@ -277,9 +277,7 @@ async fn an_idle_tunnel_is_closed_at_the_idle_timeout_r83() {
 async fn connections_over_the_cap_are_closed_at_once_r85() {
     // Idle connections fill the cap here, so the handshake cap (which would shed them first,
     // see tests/hardening.rs) is set to the connection cap to test the connection cap alone.
-    let config = ServerConfig { max_connections: 2, max_handshakes: Some(2), ..cfg() };
-    let stats = config.wiring.stats.clone();
-    let server = start(config).await;
+    let (server, stats) = start_counted(ServerConfig { max_connections: 2, max_handshakes: Some(2), ..cfg() }).await;
     let _a = TcpStream::connect(server.addr).await.unwrap();
     let _b = TcpStream::connect(server.addr).await.unwrap();
     // Both hold their permits once the server has accepted them (its gauge, not a guessed pause).
@@ -342,9 +340,10 @@ async fn bind_times_out_without_a_peer_r49() {
 #[tokio::test]
 async fn bind_to_any_peer_needs_configuration_d07() {
     let server = start(cfg()).await;
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(&hex("05 01 00 05 02 00 01 00000000 0000")).await.unwrap();
-    assert_eq!(read_to_eof(&mut s).await, hex("05 00 05 02 00 01 00000000 0000"));
+    assert_eq!(
+        answer_to(server.addr, &hex("05 01 00 05 02 00 01 00000000 0000")).await,
+        hex("05 00 05 02 00 01 00000000 0000")
+    );
     let server = start(ServerConfig { bind_any_peer: true, ..cfg() }).await;
     let (_control, listen) = bind_request(server.addr, "01 00000000 0000").await;
     assert!(TcpStream::connect(listen).await.is_ok());
@@ -375,6 +374,14 @@ async fn associate(server: SocketAddr, client: &UdpSocket) -> (TcpStream, Socket
     (s, SocketAddr::from(([127, 0, 0, 1], u16::from_be_bytes([r[8], r[9]]))))
 }
 
+/// A fresh loopback client socket with a UDP association at `server` declaring it: the client,
+/// the control connection that keeps the association alive, and the relay's address.
+async fn associated(server: SocketAddr) -> (UdpSocket, TcpStream, SocketAddr) {
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (control, relay) = associate(server, &client).await;
+    (client, control, relay)
+}
+
 fn datagram(frag: u8, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
     [vec![0, 0, frag], v4(to), payload.to_vec()].concat()
 }
@@ -391,8 +398,7 @@ async fn recv(s: &UdpSocket) -> Option<Vec<u8>> {
 async fn udp_round_trip_carries_the_real_source_r61() {
     let server = start(cfg()).await;
     let echo = udp_xor_echo().await;
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (_control, relay) = associate(server.addr, &client).await;
+    let (client, _control, relay) = associated(server.addr).await;
     client.send_to(&datagram(0, echo, b"ping"), relay).await.unwrap();
     let back = recv(&client).await.expect("echo");
     assert_eq!(back, datagram(0, echo, &b"ping".map(|b| b ^ 0x5a)));
@@ -404,9 +410,7 @@ async fn udp_round_trip_carries_the_real_source_r61() {
 
 #[tokio::test]
 async fn udp_from_sources_that_never_authenticated_is_dropped_v01() {
-    let config = auth_cfg();
-    let stats = config.wiring.stats.clone();
-    let server = start(config).await;
+    let (server, stats) = start_counted(auth_cfg()).await;
     let echo = udp_xor_echo().await;
     // 1. Before any TCP: to the TCP port number (nothing listens on UDP there) — nothing back.
     let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -439,19 +443,17 @@ async fn udp_from_sources_that_never_authenticated_is_dropped_v01() {
 #[tokio::test]
 async fn udp_after_a_failed_login_there_is_no_relay_at_all() {
     let server = start(auth_cfg()).await;
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(&hex("05 01 02 01 04 75736572 04 6e6f7065 05 03 00 01 00000000 0000")).await.unwrap();
-    assert_eq!(read_to_eof(&mut s).await, hex("05 02 01 01"));
+    assert_eq!(
+        answer_to(server.addr, &hex("05 01 02 01 04 75736572 04 6e6f7065 05 03 00 01 00000000 0000")).await,
+        hex("05 02 01 01")
+    );
 }
 
 #[tokio::test]
 async fn udp_frag_nonzero_and_malformed_headers_are_dropped_d12_r58() {
-    let config = cfg();
-    let stats = config.wiring.stats.clone();
-    let server = start(config).await;
+    let (server, stats) = start_counted(cfg()).await;
     let echo = udp_xor_echo().await;
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (_control, relay) = associate(server.addr, &client).await;
+    let (client, _control, relay) = associated(server.addr).await;
     client.send_to(&datagram(1, echo, b"frag"), relay).await.unwrap();
     client.send_to(&hex("0000 00 01 7f00"), relay).await.unwrap();
     client.send_to(&hex("0000 00 09 7f000001 0035"), relay).await.unwrap();
@@ -466,8 +468,7 @@ async fn udp_frag_nonzero_and_malformed_headers_are_dropped_d12_r58() {
 async fn udp_port_is_locked_to_the_declared_port_r54() {
     let server = start(cfg()).await;
     let echo = udp_xor_echo().await;
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (_control, relay) = associate(server.addr, &client).await;
+    let (_client, _control, relay) = associated(server.addr).await;
     let other_port = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     other_port.send_to(&datagram(0, echo, b"x"), relay).await.unwrap();
     assert_eq!(recv(&other_port).await, None);
@@ -476,18 +477,16 @@ async fn udp_port_is_locked_to_the_declared_port_r54() {
 #[tokio::test]
 async fn udp_associate_declaring_a_foreign_address_is_refused_r55() {
     let server = start(cfg()).await;
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(&hex("05 01 00 05 03 00 01 7f000002 1234")).await.unwrap();
-    assert_eq!(read_to_eof(&mut s).await, hex("05 00 05 02 00 01 00000000 0000"));
+    assert_eq!(
+        answer_to(server.addr, &hex("05 01 00 05 03 00 01 7f000002 1234")).await,
+        hex("05 00 05 02 00 01 00000000 0000")
+    );
 }
 
 #[tokio::test]
 async fn udp_from_remotes_never_contacted_is_dropped_d16() {
-    let config = cfg();
-    let stats = config.wiring.stats.clone();
-    let server = start(config).await;
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (_control, relay) = associate(server.addr, &client).await;
+    let (server, stats) = start_counted(cfg()).await;
+    let (client, _control, relay) = associated(server.addr).await;
     let echo = udp_xor_echo().await;
     client.send_to(&datagram(0, echo, b"hi"), relay).await.unwrap();
     assert!(recv(&client).await.is_some());
@@ -553,9 +552,7 @@ async fn sixty_four_mib_each_way_arrive_intact_r44() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_tunnels() {
-    let config = cfg();
-    let stats = config.wiring.stats.clone();
-    let server = start(config).await;
+    let (server, stats) = start_counted(cfg()).await;
     let echo = xor_echo().await;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(200));
     let tasks: Vec<_> = (0..200u32)
@@ -603,12 +600,16 @@ async fn through_a_chain_the_last_hops_refusal_is_passed_on_and_a_dead_hop_is_01
     s.write_all(b"chained").await.unwrap();
     assert_eq!(read_n(&mut s, 7).await, b"chained".map(|b| b ^ 0x5a));
 
-    let mut s = TcpStream::connect(front.addr).await.unwrap();
-    s.write_all(&[hex("05 01 00 05 01 00"), v4(closed_port().await)].concat()).await.unwrap();
-    assert_eq!(read_to_eof(&mut s).await, hex("05 00 05 05 00 01 00000000 0000"), "the last hop's 05");
+    assert_eq!(
+        answer_to(front.addr, &[hex("05 01 00 05 01 00"), v4(closed_port().await)].concat()).await,
+        hex("05 00 05 05 00 01 00000000 0000"),
+        "the last hop's 05"
+    );
 
     let dead = start(via(&[closed_port().await])).await;
-    let mut s = TcpStream::connect(dead.addr).await.unwrap();
-    s.write_all(&[hex("05 01 00 05 01 00"), v4(echo)].concat()).await.unwrap();
-    assert_eq!(read_to_eof(&mut s).await, hex("05 00 05 01 00 01 00000000 0000"), "a dead hop is not 'refused'");
+    assert_eq!(
+        answer_to(dead.addr, &[hex("05 01 00 05 01 00"), v4(echo)].concat()).await,
+        hex("05 00 05 01 00 01 00000000 0000"),
+        "a dead hop is not 'refused'"
+    );
 }

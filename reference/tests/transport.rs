@@ -11,6 +11,7 @@ use std::time::Duration;
 use testkit::pseudo_random;
 
 use rstest::rstest;
+use rstest_reuse::apply;
 use sha2::{Digest, Sha256};
 use socksref::client::{Chain, Hop};
 use socksref::proto::{Address, Version};
@@ -39,9 +40,16 @@ async fn server(spec: &TransportSpec) -> Server {
     Server { addr, _stop: tx }
 }
 
+/// A SOCKS5 hop at `addr` over `kind` with its default keys.
 fn hop(kind: Kind, addr: SocketAddr) -> Hop {
+    hop_over(TransportSpec::new(kind), addr)
+}
+
+/// A SOCKS5 hop at `addr` dialled with `spec` (a path, a key): the one place these tests build a
+/// `Hop` by hand.
+fn hop_over(spec: TransportSpec, addr: SocketAddr) -> Hop {
     let mut h = Hop::new(Version::V5, addr.into());
-    h.transport = Arc::new(Dialer::new(TransportSpec::new(kind)).unwrap());
+    h.transport = Arc::new(Dialer::new(spec).unwrap());
     h
 }
 
@@ -70,15 +78,8 @@ async fn xor_roundtrip<S: AsyncRead + AsyncWrite + Unpin>(s: S, data: &[u8]) {
 
 const KINDS: [Kind; 8] = [Kind::Tcp, Kind::Tls, Kind::Ws, Kind::Wss, Kind::Mtls, Kind::Mws, Kind::Mwss, Kind::Kcp];
 
-#[rstest]
+#[apply(testkit::tunnels)]
 #[case::tcp(Kind::Tcp)]
-#[case::tls(Kind::Tls)]
-#[case::ws(Kind::Ws)]
-#[case::wss(Kind::Wss)]
-#[case::mtls(Kind::Mtls)]
-#[case::mws(Kind::Mws)]
-#[case::mwss(Kind::Mwss)]
-#[case::kcp(Kind::Kcp)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_carries_megabytes_both_ways(#[case] kind: Kind) {
     let echo = common::xor_echo().await;
@@ -94,14 +95,7 @@ async fn connect_carries_megabytes_both_ways(#[case] kind: Kind) {
     tokio::join!(xor_roundtrip(a.unwrap(), &pa), xor_roundtrip(b.unwrap(), &pb));
 }
 
-#[rstest]
-#[case::tls(Kind::Tls)]
-#[case::ws(Kind::Ws)]
-#[case::wss(Kind::Wss)]
-#[case::mtls(Kind::Mtls)]
-#[case::mws(Kind::Mws)]
-#[case::mwss(Kind::Mwss)]
-#[case::kcp(Kind::Kcp)]
+#[apply(testkit::tunnels)]
 #[tokio::test]
 async fn udp_tun_over_the_transport(#[case] kind: Kind) {
     let echo = common::udp_xor_echo().await;
@@ -118,14 +112,7 @@ async fn udp_tun_over_the_transport(#[case] kind: Kind) {
     }
 }
 
-#[rstest]
-#[case::tls(Kind::Tls)]
-#[case::ws(Kind::Ws)]
-#[case::wss(Kind::Wss)]
-#[case::mtls(Kind::Mtls)]
-#[case::mws(Kind::Mws)]
-#[case::mwss(Kind::Mwss)]
-#[case::kcp(Kind::Kcp)]
+#[apply(testkit::tunnels)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mbind_over_the_transport(#[case] kind: Kind) {
     let srv = server(&TransportSpec::new(kind)).await;
@@ -278,9 +265,10 @@ async fn a_dialer_on_the_wrong_path_gets_a_clear_error() {
     let srv = server(&TransportSpec::new(Kind::Ws)).await;
     let mut spec = TransportSpec::new(Kind::Ws);
     spec.ws.path = "/other".into();
-    let mut h = Hop::new(Version::V5, srv.addr.into());
-    h.transport = Arc::new(Dialer::new(spec).unwrap());
-    let e = chain(vec![h]).connect(&"127.0.0.1:9".parse::<SocketAddr>().unwrap().into()).await.unwrap_err();
+    let e = chain(vec![hop_over(spec, srv.addr)])
+        .connect(&"127.0.0.1:9".parse::<SocketAddr>().unwrap().into())
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("404"), "{e}");
 }
 
@@ -301,9 +289,7 @@ async fn ws_path_and_host_reach_the_server() {
     let echo = common::xor_echo().await;
     let (_, spec) = split_url(ProxyUrl::parse("socks5+ws://127.0.0.1:0?path=/tunnel").unwrap()).unwrap();
     let srv = server(&spec).await;
-    let mut h = Hop::new(Version::V5, srv.addr.into());
-    h.transport = Arc::new(Dialer::new(spec).unwrap());
-    xor_roundtrip(chain(vec![h]).connect(&echo.into()).await.unwrap(), b"on /tunnel").await;
+    xor_roundtrip(chain(vec![hop_over(spec, srv.addr)]).connect(&echo.into()).await.unwrap(), b"on /tunnel").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,12 +306,10 @@ async fn kcp_garbage_and_wrong_keys_are_dropped_and_the_listener_lives_on() {
     }
     let mut wrong_spec = spec.clone();
     wrong_spec.kcp.key = "wrong".into();
-    let mut wrong = Hop::new(Version::V5, srv.addr.into());
-    wrong.transport = Arc::new(Dialer::new(wrong_spec).unwrap());
     let wrong = Chain {
         handshake_timeout: Duration::from_millis(1500),
         connect_timeout: Duration::from_millis(1500),
-        ..Chain::new(vec![wrong])
+        ..Chain::new(vec![hop_over(wrong_spec, srv.addr)])
     };
     let e = wrong.connect(&echo.into()).await.expect_err("a wrong key gets no reply");
     assert!(e.to_string().contains("timed out") || e.to_string().contains("deadline"), "{e}");
@@ -333,9 +317,11 @@ async fn kcp_garbage_and_wrong_keys_are_dropped_and_the_listener_lives_on() {
     let silent = tokio::time::timeout(Duration::from_millis(300), junk.recv_from(&mut buf)).await;
     assert!(silent.is_err(), "the listener answered garbage");
     // The right key still gets a tunnel.
-    let mut right = Hop::new(Version::V5, srv.addr.into());
-    right.transport = Arc::new(Dialer::new(spec).unwrap());
-    xor_roundtrip(chain(vec![right]).connect(&echo.into()).await.unwrap(), &pseudo_random(3, 200_000)).await;
+    xor_roundtrip(
+        chain(vec![hop_over(spec, srv.addr)]).connect(&echo.into()).await.unwrap(),
+        &pseudo_random(3, 200_000),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -366,7 +352,7 @@ async fn a_kcp_hop_behind_another_hop_is_a_clear_error() {
 /// A free loopback port for `transport`'s listener: UDP for kcp, TCP otherwise.
 fn free_port_for(transport: &str) -> u16 {
     if transport == "kcp" {
-        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        testkit::free_udp_addr().unwrap().port()
     } else {
         testkit::free_port().unwrap()
     }
@@ -391,10 +377,7 @@ async fn wait_listening(transport: &str, port: u16) {
 async fn tcp_forwarding_over_a_transport_with_gost_both_ways(
     #[values("tls", "ws", "wss", "mtls", "mws", "mwss", "kcp")] transport: &str,
 ) {
-    let Some(gost) = common::gost_bin() else {
-        println!("SKIP: no gost peer binary (run `cargo xtask interop` once, or set SOCKSLAB_GOST)");
-        return;
-    };
+    let Some(gost) = common::gost_bin() else { return };
     let socksref = std::path::PathBuf::from(env!("CARGO_BIN_EXE_socksref"));
     let echo = common::xor_echo().await;
     let data = pseudo_random(7, 4 << 20);

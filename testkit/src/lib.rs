@@ -52,6 +52,12 @@ pub fn free_addr() -> io::Result<SocketAddr> {
     Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
 }
 
+/// `127.0.0.1` with a UDP port that nothing is bound to right now (a kcp or UDP forwarder's
+/// port), with the same bind-and-release race as [`free_port`].
+pub fn free_udp_addr() -> io::Result<SocketAddr> {
+    std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()
+}
+
 /// Why a started process did not become ready.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -257,6 +263,27 @@ pub mod echo {
     }
 }
 
+/// The rstest cases of every transport that wraps the SOCKS stream (all of socksref's but plain
+/// TCP), one case per transport named after it: the list that the transport tests of socksref
+/// and the catalogue-over-transports tests of sockslab each wrote out before. Apply it with
+/// `#[rstest_reuse::apply(testkit::tunnels)]` to an `async fn` whose argument is
+/// `kind: socksref::transport::Kind` (more cases, such as plain TCP, may follow the `apply`).
+///
+/// The cases name `socksref::transport::Kind` as tokens only: they are checked where the template
+/// is applied (a crate that depends on socksref), so this crate still depends on no workspace
+/// crate.
+#[rstest_reuse::template]
+#[export]
+#[rstest]
+#[case::tls(socksref::transport::Kind::Tls)]
+#[case::ws(socksref::transport::Kind::Ws)]
+#[case::wss(socksref::transport::Kind::Wss)]
+#[case::mtls(socksref::transport::Kind::Mtls)]
+#[case::mws(socksref::transport::Kind::Mws)]
+#[case::mwss(socksref::transport::Kind::Mwss)]
+#[case::kcp(socksref::transport::Kind::Kcp)]
+fn tunnels(#[case] kind: socksref::transport::Kind) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +294,13 @@ mod tests {
         let port = free_port().expect("a port");
         assert_ne!(port, 0);
         TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+    }
+
+    #[test]
+    fn a_free_udp_port_can_be_bound() {
+        let addr = free_udp_addr().expect("a port");
+        assert_ne!(addr.port(), 0);
+        std::net::UdpSocket::bind(addr).expect("the port is free");
     }
 
     #[test]

@@ -30,6 +30,17 @@ fn connect_script(client: &str, server: &str) -> Script {
         .fin(false)
 }
 
+/// A connection from `client` to `server` (ISNs 1 and 2) whose SOCKS5 greeting offers only
+/// no authentication and gets it: the opening most dissector cases start from.
+fn no_auth(client: SocketAddr, server: SocketAddr) -> Script {
+    Script::new(client, server, 1, 2).handshake().client(GREETING).server(METHOD)
+}
+
+/// Like [`no_auth`], with username/password (`02`) offered and selected.
+fn user_pass(client: SocketAddr, server: SocketAddr) -> Script {
+    Script::new(client, server, 1, 2).handshake().client(&[5, 1, 2]).server(&[5, 2])
+}
+
 fn whats(d: &Dissection) -> Vec<String> {
     d.conversations[0].events.iter().map(|e| format!("{} {}", e.what, fields(e))).collect()
 }
@@ -222,10 +233,7 @@ fn udp_associate_datagrams_are_matched_to_the_association_and_strays_reported() 
     let relay = addr("127.0.0.1:1081");
     let cudp = addr("127.0.0.1:45000");
     let dg = [&[0u8, 0, 0, 1, 127, 0, 0, 1, 0, 53][..], b"query"].concat();
-    let s = Script::new(addr("127.0.0.1:40000"), addr("127.0.0.1:1080"), 1, 2)
-        .handshake()
-        .client(GREETING)
-        .server(METHOD)
+    let s = no_auth(addr("127.0.0.1:40000"), addr("127.0.0.1:1080"))
         .client(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
         .server(&[5, 0, 0, 1, 127, 0, 0, 1, 0x04, 0x39])
         .udp(cudp, relay, &dg)
@@ -282,12 +290,7 @@ fn socks4_bind_userpass_tls_mbind_and_udptun_are_decoded() {
             ],
         ),
         (
-            Script::new(c, srv, 1, 2)
-                .handshake()
-                .client(&[5, 1, 2])
-                .server(&[5, 2])
-                .client(&[1, 1, b'a', 2, b'p', b'w'])
-                .server(&[1, 1]),
+            user_pass(c, srv).client(&[1, 1, b'a', 2, b'p', b'w']).server(&[1, 1]),
             &["auth request user=\"a\" pass=<2 bytes>", "auth reply status=01 (failure)"],
         ),
         (
@@ -299,10 +302,7 @@ fn socks4_bind_userpass_tls_mbind_and_udptun_are_decoded() {
             &["method method=TLS(0x80)", "tls follows client_bytes=5 server_bytes=0"],
         ),
         (
-            Script::new(c, srv, 1, 2)
-                .handshake()
-                .client(GREETING)
-                .server(METHOD)
+            no_auth(c, srv)
                 .client(&[5, 0xf2, 0, 1, 0, 0, 0, 0, 0x1f, 0x90])
                 .server(&[5, 0, 0, 1, 127, 0, 0, 1, 0x1f, 0x90])
                 .server(&[1, 0, 0, 0, 3, 0, 0, 0, 1, 2, 2, 0, 3, 0, 0, 0, b'h', b'i']),
@@ -313,10 +313,7 @@ fn socks4_bind_userpass_tls_mbind_and_udptun_are_decoded() {
             ],
         ),
         (
-            Script::new(c, srv, 1, 2)
-                .handshake()
-                .client(GREETING)
-                .server(METHOD)
+            no_auth(c, srv)
                 .client(&[5, 0xf3, 0, 1, 0, 0, 0, 0, 0, 0])
                 .server(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 0])
                 .client(&[0, 2, 0xff, 1, 127, 0, 0, 1, 0, 53, b'h', b'i']),
@@ -355,10 +352,7 @@ fn a_conversation_becomes_a_scenario_that_loads_with_templated_fields() {
             &["ping", "70696e67"],
         ),
         (
-            Script::new(addr("127.0.0.1:40000"), addr("127.0.0.1:1080"), 1, 2)
-                .handshake()
-                .client(&[5, 1, 2])
-                .server(&[5, 2])
+            user_pass(addr("127.0.0.1:40000"), addr("127.0.0.1:1080"))
                 .client(&[1, 1, b'a', 1, b'b'])
                 .server(&[1, 0])
                 .client(&[5, 1, 0, 3, 1, b'h', 0, 80])
@@ -374,10 +368,7 @@ fn a_conversation_becomes_a_scenario_that_loads_with_templated_fields() {
             &[],
         ),
         (
-            Script::new(addr("127.0.0.1:40000"), addr("127.0.0.1:1080"), 1, 2)
-                .handshake()
-                .client(&[5, 1, 2])
-                .server(&[5, 2])
+            user_pass(addr("127.0.0.1:40000"), addr("127.0.0.1:1080"))
                 .client(&[1, 1, b'a', 1, b'b'])
                 .server(&[1, 1])
                 .fin(false),

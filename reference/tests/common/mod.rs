@@ -2,9 +2,10 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use socksref::server::{serve, ServerConfig};
+use socksref::server::{serve, ServerConfig, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
@@ -25,27 +26,44 @@ pub async fn start(config: ServerConfig) -> TestServer {
     TestServer { addr, _stop: tx }
 }
 
+/// [`start`], keeping the server's counters: the events a test waits for and asserts on.
+pub async fn start_counted(config: ServerConfig) -> (TestServer, Arc<Stats>) {
+    let stats = config.wiring.stats.clone();
+    (start(config).await, stats)
+}
+
 /// A TCP echo target that XORs every byte with 0x5a, so a relay that loops data back or
 /// corrupts it cannot pass as working.
 pub async fn xor_echo() -> SocketAddr {
+    target(|mut s| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            buf[..n].iter_mut().for_each(|b| *b ^= 0x5a);
+            if s.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = s.shutdown().await;
+    })
+    .await
+}
+
+/// A loopback TCP target that runs `serve` on every connection it accepts, each in a task of its
+/// own, until the runtime ends.
+async fn target<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    buf[..n].iter_mut().for_each(|b| *b ^= 0x5a);
-                    if s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = s.shutdown().await;
-            });
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve(s));
         }
     });
     addr
@@ -54,18 +72,12 @@ pub async fn xor_echo() -> SocketAddr {
 /// A target that reads until the client half-closes, then answers with the byte count and the
 /// given banner, then closes: the shape of an HTTP/1.0 exchange.
 pub async fn read_all_then_answer() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut all = Vec::new();
-                let _ = s.read_to_end(&mut all).await;
-                let _ = s.write_all(format!("got {} bytes", all.len()).as_bytes()).await;
-            });
-        }
-    });
-    addr
+    target(|mut s| async move {
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all).await;
+        let _ = s.write_all(format!("got {} bytes", all.len()).as_bytes()).await;
+    })
+    .await
 }
 
 /// A target that speaks first.
@@ -122,27 +134,20 @@ pub async fn udp_xor_echo_on(bind: &str) -> SocketAddr {
 
 /// A minimal HTTP/1.x server answering every request with `body`.
 pub async fn http(body: &'static str) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let resp =
-                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}", body.len(), body);
-                let _ = s.write_all(resp.as_bytes()).await;
-                let _ = s.shutdown().await;
-            });
+    target(move |mut s| async move {
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    addr
+        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}", body.len(), body);
+        let _ = s.write_all(resp.as_bytes()).await;
+        let _ = s.shutdown().await;
+    })
+    .await
 }
 
 /// Decodes spaced hex.
@@ -175,6 +180,22 @@ pub async fn until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// Connects to a SOCKS5 server and completes the no-auth greeting (`05 01 00` → `05 00`).
+pub async fn greeted(server: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(server).await.unwrap();
+    s.write_all(&hex("05 01 00")).await.unwrap();
+    assert_eq!(read_n(&mut s, 2).await, hex("05 00"));
+    s
+}
+
+/// Connects to `server`, sends `bytes` and returns everything it answers until it closes (5 s
+/// bound): for requests the server must refuse and hang up on.
+pub async fn answer_to(server: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(server).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_to_eof(&mut s).await
+}
+
 /// Reads until EOF (bounded by 5 s) and returns what came before it.
 pub async fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -204,6 +225,42 @@ pub fn spawn(bin: &std::path::Path, args: &[String]) -> Peer {
     Peer(child)
 }
 
+/// The `socksref` binary of this build, started with `args` (warnings and errors only on
+/// stderr, which the test inherits so a failure shows them), killed when the [`Peer`] drops.
+pub fn socksref(args: &[&str]) -> Peer {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_socksref"))
+        .args(args)
+        .args(["--log-level", "warn"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn socksref");
+    Peer(child)
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    testkit::free_port().expect("a free loopback port")
+}
+
+/// Blocks until something accepts on `127.0.0.1:port`; fails the test naming the port after
+/// 10 s (a bound that only turns a hang into a failure).
+pub fn wait_ready(port: u16) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if let Err(e) = testkit::wait_accepting(&mut testkit::NoProcess, &[addr], Duration::from_secs(10)) {
+        panic!("port {port} never opened: {e}");
+    }
+}
+
+/// Runs Debian's curl quietly with a 10 s limit: whether it succeeded, and what it printed.
+pub fn curl(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "10"])
+        .args(args)
+        .output()
+        .expect("curl is required for these tests: apt-get install curl (bash .ci/run installs it)");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Connects to a TCP port that a just-started peer will open (5 s at most).
 pub async fn connect_retry(addr: SocketAddr) -> TcpStream {
     for _ in 0..200 {
@@ -216,9 +273,17 @@ pub async fn connect_retry(addr: SocketAddr) -> TcpStream {
 }
 
 /// The lab's gost peer binary: `SOCKSLAB_GOST`, else the newest `gost-*` the lab built into
-/// this target directory's `interop/bin`. `None`: the test says SKIP (`.ci/run` builds gost
-/// before the tests, so CI always has it).
+/// this target directory's `interop/bin`. `None` after printing the SKIP line the test then
+/// stands for (`.ci/run` builds gost before the tests, so CI always has it).
 pub fn gost_bin() -> Option<std::path::PathBuf> {
+    let found = find_gost();
+    if found.is_none() {
+        println!("SKIP: no gost peer binary (run `cargo xtask interop` once, or set SOCKSLAB_GOST)");
+    }
+    found
+}
+
+fn find_gost() -> Option<std::path::PathBuf> {
     if let Some(p) = std::env::var_os("SOCKSLAB_GOST") {
         return Some(p.into());
     }
