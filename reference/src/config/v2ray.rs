@@ -162,18 +162,38 @@ pub fn translate(file: &Path, text: &str) -> Result<Translation, ConfigError> {
     cx.rest("$", &root, &["log", "inbounds", "outbounds", "routing", "router"], "not modelled by socksref");
 
     let mut config = Config::default();
-    let mut chain_origins = Vec::new();
-
     // Outbounds: socks ones become chains named by their tag.
+    let (outs, chain_origins) = translate_outbounds(&mut cx, &outbounds, form, &mut config)?;
+    // Routing: only inboundTag → outboundTag. V2Ray's default is the first outbound.
+    let routes = translate_routes(&mut cx, &root, form, &outs)?;
+    let service_origins = translate_inbounds(&mut cx, &inbounds, form, &routes, &outs, &mut config)?;
+    if let Some(log) = root.get("log") {
+        config.log = log_level(&mut cx, log, form)?;
+    }
+    Ok(Translation { config, form, notes: cx.notes, service_origins, chain_origins })
+}
+
+/// The outbounds by tag, in file order (the first is V2Ray's default route).
+type Outs = Vec<(String, Out)>;
+
+/// The outbounds, by tag: a socks one becomes a chain of `config` (its origin, the outbound's
+/// path, is returned beside), freedom is direct, anything else cannot be run.
+fn translate_outbounds(
+    cx: &mut Cx<'_>,
+    outbounds: &[Value],
+    form: Form,
+    config: &mut Config,
+) -> Result<(Outs, Vec<String>), ConfigError> {
+    let mut chain_origins = Vec::new();
     let mut outs: Vec<(String, Out)> = Vec::new();
     for (i, o) in outbounds.iter().enumerate() {
         let path = format!("outbounds[{i}]");
-        let o = obj(&cx, o, &path)?;
-        let tag = string(&cx, o, &path, "tag")?.map_or_else(|| format!("outbound-{i}"), str::to_string);
-        let protocol = string(&cx, o, &path, "protocol")?.unwrap_or("");
+        let o = obj(cx, o, &path)?;
+        let tag = string(cx, o, &path, "tag")?.map_or_else(|| format!("outbound-{i}"), str::to_string);
+        let protocol = string(cx, o, &path, "protocol")?.unwrap_or("");
         cx.rest(&path, o, &["tag", "protocol", "settings"], "outbound options are not modelled");
         let empty_settings = Value::Object(Map::new());
-        let settings = obj(&cx, o.get("settings").unwrap_or(&empty_settings), &format!("{path}.settings"))?;
+        let settings = obj(cx, o.get("settings").unwrap_or(&empty_settings), &format!("{path}.settings"))?;
         let spath = format!("{path}.settings");
         let out = match protocol {
             "freedom" => {
@@ -181,7 +201,7 @@ pub fn translate(file: &Path, text: &str) -> Result<Translation, ConfigError> {
                 Out::Direct
             }
             "socks" => {
-                let node = socks_outbound(&mut cx, settings, &spath, form)?;
+                let node = socks_outbound(cx, settings, &spath, form)?;
                 config.chains.push(ChainConfig {
                     name: tag.clone(),
                     hops: vec![HopConfig { name: "hop-0".into(), nodes: vec![node], metadata: Metadata::new() }],
@@ -197,20 +217,30 @@ pub fn translate(file: &Path, text: &str) -> Result<Translation, ConfigError> {
         outs.push((tag, out));
     }
 
-    // Routing: only inboundTag → outboundTag. V2Ray's default is the first outbound.
+    Ok((outs, chain_origins))
+}
+
+/// The routing rules V2Ray's form names, as inbound tag → outbound tag: only rules that match
+/// on inbound tags alone are modelled (the first that matches wins, as in V2Ray).
+fn translate_routes(
+    cx: &mut Cx<'_>,
+    root: &Map<String, Value>,
+    form: Form,
+    outs: &[(String, Out)],
+) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut routes: BTreeMap<String, String> = BTreeMap::new();
     let (rkey, rules_key, out_key) = match form {
         Form::V4 => ("routing", "rules", "outboundTag"),
         Form::V5 => ("router", "rule", "tag"),
     };
     if let Some(r) = root.get(rkey) {
-        let r = obj(&cx, r, rkey)?;
+        let r = obj(cx, r, rkey)?;
         cx.rest(rkey, r, &[rules_key], "routing options are not modelled");
         if let Some(rules) = r.get(rules_key) {
             let rules = rules.as_array().ok_or_else(|| cx.err(&format!("{rkey}.{rules_key}"), "expected a list"))?;
             for (i, rule) in rules.iter().enumerate() {
                 let path = format!("{rkey}.{rules_key}[{i}]");
-                let rule = obj(&cx, rule, &path)?;
+                let rule = obj(cx, rule, &path)?;
                 let extra: Vec<&String> = rule
                     .keys()
                     .filter(|k| !["type", "inboundTag", out_key, "outboundTag"].contains(&k.as_str()))
@@ -219,7 +249,7 @@ pub fn translate(file: &Path, text: &str) -> Result<Translation, ConfigError> {
                     cx.note(&path, &format!("the whole rule: matching on {extra:?} is not modelled"));
                     continue;
                 }
-                let Some(to) = string(&cx, rule, &path, out_key)?.or(string(&cx, rule, &path, "outboundTag")?) else {
+                let Some(to) = string(cx, rule, &path, out_key)?.or(string(cx, rule, &path, "outboundTag")?) else {
                     cx.note(&path, "a rule without an outbound tag");
                     continue;
                 };
@@ -242,24 +272,37 @@ pub fn translate(file: &Path, text: &str) -> Result<Translation, ConfigError> {
         }
     }
 
+    Ok(routes)
+}
+
+/// The socks and dokodemo-door inbounds as services of `config`, each on the chain its route
+/// (or the first outbound) names; returns each service's origin (the inbound's path).
+fn translate_inbounds(
+    cx: &mut Cx<'_>,
+    inbounds: &[Value],
+    form: Form,
+    routes: &BTreeMap<String, String>,
+    outs: &[(String, Out)],
+    config: &mut Config,
+) -> Result<Vec<String>, ConfigError> {
     let mut service_origins = Vec::new();
     for (i, inb) in inbounds.iter().enumerate() {
         let path = format!("inbounds[{i}]");
-        let inb = obj(&cx, inb, &path)?;
-        let tag = string(&cx, inb, &path, "tag")?.map_or_else(|| format!("inbound-{i}"), str::to_string);
-        let protocol = string(&cx, inb, &path, "protocol")?.unwrap_or("");
+        let inb = obj(cx, inb, &path)?;
+        let tag = string(cx, inb, &path, "tag")?.map_or_else(|| format!("inbound-{i}"), str::to_string);
+        let protocol = string(cx, inb, &path, "protocol")?.unwrap_or("");
         if !matches!(protocol, "socks" | "dokodemo-door") {
             cx.note(&path, &format!("protocol {protocol:?} is not supported (only socks and dokodemo-door)"));
             continue;
         }
         cx.rest(&path, inb, &["tag", "protocol", "settings", "listen", "port"], "inbound options are not modelled");
         // V2Ray listens on every interface when `listen` is omitted.
-        let listen = string(&cx, inb, &path, "listen")?.unwrap_or("0.0.0.0");
-        let port = port(&cx, inb, &path, "port")?.ok_or_else(|| cx.err(&path, "missing port"))?;
+        let listen = string(cx, inb, &path, "listen")?.unwrap_or("0.0.0.0");
+        let port = port(cx, inb, &path, "port")?.ok_or_else(|| cx.err(&path, "missing port"))?;
         let addr = host_port(listen, port);
         let empty_settings = Value::Object(Map::new());
         let spath = format!("{path}.settings");
-        let settings = obj(&cx, inb.get("settings").unwrap_or(&empty_settings), &spath)?;
+        let settings = obj(cx, inb.get("settings").unwrap_or(&empty_settings), &spath)?;
         let out = match routes.get(&tag) {
             Some(t) => outs.iter().find(|(o, _)| o == t).map(|(_, o)| o.clone()),
             None => outs.first().map(|(_, o)| o.clone()),
@@ -273,7 +316,7 @@ pub fn translate(file: &Path, text: &str) -> Result<Translation, ConfigError> {
             }
         };
         if protocol == "socks" {
-            let (handler, auther) = socks_inbound(&mut cx, settings, &spath, form, &tag, listen, chain)?;
+            let (handler, auther) = socks_inbound(cx, settings, &spath, form, &tag, listen, chain)?;
             config.authers.extend(auther);
             config.services.push(ServiceConfig {
                 name: tag.clone(),
@@ -285,17 +328,14 @@ pub fn translate(file: &Path, text: &str) -> Result<Translation, ConfigError> {
             });
             service_origins.push(path.clone());
         } else {
-            for s in dokodemo(&mut cx, settings, &spath, form, &tag, &addr, chain)? {
+            for s in dokodemo(cx, settings, &spath, form, &tag, &addr, chain)? {
                 config.services.push(s);
                 service_origins.push(path.clone());
             }
         }
     }
 
-    if let Some(log) = root.get("log") {
-        config.log = log_level(&mut cx, log, form)?;
-    }
-    Ok(Translation { config, form, notes: cx.notes, service_origins, chain_origins })
+    Ok(service_origins)
 }
 
 /// jsonv5 spells some things differently; the first such spelling decides.
