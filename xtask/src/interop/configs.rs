@@ -314,7 +314,7 @@ impl Plan {
 
 /// The definitions of socksref and of the real programs.
 fn definitions() -> Result<BTreeMap<PeerId, PeerDef>> {
-    REAL.into_iter().chain([PeerId::Reference]).map(|p| Ok((p, super::servers::definition(p)?))).collect()
+    REAL.into_iter().chain([PeerId::Reference]).map(|p| Ok((p, p.definition()?))).collect()
 }
 
 /// The folder of the example files and their plan.
