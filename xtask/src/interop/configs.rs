@@ -797,15 +797,16 @@ mod tests {
             ("kind: curl", "kind: ftp", "unknown variant `ftp`"),
             ("proto: --socks4", "proto: --socks6", "unknown variant `--socks6`"),
             ("format: gost", "format: gost\n    colour: red", "unknown field `colour`"),
-            ("user: up}", "user: admin}", "check `c`: `user: admin` names no credential"),
+            ("user: up", "user: admin", "check `c`: `user: admin` names no credential"),
             ("port: 1080, proto", "port: 3080, proto", "check `c`: port 3080 is not in `ports`"),
             ("ready: 1080", "ready: 9000", "`ready: 9000` is not in `ports`"),
             ("ports: [1080, 2080]", "ports: [1080, 9053]", "port 9053 is both in `ports` and a target"),
             ("file: a.yaml", "file: missing.yaml", "suite `missing.yaml`: no such file"),
             ("format: gost", "format: gost\n    needs: [b.json]", "`needs: b.json` names no suite"),
+            // (Braces balanced in every case: `cargo xtask tidy` counts them to find this module.)
             (
-                "user: up}\n",
-                "user: up}\n      - {name: c, kind: tcp-forward, port: 2080}\n",
+                "    checks:\n",
+                "    checks:\n      - {name: c, kind: tcp-forward, port: 2080}\n",
                 "check `c`: is defined twice",
             ),
         ];
