@@ -334,7 +334,18 @@ fn argv(def: &PeerDef, format: Format, file: &str) -> Result<Vec<String>> {
         def.name,
         format.name()
     );
-    Ok(line[1..].iter().map(|a| a.replace("{file}", file)).collect())
+    // The one placeholder syntax of peer definitions, strict: `{file}` is filled, `{dir}` kept for
+    // the launcher, and any other name is a misspelling reported here rather than passed on.
+    let value = |name: &str| match name {
+        "file" => Some(file.to_string()),
+        "dir" => Some("{dir}".to_string()),
+        _ => None,
+    };
+    line[1..]
+        .iter()
+        .map(|a| sockslab::peers::fill(a, value, true))
+        .collect::<Result<_, String>>()
+        .map_err(|e| anyhow::anyhow!("{}'s peer.yaml: `config_files.{}`: {e}", def.name, format.name()))
 }
 
 /// The prefix of a configs row's id in a peer's expected results (`cells:` in
