@@ -213,6 +213,12 @@ pub struct PeerDef {
     /// Command printing the installed version (recorded in reports); `{env:NAME}` is substituted.
     #[serde(default)]
     pub version_command: Vec<String>,
+    /// How the program runs an example config file (docker/configs/, the interop lab's configs
+    /// section), by the file's format (`gost`, `v2ray-json`, `v2ray-jsonv5`): a command line like
+    /// `command`, with `{dir}/{file}` for the file. The lab reads it (and runs its own binary or
+    /// image of the peer, whatever the first word says); `check` does not.
+    #[serde(default)]
+    pub config_files: BTreeMap<String, Vec<String>>,
     /// Its configurations, every one of which `sockslab check --peer` starts.
     pub instances: Vec<InstanceDef>,
     /// Process instances only the interop lab and the benchmark start (by name; `check` never

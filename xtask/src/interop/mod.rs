@@ -677,7 +677,7 @@ fn write_run_report(
 async fn run_configs(args: &InteropArgs, backend: Backend) -> Result<()> {
     let mut launchers = BTreeMap::new();
     let mut unavailable = BTreeMap::new();
-    for p in [PeerId::Curl, PeerId::Reference, PeerId::Gost, PeerId::V2ray4, PeerId::V2ray5] {
+    for p in [PeerId::Curl, PeerId::Reference].into_iter().chain(configs::REAL) {
         match peers::prepare(p, backend).with_context(|| format!("preparing {p}"))? {
             Prepared::Ready { program, image } => {
                 launchers.insert(p, Launcher { peer: p, program, image });
