@@ -84,14 +84,15 @@ pub struct InteropArgs {
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
 
-    /// Only cells involving this peer (repeatable): curl, gost, v2ray5, v2ray4, reference.
-    #[arg(long = "peer", value_name = "NAME", value_parser = peer_names())]
+    /// Only cells involving this peer (repeatable or comma-separated): curl, gost, v2ray5,
+    /// v2ray4, reference.
+    #[arg(long = "peer", value_name = "NAME", value_delimiter = ',', value_parser = peer_names())]
     pub peers: Vec<String>,
 
-    /// Only these features (repeatable): socks4, socks4a, socks4-userid, socks5-connect,
-    /// userpass, bind, udp-associate, mbind, udp-tun, rudp-tun, tls-methods, tls-auth,
-    /// half-close, plus udp-bypass and scenarios.
-    #[arg(long = "feature", value_name = "NAME", value_parser = feature_names())]
+    /// Only these features (repeatable or comma-separated): socks4, socks4a, socks4-userid,
+    /// socks5-connect, userpass, bind, udp-associate, mbind, udp-tun, rudp-tun, tls-methods,
+    /// tls-auth, half-close, plus udp-bypass and scenarios.
+    #[arg(long = "feature", value_name = "NAME", value_delimiter = ',', value_parser = feature_names())]
     pub features: Vec<String>,
 
     /// Only cell ids matching this glob (repeatable), e.g. `socks4a.curl.v2ray5` or `*.curl.*`:
@@ -262,4 +263,24 @@ fn peer_names() -> clap::builder::PossibleValuesParser {
 fn feature_names() -> clap::builder::PossibleValuesParser {
     let columns = crate::peers::Feature::ALL.map(|f| f.name());
     clap::builder::PossibleValuesParser::new(columns.into_iter().chain(["udp-bypass", "scenarios"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The README's `--peer gost --feature mbind,udp-tun` parses; an unknown name is refused
+    /// with the known ones listed.
+    #[test]
+    fn peer_and_feature_take_lists_and_refuse_unknown_names() {
+        let x = Xtask::try_parse_from(["xtask", "interop", "--peer", "gost", "--feature", "mbind,udp-tun"]).unwrap();
+        let Command::Interop(a) = x.command else { panic!("not interop") };
+        assert_eq!(a.peers, ["gost"]);
+        assert_eq!(a.features, ["mbind", "udp-tun"]);
+        let Err(e) = Xtask::try_parse_from(["xtask", "interop", "--feature", "udp"]) else { panic!("accepted") };
+        let e = e.to_string();
+        assert!(e.contains("udp-associate") && e.contains("scenarios"), "{e}");
+        assert!(Xtask::try_parse_from(["xtask", "interop", "--peer", "dante"]).is_err());
+    }
 }

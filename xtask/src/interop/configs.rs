@@ -693,58 +693,23 @@ async fn tcp_echo(port: u16) -> Result<bool> {
     Ok(matches!(tokio::time::timeout(LIMIT, s.read_exact(&mut buf)).await, Ok(Ok(_))) && &buf == b"configs-tcp")
 }
 
-/// A SOCKS5 UDP request header for an IPv4 `to`, then `data`.
+/// A SOCKS5 UDP datagram to `to` carrying `data`, encoded by the reference's one codec.
 fn datagram(to: SocketAddr, data: &[u8]) -> Vec<u8> {
-    let SocketAddr::V4(v4) = to else { return Vec::new() };
-    let mut d = vec![0, 0, 0, 1];
-    d.extend(v4.ip().octets());
-    d.extend(v4.port().to_be_bytes());
+    let mut d = Vec::new();
+    // Encoding into a Vec cannot fail: an IP address always fits the header.
+    let _ = socksref::proto::udp::UdpHeader::new(Address::from(to)).encode(&mut d);
     d.extend(data);
     d
 }
 
+/// UDP ASSOCIATE through the server with socksref's client: one datagram to the echo target
+/// must come back.
 async fn udp_associate(port: u16, user: Option<&Credential>, echo: SocketAddr) -> Result<bool> {
     let work = async {
-        let mut c = TcpStream::connect(("127.0.0.1", port)).await?;
-        let method = if user.is_some() { 2u8 } else { 0 };
-        c.write_all(&[5, 1, method]).await?;
-        let mut r = [0u8; 2];
-        c.read_exact(&mut r).await?;
-        if r != [5, method] {
-            return Ok(false);
-        }
-        if let Some(u) = user {
-            let (name, pass) = (&u.user, &u.pass);
-            let mut m = vec![1, name.len() as u8];
-            m.extend(name.as_bytes());
-            m.push(pass.len() as u8);
-            m.extend(pass.as_bytes());
-            c.write_all(&m).await?;
-            c.read_exact(&mut r).await?;
-            if r[1] != 0 {
-                return Ok(false);
-            }
-        }
-        let udp = UdpSocket::bind("127.0.0.1:0").await?;
-        let SocketAddr::V4(me) = udp.local_addr()? else { return Ok(false) };
-        let mut req = vec![5, 3, 0, 1];
-        req.extend(me.ip().octets());
-        req.extend(me.port().to_be_bytes());
-        c.write_all(&req).await?;
-        let mut rep = [0u8; 10];
-        c.read_exact(&mut rep).await?;
-        if rep[1] != 0 || rep[3] != 1 {
-            return Ok(false);
-        }
-        let mut ip = [rep[4], rep[5], rep[6], rep[7]];
-        if ip == [0, 0, 0, 0] {
-            ip = [127, 0, 0, 1];
-        }
-        let relay = SocketAddr::from((ip, u16::from_be_bytes([rep[8], rep[9]])));
-        udp.send_to(&datagram(echo, b"configs-assoc"), relay).await?;
+        let assoc = one_hop(port, user).udp_associate().await?;
+        assoc.send_to(b"configs-assoc", &Address::from(echo)).await?;
         let mut buf = [0u8; 2048];
-        let (n, _) = udp.recv_from(&mut buf).await?;
-        drop(c);
+        let (n, _) = assoc.recv_from(&mut buf).await?;
         anyhow::Ok(buf[..n].ends_with(b"configs-assoc"))
     };
     Ok(tokio::time::timeout(LIMIT, work).await.unwrap_or(Ok(false)).unwrap_or(false))
